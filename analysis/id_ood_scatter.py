@@ -1,0 +1,29 @@
+"""Scatter of ID accuracy vs OOD accuracy of every trial (checkpoint chosen by
+training-domain validation), one panel per dataset and test environment, one colour per
+optimizer."""
+
+import matplotlib.pyplot as plt
+
+from shiftbench.report import AnalysisContext
+from shiftbench.selection import METHODS, selected_checkpoints
+
+
+def run(context: AnalysisContext) -> None:
+    done = context.ledger[context.ledger["status"] == "done"]
+    picked = selected_checkpoints(done, METHODS["training_domain"])
+    if picked.empty:
+        return
+    panels = sorted(picked.groupby(["dataset", "ds.test_env"]).groups)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
+    solvers = sorted(picked["solver"].unique())
+    colours = dict(zip(solvers, plt.cm.tab10.colors))
+    for ax, (dataset, test_env) in zip(axes[0], panels):
+        panel = picked[(picked["dataset"] == dataset) & (picked["ds.test_env"] == test_env)]
+        for solver, points in panel.groupby("solver"):
+            ax.scatter(points["id_acc"], points["ood_acc"], s=18, alpha=0.75,
+                       color=colours[solver], label=solver)
+        ax.set(title=f"{dataset} (test env {test_env})", xlabel="ID accuracy",
+               ylabel="OOD accuracy")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8, loc="best")
+    context.report.figure("id_ood_scatter", fig, "ID vs OOD accuracy of every trial")

@@ -1,0 +1,105 @@
+"""The shiftbench Benchopt objective: train a classifier on the training environments of a
+data set and evaluate it, at checkpoints, in and out of distribution.
+
+Metrics (DomainBed's conventions): ``id_acc`` is the mean accuracy over the
+held-out part of each training environment (training-domain validation),
+``ood_acc`` the accuracy on the whole test environment, ``oracle_acc`` on its
+held-out part (test-domain validation); ``train_loss``/``train_acc`` are on
+the pooled training splits; ``env<i>_in_acc``/``env<i>_out_acc`` per split.
+"""
+
+from benchopt import BaseObjective
+
+from shiftbench.algorithms import ALGORITHMS, create_algorithm
+from shiftbench.models import SIZED_FAMILIES, check_size, create_model
+from shiftbench.training import evaluate, pick_device, seed_everything
+
+
+class Objective(BaseObjective):
+    name = "shiftbench"
+    url = "https://github.com/shiftbench/shiftbench"
+    min_benchopt_version = "1.6"
+    sampling_strategy = "callback"
+    parameters = {
+        "steps": [400],
+        "eval_every": [50],
+        "model": ["cnn"],
+        "depth": [2],
+        "width": [32],
+        "dropout": [0.0],
+        "algorithm": ["erm"],
+        "irm_lambda": [100.0],
+        "irm_anneal_iters": [500],
+        "irm_reset_to": ["same"],
+        "seed": [0],
+    }
+    test_dataset_name = "colored_digits"
+    device = "auto"
+
+    @staticmethod
+    def check_parameters(params: dict) -> None:
+        """Reject impossible objective parameters before any trial runs."""
+        if params["steps"] < 1 or params["eval_every"] < 1:
+            raise ValueError(f"steps and eval_every must be >= 1, got {params['steps']}, "
+                             f"{params['eval_every']}")
+        if params["algorithm"] not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}")
+        if params["irm_reset_to"] not in ("same", "adam"):
+            raise ValueError(f"irm_reset_to must be 'same' or 'adam', got "
+                             f"{params['irm_reset_to']!r}")
+        if params["model"] in SIZED_FAMILIES:
+            check_size(params["depth"], params["width"], params["dropout"])
+
+    def set_data(self, data) -> None:
+        self.check_parameters({key: getattr(self, key) for key in self.parameters})
+        self.data = data
+        self.torch_device = pick_device(self.device)
+        self.splits = data.splits(self.torch_device)
+        self.train_envs = [inn for i, (inn, _) in enumerate(self.splits) if i != data.test_env]
+
+    def build_model(self):
+        """The trial's model at initialization (seeded, so the same for every solver)."""
+        seed_everything(self.seed)
+        kwargs = ({"depth": self.depth, "width": self.width, "dropout": self.dropout}
+                  if self.model in SIZED_FAMILIES else {})
+        return create_model(self.model, self.data.input_shape, self.data.num_classes,
+                            **kwargs).to(self.torch_device)
+
+    def get_objective(self) -> dict:
+        model = self.build_model()
+        if self.algorithm == "irm":
+            algorithm = create_algorithm("irm", penalty_weight=self.irm_lambda,
+                                         anneal_iters=self.irm_anneal_iters)
+        else:
+            algorithm = create_algorithm(self.algorithm)
+        return {"model": model, "train_envs": self.train_envs, "algorithm": algorithm,
+                "steps": self.steps, "seed": self.seed, "reset_to": self.irm_reset_to}
+
+    def evaluate_result(self, model) -> dict:
+        test = self.data.test_env
+        metrics: dict[str, float] = {}
+        train_loss = train_correct = train_n = 0.0
+        id_accs, id_losses = [], []
+        for i, (inn, out) in enumerate(self.splits):
+            ev_in, ev_out = evaluate(model, inn), evaluate(model, out)
+            metrics[f"env{i}_in_acc"] = ev_in.acc
+            metrics[f"env{i}_out_acc"] = ev_out.acc
+            if i == test:
+                n = ev_in.n + ev_out.n
+                metrics["ood_acc"] = (ev_in.acc * ev_in.n + ev_out.acc * ev_out.n) / n
+                metrics["ood_loss"] = (ev_in.loss * ev_in.n + ev_out.loss * ev_out.n) / n
+                metrics["oracle_acc"] = ev_out.acc
+            else:
+                train_loss += ev_in.loss * ev_in.n
+                train_correct += ev_in.acc * ev_in.n
+                train_n += ev_in.n
+                id_accs.append(ev_out.acc)
+                id_losses.append(ev_out.loss)
+        metrics["train_loss"] = train_loss / train_n
+        metrics["train_acc"] = train_correct / train_n
+        metrics["id_acc"] = sum(id_accs) / len(id_accs)
+        metrics["id_loss"] = sum(id_losses) / len(id_losses)
+        return {"value": metrics["train_loss"], **metrics}
+
+    def get_one_result(self) -> dict:
+        return {"model": self.build_model()}

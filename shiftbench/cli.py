@@ -1,0 +1,145 @@
+"""The ``shiftbench`` command: run, status, report and list."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import click
+
+from shiftbench import registry, store
+from shiftbench.lock import StudyLocked
+from shiftbench.study import StudyError, load_study
+
+DEFAULT_STORE = Path("results")
+
+
+def _load(path: str):
+    try:
+        return load_study(path)
+    except StudyError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _store_option(f):
+    return click.option("--store", "store_dir", type=click.Path(path_type=Path),
+                        default=DEFAULT_STORE, show_default=True,
+                        help="Ledger root folder.")(f)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """shiftbench: sweeps of optimizers and models under distribution shift."""
+    warnings.simplefilter("ignore", DeprecationWarning)
+
+
+@main.command()
+@click.argument("study_file", type=click.Path())
+@_store_option
+@click.option("--address", default=None, help="Join a running Ray cluster instead of "
+              "starting an embedded one.")
+@click.option("--workers", type=int, default=None, help="Worker processes (default: one per "
+              "CPU; 0 runs trials in this process without Ray).")
+@click.option("--max-trials", type=int, default=None, help="Run at most N pending trials.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def run(study_file: str, store_dir: Path, address: str | None, workers: int | None,
+        max_trials: int | None, quiet: bool) -> None:
+    """Run or resume a study: only trials the ledger does not hold yet are run."""
+    from shiftbench.sweep import plan, run_study
+
+    study = _load(study_file)
+    if workers is not None and workers < 0:
+        raise click.ClickException("--workers must be >= 0")
+    todo = plan(study, store_dir)
+    click.echo(f"{study.name}: {len(todo.trials)} trials, "
+               f"{len(todo.trials) - len(todo.pending) - len(todo.exhausted)} already in the "
+               f"ledger, {len(todo.pending)} to run")
+    try:
+        summary = run_study(study, store_dir, workers=workers, address=address,
+                            max_trials=max_trials, progress=not quiet)
+    except StudyLocked as exc:
+        raise click.ClickException(str(exc)) from None
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items())) or "nothing new"
+    click.echo(f"ran {summary.ran} trials in {summary.seconds:.1f}s: {counts}")
+    after = plan(study, store_dir)
+    if summary.interrupted:
+        click.echo(f"interrupted: {len(after.pending)} trials left; run the same command to "
+                   "resume")
+        sys.exit(130)
+    if after.pending or after.exhausted:
+        click.echo(f"incomplete: {len(after.pending)} pending, {len(after.exhausted)} failed "
+                   f"after {study.retries + 1} attempts (see `shiftbench status`)")
+        sys.exit(1)
+    click.echo(f"complete: results in {store.study_dir(store_dir, study.name)}")
+
+
+@main.command()
+@click.argument("study_file", type=click.Path())
+@_store_option
+def status(study_file: str, store_dir: Path) -> None:
+    """Done / failed / diverged / pending counts of a study."""
+    from shiftbench.sweep import plan
+
+    study = _load(study_file)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", store.LedgerWarning)
+        todo = plan(study, store_dir)
+    counts: dict[str, int] = {}
+    for trial in todo.trials:
+        state = todo.states.get(trial.trial_id, "pending")
+        counts[state] = counts.get(state, 0) + 1
+    click.echo(f"{study.name}: {len(todo.trials)} trials")
+    for state in ("done", "diverged", "failed", "timeout", "pending"):
+        click.echo(f"  {state:<9}{counts.get(state, 0):>7}")
+    if todo.exhausted:
+        click.echo(f"  ({len(todo.exhausted)} failed trials have used all "
+                   f"{study.retries + 1} attempts)")
+    for path, reason in store.skipped_files(store_dir, study.name).items():
+        click.echo(f"  unreadable ledger file left untouched: {path}: {reason}")
+
+
+@main.command()
+@click.argument("study_file", type=click.Path())
+@_store_option
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Report folder (default: STORE/reports/STUDY).")
+def report(study_file: str, store_dir: Path, out: Path | None) -> None:
+    """Run every analysis the study names: Markdown, LaTeX, CSV and PNG."""
+    from shiftbench.report import build_report
+
+    study = _load(study_file)
+    try:
+        built = build_report(study, store_dir, out)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("\n".join(built.sections))
+    click.echo(f"report written to {built.out / 'report.md'}")
+
+
+@main.command(name="list")
+def list_plugins() -> None:
+    """Solvers, datasets, measures and analyses, with their parameters."""
+    from shiftbench import measures
+
+    click.echo("solvers:")
+    for name in registry.names("solvers"):
+        cls = registry.solver_class(name)
+        click.echo(f"  {name:<12} {_params(cls.parameters)}")
+        if cls.search_space:
+            space = ", ".join(f"{k}~{v}" for k, v in sorted(cls.search_space.items()))
+            click.echo(f"  {'':<12} search: {space}")
+    click.echo("datasets:")
+    for name in registry.names("datasets"):
+        click.echo(f"  {name:<12} {_params(registry.dataset_class(name).parameters)}")
+    click.echo(f"objective:\n  {_params(registry.objective_class().parameters)}")
+    click.echo("measures:")
+    click.echo("  " + ", ".join(measures.available()))
+    click.echo("analyses:")
+    for name in registry.names("analysis"):
+        doc = (registry.analysis(name).__doc__ or "").strip().split("\n")[0]
+        click.echo(f"  {name:<22} {doc}")
+
+
+def _params(parameters: dict) -> str:
+    return ", ".join(f"{k}={v[0]!r}" for k, v in parameters.items())

@@ -1,0 +1,1 @@
+"""Data loaders and environment containers shared by the dataset plugins."""

@@ -1,0 +1,125 @@
+"""Environments: the unit of distribution shift, and DomainBed's in/out holdout split.
+
+An environment is a named set of labelled examples. Small data sets keep ``x``
+as a tensor (resident on the training device, indexed directly in the hot
+loop); large image sets keep a lazy image table that loads and transforms
+files when indexed. Both support ``len``, ``x[idx]`` with a LongTensor of
+indices, and ``subset``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+
+class LazyInputs(Protocol):
+    """Inputs that are materialized on indexing (e.g. image files on disk)."""
+
+    shape: tuple[int, ...]
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor: ...
+
+    def subset(self, idx: np.ndarray) -> LazyInputs: ...
+
+    def to(self, device: torch.device | str) -> LazyInputs: ...
+
+
+@dataclass(frozen=True, eq=False)
+class Environment:
+    """A named domain: inputs ``x`` (tensor or lazy) and int64 labels ``y``."""
+
+    name: str
+    x: Any
+    y: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y):
+            raise ValueError(
+                f"environment {self.name!r}: {len(self.x)} inputs, {len(self.y)} labels"
+            )
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    def subset(self, idx: np.ndarray, name: str | None = None) -> Environment:
+        """The examples at ``idx``, as a new environment."""
+        index = torch.as_tensor(idx, dtype=torch.long)
+        x = self.x[index] if isinstance(self.x, torch.Tensor) else self.x.subset(np.asarray(idx))
+        return Environment(name or self.name, x, self.y[index])
+
+    def to(self, device: torch.device | str) -> Environment:
+        """The same environment with tensors on ``device`` (lazy inputs decide for themselves)."""
+        return Environment(self.name, self.x.to(device), self.y.to(device))
+
+
+def split_holdout(env: Environment, fraction: float, seed: int) -> tuple[Environment, Environment]:
+    """DomainBed's ``split_dataset``: a seeded permutation, the first ``fraction`` held out.
+
+    Returns ``(in_split, out_split)``; the out split is the validation part.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"holdout_fraction must be in [0, 1), got {fraction}")
+    perm = np.random.RandomState(seed).permutation(len(env))
+    n_out = int(len(env) * fraction)
+    return env.subset(perm[n_out:], f"{env.name}_in"), env.subset(perm[:n_out], f"{env.name}_out")
+
+
+@dataclass(frozen=True, eq=False)
+class DomainData:
+    """What every dataset plugin's ``get_data`` returns (as ``{"data": DomainData}``).
+
+    ``environments`` are whole domains; the objective splits each into in/out
+    parts with :func:`split_holdout` and trains on the in parts of every
+    environment except ``test_env``.
+    """
+
+    name: str
+    environments: list[Environment]
+    test_env: int
+    num_classes: int
+    holdout_fraction: float = 0.2
+    split_seed: int = 0
+    _splits: dict[str, list[tuple[Environment, Environment]]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        n = len(self.environments)
+        if n < 2:
+            raise ValueError(f"{self.name}: needs at least 2 environments, got {n}")
+        if not 0 <= self.test_env < n:
+            raise ValueError(f"{self.name}: test_env={self.test_env} out of range 0..{n - 1}")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ValueError(f"{self.name}: holdout_fraction must be in (0, 1)")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.environments[0].input_shape
+
+    @property
+    def env_names(self) -> list[str]:
+        return [env.name for env in self.environments]
+
+    def splits(self, device: torch.device | str = "cpu") -> list[tuple[Environment, Environment]]:
+        """(in, out) split of every environment on ``device``, seeded per environment as
+        DomainBed does; computed once per device and reused by every trial of a worker."""
+        key = str(device)
+        if key not in self._splits:
+            self._splits[key] = [
+                (inn.to(device), out.to(device))
+                for inn, out in (
+                    split_holdout(env, self.holdout_fraction, self.split_seed + i)
+                    for i, env in enumerate(self.environments)
+                )
+            ]
+        return self._splits[key]

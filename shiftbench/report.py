@@ -1,0 +1,101 @@
+"""Reports: run the analyses a study names and write Markdown, LaTeX, CSV and PNG.
+
+An analysis is a file ``analysis/<name>.py`` with ``run(context)``; it reads
+``context.ledger`` (the latest attempt of each trial) and writes through
+``context.report``, which keeps every format in step and builds the index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from shiftbench import registry, store  # noqa: E402
+from shiftbench.study import Study  # noqa: E402
+
+
+LATEX_SPECIAL = {"_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$"}
+
+
+def latex_escape(text: str) -> str:
+    """Escape the characters LaTeX treats specially in table cells."""
+    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+@dataclass
+class Report:
+    """Writes tables and figures under ``out`` and collects them into ``report.md``."""
+
+    out: Path
+    title: str
+    sections: list[str] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    def table(self, name: str, frame: pd.DataFrame, caption: str, digits: int = 3) -> str:
+        """Write ``name``.md/.tex/.csv; returns the Markdown (also added to the report)."""
+        frame.to_csv(self.out / f"{name}.csv", index=False)
+        shown = frame.copy()
+        for column in shown.select_dtypes("float").columns:
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.{digits}f}")
+        markdown = shown.to_markdown(index=False)
+        (self.out / f"{name}.md").write_text(f"{caption}\n\n{markdown}\n")
+        escaped = shown.rename(columns=latex_escape).map(
+            lambda v: latex_escape(v) if isinstance(v, str) else v
+        )
+        latex = escaped.style.hide(axis="index").to_latex(
+            hrules=True, caption=latex_escape(caption), label=f"tab:{name}", position="t"
+        )
+        (self.out / f"{name}.tex").write_text(latex)
+        self.files += [self.out / f"{name}.{ext}" for ext in ("md", "tex", "csv")]
+        self.sections.append(f"## {caption}\n\n{markdown}\n")
+        return markdown
+
+    def figure(self, name: str, fig: plt.Figure, caption: str) -> Path:
+        """Save ``fig`` as ``name``.png (and close it)."""
+        path = self.out / f"{name}.png"
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+        plt.close(fig)
+        self.files.append(path)
+        self.sections.append(f"## {caption}\n\n![{caption}]({path.name})\n")
+        return path
+
+    def text(self, markdown: str) -> None:
+        self.sections.append(markdown.rstrip() + "\n")
+
+    def finish(self) -> Path:
+        index = self.out / "report.md"
+        index.write_text(f"# {self.title}\n\n" + "\n".join(self.sections))
+        return index
+
+
+@dataclass
+class AnalysisContext:
+    """What an analysis gets: the study, its ledger rows and the report to write to."""
+
+    study: Study
+    ledger: pd.DataFrame
+    report: Report
+
+
+def build_report(study: Study, store_dir: Path, out: Path | None = None) -> Report:
+    """Run every analysis the study names over its ledger."""
+    out = Path(out) if out else Path(store_dir) / "reports" / study.name
+    ledger = store.final_rows(store.read(store_dir, study.name))
+    if ledger.empty:
+        raise ValueError(f"{study.path}: no results in {store_dir} for study "
+                         f"{study.name!r}; run `shiftbench run {study.path}` first")
+    report = Report(out, f"{study.name}: {study.description}".rstrip(": "))
+    context = AnalysisContext(study, ledger, report)
+    for name in study.analyses:
+        registry.analysis(name).run(context)
+    report.finish()
+    return report

@@ -1,0 +1,169 @@
+"""Run one trial in this process: dataset -> objective -> solver.run(callback) -> rows.
+
+A :class:`TrialRunner` lives as long as its worker: plugin classes are
+imported once and loaded data sets are kept (keyed by data set and
+parameters), so a worker pays for ``import torch`` and data loading once,
+not per trial. Every exception becomes a ``failed`` row with its error text;
+a non-finite training loss ends the run as ``diverged``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import torch
+
+from shiftbench import registry
+from shiftbench.provenance import device_name
+from shiftbench.training import pick_device
+from shiftbench.trial import Trial
+
+DATA_CACHE_SIZE = 2
+ERROR_CHARS = 4000
+
+
+@dataclass
+class TrialOutcome:
+    """What a worker sends back: the trial's ledger rows and its status."""
+
+    trial_id: str
+    status: str
+    rows: list[dict[str, Any]]
+    error: str = ""
+
+
+class Checkpointer:
+    """The Benchopt-style callback: evaluates the objective every ``eval_every`` steps and at
+    the end, times training without the evaluations, and stops on a non-finite loss."""
+
+    def __init__(self, objective, solver, steps: int, eval_every: int) -> None:
+        self.objective, self.solver = objective, solver
+        self.steps, self.eval_every = steps, eval_every
+        self.step = 0
+        self.elapsed = 0.0
+        self.diverged = False
+        self.curve: list[dict[str, Any]] = []
+        self._resumed = time.perf_counter()
+
+    def __call__(self) -> bool:
+        now = time.perf_counter()
+        self.elapsed += now - self._resumed
+        if self.step % self.eval_every == 0 or self.step == self.steps:
+            metrics = self.objective.evaluate_result(**self.solver.get_result())
+            metrics.pop("value", None)
+            self.curve.append({"step": self.step, "time": self.elapsed, **metrics})
+            if not math.isfinite(metrics["train_loss"]):
+                self.diverged = True
+                return False
+        if self.step >= self.steps:
+            return False
+        self.step += 1
+        self._resumed = time.perf_counter()
+        return True
+
+
+class TrialRunner:
+    """Runs trials in-process, reusing plugins and loaded data across trials."""
+
+    def __init__(self, provenance: dict[str, Any], device: str = "auto") -> None:
+        self.provenance = provenance
+        self.device = pick_device(device)
+        self._data: OrderedDict[Any, dict] = OrderedDict()
+
+    def load_data(self, trial: Trial) -> dict:
+        """The data set's ``get_data()`` output, cached per (data set, parameters)."""
+        key = trial.data_key
+        if key not in self._data:
+            dataset = registry.dataset_class(trial.dataset).get_instance(**dict(trial.dataset_params))
+            self._data[key] = dataset.get_data()
+            while len(self._data) > DATA_CACHE_SIZE:
+                self._data.popitem(last=False)
+        self._data.move_to_end(key)
+        return self._data[key]
+
+    def run(self, trial: Trial, study: str, attempt: int = 0,
+            measures: tuple[str, ...] = ()) -> TrialOutcome:
+        """Train and evaluate one trial; never raises for a trial's own failure."""
+        started = datetime.now(UTC)
+        try:
+            status, curve, extra = self._train(trial, measures)
+            error = ""
+        except Exception as exc:
+            status, curve, extra = "failed", [], {}
+            error = _error_text(exc)
+        provenance = {**self.provenance, "device": device_name(self.device)}
+        rows = ledger_rows(trial, study, attempt, status, error, curve, extra, started,
+                           provenance)
+        return TrialOutcome(trial.trial_id, status, rows, error)
+
+    def _train(self, trial: Trial, measures: tuple[str, ...]):
+        params = dict(trial.objective_params)
+        objective = registry.objective_class().get_instance(**params, seed=trial.seed)
+        objective.device = str(self.device)
+        objective.set_data(**self.load_data(trial))
+        solver = registry.solver_class(trial.solver).get_instance(**dict(trial.solver_params))
+        solver.set_objective(**objective.get_objective())
+        init_state = {k: v.detach().clone() for k, v in solver.model.state_dict().items()}
+        callback = Checkpointer(objective, solver, params["steps"], params["eval_every"])
+        solver.run(callback)
+        status = "diverged" if callback.diverged else "done"
+        extra = {}
+        if measures and status == "done":
+            extra = self._measures(objective, solver.model, init_state, callback.curve, measures)
+        examples = sum(len(env) for env in objective.train_envs)
+        per_step = int(solver.batch_size) * len(objective.train_envs)
+        for point in callback.curve:
+            point["epoch"] = point["step"] * per_step / examples
+        return status, callback.curve, extra
+
+    def _measures(self, objective, model, init_state, curve, names) -> dict[str, Any]:
+        from shiftbench import measures
+
+        init_model = objective.build_model()
+        init_model.load_state_dict(init_state)
+        train = objective.train_envs
+        x = torch.cat([env.x for env in train])
+        y = torch.cat([env.y for env in train])
+        heldout = [out for i, (_, out) in enumerate(objective.splits)
+                   if i != objective.data.test_env]
+        values, reasons = measures.compute_with_reasons(
+            model, (x, y), init_model=init_model, names=list(names),
+            history=[(p["step"], p["train_loss"]) for p in curve],
+            heldout_data=(torch.cat([e.x for e in heldout]), torch.cat([e.y for e in heldout])),
+        )
+        out: dict[str, Any] = {f"measure.{k}": float(v) for k, v in values.items()}
+        if reasons:
+            out["measure_errors"] = "; ".join(f"{k}: {v}" for k, v in sorted(reasons.items()))
+        return out
+
+def ledger_rows(
+    trial: Trial, study: str, attempt: int, status: str, error: str,
+    curve: list[dict[str, Any]], extra: dict[str, Any], started: datetime,
+    provenance: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """One row per checkpoint (a failed trial: one row at step -1), final extras on the last."""
+    base = {
+        "study": study, "trial_id": trial.trial_id, "attempt": attempt, "status": status,
+        "error": error, "dataset": trial.dataset,
+        **{f"ds.{k}": v for k, v in trial.dataset_params},
+        **{f"obj.{k}": v for k, v in trial.objective_params},
+        "solver": trial.solver, "solver_label": trial.solver_label,
+        **{f"hp.{k}": v for k, v in trial.solver_params},
+        "seed": trial.seed, "sample": trial.sample, **provenance,
+        "start_time": started, "end_time": datetime.now(UTC), "config": trial.config_json,
+    }
+    rows = [{**base, **point} for point in curve or [{"step": -1}]]
+    rows[-1].update(extra)
+    return rows
+
+
+def _error_text(exc: BaseException) -> str:
+    """The exception and the innermost frames, short enough for a ledger cell."""
+    text = "".join(traceback.format_exception(exc, limit=-4))
+    return text[-ERROR_CHARS:]

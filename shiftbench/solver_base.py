@@ -1,0 +1,144 @@
+"""The base of every optimizer plugin: a Benchopt solver that trains the objective's model.
+
+A plugin names its ``torch.optim`` class, maps its hyperparameters to the
+optimizer's keyword arguments, and declares its ``search_space``; the loop,
+the checkpoint callback, IRM's optimizer reset and rotated bases live here
+once. Sampling is Benchopt's ``callback`` strategy: one run, evaluated at
+checkpoints, never restarted from scratch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+import torch
+from benchopt import BaseSolver
+
+from shiftbench.search import IntUniform, LogOneMinus, LogUniform, Space
+from shiftbench.training import EnvSampler
+
+SCOPES = ("none", "global", "layer", "output", "input", "svd")
+COMMON_PARAMETERS: dict[str, list[Any]] = {
+    "lr": [0.01],
+    "weight_decay": [0.0],
+    "batch_size": [64],
+    "rotation": ["none"],
+}
+COMMON_SPACE: dict[str, Space] = {
+    "weight_decay": LogUniform(1e-6, 1e-2),
+    "batch_size": IntUniform(16, 128),
+}
+
+
+class TorchSolver(BaseSolver):
+    """Train with ``optimizer_class(**optimizer_kwargs())`` for the objective's step budget."""
+
+    sampling_strategy = "callback"
+    optimizer_class: ClassVar[type[torch.optim.Optimizer]]
+    parameters: ClassVar[dict[str, list[Any]]] = COMMON_PARAMETERS
+    search_space: ClassVar[dict[str, Space]] = COMMON_SPACE
+    requirements: ClassVar[list[str]] = []
+
+    def optimizer_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``optimizer_class`` from this solver's hyperparameters."""
+        return {"lr": self.lr, "weight_decay": self.weight_decay}
+
+    def validate(self) -> None:
+        """Reject impossible values before any training (negative lr, empty batch, ...)."""
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if int(self.batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.rotation not in SCOPES:
+            raise ValueError(f"rotation must be one of {', '.join(SCOPES)}, got {self.rotation!r}")
+
+    def build_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """The optimizer, in a rotated basis when ``rotation`` is not ``none``."""
+        kwargs = self.optimizer_kwargs()
+        if self.rotation == "none":
+            return self.optimizer_class(params, **kwargs)
+        from shiftbench.rotations import RotatedOptimizer
+
+        return RotatedOptimizer(list(self.model.named_parameters()), self.optimizer_class,
+                                scope=self.rotation, seed=self.seed, **kwargs)
+
+    def set_objective(self, model, train_envs, algorithm, steps, seed, reset_to) -> None:
+        self.validate()
+        self.model, self.algorithm, self.steps, self.seed = model, algorithm, steps, seed
+        self.reset_to = reset_to
+        self.sampler = EnvSampler(train_envs, int(self.batch_size), seed)
+        self.optimizer = self.build_optimizer(model.parameters())
+
+    def reset_optimizer(self) -> torch.optim.Optimizer:
+        """DomainBed's IRM reset: a fresh optimizer, of the same kind or Adam (``reset_to``)."""
+        if self.reset_to == "adam":
+            return torch.optim.Adam(self.model.parameters(), lr=self.lr,
+                                    weight_decay=self.weight_decay)
+        return self.build_optimizer(self.model.parameters())
+
+    def run(self, callback: Callable[[], bool]) -> None:
+        self.model.train()
+        step = 0
+        while callback():
+            if step == self.steps:
+                break
+            if step == self.algorithm.reset_at:
+                self.optimizer = self.reset_optimizer()
+            loss = self.algorithm.loss(self.model, next(self.sampler), step)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            step += 1
+
+    def get_result(self) -> dict:
+        return {"model": self.model}
+
+
+def solver_space(solver_cls: type[TorchSolver]) -> dict[str, Space]:
+    """A solver's declared search space (hyperparameters absent from it stay at default)."""
+    return dict(solver_cls.search_space)
+
+
+class MomentumSolver(TorchSolver):
+    """SGD with momentum ``mu`` (searched as log10(1 - mu)); Nesterov's variant by flag."""
+
+    optimizer_class = torch.optim.SGD
+    nesterov: ClassVar[bool] = False
+    parameters: ClassVar[dict[str, list[Any]]] = {**COMMON_PARAMETERS, "lr": [0.05],
+                                                  "momentum": [0.9]}
+    search_space: ClassVar[dict[str, Space]] = {**COMMON_SPACE, "lr": LogUniform(1e-3, 1.0),
+                                                "momentum": LogOneMinus(-3, -0.5)}
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+
+    def optimizer_kwargs(self) -> dict[str, Any]:
+        return {**super().optimizer_kwargs(), "momentum": self.momentum,
+                "nesterov": self.nesterov}
+
+
+class AdamSolver(TorchSolver):
+    """Adam-family solvers: 1 - beta1 and 1 - beta2 searched on a log scale, and epsilon."""
+
+    parameters: ClassVar[dict[str, list[Any]]] = {**COMMON_PARAMETERS, "lr": [1e-3],
+                                                  "beta1": [0.9], "beta2": [0.999],
+                                                  "eps": [1e-8]}
+    search_space: ClassVar[dict[str, Space]] = {**COMMON_SPACE, "lr": LogUniform(1e-5, 1e-1),
+                                                "beta1": LogOneMinus(-3, -0.5),
+                                                "beta2": LogOneMinus(-5, -1),
+                                                "eps": LogUniform(1e-10, 1e-3)}
+
+    def validate(self) -> None:
+        super().validate()
+        if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0 and self.eps >= 0):
+            raise ValueError(f"need 0 <= beta1, beta2 < 1 and eps >= 0, got "
+                             f"{self.beta1}, {self.beta2}, {self.eps}")
+
+    def optimizer_kwargs(self) -> dict[str, Any]:
+        return {**super().optimizer_kwargs(), "betas": (self.beta1, self.beta2),
+                "eps": self.eps}

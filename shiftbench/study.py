@@ -1,0 +1,328 @@
+"""Study files: parse and validate ``benchmarks/<study>.yml``, then expand it into trials.
+
+Every problem is found before any trial runs and reported as one line that
+names the file, the key and what is allowed (:class:`StudyError`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from shiftbench import registry
+from shiftbench.search import (
+    Choice,
+    Fixed,
+    SpaceError,
+    grid_samples,
+    parse_space,
+    random_samples,
+)
+from shiftbench.trial import Trial
+
+TOP_LEVEL_KEYS = {
+    "name": "the study's name (letters, digits, _ and -)",
+    "description": "free text",
+    "datasets": "mapping: dataset name -> {parameter: value or list}",
+    "objective": "mapping: objective parameter -> value or list",
+    "solvers": "mapping: solver name -> {hyperparameter: value, list or distribution}",
+    "search": "mapping with kind (random|grid), trials_per_solver, seed",
+    "seeds": "list of integer trial seeds",
+    "measures": "list of measure names, or 'all'",
+    "analyses": "list of analysis names",
+    "retries": "how often a failed trial is retried (integer >= 0)",
+    "resources": "mapping with cpus and gpus per trial",
+}
+SEARCH_KEYS = {"kind", "trials_per_solver", "seed"}
+RESOURCE_KEYS = {"cpus", "gpus"}
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class StudyError(ValueError):
+    """A study file problem, located by file and key."""
+
+    def __init__(self, path: Path | str, key: str, message: str) -> None:
+        self.path, self.key, self.message = str(path), key, message
+        super().__init__(f"{path}: {key}: {message}" if key else f"{path}: {message}")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one trial asks of a worker (fractional GPUs let trials share a GPU)."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study: what to run and what to report."""
+
+    path: Path
+    name: str
+    description: str
+    datasets: dict[str, dict[str, list[Any]]]
+    objective: dict[str, list[Any]]
+    solvers: dict[str, dict[str, Any]]
+    search_kind: str
+    trials_per_solver: int
+    search_seed: int
+    seeds: tuple[int, ...]
+    measures: tuple[str, ...]
+    analyses: tuple[str, ...]
+    retries: int
+    resources: Resources = field(default_factory=Resources)
+
+    def trials(self) -> list[Trial]:
+        """Every trial of the study, in a stable order (grouped by data set)."""
+        objective_defaults = registry.defaults(registry.objective_class())
+        trials = []
+        for dataset, dataset_grid in self.datasets.items():
+            dataset_defaults = registry.defaults(registry.dataset_class(dataset))
+            for dataset_params in grid_samples(_as_spaces(dataset_grid)):
+                for objective_params in grid_samples(_as_spaces(self.objective)):
+                    for solver, overrides in self.solvers.items():
+                        samples = self.solver_samples(dataset, solver, overrides)
+                        for index, hparams in enumerate(samples):
+                            for seed in self.seeds:
+                                trials.append(Trial.make(
+                                    dataset, {**dataset_defaults, **dataset_params},
+                                    _without_seed({**objective_defaults, **objective_params}),
+                                    solver, hparams, seed, index,
+                                ))
+        return trials
+
+    def solver_samples(self, dataset: str, solver: str, overrides: dict) -> list[dict]:
+        """The hyperparameter configurations of one solver (full, defaults filled in)."""
+        cls = registry.solver_class(solver)
+        base = registry.defaults(cls)
+        if self.search_kind == "grid":
+            spaces = {k: parse_space(v) for k, v in overrides.items()}
+            return [{**base, **s} for s in grid_samples(spaces)]
+        spaces = {**cls.search_space, **{k: parse_space(v) for k, v in overrides.items()}}
+        samples = random_samples(spaces, self.trials_per_solver, seed=self.search_seed,
+                                 scope=(dataset, solver))
+        return [{**base, **s} for s in samples]
+
+
+def _as_spaces(grid: Mapping[str, list[Any]]) -> dict[str, Choice]:
+    return {key: Choice(tuple(values)) for key, values in grid.items()}
+
+
+def _without_seed(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k != "seed"}
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study file; raises :class:`StudyError` on the first problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudyError(path, "", "no such study file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "YAML"
+        raise StudyError(path, where, f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    return parse_study(raw, path)
+
+
+def parse_study(raw: Any, path: Path) -> Study:
+    """Validate a parsed study mapping against the benchmark's plugins."""
+    check = _Checker(path)
+    check.mapping(raw, "", required=True)
+    unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        check.fail(unknown[0], f"unknown key; allowed: {', '.join(TOP_LEVEL_KEYS)}")
+    name = raw.get("name")
+    if not (isinstance(name, str) and NAME_PATTERN.match(name)):
+        check.fail("name", "required; letters, digits, '_' and '-' only")
+    datasets = check.named_grids(raw.get("datasets"), "datasets", "datasets",
+                                 registry.dataset_class)
+    objective = check.grid(raw.get("objective") or {}, "objective", registry.objective_class())
+    solvers = check.solvers(raw.get("solvers"))
+    search = raw.get("search") or {}
+    check.mapping(search, "search")
+    for key in set(search) - SEARCH_KEYS:
+        check.fail(f"search.{key}", f"unknown key; allowed: {', '.join(sorted(SEARCH_KEYS))}")
+    kind = search.get("kind", "random")
+    if kind not in ("random", "grid"):
+        check.fail("search.kind", f"must be 'random' or 'grid', got {kind!r}")
+    trials_per_solver = check.integer(search.get("trials_per_solver", 4),
+                                      "search.trials_per_solver", minimum=1)
+    search_seed = check.integer(search.get("seed", 0), "search.seed", minimum=0)
+    seeds = raw.get("seeds", [0])
+    if not (isinstance(seeds, list) and seeds):
+        check.fail("seeds", "a non-empty list of integers")
+    for i, seed in enumerate(seeds):
+        check.integer(seed, f"seeds[{i}]", minimum=0)
+    if len(set(seeds)) != len(seeds):
+        check.fail("seeds", "seeds must be distinct")
+    measures = check.measures(raw.get("measures", []))
+    analyses = check.names(raw.get("analyses", []), "analyses", "analysis")
+    retries = check.integer(raw.get("retries", 2), "retries", minimum=0)
+    resources = check.resources(raw.get("resources") or {})
+    study = Study(path=path, name=name, description=str(raw.get("description", "")),
+                  datasets=datasets, objective=objective, solvers=solvers, search_kind=kind,
+                  trials_per_solver=trials_per_solver, search_seed=search_seed,
+                  seeds=tuple(seeds), measures=measures, analyses=analyses, retries=retries,
+                  resources=resources)
+    check.values(study)
+    return study
+
+
+class _Checker:
+    """Validation helpers that fail with a located :class:`StudyError`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, key: str, message: str) -> None:
+        raise StudyError(self.path, key, message)
+
+    def mapping(self, value: Any, key: str, required: bool = False) -> None:
+        if not isinstance(value, Mapping) or (required and not value):
+            self.fail(key or "(top level)", "must be a mapping" + (" (not empty)" * required))
+
+    def integer(self, value: Any, key: str, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            self.fail(key, f"must be an integer >= {minimum}, got {value!r}")
+        return value
+
+    def grid(self, grid: Any, key: str, cls: type) -> dict[str, list[Any]]:
+        """``{param: value or list}`` checked against ``cls.parameters``; lists are grids."""
+        self.mapping(grid, key)
+        allowed = cls.parameters
+        out = {}
+        for param, value in grid.items():
+            if param not in allowed:
+                self.fail(f"{key}.{param}",
+                          f"unknown parameter; allowed: {', '.join(sorted(allowed))}")
+            values = value if isinstance(value, list) else [value]
+            if not values:
+                self.fail(f"{key}.{param}", "empty grid")
+            for v in values:
+                self.same_type(v, allowed[param][0], f"{key}.{param}")
+            out[param] = values
+        return out
+
+    def same_type(self, value: Any, default: Any, key: str) -> None:
+        """A value must have the type of the parameter's default (ints pass for floats)."""
+        if default is None or value is None:
+            return
+        if isinstance(default, bool | str):
+            ok = type(value) is type(default)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        else:
+            ok = True
+        if not ok:
+            self.fail(key, f"expected {type(default).__name__}, got {value!r}")
+
+    def named_grids(self, section: Any, key: str, kind: str, lookup) -> dict[str, dict]:
+        self.mapping(section, key, required=True)
+        out = {}
+        for name, grid in section.items():
+            cls = self.plugin(lookup, name, f"{key}.{name}", kind)
+            out[name] = self.grid(grid or {}, f"{key}.{name}", cls)
+        return out
+
+    def plugin(self, lookup, name: str, key: str, kind: str) -> type:
+        try:
+            return lookup(name)
+        except KeyError:
+            self.fail(key, f"unknown name; known {kind}: {', '.join(registry.names(kind))}")
+        raise AssertionError("unreachable")
+
+    def solvers(self, section: Any) -> dict[str, dict[str, Any]]:
+        self.mapping(section, "solvers", required=True)
+        out = {}
+        for name, overrides in section.items():
+            cls = self.plugin(registry.solver_class, name, f"solvers.{name}", "solvers")
+            overrides = overrides or {}
+            self.mapping(overrides, f"solvers.{name}")
+            for param, spec in overrides.items():
+                key = f"solvers.{name}.{param}"
+                if param not in cls.parameters:
+                    self.fail(key, f"unknown hyperparameter; allowed: "
+                                   f"{', '.join(sorted(cls.parameters))}")
+                try:
+                    space = parse_space(spec)
+                except SpaceError as exc:
+                    self.fail(key, str(exc))
+                for v in space.grid() if isinstance(space, Fixed | Choice) else []:
+                    self.same_type(v, cls.parameters[param][0], key)
+            out[name] = dict(overrides)
+        return out
+
+    def names(self, value: Any, key: str, kind: str) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            self.fail(key, "must be a list of names")
+        known = registry.names(kind)
+        for i, name in enumerate(value):
+            if name not in known:
+                self.fail(f"{key}[{i}]", f"unknown {kind} {name!r}; known: {', '.join(known)}")
+        return tuple(value)
+
+    def measures(self, value: Any) -> tuple[str, ...]:
+        if value in ([], None):
+            return ()
+        from shiftbench import measures
+
+        known = measures.available()
+        if value == "all":
+            return tuple(known)
+        if not isinstance(value, list):
+            self.fail("measures", "must be a list of measure names or 'all'")
+        for i, name in enumerate(value):
+            if name not in known:
+                self.fail(f"measures[{i}]", f"unknown measure {name!r}; "
+                                            "see `shiftbench list` for the known measures")
+        return tuple(value)
+
+    def resources(self, value: Any) -> Resources:
+        self.mapping(value, "resources")
+        for key in set(value) - RESOURCE_KEYS:
+            self.fail(f"resources.{key}", "unknown key; allowed: cpus, gpus")
+        for key in value:
+            v = value[key]
+            if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+                self.fail(f"resources.{key}", f"must be a number >= 0, got {v!r}")
+        return Resources(**{k: float(v) for k, v in value.items()})
+
+    def values(self, study: Study) -> None:
+        """Instantiate each solver and dataset configuration and run its own checks, so an
+        impossible value (negative lr, test_env out of range) stops the study now."""
+        for name, overrides in study.solvers.items():
+            cls = registry.solver_class(name)
+            for param, spec in overrides.items():
+                space = parse_space(spec)
+                rng = np.random.default_rng(0)
+                probes = (space.grid() if isinstance(space, Fixed | Choice)
+                          else [space.sample(rng) for _ in range(16)])
+                for value in probes:
+                    solver = cls.get_instance(**{**registry.defaults(cls), param: value})
+                    try:
+                        solver.validate()
+                    except ValueError as exc:
+                        self.fail(f"solvers.{name}.{param}", str(exc))
+        for name, grid in study.datasets.items():
+            n_envs = len(getattr(registry.dataset_class(name), "environments", ()))
+            for test_env in grid.get("test_env", []):
+                if n_envs and not (isinstance(test_env, int) and 0 <= test_env < n_envs):
+                    self.fail(f"datasets.{name}.test_env",
+                              f"must be in 0..{n_envs - 1}, got {test_env!r}")
+        objective = registry.objective_class()
+        for values in grid_samples(_as_spaces(study.objective)):
+            try:
+                objective.check_parameters({**registry.defaults(objective), **values})
+            except ValueError as exc:
+                self.fail("objective", str(exc))

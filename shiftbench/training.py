@@ -1,0 +1,87 @@
+"""The hot loop's pieces: seeding, on-device minibatch sampling, and batched evaluation.
+
+Small data sets live as tensors on the training device; a minibatch is an
+index draw and a gather, never a DataLoader.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shiftbench.data.environments import Environment
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices) so a trial is reproducible."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """``auto`` is the GPU when there is one, else the CPU."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+class EnvSampler:
+    """Draws ``batch_size`` examples with replacement from each environment (DomainBed's
+    infinite random sampler), from a generator seeded by the trial."""
+
+    def __init__(self, envs: list[Environment], batch_size: int, seed: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.envs = envs
+        self.batch_size = batch_size
+        device = envs[0].y.device
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+
+    def __next__(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        batches = []
+        for env in self.envs:
+            idx = torch.randint(len(env), (self.batch_size,), generator=self.generator,
+                                device=self.generator.device)
+            batches.append((env.x[idx], env.y[idx]))
+        return batches
+
+    def __iter__(self) -> EnvSampler:
+        return self
+
+    @property
+    def examples_per_epoch(self) -> int:
+        return sum(len(env) for env in self.envs)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Mean cross-entropy and accuracy of a model on one environment."""
+
+    loss: float
+    acc: float
+    n: int
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, env: Environment, batch_size: int = 2048) -> Evaluation:
+    """Cross-entropy and accuracy over the whole environment, in eval mode (mode restored)."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=env.y.device)
+    correct = torch.zeros((), device=env.y.device)
+    for start in range(0, len(env), batch_size):
+        idx = torch.arange(start, min(start + batch_size, len(env)), device=env.y.device)
+        logits = model(env.x[idx]).float()
+        y = env.y[idx]
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+    model.train(was_training)
+    n = len(env)
+    return Evaluation(loss=(loss_sum / n).item(), acc=(correct / n).item(), n=n)

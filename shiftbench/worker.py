@@ -1,0 +1,27 @@
+"""The Ray worker actor: a long-lived process holding a :class:`TrialRunner`."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ray
+
+from shiftbench.runner import TrialOutcome, TrialRunner
+from shiftbench.trial import Trial
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0)
+class TrialWorker:
+    """Imports torch and loads data once, then runs the trials it is sent."""
+
+    def __init__(self, provenance: dict[str, Any]) -> None:
+        import torch
+
+        threads = max(1, int(float(os.environ.get("OMP_NUM_THREADS", "1"))))
+        torch.set_num_threads(threads)
+        self.runner = TrialRunner(provenance)
+
+    def run(self, trial: Trial, study: str, attempt: int,
+            measures: tuple[str, ...]) -> TrialOutcome:
+        return self.runner.run(trial, study, attempt, measures)

@@ -1,0 +1,10 @@
+"""Adam with coupled L2 weight decay, as ``torch.optim.Adam`` (the gradient includes wd * w)."""
+
+import torch
+
+from shiftbench.solver_base import AdamSolver
+
+
+class Solver(AdamSolver):
+    name = "adam"
+    optimizer_class = torch.optim.Adam

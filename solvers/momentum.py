@@ -1,0 +1,7 @@
+"""SGD with heavy-ball momentum and coupled L2 weight decay (``torch.optim.SGD``)."""
+
+from shiftbench.solver_base import MomentumSolver
+
+
+class Solver(MomentumSolver):
+    name = "momentum"

@@ -1,0 +1,8 @@
+"""SGD with Nesterov momentum and coupled L2 weight decay (``torch.optim.SGD``)."""
+
+from shiftbench.solver_base import MomentumSolver
+
+
+class Solver(MomentumSolver):
+    name = "nesterov"
+    nesterov = True
