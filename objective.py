@@ -9,8 +9,10 @@ the pooled training splits; ``env<i>_in_acc``/``env<i>_out_acc`` per split.
 """
 
 from benchopt import BaseObjective
+from benchopt.stopping_criterion import SufficientProgressCriterion
 
 from shiftbench.algorithms import ALGORITHMS, create_algorithm
+from shiftbench.data.image_folder import with_augmentation
 from shiftbench.models import SIZED_FAMILIES, check_size, create_model
 from shiftbench.training import evaluate, pick_device, seed_everything
 
@@ -20,6 +22,11 @@ class Objective(BaseObjective):
     url = "https://github.com/shiftbench/shiftbench"
     min_benchopt_version = "1.6"
     sampling_strategy = "callback"
+    # Under `benchopt run`, train for exactly `steps` steps (the solver stops there), as the
+    # shiftbench runner does, rather than stopping early on a loss plateau.
+    stopping_criterion = SufficientProgressCriterion(
+        strategy="callback", patience=10**9, max_runs=10**9
+    )
     parameters = {
         "steps": [400],
         "eval_every": [50],
@@ -40,13 +47,15 @@ class Objective(BaseObjective):
     def check_parameters(params: dict) -> None:
         """Reject impossible objective parameters before any trial runs."""
         if params["steps"] < 1 or params["eval_every"] < 1:
-            raise ValueError(f"steps and eval_every must be >= 1, got {params['steps']}, "
-                             f"{params['eval_every']}")
+            raise ValueError(
+                f"steps and eval_every must be >= 1, got {params['steps']}, {params['eval_every']}"
+            )
         if params["algorithm"] not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}")
         if params["irm_reset_to"] not in ("same", "adam"):
-            raise ValueError(f"irm_reset_to must be 'same' or 'adam', got "
-                             f"{params['irm_reset_to']!r}")
+            raise ValueError(
+                f"irm_reset_to must be 'same' or 'adam', got {params['irm_reset_to']!r}"
+            )
         if params["model"] in SIZED_FAMILIES:
             check_size(params["depth"], params["width"], params["dropout"])
 
@@ -55,32 +64,47 @@ class Objective(BaseObjective):
         self.data = data
         self.torch_device = pick_device(self.device)
         self.splits = data.splits(self.torch_device)
+        self.eval_splits = [
+            (with_augmentation(inn, False), with_augmentation(out, False))
+            for inn, out in self.splits
+        ]
         self.train_envs = [inn for i, (inn, _) in enumerate(self.splits) if i != data.test_env]
 
     def build_model(self):
         """The trial's model at initialization (seeded, so the same for every solver)."""
         seed_everything(self.seed)
-        kwargs = ({"depth": self.depth, "width": self.width, "dropout": self.dropout}
-                  if self.model in SIZED_FAMILIES else {})
-        return create_model(self.model, self.data.input_shape, self.data.num_classes,
-                            **kwargs).to(self.torch_device)
+        kwargs = (
+            {"depth": self.depth, "width": self.width, "dropout": self.dropout}
+            if self.model in SIZED_FAMILIES
+            else {}
+        )
+        return create_model(self.model, self.data.input_shape, self.data.num_classes, **kwargs).to(
+            self.torch_device
+        )
 
     def get_objective(self) -> dict:
         model = self.build_model()
         if self.algorithm == "irm":
-            algorithm = create_algorithm("irm", penalty_weight=self.irm_lambda,
-                                         anneal_iters=self.irm_anneal_iters)
+            algorithm = create_algorithm(
+                "irm", penalty_weight=self.irm_lambda, anneal_iters=self.irm_anneal_iters
+            )
         else:
             algorithm = create_algorithm(self.algorithm)
-        return {"model": model, "train_envs": self.train_envs, "algorithm": algorithm,
-                "steps": self.steps, "seed": self.seed, "reset_to": self.irm_reset_to}
+        return {
+            "model": model,
+            "train_envs": self.train_envs,
+            "algorithm": algorithm,
+            "steps": self.steps,
+            "seed": self.seed,
+            "reset_to": self.irm_reset_to,
+        }
 
     def evaluate_result(self, model) -> dict:
         test = self.data.test_env
         metrics: dict[str, float] = {}
         train_loss = train_correct = train_n = 0.0
         id_accs, id_losses = [], []
-        for i, (inn, out) in enumerate(self.splits):
+        for i, (inn, out) in enumerate(self.eval_splits):
             ev_in, ev_out = evaluate(model, inn), evaluate(model, out)
             metrics[f"env{i}_in_acc"] = ev_in.acc
             metrics[f"env{i}_out_acc"] = ev_out.acc

@@ -20,10 +20,17 @@ def run(context: AnalysisContext) -> None:
     for ax, (dataset, test_env) in zip(axes[0], panels):
         panel = picked[(picked["dataset"] == dataset) & (picked["ds.test_env"] == test_env)]
         for solver, points in panel.groupby("solver"):
-            ax.scatter(points["id_acc"], points["ood_acc"], s=18, alpha=0.75,
-                       color=colours[solver], label=solver)
-        ax.set(title=f"{dataset} (test env {test_env})", xlabel="ID accuracy",
-               ylabel="OOD accuracy")
+            ax.scatter(
+                points["id_acc"],
+                points["ood_acc"],
+                s=18,
+                alpha=0.75,
+                color=colours[solver],
+                label=solver,
+            )
+        ax.set(
+            title=f"{dataset} (test env {test_env})", xlabel="ID accuracy", ylabel="OOD accuracy"
+        )
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8, loc="best")
     context.report.figure("id_ood_scatter", fig, "ID vs OOD accuracy of every trial")

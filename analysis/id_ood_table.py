@@ -11,10 +11,21 @@ def run(context: AnalysisContext) -> None:
         context.report.text("No finished trials to tabulate.")
         return
     shown = table.rename(columns={"ds.test_env": "test_env"})[
-        ["dataset", "test_env", "solver", "id_acc_mean", "id_acc_std", "ood_acc_mean",
-         "ood_acc_std", "oracle_acc_mean", "seeds", "label"]
+        [
+            "dataset",
+            "test_env",
+            "solver",
+            "id_acc_mean",
+            "id_acc_std",
+            "ood_acc_mean",
+            "ood_acc_std",
+            "oracle_acc_mean",
+            "seeds",
+            "label",
+        ]
     ].sort_values(["dataset", "test_env", "ood_acc_mean"], ascending=[True, True, False])
     context.report.table(
-        "id_ood_table", shown,
+        "id_ood_table",
+        shown,
         "ID vs OOD accuracy per optimizer (training-domain validation; mean and std over seeds)",
     )

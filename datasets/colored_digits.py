@@ -17,5 +17,8 @@ class Dataset(BaseDataset):
 
     def get_data(self) -> dict:
         envs = colored_digit_environments()
-        return {"data": domain_data(self.name, envs, 2, self.test_env, self.holdout_fraction,
-                                    self.split_seed)}
+        return {
+            "data": domain_data(
+                self.name, envs, 2, self.test_env, self.holdout_fraction, self.split_seed
+            )
+        }

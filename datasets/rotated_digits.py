@@ -16,5 +16,8 @@ class Dataset(BaseDataset):
 
     def get_data(self) -> dict:
         envs = rotated_digit_environments()
-        return {"data": domain_data(self.name, envs, 10, self.test_env, self.holdout_fraction,
-                                    self.split_seed)}
+        return {
+            "data": domain_data(
+                self.name, envs, 10, self.test_env, self.holdout_fraction, self.split_seed
+            )
+        }

@@ -64,7 +64,7 @@ class IRM:
         penalty = logits.new_zeros(())
         start = 0
         for _, yb in batches:
-            env_logits = logits[start:start + len(yb)]
+            env_logits = logits[start : start + len(yb)]
             start += len(yb)
             nll = nll + F.cross_entropy(env_logits, yb)
             penalty = penalty + self.penalty(env_logits, yb)

@@ -31,7 +31,10 @@ def register(name: str) -> Callable[[ModelFactory], ModelFactory]:
 
 @register("mlp")
 def mlp(
-    input_shape: tuple[int, ...], num_classes: int, depth: int = 2, width: int = 128,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    depth: int = 2,
+    width: int = 128,
     dropout: float = 0.0,
 ) -> nn.Module:
     """``depth`` hidden layers of ``width`` ReLU units on the flattened input."""
@@ -47,7 +50,10 @@ def mlp(
 
 @register("cnn")
 def cnn(
-    input_shape: tuple[int, ...], num_classes: int, depth: int = 2, width: int = 32,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    depth: int = 2,
+    width: int = 32,
     dropout: float = 0.0,
 ) -> nn.Module:
     """``depth`` 3x3 conv-ReLU blocks of ``width`` channels (stride 2 after the first),
@@ -72,8 +78,11 @@ def mnist_cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     channels = input_shape[0]
     for i, width in enumerate(widths):
         stride = 2 if i == 1 else 1
-        layers += [nn.Conv2d(channels, width, 3, stride=stride, padding=1), nn.ReLU(),
-                   nn.GroupNorm(8, width)]
+        layers += [
+            nn.Conv2d(channels, width, 3, stride=stride, padding=1),
+            nn.ReLU(),
+            nn.GroupNorm(8, width),
+        ]
         channels = width
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes)]
     return nn.Sequential(*layers)
@@ -81,7 +90,10 @@ def mnist_cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
 
 @register("nin")
 def network_in_network(
-    input_shape: tuple[int, ...], num_classes: int, depth: int = 2, width: int = 96,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    depth: int = 2,
+    width: int = 96,
     dropout: float = 0.0,
 ) -> nn.Module:
     """Network-in-Network as in Jiang et al. (2020): ``depth`` NiN blocks (3x3 conv then two
@@ -92,8 +104,11 @@ def network_in_network(
     channels = input_shape[0]
     for _ in range(depth):
         for kernel, stride in ((3, 2), (1, 1), (1, 1)):
-            layers += [nn.Conv2d(channels, width, kernel, stride, padding=kernel // 2),
-                       nn.BatchNorm2d(width), nn.ReLU()]
+            layers += [
+                nn.Conv2d(channels, width, kernel, stride, padding=kernel // 2),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+            ]
             channels = width
         layers.append(nn.Dropout(dropout))
     layers += [nn.Conv2d(channels, num_classes, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
@@ -108,7 +123,10 @@ def check_size(depth: int, width: int, dropout: float) -> None:
 
 
 def timm_model(
-    name: str, input_shape: tuple[int, ...], num_classes: int, pretrained_file: str | None = None,
+    name: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    pretrained_file: str | None = None,
     **kwargs: object,
 ) -> nn.Module:
     """A timm model for this input; ImageNet weights from ``pretrained_file`` when given
@@ -121,8 +139,9 @@ def timm_model(
     if pretrained_file:
         state = _load_weights(Path(pretrained_file))
         head = {k for k in state if k.startswith(model.default_cfg.get("classifier", "fc"))}
-        missing, _ = model.load_state_dict({k: v for k, v in state.items() if k not in head},
-                                           strict=False)
+        missing, _ = model.load_state_dict(
+            {k: v for k, v in state.items() if k not in head}, strict=False
+        )
         if [k for k in missing if not k.startswith(model.default_cfg.get("classifier", "fc"))]:
             raise ValueError(f"{pretrained_file}: weights do not match timm model {name!r}")
     return model
@@ -148,8 +167,10 @@ def create_model(
 
     timm_name = name.removeprefix("timm:")
     if not timm.is_model(timm_name):
-        raise KeyError(f"unknown model {name!r}; built-in: {', '.join(sorted(MODELS))}, "
-                       "or any timm model name")
+        raise KeyError(
+            f"unknown model {name!r}; built-in: {', '.join(sorted(MODELS))}, "
+            "or any timm model name"
+        )
     return timm_model(timm_name, tuple(input_shape), num_classes, **params)
 
 

@@ -59,6 +59,8 @@ def load(kind: str, name: str) -> ModuleType:
     """Import the plugin file ``<kind>/<name>.py``, with a clear error if there is none."""
     files = plugin_files(kind)
     if name not in files:
-        raise KeyError(f"unknown {kind[:-1] if kind != 'analysis' else kind} {name!r}; "
-                       f"known: {', '.join(files) or '(none)'}")
+        raise KeyError(
+            f"unknown {kind[:-1] if kind != 'analysis' else kind} {name!r}; "
+            f"known: {', '.join(files) or '(none)'}"
+        )
     return load_module(files[name])

@@ -13,12 +13,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from shiftbench import registry, store  # noqa: E402
-from shiftbench.study import Study  # noqa: E402
-
+from shiftbench import registry, store
+from shiftbench.study import Study
 
 LATEX_SPECIAL = {"_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$"}
 
@@ -91,8 +90,10 @@ def build_report(study: Study, store_dir: Path, out: Path | None = None) -> Repo
     out = Path(out) if out else Path(store_dir) / "reports" / study.name
     ledger = store.final_rows(store.read(store_dir, study.name))
     if ledger.empty:
-        raise ValueError(f"{study.path}: no results in {store_dir} for study "
-                         f"{study.name!r}; run `shiftbench run {study.path}` first")
+        raise ValueError(
+            f"{study.path}: no results in {store_dir} for study "
+            f"{study.name!r}; run `shiftbench run {study.path}` first"
+        )
     report = Report(out, f"{study.name}: {study.description}".rstrip(": "))
     context = AnalysisContext(study, ledger, report)
     for name in study.analyses:

@@ -106,7 +106,9 @@ class LogOneMinus(Uniform):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.high > 0:
-            raise SpaceError(f"log_one_minus exponents must be <= 0, got [{self.low}, {self.high}]")
+            raise SpaceError(
+                f"log_one_minus exponents must be <= 0, got [{self.low}, {self.high}]"
+            )
 
     def sample(self, rng: np.random.Generator) -> float:
         return float(1.0 - 10.0 ** rng.uniform(self.low, self.high))

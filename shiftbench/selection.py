@@ -32,10 +32,12 @@ class SelectionMethod:
 
 
 METHODS = {
-    "training_domain": SelectionMethod("training_domain", "id_acc", False,
-                                       "training-domain validation (held-out ID split)"),
-    "oracle": SelectionMethod("oracle", "oracle_acc", True,
-                              "test-domain validation (oracle), last checkpoint"),
+    "training_domain": SelectionMethod(
+        "training_domain", "id_acc", False, "training-domain validation (held-out ID split)"
+    ),
+    "oracle": SelectionMethod(
+        "oracle", "oracle_acc", True, "test-domain validation (oracle), last checkpoint"
+    ),
 }
 
 
@@ -49,8 +51,11 @@ def selected_checkpoints(rows: pd.DataFrame, method: SelectionMethod) -> pd.Data
     return rows.loc[idx.dropna().astype(int)].reset_index(drop=True)
 
 
-def select(rows: pd.DataFrame, method: str | SelectionMethod,
-           metrics: tuple[str, ...] = ("id_acc", "ood_acc", "oracle_acc")) -> pd.DataFrame:
+def select(
+    rows: pd.DataFrame,
+    method: str | SelectionMethod,
+    metrics: tuple[str, ...] = ("id_acc", "ood_acc", "oracle_acc"),
+) -> pd.DataFrame:
     """Per (dataset, test_env, solver): the best sample's metrics, mean and std over seeds."""
     method = METHODS[method] if isinstance(method, str) else method
     picked = selected_checkpoints(rows, method)

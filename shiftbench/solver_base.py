@@ -62,8 +62,13 @@ class TorchSolver(BaseSolver):
             return self.optimizer_class(params, **kwargs)
         from shiftbench.rotations import RotatedOptimizer
 
-        return RotatedOptimizer(list(self.model.named_parameters()), self.optimizer_class,
-                                scope=self.rotation, seed=self.seed, **kwargs)
+        return RotatedOptimizer(
+            list(self.model.named_parameters()),
+            self.optimizer_class,
+            scope=self.rotation,
+            seed=self.seed,
+            **kwargs,
+        )
 
     def set_objective(self, model, train_envs, algorithm, steps, seed, reset_to) -> None:
         self.validate()
@@ -75,8 +80,9 @@ class TorchSolver(BaseSolver):
     def reset_optimizer(self) -> torch.optim.Optimizer:
         """DomainBed's IRM reset: a fresh optimizer, of the same kind or Adam (``reset_to``)."""
         if self.reset_to == "adam":
-            return torch.optim.Adam(self.model.parameters(), lr=self.lr,
-                                    weight_decay=self.weight_decay)
+            return torch.optim.Adam(
+                self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay
+            )
         return self.build_optimizer(self.model.parameters())
 
     def run(self, callback: Callable[[], bool]) -> None:
@@ -107,10 +113,16 @@ class MomentumSolver(TorchSolver):
 
     optimizer_class = torch.optim.SGD
     nesterov: ClassVar[bool] = False
-    parameters: ClassVar[dict[str, list[Any]]] = {**COMMON_PARAMETERS, "lr": [0.05],
-                                                  "momentum": [0.9]}
-    search_space: ClassVar[dict[str, Space]] = {**COMMON_SPACE, "lr": LogUniform(1e-3, 1.0),
-                                                "momentum": LogOneMinus(-3, -0.5)}
+    parameters: ClassVar[dict[str, list[Any]]] = {
+        **COMMON_PARAMETERS,
+        "lr": [0.05],
+        "momentum": [0.9],
+    }
+    search_space: ClassVar[dict[str, Space]] = {
+        **COMMON_SPACE,
+        "lr": LogUniform(1e-3, 1.0),
+        "momentum": LogOneMinus(-3, -0.5),
+    }
 
     def validate(self) -> None:
         super().validate()
@@ -118,27 +130,34 @@ class MomentumSolver(TorchSolver):
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
 
     def optimizer_kwargs(self) -> dict[str, Any]:
-        return {**super().optimizer_kwargs(), "momentum": self.momentum,
-                "nesterov": self.nesterov}
+        return {**super().optimizer_kwargs(), "momentum": self.momentum, "nesterov": self.nesterov}
 
 
 class AdamSolver(TorchSolver):
     """Adam-family solvers: 1 - beta1 and 1 - beta2 searched on a log scale, and epsilon."""
 
-    parameters: ClassVar[dict[str, list[Any]]] = {**COMMON_PARAMETERS, "lr": [1e-3],
-                                                  "beta1": [0.9], "beta2": [0.999],
-                                                  "eps": [1e-8]}
-    search_space: ClassVar[dict[str, Space]] = {**COMMON_SPACE, "lr": LogUniform(1e-5, 1e-1),
-                                                "beta1": LogOneMinus(-3, -0.5),
-                                                "beta2": LogOneMinus(-5, -1),
-                                                "eps": LogUniform(1e-10, 1e-3)}
+    parameters: ClassVar[dict[str, list[Any]]] = {
+        **COMMON_PARAMETERS,
+        "lr": [1e-3],
+        "beta1": [0.9],
+        "beta2": [0.999],
+        "eps": [1e-8],
+    }
+    search_space: ClassVar[dict[str, Space]] = {
+        **COMMON_SPACE,
+        "lr": LogUniform(1e-5, 1e-1),
+        "beta1": LogOneMinus(-3, -0.5),
+        "beta2": LogOneMinus(-5, -1),
+        "eps": LogUniform(1e-10, 1e-3),
+    }
 
     def validate(self) -> None:
         super().validate()
         if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0 and self.eps >= 0):
-            raise ValueError(f"need 0 <= beta1, beta2 < 1 and eps >= 0, got "
-                             f"{self.beta1}, {self.beta2}, {self.eps}")
+            raise ValueError(
+                f"need 0 <= beta1, beta2 < 1 and eps >= 0, got "
+                f"{self.beta1}, {self.beta2}, {self.eps}"
+            )
 
     def optimizer_kwargs(self) -> dict[str, Any]:
-        return {**super().optimizer_kwargs(), "betas": (self.beta1, self.beta2),
-                "eps": self.eps}
+        return {**super().optimizer_kwargs(), "betas": (self.beta1, self.beta2), "eps": self.eps}

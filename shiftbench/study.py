@@ -91,11 +91,17 @@ class Study:
                         samples = self.solver_samples(dataset, solver, overrides)
                         for index, hparams in enumerate(samples):
                             for seed in self.seeds:
-                                trials.append(Trial.make(
-                                    dataset, {**dataset_defaults, **dataset_params},
-                                    _without_seed({**objective_defaults, **objective_params}),
-                                    solver, hparams, seed, index,
-                                ))
+                                trials.append(
+                                    Trial.make(
+                                        dataset,
+                                        {**dataset_defaults, **dataset_params},
+                                        _without_seed({**objective_defaults, **objective_params}),
+                                        solver,
+                                        hparams,
+                                        seed,
+                                        index,
+                                    )
+                                )
         return trials
 
     def solver_samples(self, dataset: str, solver: str, overrides: dict) -> list[dict]:
@@ -106,8 +112,9 @@ class Study:
             spaces = {k: parse_space(v) for k, v in overrides.items()}
             return [{**base, **s} for s in grid_samples(spaces)]
         spaces = {**cls.search_space, **{k: parse_space(v) for k, v in overrides.items()}}
-        samples = random_samples(spaces, self.trials_per_solver, seed=self.search_seed,
-                                 scope=(dataset, solver))
+        samples = random_samples(
+            spaces, self.trials_per_solver, seed=self.search_seed, scope=(dataset, solver)
+        )
         return [{**base, **s} for s in samples]
 
 
@@ -143,8 +150,9 @@ def parse_study(raw: Any, path: Path) -> Study:
     name = raw.get("name")
     if not (isinstance(name, str) and NAME_PATTERN.match(name)):
         check.fail("name", "required; letters, digits, '_' and '-' only")
-    datasets = check.named_grids(raw.get("datasets"), "datasets", "datasets",
-                                 registry.dataset_class)
+    datasets = check.named_grids(
+        raw.get("datasets"), "datasets", "datasets", registry.dataset_class
+    )
     objective = check.grid(raw.get("objective") or {}, "objective", registry.objective_class())
     solvers = check.solvers(raw.get("solvers"))
     search = raw.get("search") or {}
@@ -154,8 +162,9 @@ def parse_study(raw: Any, path: Path) -> Study:
     kind = search.get("kind", "random")
     if kind not in ("random", "grid"):
         check.fail("search.kind", f"must be 'random' or 'grid', got {kind!r}")
-    trials_per_solver = check.integer(search.get("trials_per_solver", 4),
-                                      "search.trials_per_solver", minimum=1)
+    trials_per_solver = check.integer(
+        search.get("trials_per_solver", 4), "search.trials_per_solver", minimum=1
+    )
     search_seed = check.integer(search.get("seed", 0), "search.seed", minimum=0)
     seeds = raw.get("seeds", [0])
     if not (isinstance(seeds, list) and seeds):
@@ -168,11 +177,22 @@ def parse_study(raw: Any, path: Path) -> Study:
     analyses = check.names(raw.get("analyses", []), "analyses", "analysis")
     retries = check.integer(raw.get("retries", 2), "retries", minimum=0)
     resources = check.resources(raw.get("resources") or {})
-    study = Study(path=path, name=name, description=str(raw.get("description", "")),
-                  datasets=datasets, objective=objective, solvers=solvers, search_kind=kind,
-                  trials_per_solver=trials_per_solver, search_seed=search_seed,
-                  seeds=tuple(seeds), measures=measures, analyses=analyses, retries=retries,
-                  resources=resources)
+    study = Study(
+        path=path,
+        name=name,
+        description=str(raw.get("description", "")),
+        datasets=datasets,
+        objective=objective,
+        solvers=solvers,
+        search_kind=kind,
+        trials_per_solver=trials_per_solver,
+        search_seed=search_seed,
+        seeds=tuple(seeds),
+        measures=measures,
+        analyses=analyses,
+        retries=retries,
+        resources=resources,
+    )
     check.values(study)
     return study
 
@@ -202,8 +222,9 @@ class _Checker:
         out = {}
         for param, value in grid.items():
             if param not in allowed:
-                self.fail(f"{key}.{param}",
-                          f"unknown parameter; allowed: {', '.join(sorted(allowed))}")
+                self.fail(
+                    f"{key}.{param}", f"unknown parameter; allowed: {', '.join(sorted(allowed))}"
+                )
             values = value if isinstance(value, list) else [value]
             if not values:
                 self.fail(f"{key}.{param}", "empty grid")
@@ -252,8 +273,10 @@ class _Checker:
             for param, spec in overrides.items():
                 key = f"solvers.{name}.{param}"
                 if param not in cls.parameters:
-                    self.fail(key, f"unknown hyperparameter; allowed: "
-                                   f"{', '.join(sorted(cls.parameters))}")
+                    self.fail(
+                        key,
+                        f"unknown hyperparameter; allowed: {', '.join(sorted(cls.parameters))}",
+                    )
                 try:
                     space = parse_space(spec)
                 except SpaceError as exc:
@@ -284,8 +307,10 @@ class _Checker:
             self.fail("measures", "must be a list of measure names or 'all'")
         for i, name in enumerate(value):
             if name not in known:
-                self.fail(f"measures[{i}]", f"unknown measure {name!r}; "
-                                            "see `shiftbench list` for the known measures")
+                self.fail(
+                    f"measures[{i}]",
+                    f"unknown measure {name!r}; see `shiftbench list` for the known measures",
+                )
         return tuple(value)
 
     def resources(self, value: Any) -> Resources:
@@ -306,8 +331,11 @@ class _Checker:
             for param, spec in overrides.items():
                 space = parse_space(spec)
                 rng = np.random.default_rng(0)
-                probes = (space.grid() if isinstance(space, Fixed | Choice)
-                          else [space.sample(rng) for _ in range(16)])
+                probes = (
+                    space.grid()
+                    if isinstance(space, Fixed | Choice)
+                    else [space.sample(rng) for _ in range(16)]
+                )
                 for value in probes:
                     solver = cls.get_instance(**{**registry.defaults(cls), param: value})
                     try:
@@ -318,8 +346,10 @@ class _Checker:
             n_envs = len(getattr(registry.dataset_class(name), "environments", ()))
             for test_env in grid.get("test_env", []):
                 if n_envs and not (isinstance(test_env, int) and 0 <= test_env < n_envs):
-                    self.fail(f"datasets.{name}.test_env",
-                              f"must be in 0..{n_envs - 1}, got {test_env!r}")
+                    self.fail(
+                        f"datasets.{name}.test_env",
+                        f"must be in 0..{n_envs - 1}, got {test_env!r}",
+                    )
         objective = registry.objective_class()
         for values in grid_samples(_as_spaces(study.objective)):
             try:

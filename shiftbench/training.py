@@ -47,8 +47,12 @@ class EnvSampler:
     def __next__(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         batches = []
         for env in self.envs:
-            idx = torch.randint(len(env), (self.batch_size,), generator=self.generator,
-                                device=self.generator.device)
+            idx = torch.randint(
+                len(env),
+                (self.batch_size,),
+                generator=self.generator,
+                device=self.generator.device,
+            )
             batches.append((env.x[idx], env.y[idx]))
         return batches
 

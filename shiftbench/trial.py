@@ -34,11 +34,24 @@ class Trial:
 
     @classmethod
     def make(
-        cls, dataset: str, dataset_params: dict[str, Any], objective_params: dict[str, Any],
-        solver: str, solver_params: dict[str, Any], seed: int, sample: int = 0,
+        cls,
+        dataset: str,
+        dataset_params: dict[str, Any],
+        objective_params: dict[str, Any],
+        solver: str,
+        solver_params: dict[str, Any],
+        seed: int,
+        sample: int = 0,
     ) -> Trial:
-        return cls(dataset, _items(dataset_params), _items(objective_params), solver,
-                   _items(solver_params), int(seed), int(sample))
+        return cls(
+            dataset,
+            _items(dataset_params),
+            _items(objective_params),
+            solver,
+            _items(solver_params),
+            int(seed),
+            int(sample),
+        )
 
     @cached_property
     def config(self) -> dict[str, Any]:
@@ -68,11 +81,19 @@ class Trial:
     @property
     def solver_label(self) -> str:
         """Benchopt-style name, e.g. ``adam[lr=0.001,weight_decay=0.0]``."""
-        inner = ",".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                         for k, v in self.solver_params)
+        inner = ",".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.solver_params
+        )
         return f"{self.solver}[{inner}]"
 
     @classmethod
     def from_config(cls, config: dict[str, Any], sample: int = 0) -> Trial:
-        return cls.make(config["dataset"], config["dataset_params"], config["objective_params"],
-                        config["solver"], config["solver_params"], config["seed"], sample)
+        return cls.make(
+            config["dataset"],
+            config["dataset_params"],
+            config["objective_params"],
+            config["solver"],
+            config["solver_params"],
+            config["seed"],
+            sample,
+        )

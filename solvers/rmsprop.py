@@ -10,8 +10,12 @@ class Solver(TorchSolver):
     name = "rmsprop"
     optimizer_class = torch.optim.RMSprop
     parameters = {**COMMON_PARAMETERS, "lr": [1e-3], "alpha": [0.99], "eps": [1e-8]}
-    search_space = {**COMMON_SPACE, "lr": LogUniform(1e-5, 1e-1),
-                    "alpha": LogOneMinus(-3, -1), "eps": LogUniform(1e-10, 1e-3)}
+    search_space = {
+        **COMMON_SPACE,
+        "lr": LogUniform(1e-5, 1e-1),
+        "alpha": LogOneMinus(-3, -1),
+        "eps": LogUniform(1e-10, 1e-3),
+    }
 
     def validate(self) -> None:
         super().validate()

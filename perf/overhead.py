@@ -1,0 +1,206 @@
+"""Harness overhead per trial, measured side by side in one run.
+
+The same training (digits CNN, SGD, ``--steps`` steps, evaluation every
+``--eval-every``) is timed five ways on the same trial configurations:
+
+1. a bare PyTorch loop written by hand (the baseline: zero harness);
+2. shiftbench's in-process trial runner (``TrialRunner.run``);
+3. shiftbench's sweep on an embedded Ray cluster with one long-lived worker
+   (cluster start-up included, amortized over the trials);
+4. ``benchopt run`` on the same configurations (one invocation for all);
+5. one process per trial, DomainBed style (``python -c`` running one trial).
+
+Overhead per trial = seconds per trial minus the bare loop's. Run:
+``.venv/bin/python perf/overhead.py [--trials 6] [--steps 400]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+from shiftbench.models import create_model  # noqa: E402
+from shiftbench.registry import dataset_class, defaults, objective_class, solver_class  # noqa: E402
+from shiftbench.runner import TrialRunner  # noqa: E402
+from shiftbench.study import load_study  # noqa: E402
+from shiftbench.sweep import run_study  # noqa: E402
+from shiftbench.trial import Trial  # noqa: E402
+
+LRS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+
+
+def trials(n: int, steps: int, eval_every: int) -> list[Trial]:
+    objective = {**defaults(objective_class()), "steps": steps, "eval_every": eval_every}
+    objective.pop("seed")
+    dataset = defaults(dataset_class("colored_digits"))
+    return [
+        Trial.make(
+            "colored_digits",
+            dataset,
+            objective,
+            "sgd",
+            {**defaults(solver_class("sgd")), "lr": LRS[i % len(LRS)]},
+            0,
+            i,
+        )
+        for i in range(n)
+    ]
+
+
+def bare_loop(trial: Trial) -> float:
+    """The same training in plain PyTorch: seeded init, on-device sampling, SGD, evaluation."""
+    data = dataset_class("colored_digits").get_instance(**dict(trial.dataset_params)).get_data()
+    splits = data["data"].splits("cpu")
+    params, hp = dict(trial.objective_params), dict(trial.solver_params)
+    start = time.perf_counter()
+    torch.manual_seed(trial.seed)
+    model = create_model(
+        "cnn",
+        data["data"].input_shape,
+        2,
+        depth=params["depth"],
+        width=params["width"],
+        dropout=params["dropout"],
+    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=hp["lr"])
+    train = [inn for i, (inn, _) in enumerate(splits) if i != data["data"].test_env]
+    generator = torch.Generator().manual_seed(trial.seed)
+    for step in range(params["steps"] + 1):
+        if step % params["eval_every"] == 0 or step == params["steps"]:
+            model.eval()
+            with torch.no_grad():
+                for inn, out in splits:
+                    for env in (inn, out):
+                        F.cross_entropy(model(env.x), env.y)
+            model.train()
+        if step == params["steps"]:
+            break
+        idx = [torch.randint(len(env), (hp["batch_size"],), generator=generator) for env in train]
+        x = torch.cat([env.x[i] for env, i in zip(train, idx)])
+        y = torch.cat([env.y[i] for env, i in zip(train, idx)])
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - start
+
+
+def write_study(folder: Path, n: int, steps: int, eval_every: int) -> Path:
+    path = folder / "overhead.yml"
+    lrs = list(LRS[:n])
+    path.write_text(
+        "name: overhead\n"
+        "datasets: {colored_digits: {test_env: [2]}}\n"
+        f"objective: {{steps: {steps}, eval_every: {eval_every}}}\n"
+        f"solvers: {{sgd: {{lr: {lrs}}}}}\n"
+        "search: {kind: grid}\nseeds: [0]\n"
+    )
+    return path
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trials", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--eval-every", type=int, default=50)
+    parser.add_argument("--skip-benchopt", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    n = min(args.trials, len(LRS))
+    todo = trials(n, args.steps, args.eval_every)
+    bare_loop(todo[0])
+    bare = sum(bare_loop(t) for t in todo) / n
+    runner = TrialRunner({})
+    runner.run(todo[0], "overhead")
+    harness = timed(lambda: [runner.run(t, "overhead") for t in todo]) / n
+    with tempfile.TemporaryDirectory() as tmp:
+        study = load_study(write_study(Path(tmp), n, args.steps, args.eval_every))
+        sweep = timed(lambda: run_study(study, Path(tmp) / "store", workers=1, progress=False)) / n
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one_trial = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r}); import torch; "
+        "torch.set_num_threads(1); from perf.overhead import trials; "
+        "from shiftbench.runner import TrialRunner; "
+        f"TrialRunner({{}}).run(trials({n}, {args.steps}, {args.eval_every})[INDEX], 'overhead')"
+    )
+    per_process = (
+        timed(
+            lambda: [
+                subprocess.run(
+                    [sys.executable, "-c", one_trial.replace("INDEX", str(i))],
+                    check=True,
+                    env=env,
+                    cwd=ROOT,
+                )
+                for i in range(n)
+            ]
+        )
+        / n
+    )
+    rows = [
+        ("bare PyTorch loop", bare),
+        ("shiftbench runner (in-process)", harness),
+        ("shiftbench sweep (Ray, 1 worker)", sweep),
+        ("one process per trial (DomainBed)", per_process),
+    ]
+    if not args.skip_benchopt:
+        lrs = ",".join(str(lr) for lr in LRS[:n])
+        cmd = [
+            str(Path(sys.executable).parent / "benchopt"),
+            "run",
+            str(ROOT),
+            "-d",
+            "colored_digits",
+            "-s",
+            f"sgd[lr=[{lrs}]]",
+            "-o",
+            f"shiftbench[steps={args.steps},eval_every={args.eval_every}]",
+            "--no-plot",
+            "-n",
+            "1",
+            "-r",
+            "1",
+        ]
+        benchopt = (
+            timed(
+                lambda: subprocess.run(
+                    cmd, check=True, env=env, cwd=tempfile.gettempdir(), capture_output=True
+                )
+            )
+            / n
+        )
+        rows.append(("benchopt run", benchopt))
+    print(f"{n} trials of {args.steps} steps (digits CNN, SGD), seconds per trial:")
+    print(f"{'way':<36}{'s/trial':>9}{'overhead s':>12}{'overhead %':>12}")
+    for name, seconds in rows:
+        over = seconds - bare
+        print(f"{name:<36}{seconds:>9.3f}{over:>12.3f}{100 * over / bare:>11.1f}%")
+    harness_over = max(harness - bare, 1e-3)
+    sweep_over = max(sweep - bare, 1e-3)
+    for name, seconds in rows[3:]:
+        print(
+            f"{name}: {(seconds - bare) / harness_over:.1f}x the runner's overhead, "
+            f"{(seconds - bare) / sweep_over:.1f}x the Ray sweep's"
+        )
+
+
+if __name__ == "__main__":
+    main()
