@@ -5,7 +5,10 @@ Metrics (DomainBed's conventions): ``id_acc`` is the mean accuracy over the
 held-out part of each training environment (training-domain validation),
 ``ood_acc`` the accuracy on the whole test environment, ``oracle_acc`` on its
 held-out part (test-domain validation); ``train_loss``/``train_acc`` are on
-the pooled training splits; ``env<i>_in_acc``/``env<i>_out_acc`` per split.
+the pooled training splits; ``env<i>_in_acc``/``env<i>_out_acc`` per split and
+``env<i>_acc`` on each whole environment not trained on. With ``target_loss`` > 0 a run
+stops at the first checkpoint whose training cross-entropy is at or below it
+(``steps`` is then the cap), as in Jiang et al. (2020).
 """
 
 from benchopt import BaseObjective
@@ -13,7 +16,7 @@ from benchopt.stopping_criterion import SufficientProgressCriterion
 
 from shiftbench.algorithms import ALGORITHMS, create_algorithm
 from shiftbench.data.image_folder import with_augmentation
-from shiftbench.models import SIZED_FAMILIES, check_size, create_model
+from shiftbench.models import SIZED_FAMILIES, check_size, create_model, is_model
 from shiftbench.training import evaluate, pick_device, seed_everything
 
 
@@ -24,12 +27,11 @@ class Objective(BaseObjective):
     sampling_strategy = "callback"
     # Under `benchopt run`, train for exactly `steps` steps (the solver stops there), as the
     # shiftbench runner does, rather than stopping early on a loss plateau.
-    stopping_criterion = SufficientProgressCriterion(
-        strategy="callback", patience=10**9, max_runs=10**9
-    )
+    stopping_criterion = SufficientProgressCriterion(strategy="callback", patience=10**9)
     parameters = {
         "steps": [400],
         "eval_every": [50],
+        "target_loss": [0.0],
         "model": ["cnn"],
         "depth": [2],
         "width": [32],
@@ -46,6 +48,8 @@ class Objective(BaseObjective):
     @staticmethod
     def check_parameters(params: dict) -> None:
         """Reject impossible objective parameters before any trial runs."""
+        if params["target_loss"] < 0:
+            raise ValueError(f"target_loss must be >= 0, got {params['target_loss']}")
         if params["steps"] < 1 or params["eval_every"] < 1:
             raise ValueError(
                 f"steps and eval_every must be >= 1, got {params['steps']}, {params['eval_every']}"
@@ -58,6 +62,12 @@ class Objective(BaseObjective):
             )
         if params["model"] in SIZED_FAMILIES:
             check_size(params["depth"], params["width"], params["dropout"])
+        elif not is_model(params["model"]):
+            raise ValueError(f"unknown model {params['model']!r}; see shiftbench.models")
+        if params["algorithm"] == "irm":
+            create_algorithm(
+                "irm", penalty_weight=params["irm_lambda"], anneal_iters=params["irm_anneal_iters"]
+            )
 
     def set_data(self, data) -> None:
         self.check_parameters({key: getattr(self, key) for key in self.parameters})
@@ -68,7 +78,8 @@ class Objective(BaseObjective):
             (with_augmentation(inn, False), with_augmentation(out, False))
             for inn, out in self.splits
         ]
-        self.train_envs = [inn for i, (inn, _) in enumerate(self.splits) if i != data.test_env]
+        self.training = data.training_indices
+        self.train_envs = [self.splits[i][0] for i in self.training]
 
     def build_model(self):
         """The trial's model at initialization (seeded, so the same for every solver)."""
@@ -100,7 +111,6 @@ class Objective(BaseObjective):
         }
 
     def evaluate_result(self, model) -> dict:
-        test = self.data.test_env
         metrics: dict[str, float] = {}
         train_loss = train_correct = train_n = 0.0
         id_accs, id_losses = [], []
@@ -108,17 +118,19 @@ class Objective(BaseObjective):
             ev_in, ev_out = evaluate(model, inn), evaluate(model, out)
             metrics[f"env{i}_in_acc"] = ev_in.acc
             metrics[f"env{i}_out_acc"] = ev_out.acc
-            if i == test:
-                n = ev_in.n + ev_out.n
-                metrics["ood_acc"] = (ev_in.acc * ev_in.n + ev_out.acc * ev_out.n) / n
-                metrics["ood_loss"] = (ev_in.loss * ev_in.n + ev_out.loss * ev_out.n) / n
-                metrics["oracle_acc"] = ev_out.acc
-            else:
+            if i in self.training:
                 train_loss += ev_in.loss * ev_in.n
                 train_correct += ev_in.acc * ev_in.n
                 train_n += ev_in.n
                 id_accs.append(ev_out.acc)
                 id_losses.append(ev_out.loss)
+                continue
+            n = ev_in.n + ev_out.n
+            metrics[f"env{i}_acc"] = (ev_in.acc * ev_in.n + ev_out.acc * ev_out.n) / n
+            if i == self.data.test_env:
+                metrics["ood_acc"] = metrics[f"env{i}_acc"]
+                metrics["ood_loss"] = (ev_in.loss * ev_in.n + ev_out.loss * ev_out.n) / n
+                metrics["oracle_acc"] = ev_out.acc
         metrics["train_loss"] = train_loss / train_n
         metrics["train_acc"] = train_correct / train_n
         metrics["id_acc"] = sum(id_accs) / len(id_accs)

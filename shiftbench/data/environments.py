@@ -79,8 +79,9 @@ class DomainData:
     """What every dataset plugin's ``get_data`` returns (as ``{"data": DomainData}``).
 
     ``environments`` are whole domains; the objective splits each into in/out
-    parts with :func:`split_holdout` and trains on the in parts of every
-    environment except ``test_env``.
+    parts with :func:`split_holdout` and trains on the in parts of the
+    training environments (all but ``test_env`` unless ``train_envs`` names
+    them: shift studies train on one domain and evaluate on every other).
     """
 
     name: str
@@ -89,6 +90,7 @@ class DomainData:
     num_classes: int
     holdout_fraction: float = 0.2
     split_seed: int = 0
+    train_envs: tuple[int, ...] | None = None
     _splits: dict[str, list[tuple[Environment, Environment]]] = field(
         default_factory=dict, init=False, repr=False
     )
@@ -101,6 +103,23 @@ class DomainData:
             raise ValueError(f"{self.name}: test_env={self.test_env} out of range 0..{n - 1}")
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ValueError(f"{self.name}: holdout_fraction must be in (0, 1)")
+        if self.train_envs is not None and (
+            not self.train_envs
+            or self.test_env in self.train_envs
+            or not all(0 <= i < n for i in self.train_envs)
+        ):
+            raise ValueError(
+                f"{self.name}: train_envs {self.train_envs} must be non-empty, in "
+                f"range and exclude test_env={self.test_env}"
+            )
+
+    @property
+    def training_indices(self) -> tuple[int, ...]:
+        """The environments trained on: ``train_envs`` if given, else all but ``test_env``
+        (DomainBed's leave-one-environment-out)."""
+        if self.train_envs is not None:
+            return tuple(self.train_envs)
+        return tuple(i for i in range(len(self.environments)) if i != self.test_env)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
