@@ -174,6 +174,15 @@ def create_model(
     return timm_model(timm_name, tuple(input_shape), num_classes, **params)
 
 
+def is_model(name: str) -> bool:
+    """Whether ``create_model`` knows ``name`` (a built-in family or a timm model)."""
+    if name in MODELS:
+        return True
+    import timm
+
+    return timm.is_model(name.removeprefix("timm:"))
+
+
 def available() -> list[str]:
     """Built-in family names (timm names are accepted too)."""
     return sorted(MODELS)

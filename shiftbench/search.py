@@ -68,6 +68,8 @@ class Uniform:
     high: float
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise SpaceError(f"bounds must be finite, got [{self.low}, {self.high}]")
         if not self.low < self.high:
             raise SpaceError(f"needs low < high, got [{self.low}, {self.high}]")
 
@@ -134,6 +136,8 @@ def parse_space(spec: Any) -> Space:
             raise SpaceError(f"a distribution is one of {sorted(DISTRIBUTIONS)} with [low, high]")
         (kind, bounds), *_ = spec.items()
         if kind == "choice":
+            if not isinstance(bounds, list | tuple):
+                raise SpaceError(f"choice needs a list of values, got {bounds!r}")
             return Choice(tuple(bounds))
         if kind not in DISTRIBUTIONS:
             raise SpaceError(f"unknown distribution {kind!r}; one of {sorted(DISTRIBUTIONS)}")

@@ -46,10 +46,10 @@ class TorchSolver(BaseSolver):
 
     def validate(self) -> None:
         """Reject impossible values before any training (negative lr, empty batch, ...)."""
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 < self.lr < float("inf"):
+            raise ValueError(f"lr must be > 0 and finite, got {self.lr}")
+        if not 0 <= self.weight_decay < float("inf"):
+            raise ValueError(f"weight_decay must be >= 0 and finite, got {self.weight_decay}")
         if int(self.batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.rotation not in SCOPES:
