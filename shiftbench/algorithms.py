@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shiftbench.training import flat_predictions
+
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -26,7 +28,7 @@ class ERM:
     def loss(self, model: nn.Module, batches: Batches, step: int) -> torch.Tensor:
         x = torch.cat([xb for xb, _ in batches])
         y = torch.cat([yb for _, yb in batches])
-        return F.cross_entropy(model(x), y)
+        return F.cross_entropy(*flat_predictions(model(x), y))
 
 
 @dataclass(frozen=True)

@@ -75,17 +75,26 @@ class Evaluation:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, env: Environment, batch_size: int = 2048) -> Evaluation:
-    """Cross-entropy and accuracy over the whole environment, in eval mode (mode restored)."""
+    """Cross-entropy and accuracy over the whole environment, in eval mode (mode restored).
+
+    Per prediction: for sequence models (logits ``(B, T, V)``, targets ``(B, T)``) every
+    token counts once, so ``n`` is the number of tokens.
+    """
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=env.y.device)
     correct = torch.zeros((), device=env.y.device)
     for start in range(0, len(env), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(env)), device=env.y.device)
-        logits = model(env.x[idx]).float()
-        y = env.y[idx]
+        logits, y = flat_predictions(model(env.x[idx]).float(), env.y[idx])
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
     model.train(was_training)
-    n = len(env)
+    n = env.y.numel()
     return Evaluation(loss=(loss_sum / n).item(), acc=(correct / n).item(), n=n)
+
+
+def flat_predictions(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, K)``/``(N,)`` as is; sequence logits ``(B, T, V)``/``(B, T)`` flattened to
+    one prediction per token, so classification and language modelling share one loss."""
+    return logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
