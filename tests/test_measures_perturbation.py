@@ -1,0 +1,139 @@
+"""PAC-Bayes and sharpness measures: the bisection, scale equivariance on a linear model
+trained on real digits, and the bounds' wiring."""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_digits
+from torch import nn
+
+from shiftbench import measure_utils as mu
+from shiftbench import measures
+from shiftbench.measures import MeasureConfig
+
+CONFIG = MeasureConfig(
+    bisection_depth=12, mc_draws=3, subset=200, drop_tolerance=0.0, ascent_steps=3
+)
+
+
+@cache
+def digits() -> tuple[torch.Tensor, torch.Tensor]:
+    bunch = load_digits()
+    x = torch.tensor(bunch.data[:200], dtype=torch.float32) / 16
+    return x, torch.tensor(bunch.target[:200])
+
+
+@cache
+def trained_weight() -> torch.Tensor:
+    """A bias-free softmax regression fitted to 200 digits (100% training accuracy)."""
+    x, y = digits()
+    torch.manual_seed(0)
+    model = nn.Linear(64, 10, bias=False)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(150):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.weight.detach().clone()
+
+
+def linear(scale: float = 1.0) -> nn.Linear:
+    weight = scale * trained_weight()
+    model = nn.Linear(64, 10, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(weight)
+    return model
+
+
+def test_bisection_finds_the_crossing_of_a_monotone_drop():
+    found = mu.bisect_scale(lambda s: s**2, target=0.1, tolerance=0.0, depth=30)
+    assert found == pytest.approx(math.sqrt(0.1), rel=1e-4)
+    assert mu.bisect_scale(lambda s: 0.0, 0.1, 0.0, depth=10) == pytest.approx(2.0, rel=0.02)
+
+
+@pytest.mark.parametrize("name", ["pacbayes_flatness", "sharpness_flatness"])
+def test_scale_is_equivariant_on_a_homogeneous_model(name):
+    x, y = digits()
+    assert mu.accuracy(linear(), x, y) == 1.0
+    base = measures.compute(linear(), (x, y), names=[name], config=CONFIG)[name]
+    scaled = measures.compute(linear(4.0), (x, y), names=[name], config=CONFIG)[name]
+    # w -> 4 w leaves predictions unchanged and scales the critical sigma / alpha by 4
+    assert math.isfinite(base) and scaled == pytest.approx(base / 16, rel=0.5)
+    assert scaled < base / 4
+
+
+@pytest.mark.parametrize("name", ["pacbayes_mag_flatness", "sharpness_mag_flatness"])
+def test_magnitude_aware_scale_is_nearly_scale_invariant(name):
+    x, y = digits()
+    base = measures.compute(linear(), (x, y), names=[name], config=CONFIG)[name]
+    scaled = measures.compute(linear(4.0), (x, y), names=[name], config=CONFIG)[name]
+    # the perturbation is relative to |w_i| (up to eps = 1e-3 << |w_i|)
+    assert math.isfinite(base) and scaled == pytest.approx(base, rel=0.2)
+
+
+def test_pacbayes_bounds_follow_from_sigma():
+    x, y = digits()
+    init = nn.Linear(64, 10, bias=False)
+    names = [
+        "pacbayes_init",
+        "pacbayes_orig",
+        "pacbayes_flatness",
+        "pacbayes_mag_orig",
+        "pacbayes_mag_flatness",
+    ]
+    v = measures.compute(linear(), (x, y), init, names=names, config=CONFIG)
+    sigma = 1 / math.sqrt(v["pacbayes_flatness"])
+    w, w0 = trained_weight().double(), init.weight.detach().double()
+    common = math.log(200 / sigma) + 10
+    assert v["pacbayes_init"] == pytest.approx(
+        float(((w - w0) ** 2).sum()) / (4 * sigma**2) + common, rel=1e-5
+    )
+    assert v["pacbayes_orig"] == pytest.approx(
+        float((w**2).sum()) / (4 * sigma**2) + common, rel=1e-5
+    )
+    s, eps, omega = 1 / math.sqrt(v["pacbayes_mag_flatness"]), 1e-3, w.numel()
+    expected = 0.25 * float(
+        torch.log((eps**2 + (s**2 + 1) * (w**2).sum() / omega) / (eps**2 + s**2 * w**2)).sum()
+    )
+    assert v["pacbayes_mag_orig"] == pytest.approx(expected + math.log(200 / s) + 10, rel=1e-5)
+
+
+def test_sharpness_bounds_follow_from_alpha():
+    x, y = digits()
+    v = measures.compute(
+        linear(), (x, y), names=["sharpness_orig", "sharpness_flatness"], config=CONFIG
+    )
+    a, w = 1 / math.sqrt(v["sharpness_flatness"]), trained_weight().double()
+    expected = float((w**2).sum()) * math.log(2 * w.numel()) / (4 * a**2)
+    assert v["sharpness_orig"] == pytest.approx(expected + math.log(200 / a) + 10, rel=1e-5)
+
+
+def test_worst_case_perturbation_stays_in_the_box_and_raises_the_loss():
+    x, y = digits()
+    model = linear()
+    params = mu.trainable(model)
+    bound = {"weight": torch.full_like(params["weight"], 0.05)}
+    nu = mu.worst_case_perturbation(
+        model, params, bound, x, y, steps=5, generator=torch.Generator().manual_seed(0)
+    )
+    assert float(nu["weight"].abs().max()) <= 0.05 + 1e-7
+    worst = F.cross_entropy(x @ (params["weight"] + nu["weight"]).T, y)
+    random = F.cross_entropy(x @ (params["weight"] + 0.05 * torch.randn(10, 64).sign()).T, y)
+    assert worst > random > F.cross_entropy(model(x), y) * 0.999
+
+
+def test_keskar_sharpness_grows_with_the_box():
+    x, y = digits()
+    small = measures.compute(linear(), (x, y), names=["sharpness_keskar"], config=CONFIG)
+    large = measures.compute(
+        linear(),
+        (x, y),
+        names=["sharpness_keskar"],
+        config=MeasureConfig(subset=200, ascent_steps=3, sharpness_alpha=5e-2),
+    )
+    assert 0 <= small["sharpness_keskar"] < large["sharpness_keskar"]
