@@ -45,7 +45,7 @@ class Report:
         shown = frame.copy()
         for column in shown.select_dtypes("float").columns:
             shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.{digits}f}")
-        markdown = shown.to_markdown(index=False)
+        markdown = shown.to_markdown(index=False, disable_numparse=True)
         (self.out / f"{name}.md").write_text(f"{caption}\n\n{markdown}\n")
         escaped = shown.rename(columns=latex_escape).map(
             lambda v: latex_escape(v) if isinstance(v, str) else v

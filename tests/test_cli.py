@@ -1,0 +1,152 @@
+"""The ``shiftbench`` command end to end on a tiny study: list, run (bad study, run, resume),
+status and report."""
+
+import re
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from shiftbench import store
+from shiftbench.cli import main
+from shiftbench.selection import select
+
+TINY = {
+    "name": "tiny",
+    "description": "two optimizers, one data set",
+    "datasets": {"colored_digits": {"test_env": [2]}},
+    "objective": {"steps": 20, "eval_every": 10, "model": "mlp", "depth": 1, "width": 16},
+    "solvers": {"sgd": {"lr": {"loguniform": [1.0e-2, 1.0e-1]}}, "adam": {}},
+    "search": {"kind": "random", "trials_per_solver": 1, "seed": 0},
+    "seeds": [0, 1],
+    "analyses": ["id_ood_table", "id_ood_scatter"],
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread avoids spin contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def write(path, raw):
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_list_shows_solvers_datasets_and_analyses():
+    result = invoke("list")
+    assert result.exit_code == 0, result.output
+    sections = re.split(r"^(\w+):$", result.output, flags=re.M)
+    named = dict(zip(sections[1::2], sections[2::2]))
+    assert {"solvers", "datasets", "objective", "measures", "analyses"} <= set(named)
+    solvers = re.findall(r"^  (\w+)\s+lr=", named["solvers"], flags=re.M)
+    assert sorted(solvers) == ["adam", "adamw", "momentum", "nesterov", "rmsprop", "sgd"]
+    assert "search: " in named["solvers"] and "lr~LogUniform" in named["solvers"]
+    datasets = re.findall(r"^  (\w+)\s", named["datasets"], flags=re.M)
+    assert {"colored_digits", "rotated_digits"} <= set(datasets)
+    assert "test_env=2" in named["datasets"]
+    assert "id_ood_table" in named["analyses"] and "id_ood_scatter" in named["analyses"]
+    assert "steps=400" in named["objective"]
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        (lambda r: r["solvers"].update(adagrad={}), "solvers.adagrad"),
+        (lambda r: r["objective"].update(steps="20"), "objective.steps"),
+        (lambda r: r.update(seeds=[0, 0]), "seeds"),
+    ],
+)
+def test_run_with_a_bad_study_is_one_line_and_writes_nothing(tmp_path, change, key):
+    raw = yaml.safe_load(yaml.safe_dump(TINY))
+    change(raw)
+    path = write(tmp_path / "bad.yml", raw)
+    store_dir = tmp_path / "store"
+    result = invoke("run", path, "--store", store_dir, "--workers", 0, "--quiet")
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert str(path) in lines[0] and key in lines[0]
+    assert not store_dir.exists()
+
+
+def test_run_status_resume_and_report(tmp_path):
+    path = write(tmp_path / "tiny.yml", TINY)
+    store_dir, out = tmp_path / "store", tmp_path / "report"
+
+    # nothing yet: status says all pending, report refuses
+    result = invoke("status", path, "--store", store_dir)
+    assert result.exit_code == 0
+    assert re.search(r"pending\s+4$", result.output, flags=re.M)
+    result = CliRunner().invoke(main, ["report", str(path), "--store", str(store_dir)])
+    assert result.exit_code != 0 and "no results" in result.output
+
+    result = invoke("run", path, "--store", store_dir, "--workers", 0, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "tiny: 4 trials, 0 already in the ledger, 4 to run" in result.output
+    assert "ran 4 trials" in result.output and "4 done" in result.output
+
+    ledger = store.read(store_dir, "tiny")
+    assert ledger["trial_id"].nunique() == 4
+    assert sorted(ledger["step"].unique()) == [0, 10, 20]
+    assert len(ledger) == 4 * 3 and set(ledger["status"]) == {"done"}
+
+    result = invoke("status", path, "--store", store_dir)
+    assert result.exit_code == 0
+    assert re.search(r"done\s+4$", result.output, flags=re.M)
+    assert re.search(r"pending\s+0$", result.output, flags=re.M)
+
+    # a second run runs nothing and adds no row
+    result = invoke("run", path, "--store", store_dir, "--workers", 0, "--quiet")
+    assert result.exit_code == 0
+    assert "4 already in the ledger, 0 to run" in result.output
+    assert "ran 0 trials" in result.output and "nothing new" in result.output
+    assert len(store.read(store_dir, "tiny")) == len(ledger)
+
+    result = invoke("report", path, "--store", store_dir, "--out", out)
+    assert result.exit_code == 0, result.output
+    for name in (
+        "report.md",
+        "id_ood_table.md",
+        "id_ood_table.tex",
+        "id_ood_table.csv",
+        "id_ood_scatter.png",
+    ):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert (out / "id_ood_scatter.png").read_bytes()[:4] == b"\x89PNG"
+    index = (out / "report.md").read_text()
+    assert index.startswith("# tiny: two optimizers, one data set")
+    assert "id_ood_scatter.png" in index
+
+    # the table is training-domain selection over the ledger
+    table = pd.read_csv(out / "id_ood_table.csv")
+    expected = select(store.final_rows(ledger), "training_domain").set_index("solver")
+    assert sorted(table["solver"]) == ["adam", "sgd"]
+    for _, got in table.iterrows():
+        want = expected.loc[got["solver"]]
+        assert got["ood_acc_mean"] == pytest.approx(want["ood_acc_mean"])
+        assert got["id_acc_mean"] == pytest.approx(want["id_acc_mean"])
+        assert got["seeds"] == 2 and got["test_env"] == 2
+
+    # default report folder: STORE/reports/STUDY
+    result = invoke("report", path, "--store", store_dir)
+    assert result.exit_code == 0
+    assert (store_dir / "reports" / "tiny" / "report.md").is_file()
+
+
+def test_negative_workers_is_an_error(tmp_path):
+    path = write(tmp_path / "tiny.yml", TINY)
+    result = CliRunner().invoke(
+        main, ["run", str(path), "--store", str(tmp_path / "s"), "--workers", "-1"]
+    )
+    assert result.exit_code != 0 and "--workers must be >= 0" in result.output

@@ -1,0 +1,141 @@
+"""Model families: output shapes, the MLP's parameter count in closed form, size checks, and
+timm models (with offline weights files whose classifier head is always fresh)."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from shiftbench.models import available, check_size, create_model, is_model
+
+SHAPES = [(2, 8, 8), (1, 8, 8), (3, 16, 16)]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread avoids spin contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("mlp", {"depth": 2, "width": 16}),
+        ("mlp", {"depth": 1, "width": 3, "dropout": 0.5}),
+        ("cnn", {"depth": 3, "width": 8}),
+        ("nin", {"depth": 2, "width": 8}),
+        ("mnist_cnn", {}),
+    ],
+)
+def test_output_shape(name, params, shape):
+    torch.manual_seed(0)
+    model = create_model(name, shape, 7, **params).eval()
+    out = model(torch.rand(5, *shape))
+    assert out.shape == (5, 7)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("depth, width", [(1, 16), (2, 16), (3, 5)])
+@pytest.mark.parametrize("shape, classes", [((2, 8, 8), 2), ((1, 8, 8), 10)])
+def test_mlp_parameter_count_closed_form(depth, width, shape, classes):
+    d = math.prod(shape)
+    # first layer d*w + w, (depth-1) hidden layers w*w + w, head w*k + k
+    expected = (d + 1) * width + (depth - 1) * (width + 1) * width + (width + 1) * classes
+    assert n_params(create_model("mlp", shape, classes, depth=depth, width=width)) == expected
+
+
+def test_cnn_parameter_count_closed_form():
+    c, w, k, depth = 2, 8, 3, 3
+    # 3x3 convs: c -> w, then (depth-1) times w -> w; linear head w -> k
+    expected = (9 * c * w + w) + (depth - 1) * (9 * w * w + w) + (w * k + k)
+    assert n_params(create_model("cnn", (c, 8, 8), k, depth=depth, width=w)) == expected
+
+
+def test_mlp_dropout_layers_carry_the_rate():
+    model = create_model("mlp", (1, 8, 8), 10, depth=3, width=4, dropout=0.25)
+    rates = [m.p for m in model.modules() if isinstance(m, nn.Dropout)]
+    assert rates == [0.25, 0.25, 0.25]
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "nin"])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"depth": 0},
+        {"depth": -1},
+        {"width": 0},
+        {"dropout": 1.0},
+        {"dropout": -0.1},
+    ],
+)
+def test_bad_sizes_raise(name, params):
+    with pytest.raises(ValueError):
+        create_model(name, (1, 8, 8), 10, **params)
+
+
+def test_check_size_accepts_the_edges():
+    check_size(depth=1, width=1, dropout=0.0)
+    check_size(depth=1, width=1, dropout=0.999)
+
+
+def test_unknown_model_lists_the_built_ins():
+    assert available() == ["cnn", "mlp", "mnist_cnn", "nin"]
+    with pytest.raises(KeyError) as info:
+        create_model("no_such_model_xyz", (1, 8, 8), 10)
+    assert all(name in str(info.value) for name in available())
+    assert not is_model("no_such_model_xyz")
+    assert is_model("mlp") and is_model("resnet18") and is_model("timm:resnet18")
+
+
+def test_timm_resnet18_on_small_images():
+    torch.manual_seed(0)
+    model = create_model("resnet18", (3, 32, 32), 10).eval()
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    # timm: prefix and a 2-channel input (in_chans follows the data)
+    two = create_model("timm:resnet18", (2, 32, 32), 4).eval()
+    assert two(torch.rand(2, 2, 32, 32)).shape == (2, 4)
+    assert two.conv1.in_channels == 2
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_timm_weights_file_loads_body_and_keeps_a_fresh_head(tmp_path, suffix):
+    torch.manual_seed(0)
+    source = create_model("test_resnet", (3, 32, 32), 7)
+    state = source.state_dict()
+    path = tmp_path / f"weights{suffix}"
+    if suffix == ".pt":
+        torch.save(state, path)
+    else:
+        safetensors = pytest.importorskip("safetensors.torch")
+        safetensors.save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    torch.manual_seed(1)
+    model = create_model("test_resnet", (3, 32, 32), 5, pretrained_file=str(path))
+    loaded = model.state_dict()
+    body = [k for k in state if not k.startswith("fc")]
+    assert body and all(torch.equal(loaded[k], state[k]) for k in body)
+    assert loaded["fc.weight"].shape[0] == 5
+    # the head is the fresh one of a model built with the same seed, not the source's
+    torch.manual_seed(1)
+    fresh = create_model("test_resnet", (3, 32, 32), 5)
+    assert torch.equal(loaded["fc.weight"], fresh.state_dict()["fc.weight"])
+
+
+def test_timm_weights_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        create_model("test_resnet", (3, 32, 32), 5, pretrained_file=str(tmp_path / "none.pt"))
+    state = create_model("test_resnet", (3, 32, 32), 5).state_dict()
+    body_key = next(k for k in state if k.endswith("weight") and not k.startswith("fc"))
+    del state[body_key]
+    path = tmp_path / "partial.pt"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match="do not match"):
+        create_model("test_resnet", (3, 32, 32), 5, pretrained_file=str(path))

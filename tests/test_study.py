@@ -1,0 +1,339 @@
+"""Study files: the quickstart expands to the expected trials, and every bad input is one
+located line (file and key), never another exception."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shiftbench import registry
+from shiftbench.study import Study, StudyError, load_study, parse_study
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "benchmarks" / "quickstart.yml"
+VALID = yaml.safe_load(QUICKSTART.read_text())
+
+
+def test_quickstart_expands_to_datasets_x_solvers_x_trials_x_seeds():
+    study = load_study(QUICKSTART)
+    raw = VALID
+    trials = study.trials()
+    expected = (
+        len(raw["datasets"])
+        * len(raw["solvers"])
+        * raw["search"]["trials_per_solver"]
+        * len(raw["seeds"])
+    )
+    assert expected == 2 * 6 * 3 * 2
+    assert len(trials) == expected
+    assert len({t.trial_id for t in trials}) == expected
+    assert study.name == "quickstart" and study.seeds == (0, 1)
+    assert study.analyses == ("id_ood_table", "id_ood_scatter")
+    # every trial is fully resolved: defaults filled in, overrides applied
+    for t in trials:
+        solver_params = dict(t.solver_params)
+        assert set(solver_params) == set(registry.solver_class(t.solver).parameters)
+        assert dict(t.objective_params)["steps"] == 300
+        assert "seed" not in dict(t.objective_params)
+        if t.solver in ("sgd",):
+            assert 1e-2 <= solver_params["lr"] <= 1.0
+        if t.solver in ("rmsprop", "adam", "adamw"):
+            assert 1e-4 <= solver_params["lr"] <= 1e-2
+    test_envs = {(t.dataset, dict(t.dataset_params)["test_env"]) for t in trials}
+    assert test_envs == {("colored_digits", 2), ("rotated_digits", 0)}
+    # loading twice gives the same trials in the same order
+    assert [t.trial_id for t in load_study(QUICKSTART).trials()] == [t.trial_id for t in trials]
+
+
+def test_grid_search_is_the_product_of_the_lists(tmp_path):
+    raw = {
+        "name": "g",
+        "datasets": {"rotated_digits": {"test_env": [0, 1]}},
+        "objective": {"steps": [10, 20]},
+        "solvers": {"sgd": {"lr": [0.1, 0.01, 0.001]}, "adam": {"eps": 1e-7}},
+        "search": {"kind": "grid"},
+        "seeds": [0, 1],
+    }
+    trials = parse_study(raw, tmp_path / "g.yml").trials()
+    assert len(trials) == 2 * 2 * (3 + 1) * 2
+    assert len({t.trial_id for t in trials}) == len(trials)
+    lrs = {dict(t.solver_params)["lr"] for t in trials if t.solver == "sgd"}
+    assert lrs == {0.1, 0.01, 0.001}
+
+
+def test_equal_configurations_are_one_trial(tmp_path):
+    # A fully fixed random search draws the same configuration every time; a repeated grid
+    # value is the same configuration twice: the ledger must get each trial once.
+    raw = {
+        "name": "d",
+        "datasets": {"colored_digits": {"test_env": [2, 2]}},
+        "solvers": {"sgd": {"lr": 0.1, "weight_decay": 0.0, "batch_size": 32}},
+        "search": {"trials_per_solver": 3},
+        "seeds": [0, 1],
+    }
+    trials = parse_study(raw, tmp_path / "d.yml").trials()
+    assert len(trials) == 2
+    assert len({t.trial_id for t in trials}) == 2
+    assert {t.seed for t in trials} == {0, 1}
+
+
+def _write(tmp_path, raw, text=None):
+    path = tmp_path / "study.yml"
+    path.write_text(text if text is not None else yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _mutated(change):
+    raw = copy.deepcopy(VALID)
+    change(raw)
+    return raw
+
+
+BAD = {
+    "unknown top-level key": (lambda r: r.update(budget=3), "budget"),
+    "empty top-level key": (lambda r: r.update({"": 3}), "'': unknown key"),
+    "unknown dataset": (lambda r: r["datasets"].update(mnistt={}), "datasets.mnistt"),
+    "unknown solver": (lambda r: r["solvers"].update(adagrad={}), "solvers.adagrad"),
+    "unknown analysis": (lambda r: r.update(analyses=["id_ood_table", "nope"]), "analyses[1]"),
+    "unknown measure": (lambda r: r.update(measures=["no_such_measure"]), "measures[0]"),
+    "unknown dataset parameter": (
+        lambda r: r["datasets"]["colored_digits"].update(flip=[0.1]),
+        "datasets.colored_digits.flip",
+    ),
+    "unknown objective parameter": (
+        lambda r: r["objective"].update(epochs=3),
+        "objective.epochs",
+    ),
+    "unknown hyperparameter": (
+        lambda r: r["solvers"]["sgd"].update(beta1=0.9),
+        "solvers.sgd.beta1",
+    ),
+    "string lr": (lambda r: r["solvers"]["momentum"].update(lr="0.1"), "solvers.momentum.lr"),
+    "string steps": (lambda r: r["objective"].update(steps="300"), "objective.steps"),
+    "null lr": (lambda r: r["solvers"]["sgd"].update(lr=None), "solvers.sgd.lr"),
+    "empty solver grid": (lambda r: r["solvers"]["sgd"].update(lr=[]), "solvers.sgd.lr"),
+    "empty dataset grid": (
+        lambda r: r["datasets"]["colored_digits"].update(test_env=[]),
+        "datasets.colored_digits.test_env",
+    ),
+    "empty objective grid": (lambda r: r["objective"].update(steps=[]), "objective.steps"),
+    "negative fixed lr": (lambda r: r["solvers"]["momentum"].update(lr=-0.1), "solvers.momentum"),
+    "negative lr in a list": (lambda r: r["solvers"]["sgd"].update(lr=[0.1, -0.1]), "sgd.lr"),
+    "negative lr in a distribution": (
+        lambda r: r["solvers"]["sgd"].update(lr={"uniform": [-1.0, 1.0]}),
+        "solvers.sgd.lr",
+    ),
+    "negative loguniform bound": (
+        lambda r: r["solvers"]["adam"].update(lr={"loguniform": [-1.0, 1.0]}),
+        "solvers.adam.lr",
+    ),
+    "unknown distribution": (
+        lambda r: r["solvers"]["adam"].update(lr={"normal": [0.0, 1.0]}),
+        "solvers.adam.lr",
+    ),
+    "distribution under grid search": (
+        lambda r: r["search"].update(kind="grid"),
+        "solvers.sgd.lr",
+    ),
+    "momentum >= 1": (lambda r: r["solvers"]["nesterov"].update(momentum=1.0), "nesterov"),
+    "test_env out of range": (
+        lambda r: r["datasets"]["rotated_digits"].update(test_env=[6]),
+        "datasets.rotated_digits.test_env",
+    ),
+    "holdout fraction out of range": (
+        lambda r: r["datasets"]["rotated_digits"].update(holdout_fraction=1.5),
+        "datasets.rotated_digits.holdout_fraction",
+    ),
+    "duplicate seeds": (lambda r: r.update(seeds=[0, 1, 0]), "seeds"),
+    "negative seed": (lambda r: r.update(seeds=[-1]), "seeds[0]"),
+    "empty seeds": (lambda r: r.update(seeds=[]), "seeds"),
+    "missing name": (lambda r: r.pop("name"), "name"),
+    "bad name": (lambda r: r.update(name="two words"), "name"),
+    "no solvers": (lambda r: r.pop("solvers"), "solvers"),
+    "no datasets": (lambda r: r.update(datasets={}), "datasets"),
+    "zero steps": (lambda r: r["objective"].update(steps=0), "objective"),
+    "unknown model": (lambda r: r["objective"].update(model="no_such_net"), "objective"),
+    "negative irm weight": (
+        lambda r: r["objective"].update(algorithm="irm", irm_lambda=-1.0),
+        "objective",
+    ),
+    "unknown search key": (lambda r: r["search"].update(budget=1), "search.budget"),
+    "bad search kind": (lambda r: r["search"].update(kind="bayes"), "search.kind"),
+    "zero trials": (lambda r: r["search"].update(trials_per_solver=0), "trials_per_solver"),
+    "bad resources": (lambda r: r.update(resources={"gpus": -1}), "resources.gpus"),
+    "negative retries": (lambda r: r.update(retries=-1), "retries"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_study_is_one_line_naming_file_and_key(tmp_path, case):
+    change, key = BAD[case]
+    path = _write(tmp_path, _mutated(change))
+    with pytest.raises(StudyError) as info:
+        load_study(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: ")
+    assert key in message
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("name: x\ndatasets: {colored_digits: {}\n", "line"),
+        ("name: x\n  solvers: [\n", "line"),
+        ("", "(top level)"),
+        ("- a\n- b\n", "(top level)"),
+    ],
+)
+def test_invalid_or_empty_yaml(tmp_path, text, key):
+    path = _write(tmp_path, None, text)
+    with pytest.raises(StudyError) as info:
+        load_study(path)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{path}: ") and key in message
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(StudyError, match="no such study file"):
+        load_study(tmp_path / "absent.yml")
+
+
+def test_line_breaks_in_a_key_stay_on_one_line(tmp_path):
+    with pytest.raises(StudyError) as info:
+        parse_study(_mutated(lambda r: r.update({"bad\nkey": 1})), tmp_path / "s.yml")
+    assert "\n" not in str(info.value) and "bad\\nkey" in str(info.value)
+
+
+# --- fuzzing: mutate the valid study anywhere; only Study or a one-line StudyError --------
+
+special = st.sampled_from(
+    [None, 0, -1, 1, 2, 0.0, -1.0, 0.5, 1.0, float("nan"), float("inf"), "", "x", True, [], {}]
+)
+scalars = st.one_of(
+    special,
+    st.booleans(),
+    st.integers(-3, 8),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.sampled_from(["sgd", "adam", "cnn", "mlp", "grid", "random", "all", "erm", "irm"]),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.one_of(st.text(max_size=6), st.integers(-2, 2)), inner, max_size=3),
+    ),
+    max_leaves=6,
+)
+distributions = st.dictionaries(
+    st.sampled_from(["uniform", "loguniform", "int_uniform", "log_one_minus", "choice", "x"]),
+    st.one_of(st.lists(st.floats(-5, 5) | st.integers(-5, 5), max_size=3), scalars),
+    min_size=1,
+    max_size=2,
+)
+keys = st.one_of(
+    st.sampled_from(
+        [
+            "name",
+            "datasets",
+            "objective",
+            "solvers",
+            "search",
+            "seeds",
+            "measures",
+            "analyses",
+            "retries",
+            "resources",
+            "test_env",
+            "holdout_fraction",
+            "steps",
+            "eval_every",
+            "model",
+            "width",
+            "depth",
+            "dropout",
+            "algorithm",
+            "lr",
+            "weight_decay",
+            "batch_size",
+            "momentum",
+            "beta1",
+            "eps",
+            "kind",
+            "trials_per_solver",
+            "seed",
+            "cpus",
+            "gpus",
+            "sgd",
+            "adam",
+            "rotated_digits",
+        ]
+    ),
+    st.text(max_size=6),
+    st.integers(-2, 2),
+)
+
+
+def _slots(node):
+    """Every (container, key) pair in the nested study, dicts and lists alike."""
+    items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+    for key, child in items:
+        yield node, key
+        if isinstance(child, dict | list):
+            yield from _slots(child)
+
+
+def _containers(node):
+    yield node
+    for container, key in _slots(node):
+        if isinstance(container[key], dict | list):
+            yield container[key]
+
+
+@st.composite
+def mutated_studies(draw):
+    raw = copy.deepcopy(VALID)
+    for _ in range(draw(st.integers(1, 2))):
+        value = draw(st.one_of(special, scalars, values, distributions))
+        op = draw(st.sampled_from(["replace", "replace", "drop", "insert"]))
+        if op == "insert":
+            node = draw(st.sampled_from(list(_containers(raw))))
+            if isinstance(node, dict):
+                node[draw(keys)] = value
+            else:
+                node.insert(draw(st.integers(0, len(node))), value)
+            continue
+        slots = list(_slots(raw))
+        if not slots:
+            continue
+        node, key = draw(st.sampled_from(slots))
+        if op == "drop":
+            del node[key]
+        else:
+            node[key] = value
+    return raw
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(raw=mutated_studies())
+def test_fuzzed_studies_give_a_study_or_a_one_line_study_error(raw):
+    path = Path("benchmarks/fuzzed.yml")
+    try:
+        study = parse_study(raw, path)
+    except StudyError as exc:
+        message = str(exc)
+        assert message.startswith(f"{path}: ")
+        assert len(message.splitlines()) == 1
+        return
+    assert isinstance(study, Study)
+    trials = study.trials()
+    assert trials and len({t.trial_id for t in trials}) == len(trials)
