@@ -56,17 +56,19 @@ class TorchSolver(BaseSolver):
             raise ValueError(f"rotation must be one of {', '.join(SCOPES)}, got {self.rotation!r}")
 
     def build_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        """The optimizer, in a rotated basis when ``rotation`` is not ``none``."""
+        """The optimizer, in a rotated basis when ``rotation`` is not ``none`` (weight decay is
+        then decoupled and applied in the standard basis, as in Zhang, Maes et al. 2025)."""
         kwargs = self.optimizer_kwargs()
         if self.rotation == "none":
             return self.optimizer_class(params, **kwargs)
         from shiftbench.rotations import RotatedOptimizer
 
         return RotatedOptimizer(
-            list(self.model.named_parameters()),
+            params,
             self.optimizer_class,
             scope=self.rotation,
             seed=self.seed,
+            module=self.model,
             **kwargs,
         )
 
