@@ -1,0 +1,59 @@
+"""Slowdown under rotations against hand-computed cases."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shiftbench.rotation_analysis import slowdowns, steps_to_reach
+
+
+def curve(steps, losses):
+    return pd.DataFrame({"step": steps, "train_loss": losses})
+
+
+def test_steps_to_reach_interpolates_between_checkpoints():
+    c = curve([0, 10, 20], [2.0, 1.0, 0.5])
+    assert steps_to_reach(c, 1.0) == 10
+    assert steps_to_reach(c, 0.75) == pytest.approx(15.0)
+    assert steps_to_reach(c, 3.0) == 0
+    assert math.isinf(steps_to_reach(c, 0.1))
+
+
+def ledger(scale_by_scope, seeds=(0, 1)):
+    """Loss exp(-step / (100 * scale)): a scope with scale 2 needs twice the steps."""
+    rows = []
+    steps = np.arange(0, 1001, 10)
+    for seed in seeds:
+        for scope, scale in scale_by_scope.items():
+            for step in steps:
+                limit = 500 if scope == "none" else 1000
+                if step <= limit:
+                    rows.append(
+                        {
+                            "dataset": "d",
+                            "solver": "adam",
+                            "seed": seed,
+                            "step": step,
+                            "hp.rotation": scope,
+                            "train_loss": math.exp(-step / (100 * scale)),
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+
+def test_a_run_twice_as_slow_has_100_percent_slowdown():
+    table = slowdowns(ledger({"none": 1.0, "global": 2.0, "output": 1.0})).set_index(
+        ["seed", "scope"]
+    )
+    assert table.loc[(0, "none"), "slowdown_pct"] == pytest.approx(0.0)
+    assert table.loc[(0, "output"), "slowdown_pct"] == pytest.approx(0.0, abs=1e-9)
+    assert table.loc[(1, "global"), "slowdown_pct"] == pytest.approx(100.0, rel=1e-2)
+
+
+def test_runs_without_a_baseline_are_left_out_and_never_reaching_is_infinite():
+    data = ledger({"none": 1.0, "svd": 100.0})
+    table = slowdowns(data).set_index(["seed", "scope"])
+    assert math.isinf(table.loc[(0, "svd"), "slowdown_pct"])
+    assert slowdowns(data[data["hp.rotation"] != "none"]).empty
