@@ -1,11 +1,11 @@
 """Scatter of ID accuracy vs OOD accuracy of every trial (checkpoint chosen by
-training-domain validation), one panel per dataset and test environment, one colour per
-optimizer."""
+training-domain validation), one panel per condition (dataset, test environment and any
+other varying parameter such as the algorithm), one colour per optimizer."""
 
 import matplotlib.pyplot as plt
 
 from shiftbench.report import AnalysisContext
-from shiftbench.selection import METHODS, selected_checkpoints
+from shiftbench.selection import METHODS, condition_columns, selected_checkpoints
 
 
 def run(context: AnalysisContext) -> None:
@@ -13,12 +13,12 @@ def run(context: AnalysisContext) -> None:
     picked = selected_checkpoints(done, METHODS["training_domain"])
     if picked.empty:
         return
-    panels = sorted(picked.groupby(["dataset", "ds.test_env"]).groups)
+    condition = condition_columns(picked)
+    panels = list(picked.groupby(condition, dropna=False))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
     solvers = sorted(picked["solver"].unique())
     colours = dict(zip(solvers, plt.cm.tab10.colors))
-    for ax, (dataset, test_env) in zip(axes[0], panels):
-        panel = picked[(picked["dataset"] == dataset) & (picked["ds.test_env"] == test_env)]
+    for ax, (key, panel) in zip(axes[0], panels):
         for solver, points in panel.groupby("solver"):
             ax.scatter(
                 points["id_acc"],
@@ -28,9 +28,8 @@ def run(context: AnalysisContext) -> None:
                 color=colours[solver],
                 label=solver,
             )
-        ax.set(
-            title=f"{dataset} (test env {test_env})", xlabel="ID accuracy", ylabel="OOD accuracy"
-        )
+        title = ", ".join(f"{c.split('.', 1)[-1]}={v}" for c, v in zip(condition[1:], key[1:]))
+        ax.set(title=f"{key[0]}\n{title}", xlabel="ID accuracy", ylabel="OOD accuracy")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8, loc="best")
     context.report.figure("id_ood_scatter", fig, "ID vs OOD accuracy of every trial")

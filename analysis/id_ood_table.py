@@ -1,8 +1,9 @@
 """ID and OOD accuracy per dataset and optimizer, best hyperparameters by training-domain
-validation (DomainBed), mean ± std over seeds."""
+validation (DomainBed), mean ± std over seeds; one row per condition (dataset, test
+environment and any other varying parameter such as the algorithm) and optimizer."""
 
 from shiftbench.report import AnalysisContext
-from shiftbench.selection import select
+from shiftbench.selection import condition_columns, select
 
 
 def run(context: AnalysisContext) -> None:
@@ -10,10 +11,10 @@ def run(context: AnalysisContext) -> None:
     if table.empty:
         context.report.text("No finished trials to tabulate.")
         return
-    shown = table.rename(columns={"ds.test_env": "test_env"})[
+    condition = [c.split(".", 1)[-1] for c in condition_columns(table)]
+    shown = table.rename(columns=lambda c: c.split(".", 1)[-1])[
         [
-            "dataset",
-            "test_env",
+            *condition,
             "solver",
             "id_acc_mean",
             "id_acc_std",
@@ -23,7 +24,7 @@ def run(context: AnalysisContext) -> None:
             "seeds",
             "label",
         ]
-    ].sort_values(["dataset", "test_env", "ood_acc_mean"], ascending=[True, True, False])
+    ].sort_values([*condition, "ood_acc_mean"], ascending=[*(True,) * len(condition), False])
     context.report.table(
         "id_ood_table",
         shown,

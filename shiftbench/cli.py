@@ -23,9 +23,14 @@ def _load(path: str):
 
 
 def _store_option(f):
-    return click.option("--store", "store_dir", type=click.Path(path_type=Path),
-                        default=DEFAULT_STORE, show_default=True,
-                        help="Ledger root folder.")(f)
+    return click.option(
+        "--store",
+        "store_dir",
+        type=click.Path(path_type=Path),
+        default=DEFAULT_STORE,
+        show_default=True,
+        help="Ledger root folder.",
+    )(f)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,14 +42,27 @@ def main() -> None:
 @main.command()
 @click.argument("study_file", type=click.Path())
 @_store_option
-@click.option("--address", default=None, help="Join a running Ray cluster instead of "
-              "starting an embedded one.")
-@click.option("--workers", type=int, default=None, help="Worker processes (default: one per "
-              "CPU; 0 runs trials in this process without Ray).")
+@click.option(
+    "--address",
+    default=None,
+    help="Join a running Ray cluster instead of starting an embedded one.",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Worker processes (default: one per CPU; 0 runs trials in this process without Ray).",
+)
 @click.option("--max-trials", type=int, default=None, help="Run at most N pending trials.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(study_file: str, store_dir: Path, address: str | None, workers: int | None,
-        max_trials: int | None, quiet: bool) -> None:
+def run(
+    study_file: str,
+    store_dir: Path,
+    address: str | None,
+    workers: int | None,
+    max_trials: int | None,
+    quiet: bool,
+) -> None:
     """Run or resume a study: only trials the ledger does not hold yet are run."""
     from shiftbench.sweep import plan, run_study
 
@@ -52,24 +70,35 @@ def run(study_file: str, store_dir: Path, address: str | None, workers: int | No
     if workers is not None and workers < 0:
         raise click.ClickException("--workers must be >= 0")
     todo = plan(study, store_dir)
-    click.echo(f"{study.name}: {len(todo.trials)} trials, "
-               f"{len(todo.trials) - len(todo.pending) - len(todo.exhausted)} already in the "
-               f"ledger, {len(todo.pending)} to run")
+    click.echo(
+        f"{study.name}: {len(todo.trials)} trials, "
+        f"{len(todo.trials) - len(todo.pending) - len(todo.exhausted)} already in the "
+        f"ledger, {len(todo.pending)} to run"
+    )
     try:
-        summary = run_study(study, store_dir, workers=workers, address=address,
-                            max_trials=max_trials, progress=not quiet)
+        summary = run_study(
+            study,
+            store_dir,
+            workers=workers,
+            address=address,
+            max_trials=max_trials,
+            progress=not quiet,
+        )
     except StudyLocked as exc:
         raise click.ClickException(str(exc)) from None
     counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items())) or "nothing new"
     click.echo(f"ran {summary.ran} trials in {summary.seconds:.1f}s: {counts}")
     after = plan(study, store_dir)
     if summary.interrupted:
-        click.echo(f"interrupted: {len(after.pending)} trials left; run the same command to "
-                   "resume")
+        click.echo(
+            f"interrupted: {len(after.pending)} trials left; run the same command to resume"
+        )
         sys.exit(130)
     if after.pending or after.exhausted:
-        click.echo(f"incomplete: {len(after.pending)} pending, {len(after.exhausted)} failed "
-                   f"after {study.retries + 1} attempts (see `shiftbench status`)")
+        click.echo(
+            f"incomplete: {len(after.pending)} pending, {len(after.exhausted)} failed "
+            f"after {study.retries + 1} attempts (see `shiftbench status`)"
+        )
         sys.exit(1)
     click.echo(f"complete: results in {store.study_dir(store_dir, study.name)}")
 
@@ -93,17 +122,51 @@ def status(study_file: str, store_dir: Path) -> None:
     for state in ("done", "diverged", "failed", "timeout", "pending"):
         click.echo(f"  {state:<9}{counts.get(state, 0):>7}")
     if todo.exhausted:
-        click.echo(f"  ({len(todo.exhausted)} failed trials have used all "
-                   f"{study.retries + 1} attempts)")
+        click.echo(
+            f"  ({len(todo.exhausted)} failed trials have used all {study.retries + 1} attempts)"
+        )
     for path, reason in store.skipped_files(store_dir, study.name).items():
         click.echo(f"  unreadable ledger file left untouched: {path}: {reason}")
 
 
 @main.command()
+@click.argument("trial_id")
+@click.option(
+    "--study",
+    "study_file",
+    type=click.Path(),
+    required=True,
+    help="The study file the trial belongs to.",
+)
+@_store_option
+def rerun(trial_id: str, study_file: str, store_dir: Path) -> None:
+    """Rerun one trial in this process; exit 0 if its numbers match the ledger's."""
+    from shiftbench.sweep import rerun_trial
+
+    study = _load(study_file)
+    try:
+        result = rerun_trial(study, store_dir, trial_id)
+    except KeyError as exc:
+        raise click.ClickException(exc.args[0]) from None
+    click.echo(
+        f"{trial_id} {result.trial.solver_label} seed {result.trial.seed}: ledger "
+        f"{result.ledger_status}, rerun {result.status}"
+    )
+    for column, how in result.differences.items():
+        click.echo(f"  {column}: {how}")
+    click.echo("numbers match the ledger" if result.matches else "MISMATCH")
+    sys.exit(0 if result.matches else 1)
+
+
+@main.command()
 @click.argument("study_file", type=click.Path())
 @_store_option
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Report folder (default: STORE/reports/STUDY).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Report folder (default: STORE/reports/STUDY).",
+)
 def report(study_file: str, store_dir: Path, out: Path | None) -> None:
     """Run every analysis the study names: Markdown, LaTeX, CSV and PNG."""
     from shiftbench.report import build_report
@@ -143,3 +206,24 @@ def list_plugins() -> None:
 
 def _params(parameters: dict) -> str:
     return ", ".join(f"{k}={v[0]!r}" for k, v in parameters.items())
+
+
+@main.command()
+@click.argument("study_file", type=click.Path())
+@_store_option
+@click.option(
+    "--benchopt",
+    "out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Parquet file with Benchopt's result columns (for `benchopt plot -f`).",
+)
+def export(study_file: str, store_dir: Path, out: Path) -> None:
+    """Write the study's checkpoints with Benchopt's result columns."""
+    from shiftbench.benchopt_results import to_benchopt
+
+    study = _load(study_file)
+    frame = to_benchopt(store.final_rows(store.read(store_dir, study.name)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out, index=False)
+    click.echo(f"{len(frame)} rows written to {out}; view with `benchopt plot . -f {out}`")

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from shiftbench import registry
+from shiftbench import faults, registry
 from shiftbench.provenance import device_name
 from shiftbench.training import pick_device
 from shiftbench.trial import Trial
@@ -40,11 +40,14 @@ class TrialOutcome:
 
 class Checkpointer:
     """The Benchopt-style callback: evaluates the objective every ``eval_every`` steps and at
-    the end, times training without the evaluations, and stops on a non-finite loss."""
+    the end, times training without the evaluations, stops on a non-finite loss, and stops
+    once the training cross-entropy reaches ``target_loss`` (when > 0)."""
 
-    def __init__(self, objective, solver, steps: int, eval_every: int) -> None:
+    def __init__(
+        self, objective, solver, steps: int, eval_every: int, target_loss: float = 0.0
+    ) -> None:
         self.objective, self.solver = objective, solver
-        self.steps, self.eval_every = steps, eval_every
+        self.steps, self.eval_every, self.target_loss = steps, eval_every, target_loss
         self.step = 0
         self.elapsed = 0.0
         self.diverged = False
@@ -60,6 +63,8 @@ class Checkpointer:
             self.curve.append({"step": self.step, "time": self.elapsed, **metrics})
             if not math.isfinite(metrics["train_loss"]):
                 self.diverged = True
+                return False
+            if metrics["train_loss"] <= self.target_loss:
                 return False
         if self.step >= self.steps:
             return False
@@ -80,29 +85,38 @@ class TrialRunner:
         """The data set's ``get_data()`` output, cached per (data set, parameters)."""
         key = trial.data_key
         if key not in self._data:
-            dataset = registry.dataset_class(trial.dataset).get_instance(**dict(trial.dataset_params))
+            dataset = registry.dataset_class(trial.dataset).get_instance(
+                **dict(trial.dataset_params)
+            )
             self._data[key] = dataset.get_data()
             while len(self._data) > DATA_CACHE_SIZE:
                 self._data.popitem(last=False)
         self._data.move_to_end(key)
         return self._data[key]
 
-    def run(self, trial: Trial, study: str, attempt: int = 0,
-            measures: tuple[str, ...] = ()) -> TrialOutcome:
-        """Train and evaluate one trial; never raises for a trial's own failure."""
+    def run(
+        self,
+        trial: Trial,
+        study: str,
+        attempt: int = 0,
+        measures: tuple[str, ...] = (),
+        measure_config: dict[str, Any] | None = None,
+    ) -> TrialOutcome:
+        """Train and evaluate one trial; never raises for a trial's own failure.
+        ``measure_config`` holds :class:`shiftbench.measures.MeasureConfig` fields."""
         started = datetime.now(UTC)
         try:
-            status, curve, extra = self._train(trial, measures)
+            faults.hit("trial.start", trial.trial_id)
+            status, curve, extra = self._train(trial, measures, measure_config or {})
             error = ""
         except Exception as exc:
             status, curve, extra = "failed", [], {}
             error = _error_text(exc)
         provenance = {**self.provenance, "device": device_name(self.device)}
-        rows = ledger_rows(trial, study, attempt, status, error, curve, extra, started,
-                           provenance)
+        rows = ledger_rows(trial, study, attempt, status, error, curve, extra, started, provenance)
         return TrialOutcome(trial.trial_id, status, rows, error)
 
-    def _train(self, trial: Trial, measures: tuple[str, ...]):
+    def _train(self, trial: Trial, measures: tuple[str, ...], measure_config: dict[str, Any]):
         params = dict(trial.objective_params)
         objective = registry.objective_class().get_instance(**params, seed=trial.seed)
         objective.device = str(self.device)
@@ -110,19 +124,25 @@ class TrialRunner:
         solver = registry.solver_class(trial.solver).get_instance(**dict(trial.solver_params))
         solver.set_objective(**objective.get_objective())
         init_state = {k: v.detach().clone() for k, v in solver.model.state_dict().items()}
-        callback = Checkpointer(objective, solver, params["steps"], params["eval_every"])
+        callback = Checkpointer(
+            objective, solver, params["steps"], params["eval_every"], params["target_loss"]
+        )
         solver.run(callback)
         status = "diverged" if callback.diverged else "done"
         extra = {}
         if measures and status == "done":
-            extra = self._measures(objective, solver.model, init_state, callback.curve, measures)
+            extra = self._measures(
+                objective, solver.model, init_state, callback.curve, measures, measure_config
+            )
         examples = sum(len(env) for env in objective.train_envs)
         per_step = int(solver.batch_size) * len(objective.train_envs)
         for point in callback.curve:
             point["epoch"] = point["step"] * per_step / examples
         return status, callback.curve, extra
 
-    def _measures(self, objective, model, init_state, curve, names) -> dict[str, Any]:
+    def _measures(
+        self, objective, model, init_state, curve, names, config: dict[str, Any]
+    ) -> dict[str, Any]:
         from shiftbench import measures
 
         init_model = objective.build_model()
@@ -130,10 +150,14 @@ class TrialRunner:
         train = objective.train_envs
         x = torch.cat([env.x for env in train])
         y = torch.cat([env.y for env in train])
-        heldout = [out for i, (_, out) in enumerate(objective.splits)
-                   if i != objective.data.test_env]
+        # the held-out (ID) part of the training environments only, never a shifted one
+        heldout = [out for i, (_, out) in enumerate(objective.splits) if i in objective.training]
         values, reasons = measures.compute_with_reasons(
-            model, (x, y), init_model=init_model, names=list(names),
+            model,
+            (x, y),
+            init_model=init_model,
+            names=list(names),
+            config=measures.MeasureConfig(**config),
             history=[(p["step"], p["train_loss"]) for p in curve],
             heldout_data=(torch.cat([e.x for e in heldout]), torch.cat([e.y for e in heldout])),
         )
@@ -142,21 +166,37 @@ class TrialRunner:
             out["measure_errors"] = "; ".join(f"{k}: {v}" for k, v in sorted(reasons.items()))
         return out
 
+
 def ledger_rows(
-    trial: Trial, study: str, attempt: int, status: str, error: str,
-    curve: list[dict[str, Any]], extra: dict[str, Any], started: datetime,
+    trial: Trial,
+    study: str,
+    attempt: int,
+    status: str,
+    error: str,
+    curve: list[dict[str, Any]],
+    extra: dict[str, Any],
+    started: datetime,
     provenance: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """One row per checkpoint (a failed trial: one row at step -1), final extras on the last."""
     base = {
-        "study": study, "trial_id": trial.trial_id, "attempt": attempt, "status": status,
-        "error": error, "dataset": trial.dataset,
+        "study": study,
+        "trial_id": trial.trial_id,
+        "attempt": attempt,
+        "status": status,
+        "error": error,
+        "dataset": trial.dataset,
         **{f"ds.{k}": v for k, v in trial.dataset_params},
         **{f"obj.{k}": v for k, v in trial.objective_params},
-        "solver": trial.solver, "solver_label": trial.solver_label,
+        "solver": trial.solver,
+        "solver_label": trial.solver_label,
         **{f"hp.{k}": v for k, v in trial.solver_params},
-        "seed": trial.seed, "sample": trial.sample, **provenance,
-        "start_time": started, "end_time": datetime.now(UTC), "config": trial.config_json,
+        "seed": trial.seed,
+        "sample": trial.sample,
+        **provenance,
+        "start_time": started,
+        "end_time": datetime.now(UTC),
+        "config": trial.config_json,
     }
     rows = [{**base, **point} for point in curve or [{"step": -1}]]
     rows[-1].update(extra)

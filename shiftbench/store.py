@@ -6,12 +6,19 @@ Layout (Hive-partitioned by study, readable by pandas, pyarrow, DuckDB, Polars):
     <store>/study=<name>/part-<utc>-<uuid>.parquet    compacted batches
     <store>/study=<name>/.lock                        held by the driver running the study
 
+The study is the partition: it lives in the folder name, not in the files
+(schema version 2; version 0 and 1 files, which hold a ``study`` column,
+stay readable), so ``pandas.read_parquet(store)`` and the other readers'
+Hive discovery see one ``study`` column. :func:`read` adds it.
+
 Every file is written to a temporary name, fsynced and renamed, so a reader
 never sees half a file. Compaction writes one part holding a set of batches
 and names them in its metadata before deleting them: a batch named by a part
-is skipped on read, so a crash between the rename and the deletes neither
-loses nor duplicates a row. Rows are never rewritten; a file that cannot be
-read is reported by path and left untouched.
+is skipped by :func:`read`, so a crash between the rename and the deletes
+neither loses nor duplicates a row (until :func:`repair` or the next
+compaction deletes those batches, a reader of the raw files sees both).
+Rows are never rewritten; a file that cannot be read, or comes from a newer
+schema, is reported by path and never touched.
 """
 
 from __future__ import annotations
@@ -20,7 +27,6 @@ import json
 import os
 import uuid
 import warnings
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,11 +36,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 1
+from shiftbench import faults
+
+SCHEMA_VERSION = 2
 SOURCES_KEY = b"shiftbench.sources"
 VERSION_KEY = b"shiftbench.schema_version"
 KEY_COLUMNS = ("trial_id", "attempt", "step")
+REQUIRED_COLUMNS = (*KEY_COLUMNS, "status")
 COMPACT_THRESHOLD = 32
+SCAN_ATTEMPTS = 5
+TMP_PATTERNS = (".batch-*.parquet.tmp", ".part-*.parquet.tmp")
 
 
 class LedgerWarning(UserWarning):
@@ -49,75 +60,141 @@ def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
 
 
-def _write_atomic(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+def _fsync_dir(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
 
 
-def _table(rows: list[dict[str, Any]], metadata: dict[bytes, bytes]) -> pa.Table:
-    frame = pd.DataFrame(rows)
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    return table.replace_schema_metadata({
-        **(table.schema.metadata or {}), VERSION_KEY: str(SCHEMA_VERSION).encode(), **metadata,
-    })
+def _write_atomic(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    faults.hit("store.tmp_written")
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _with_metadata(table: pa.Table, extra: dict[bytes, bytes]) -> pa.Table:
+    return table.replace_schema_metadata(
+        {
+            **(table.schema.metadata or {}),
+            VERSION_KEY: str(SCHEMA_VERSION).encode(),
+            **extra,
+        }
+    )
 
 
 def append(store: str | Path, study: str, rows: list[dict[str, Any]]) -> Path | None:
-    """Write one batch of rows as a new file; returns its path (None for no rows)."""
+    """Write one batch of rows as a new file; returns its path (None for no rows).
+
+    The rows' ``study`` (if given) must be ``study``: it becomes the partition folder.
+    """
     if not rows:
         return None
+    frame = pd.DataFrame(rows)
+    if "study" in frame:
+        if set(frame["study"]) != {study}:
+            raise ValueError(
+                f"rows of studies {sorted(set(frame['study']))} appended to study {study!r}"
+            )
+        frame = frame.drop(columns="study")
     folder = study_dir(store, study)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"batch-{_stamp()}-{uuid.uuid4().hex[:8]}.parquet"
-    _write_atomic(_table(rows, {}), path)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    _write_atomic(_with_metadata(table, {}), path)
     return path
 
 
 @dataclass
 class LedgerFiles:
-    """The readable files of a study and the ones that were skipped, with reasons."""
+    """A study folder's readable files, the batches a part already holds, and the files
+    that were skipped, with reasons."""
 
     tables: list[tuple[Path, pa.Table]] = field(default_factory=list)
+    covered: list[Path] = field(default_factory=list)
     skipped: dict[Path, str] = field(default_factory=dict)
 
 
+def _check(table: pa.Table) -> tuple[str | None, list[str]]:
+    """Why a table cannot be used (None if it can), and the batch names it holds."""
+    meta = table.schema.metadata or {}
+    try:
+        version = int(meta.get(VERSION_KEY, b"0"))
+        sources = json.loads(meta.get(SOURCES_KEY, b"[]"))
+    except ValueError as exc:
+        return f"bad shiftbench metadata ({exc})", []
+    if version > SCHEMA_VERSION:
+        return f"schema version {version} is newer than {SCHEMA_VERSION} (upgrade shiftbench)", []
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+    if missing:
+        return f"missing columns {', '.join(missing)}", []
+    if not (isinstance(sources, list) and all(isinstance(s, str) for s in sources)):
+        return "bad shiftbench metadata (sources is not a list of names)", []
+    return None, sources
+
+
 def _scan(folder: Path) -> LedgerFiles:
+    """The folder's files, read again from the start if a compaction deletes one meanwhile
+    (its rows are then in a part the first listing did not have)."""
+    for _ in range(SCAN_ATTEMPTS - 1):
+        try:
+            return _scan_once(folder)
+        except FileNotFoundError:
+            continue
+    return _scan_once(folder)
+
+
+def _scan_once(folder: Path) -> LedgerFiles:
     found = LedgerFiles()
+    readable: list[tuple[Path, pa.Table]] = []
     covered: set[str] = set()
     for path in sorted(folder.glob("*.parquet")):
         try:
             table = pq.read_table(path)
+        except FileNotFoundError:
+            raise
         except Exception as exc:  # any unreadable file is reported, never fatal
             found.skipped[path] = f"unreadable Parquet ({type(exc).__name__}: {exc})"
             continue
-        meta = table.schema.metadata or {}
-        version = int(meta.get(VERSION_KEY, b"0"))
-        missing = [c for c in ("study", *KEY_COLUMNS, "status") if c not in table.column_names]
-        if version > SCHEMA_VERSION or missing:
-            found.skipped[path] = (f"schema version {version} is newer than {SCHEMA_VERSION}"
-                                   if version > SCHEMA_VERSION
-                                   else f"missing columns {', '.join(missing)}")
+        reason, sources = _check(table)
+        if reason:
+            found.skipped[path] = reason
             continue
-        covered.update(json.loads(meta.get(SOURCES_KEY, b"[]")))
-        found.tables.append((path, table))
-    found.tables = [(p, t) for p, t in found.tables if p.name not in covered]
+        covered.update(sources)
+        readable.append((path, table))
+    for path, table in readable:
+        if path.name in covered and path.name.startswith("batch-"):
+            found.covered.append(path)
+        else:
+            found.tables.append((path, table))
     return found
 
 
-def _frame(tables: Iterable[pa.Table]) -> pd.DataFrame:
-    tables = list(tables)
+def _without_study(table: pa.Table) -> pa.Table:
+    """The table without the ``study`` column that schema versions 0 and 1 stored."""
+    if "study" in table.column_names:
+        return table.drop_columns("study")
+    return table
+
+
+def _with_study(table: pa.Table, study: str) -> pa.Table:
+    """The table with its folder's study as the first column (the folder is the truth)."""
+    column = pa.array([study] * table.num_rows, pa.large_string())
+    return _without_study(table).add_column(0, "study", column)
+
+
+def _frame(tables: list[pa.Table]) -> pd.DataFrame:
     if not tables:
-        return pd.DataFrame(columns=["study", *KEY_COLUMNS, "status"])
-    combined = pa.concat_tables(tables, promote_options="permissive")
-    return combined.to_pandas()
+        return pd.DataFrame(columns=["study", *REQUIRED_COLUMNS])
+    try:
+        return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # e.g. a column's type changed between files
+        return pd.concat([t.to_pandas() for t in tables], ignore_index=True)
 
 
 def read(store_dir: str | Path, study: str | None = None) -> pd.DataFrame:
@@ -126,14 +203,18 @@ def read(store_dir: str | Path, study: str | None = None) -> pd.DataFrame:
     Unreadable files are skipped with a :class:`LedgerWarning` naming the path.
     """
     store = Path(store_dir)
-    folders = ([study_dir(store, study)] if study
-               else sorted(p for p in store.glob("study=*") if p.is_dir()))
+    folders = (
+        [study_dir(store, study)]
+        if study
+        else sorted(p for p in store.glob("study=*") if p.is_dir())
+    )
     tables = []
     for folder in folders:
+        name = folder.name.removeprefix("study=")
         found = _scan(folder)
         for path, reason in found.skipped.items():
             warnings.warn(f"skipping ledger file {path}: {reason}", LedgerWarning, stacklevel=2)
-        tables.extend(t for _, t in found.tables)
+        tables.extend(_with_study(t, name) for _, t in found.tables)
     return _frame(tables)
 
 
@@ -142,23 +223,51 @@ def skipped_files(store_dir: str | Path, study: str) -> dict[Path, str]:
     return _scan(study_dir(store_dir, study)).skipped
 
 
-def compact(store: str | Path, study: str, threshold: int = 1) -> Path | None:
-    """Merge the study's batch files into one part once there are ``threshold`` of them."""
+def _delete(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+        faults.hit("store.batch_deleted")
+
+
+def repair(store: str | Path, study: str) -> list[Path]:
+    """Finish what a killed driver left: delete batches a part already holds and temporary
+    files of interrupted writes. Call it only while holding the study's lock."""
     folder = study_dir(store, study)
+    if not folder.is_dir():
+        return []
+    stale = [p for pattern in TMP_PATTERNS for p in folder.glob(pattern)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    covered = _scan(folder).covered
+    _delete(covered)
+    return stale + covered
+
+
+def compact(store: str | Path, study: str, threshold: int = 1) -> Path | None:
+    """Merge the study's batch files into one part once there are ``threshold`` of them.
+
+    Only readable batches of this schema are merged and deleted; skipped files stay as they
+    are. Call it only while holding the study's lock.
+    """
+    folder = study_dir(store, study)
+    if len(list(folder.glob("batch-*.parquet"))) < max(threshold, 1):
+        return None  # cheap: no need to read the ledger
     found = _scan(folder)
+    _delete(found.covered)
     batches = [(p, t) for p, t in found.tables if p.name.startswith("batch-")]
     if len(batches) < max(threshold, 1):
         return None
-    merged = pa.concat_tables([t for _, t in batches], promote_options="permissive")
+    try:
+        merged = pa.concat_tables(
+            [_without_study(t) for _, t in batches], promote_options="permissive"
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None  # column types disagree: the batches stay separate (and read correctly)
     sources = json.dumps([p.name for p, _ in batches]).encode()
-    merged = merged.replace_schema_metadata({
-        **(merged.schema.metadata or {}), VERSION_KEY: str(SCHEMA_VERSION).encode(),
-        SOURCES_KEY: sources,
-    })
     path = folder / f"part-{_stamp()}-{uuid.uuid4().hex[:8]}.parquet"
-    _write_atomic(merged, path)
-    for source, _ in batches:
-        source.unlink(missing_ok=True)
+    _write_atomic(_with_metadata(merged, {SOURCES_KEY: sources}), path)
+    faults.hit("store.part_renamed")
+    _delete([p for p, _ in batches])
     return path
 
 

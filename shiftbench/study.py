@@ -35,13 +35,17 @@ TOP_LEVEL_KEYS = {
     "search": "mapping with kind (random|grid), trials_per_solver, seed",
     "seeds": "list of integer trial seeds",
     "measures": "list of measure names, or 'all'",
+    "measure_config": "mapping: MeasureConfig field (bisection_depth, subset, ...) -> value",
     "analyses": "list of analysis names",
     "retries": "how often a failed trial is retried (integer >= 0)",
     "resources": "mapping with cpus and gpus per trial",
+    "timeout_s": "wall-clock limit of one trial in seconds (number > 0; default: none)",
 }
 SEARCH_KEYS = {"kind", "trials_per_solver", "seed"}
 RESOURCE_KEYS = {"cpus", "gpus"}
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+# Line breaks (as str.splitlines sees them) are escaped so a message stays on one line.
+_ONE_LINE = {ord(ch): repr(ch)[1:-1] for ch in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
 
 
 class StudyError(ValueError):
@@ -49,7 +53,8 @@ class StudyError(ValueError):
 
     def __init__(self, path: Path | str, key: str, message: str) -> None:
         self.path, self.key, self.message = str(path), key, message
-        super().__init__(f"{path}: {key}: {message}" if key else f"{path}: {message}")
+        text = f"{path}: {key}: {message}" if key else f"{path}: {message}"
+        super().__init__(text.translate(_ONE_LINE))
 
 
 @dataclass(frozen=True)
@@ -78,30 +83,42 @@ class Study:
     analyses: tuple[str, ...]
     retries: int
     resources: Resources = field(default_factory=Resources)
+    timeout_s: float | None = None
+    # MeasureConfig fields for the measures computed at the end of each trial
+    measure_config: dict[str, Any] = field(default_factory=dict)
+    # dataset -> its ``objective:`` sub-mapping, overriding ``objective`` keys for it
+    dataset_objectives: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+
+    def objective_grid(self, dataset: str) -> dict[str, list[Any]]:
+        """The objective grid of one dataset: the study's, with the dataset's overrides."""
+        return {**self.objective, **self.dataset_objectives.get(dataset, {})}
 
     def trials(self) -> list[Trial]:
         """Every trial of the study, in a stable order (grouped by data set)."""
         objective_defaults = registry.defaults(registry.objective_class())
-        trials = []
+        trials, seen = [], set()
         for dataset, dataset_grid in self.datasets.items():
             dataset_defaults = registry.defaults(registry.dataset_class(dataset))
             for dataset_params in grid_samples(_as_spaces(dataset_grid)):
-                for objective_params in grid_samples(_as_spaces(self.objective)):
+                for objective_params in grid_samples(_as_spaces(self.objective_grid(dataset))):
                     for solver, overrides in self.solvers.items():
                         samples = self.solver_samples(dataset, solver, overrides)
                         for index, hparams in enumerate(samples):
                             for seed in self.seeds:
-                                trials.append(
-                                    Trial.make(
-                                        dataset,
-                                        {**dataset_defaults, **dataset_params},
-                                        _without_seed({**objective_defaults, **objective_params}),
-                                        solver,
-                                        hparams,
-                                        seed,
-                                        index,
-                                    )
+                                trial = Trial.make(
+                                    dataset,
+                                    {**dataset_defaults, **dataset_params},
+                                    _without_seed({**objective_defaults, **objective_params}),
+                                    solver,
+                                    hparams,
+                                    seed,
+                                    index,
                                 )
+                                # Equal configs (a repeated grid value, a fully fixed random
+                                # search) are one trial: the ledger must never hold it twice.
+                                if trial.trial_id not in seen:
+                                    seen.add(trial.trial_id)
+                                    trials.append(trial)
         return trials
 
     def solver_samples(self, dataset: str, solver: str, overrides: dict) -> list[dict]:
@@ -144,15 +161,19 @@ def parse_study(raw: Any, path: Path) -> Study:
     """Validate a parsed study mapping against the benchmark's plugins."""
     check = _Checker(path)
     check.mapping(raw, "", required=True)
-    unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS))
+    unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS), key=str)
     if unknown:
-        check.fail(unknown[0], f"unknown key; allowed: {', '.join(TOP_LEVEL_KEYS)}")
+        key = str(unknown[0]) or repr(unknown[0])  # an empty key is still named
+        check.fail(key, f"unknown key; allowed: {', '.join(TOP_LEVEL_KEYS)}")
     name = raw.get("name")
     if not (isinstance(name, str) and NAME_PATTERN.match(name)):
         check.fail("name", "required; letters, digits, '_' and '-' only")
-    datasets = check.named_grids(
-        raw.get("datasets"), "datasets", "datasets", registry.dataset_class
-    )
+    raw_datasets, dataset_objectives = check.dataset_objectives(raw.get("datasets"))
+    datasets = check.named_grids(raw_datasets, "datasets", "datasets", registry.dataset_class)
+    dataset_objectives = {
+        name: check.grid(grid, f"datasets.{name}.objective", registry.objective_class())
+        for name, grid in dataset_objectives.items()
+    }
     objective = check.grid(raw.get("objective") or {}, "objective", registry.objective_class())
     solvers = check.solvers(raw.get("solvers"))
     search = raw.get("search") or {}
@@ -174,9 +195,15 @@ def parse_study(raw: Any, path: Path) -> Study:
     if len(set(seeds)) != len(seeds):
         check.fail("seeds", "seeds must be distinct")
     measures = check.measures(raw.get("measures", []))
+    measure_config = check.measure_config(raw.get("measure_config") or {})
     analyses = check.names(raw.get("analyses", []), "analyses", "analysis")
     retries = check.integer(raw.get("retries", 2), "retries", minimum=0)
     resources = check.resources(raw.get("resources") or {})
+    timeout_s = raw.get("timeout_s")
+    if timeout_s is not None and (
+        isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0
+    ):
+        check.fail("timeout_s", f"must be a number of seconds > 0, got {timeout_s!r}")
     study = Study(
         path=path,
         name=name,
@@ -192,6 +219,9 @@ def parse_study(raw: Any, path: Path) -> Study:
         analyses=analyses,
         retries=retries,
         resources=resources,
+        timeout_s=None if timeout_s is None else float(timeout_s),
+        measure_config=measure_config,
+        dataset_objectives=dataset_objectives,
     )
     check.values(study)
     return study
@@ -235,7 +265,7 @@ class _Checker:
 
     def same_type(self, value: Any, default: Any, key: str) -> None:
         """A value must have the type of the parameter's default (ints pass for floats)."""
-        if default is None or value is None:
+        if default is None:
             return
         if isinstance(default, bool | str):
             ok = type(value) is type(default)
@@ -247,6 +277,19 @@ class _Checker:
             ok = True
         if not ok:
             self.fail(key, f"expected {type(default).__name__}, got {value!r}")
+
+    def dataset_objectives(self, section: Any) -> tuple[Any, dict[str, Any]]:
+        """Split each dataset entry's ``objective:`` sub-mapping (its objective overrides)
+        from its dataset parameters."""
+        if not isinstance(section, Mapping):
+            return section, {}
+        plain, overrides = {}, {}
+        for name, grid in section.items():
+            if isinstance(grid, Mapping) and "objective" in grid:
+                overrides[name] = grid["objective"] or {}
+                grid = {k: v for k, v in grid.items() if k != "objective"}
+            plain[name] = grid
+        return plain, overrides
 
     def named_grids(self, section: Any, key: str, kind: str, lookup) -> dict[str, dict]:
         self.mapping(section, key, required=True)
@@ -313,6 +356,25 @@ class _Checker:
                 )
         return tuple(value)
 
+    def measure_config(self, value: Any) -> dict[str, Any]:
+        """``{field: value}`` of :class:`shiftbench.measures.MeasureConfig`, checked by
+        building the config (unknown field, wrong type or impossible value fail here)."""
+        from dataclasses import fields
+
+        from shiftbench.measures import MeasureConfig
+
+        self.mapping(value, "measure_config")
+        allowed = {f.name: f.default for f in fields(MeasureConfig)}
+        for key, v in value.items():
+            if key not in allowed:
+                self.fail(f"measure_config.{key}", f"unknown key; allowed: {', '.join(allowed)}")
+            self.same_type(v, allowed[key], f"measure_config.{key}")
+        try:
+            MeasureConfig(**value)
+        except ValueError as exc:
+            self.fail("measure_config", str(exc))
+        return dict(value)
+
     def resources(self, value: Any) -> Resources:
         self.mapping(value, "resources")
         for key in set(value) - RESOURCE_KEYS:
@@ -330,6 +392,11 @@ class _Checker:
             cls = registry.solver_class(name)
             for param, spec in overrides.items():
                 space = parse_space(spec)
+                if study.search_kind == "grid" and not isinstance(space, Fixed | Choice):
+                    self.fail(
+                        f"solvers.{name}.{param}",
+                        "grid search needs a value or a list of values, not a distribution",
+                    )
                 rng = np.random.default_rng(0)
                 probes = (
                     space.grid()
@@ -350,9 +417,20 @@ class _Checker:
                         f"datasets.{name}.test_env",
                         f"must be in 0..{n_envs - 1}, got {test_env!r}",
                     )
+            for fraction in grid.get("holdout_fraction", []):
+                if not (isinstance(fraction, int | float) and 0.0 < fraction < 1.0):
+                    self.fail(
+                        f"datasets.{name}.holdout_fraction", f"must be in (0, 1), got {fraction!r}"
+                    )
         objective = registry.objective_class()
-        for values in grid_samples(_as_spaces(study.objective)):
-            try:
-                objective.check_parameters({**registry.defaults(objective), **values})
-            except ValueError as exc:
-                self.fail("objective", str(exc))
+        for dataset in study.datasets:
+            key = (
+                f"datasets.{dataset}.objective"
+                if dataset in study.dataset_objectives
+                else "objective"
+            )
+            for values in grid_samples(_as_spaces(study.objective_grid(dataset))):
+                try:
+                    objective.check_parameters({**registry.defaults(objective), **values})
+                except ValueError as exc:
+                    self.fail(key, str(exc))

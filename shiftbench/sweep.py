@@ -1,39 +1,61 @@
 """Run a study's pending trials on Ray and stream their rows into the ledger.
 
-The driver diffs the study against the ledger, starts (or joins) a Ray
-cluster, and keeps a bounded number of trials in flight on long-lived
-worker actors (torch imported and data loaded once per worker). Trials are
-ordered by data set so each worker keeps reusing what it has loaded. Rows
-are buffered and appended per batch; Ctrl-C flushes what finished. A worker
-that dies is replaced and its trial resubmitted; a trial that keeps killing
-its worker lands as ``failed``.
+The driver takes the study's lock, finishes what a killed driver left in the
+ledger, diffs the study against it, starts (or joins) a Ray cluster, and keeps
+a bounded number of trials in flight on long-lived worker actors (torch
+imported and data loaded once per worker). Rows are buffered and appended per
+batch; Ctrl-C or SIGTERM flushes what finished, and a driver killed outright
+loses only unflushed rows, whose trials simply run again: a trial's rows land
+in one batch or not at all, so every (trial, attempt, checkpoint) is in the
+ledger exactly once.
+
+A worker that dies is replaced and the trial it was running resubmitted (the
+trials queued behind it are resubmitted uncharged); a trial that keeps killing
+its worker lands as ``failed``. A trial that overruns the study's
+``timeout_s`` is stopped for real (its worker is killed and replaced; in the
+driver, ``--workers 0``, an alarm interrupts it) and lands as ``timeout``.
+Failed and timed-out trials are retried by later runs up to ``retries``.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
-from shiftbench import store
+from shiftbench import faults, store
 from shiftbench.lock import StudyLock
 from shiftbench.plugins import benchmark_root
-from shiftbench.provenance import static_provenance
+from shiftbench.provenance import device_name, static_provenance
 from shiftbench.runner import TrialOutcome, TrialRunner, ledger_rows
-from shiftbench.study import Study
+from shiftbench.study import Resources, Study
 from shiftbench.trial import Trial
 
 IN_FLIGHT_PER_WORKER = 2
 FLUSH_SECONDS = 10.0
-FLUSH_TRIALS = 64
+# Rows land every FLUSH_TRIALS trials or FLUSH_SECONDS, whichever comes first.
+FLUSH_TRIALS = int(os.environ.get("SHIFTBENCH_FLUSH_TRIALS", "64"))
 WORKER_DEATHS_ALLOWED = 2
 FINAL = ("done", "diverged")
+# Columns that legitimately differ between two runs of one trial: wall-clock and bookkeeping.
+NOT_RESULTS = frozenset({"attempt", "time", "worker_pid", "sample"})
+
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+Finished = Callable[[TrialOutcome], None]
 
 
 @dataclass
@@ -48,8 +70,8 @@ class Plan:
 
 
 def plan(study: Study, store_dir: Path) -> Plan:
-    """Diff the study against the ledger: done and diverged trials are final; failed ones
-    are retried while they have attempts left (1 + ``study.retries``)."""
+    """Diff the study against the ledger: done and diverged trials are final; failed and
+    timed-out ones are retried while they have attempts left (1 + ``study.retries``)."""
     trials = study.trials()
     ledger = store.read(store_dir, study.name)
     states = store.trial_states(ledger).set_index("trial_id")
@@ -61,8 +83,13 @@ def plan(study: Study, store_dir: Path) -> Plan:
         if status.get(tid) in FINAL:
             continue
         (pending if attempts.get(tid, 0) <= study.retries else exhausted).append(trial)
-    return Plan(trials, {t.trial_id: attempts.get(t.trial_id, 0) for t in trials}, pending,
-                exhausted, status)
+    return Plan(
+        trials,
+        {t.trial_id: int(attempts.get(t.trial_id, 0)) for t in trials},
+        pending,
+        exhausted,
+        status,
+    )
 
 
 @dataclass
@@ -80,7 +107,8 @@ class Summary:
 
 
 class LedgerWriter:
-    """Buffers finished trials' rows and appends them per batch."""
+    """Buffers finished trials' rows and appends them per batch (a trial never straddles
+    two batches)."""
 
     def __init__(self, store_dir: Path, study: str) -> None:
         self.store_dir, self.study = store_dir, study
@@ -91,22 +119,32 @@ class LedgerWriter:
     def add(self, outcome: TrialOutcome) -> None:
         self.rows.extend(outcome.rows)
         self.trials += 1
+        faults.hit("sweep.trial_finished", outcome.trial_id)
         if self.trials >= FLUSH_TRIALS or time.monotonic() - self.last_flush > FLUSH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
-        store.append(self.store_dir, self.study, self.rows)
-        self.rows, self.trials, self.last_flush = [], 0, time.monotonic()
+        # Taken out of the buffer first: if the append fails, those trials simply run again,
+        # where retrying the same rows could land them twice.
+        rows, self.rows, self.trials, self.last_flush = self.rows, [], 0, time.monotonic()
+        store.append(self.store_dir, self.study, rows)
+        faults.hit("sweep.flushed")
         store.compact(self.store_dir, self.study, threshold=store.COMPACT_THRESHOLD)
 
 
 def run_study(
-    study: Study, store_dir: Path, *, workers: int | None = None, address: str | None = None,
-    max_trials: int | None = None, progress: bool = True,
+    study: Study,
+    store_dir: Path,
+    *,
+    workers: int | None = None,
+    address: str | None = None,
+    max_trials: int | None = None,
+    progress: bool = True,
 ) -> Summary:
     """Run (or resume) a study; returns the summary of this run."""
     store_dir = Path(store_dir)
     with StudyLock(store_dir, study.name):
+        store.repair(store_dir, study.name)
         todo = plan(study, store_dir)
         pending = todo.pending[:max_trials] if max_trials is not None else todo.pending
         summary = Summary()
@@ -114,22 +152,35 @@ def run_study(
             return summary
         provenance = static_provenance(benchmark_root())
         writer = LedgerWriter(store_dir, study.name)
-        bar = tqdm(total=len(pending), desc=study.name, unit="trial", disable=not progress,
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=len(pending),
+            desc=study.name,
+            unit="trial",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
 
         def finished(outcome: TrialOutcome) -> None:
             writer.add(outcome)
             summary.add(outcome.status)
             bar.update(1)
-            bar.set_postfix({k: v for k, v in sorted(summary.counts.items())}, refresh=False)
+            bar.set_postfix(dict(sorted(summary.counts.items())), refresh=False)
 
         start = time.monotonic()
         try:
-            if workers == 0:
-                run_in_process(pending, todo.attempts, study, provenance, finished)
-            else:
-                run_on_ray(pending, todo.attempts, study, provenance, finished,
-                           workers=workers, address=address)
+            with _sigterm_interrupts():
+                if workers == 0:
+                    run_in_process(pending, todo.attempts, study, provenance, finished)
+                else:
+                    run_on_ray(
+                        pending,
+                        todo.attempts,
+                        study,
+                        provenance,
+                        finished,
+                        workers=workers,
+                        address=address,
+                    )
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
@@ -140,80 +191,392 @@ def run_study(
         return summary
 
 
-def run_in_process(pending, attempts, study, provenance, finished) -> None:
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (a scheduler's stop) interrupts the run like Ctrl-C, so finished rows land."""
+    if not _in_main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class TrialTimeout(BaseException):
+    """An in-process trial overran ``timeout_s`` (a BaseException, so that the runner's
+    error handling does not turn it into a ``failed`` row)."""
+
+
+@contextmanager
+def _deadline(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`TrialTimeout` in this thread after ``seconds`` (main thread only)."""
+    if not seconds or not _in_main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise TrialTimeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def run_in_process(
+    pending: list[Trial],
+    attempts: dict[str, int],
+    study: Study,
+    provenance: dict[str, Any],
+    finished: Finished,
+) -> None:
     """Run trials one by one in the driver (``--workers 0``: debugging and profiling)."""
     runner = TrialRunner(provenance)
     for trial in pending:
-        finished(runner.run(trial, study.name, attempts[trial.trial_id], study.measures))
+        attempt, started = attempts[trial.trial_id], datetime.now(UTC)
+        try:
+            with _deadline(study.timeout_s):
+                outcome = runner.run(trial, study.name, attempt, study.measures)
+        except TrialTimeout:
+            outcome = lost_trial(
+                trial,
+                study.name,
+                attempt,
+                "timeout",
+                _timeout_text(study),
+                started,
+                {**provenance, "device": device_name(runner.device)},
+            )
+        finished(outcome)
 
 
-def _start_ray(workers: int | None, address: str | None) -> int:
-    """Start an embedded local cluster, or join ``address``; returns the worker count."""
-    import ray
+def lost_trial(
+    trial: Trial,
+    study: str,
+    attempt: int,
+    status: str,
+    error: str,
+    started: datetime,
+    provenance: dict[str, Any],
+) -> TrialOutcome:
+    """The one-row outcome of a trial that produced no result of its own (timeout, a worker
+    that kept dying, an error outside the runner)."""
+    rows = ledger_rows(trial, study, attempt, status, error, [], {}, started, provenance)
+    return TrialOutcome(trial.trial_id, status, rows, error)
 
+
+def _timeout_text(study: Study) -> str:
+    return f"stopped after timeout_s={study.timeout_s:g} seconds"
+
+
+def _start_ray(workers: int | None, address: str | None) -> None:
+    """Start an embedded local cluster (bound to 127.0.0.1, no dashboard), or join ``address``.
+
+    Ray resolves a node address of 127.0.0.1 to the machine's external address and binds its
+    servers there unless its single-machine mode is on (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``,
+    read when Ray is imported), so the embedded cluster turns that mode on.
+    """
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, runtime_env=_runtime_env(), log_to_driver=False)
-        else:
-            ray.init(num_cpus=workers or os.cpu_count(), include_dashboard=False,
-                     log_to_driver=False, logging_level="ERROR",
-                     _node_ip_address="127.0.0.1")
-    return workers or int(ray.cluster_resources().get("CPU", 1))
+    if not address:
+        os.environ.setdefault(LOCAL_ONLY_ENV, "0")
+    import ray
+    from ray._private import ray_constants
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, runtime_env=_runtime_env(), log_to_driver=False)
+        return
+    if os.environ[LOCAL_ONLY_ENV] == "0":  # Ray may have been imported before the variable
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    ray.init(
+        num_cpus=workers or os.cpu_count(),
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+        _node_ip_address="127.0.0.1",
+    )
 
 
 def _runtime_env() -> dict[str, Any]:
     """Ship the benchmark folder to a remote cluster's workers (results and data stay)."""
     root = benchmark_root()
-    return {"working_dir": str(root),
-            "excludes": ["results/", "data/", ".venv/", ".git/", "*.parquet"],
-            "env_vars": {"SHIFTBENCH_ROOT": "."}}
+    return {
+        "working_dir": str(root),
+        "excludes": ["results/", "data/", ".venv/", ".git/", "*.parquet"],
+        "env_vars": {"SHIFTBENCH_ROOT": ".", **faults.worker_env()},
+    }
 
 
-def run_on_ray(pending, attempts, study, provenance, finished, *, workers, address) -> None:
-    """Keep ``IN_FLIGHT_PER_WORKER`` trials queued on each long-lived worker actor."""
+def worker_count(workers: int | None, resources: Resources, cluster: dict[str, float]) -> int:
+    """How many worker actors fit the cluster at once (each holds one trial's resources),
+    at most ``workers``; an actor that cannot be placed would hang its trials forever."""
+    fits = [
+        cluster.get(name, 0.0) / need + 1e-9
+        for name, need in (("CPU", resources.cpus), ("GPU", resources.gpus))
+        if need > 0
+    ]
+    n = int(min(fits)) if fits else workers or int(cluster.get("CPU", 1))
+    if n < 1:
+        raise RuntimeError(
+            f"one trial needs {resources.cpus:g} CPUs and {resources.gpus:g} "
+            f"GPUs; the Ray cluster has {cluster.get('CPU', 0):g} CPUs and "
+            f"{cluster.get('GPU', 0):g} GPUs"
+        )
+    return min(n, workers) if workers else n
+
+
+def run_on_ray(
+    pending: list[Trial],
+    attempts: dict[str, int],
+    study: Study,
+    provenance: dict[str, Any],
+    finished: Finished,
+    *,
+    workers: int | None,
+    address: str | None,
+) -> None:
+    """Run the trials on worker actors of an embedded or existing Ray cluster."""
     import ray
-    from ray.exceptions import RayActorError, WorkerCrashedError
 
-    from shiftbench.worker import TrialWorker
+    _start_ray(workers, address)
+    n_workers = worker_count(workers, study.resources, ray.cluster_resources())
+    RaySweep(study, attempts, provenance, finished).run(pending, n_workers)
 
-    n_workers = _start_ray(workers, address)
-    options = {"num_cpus": study.resources.cpus, "num_gpus": study.resources.gpus}
-    actors = [TrialWorker.options(**options).remote(provenance) for _ in range(n_workers)]
-    queue: deque[Trial] = deque(pending)
-    deaths: dict[str, int] = {}
-    in_flight: dict[Any, tuple[Trial, int]] = {}
 
-    def submit(slot: int) -> None:
-        if queue:
-            trial = queue.popleft()
-            ref = actors[slot].run.remote(trial, study.name, attempts[trial.trial_id],
-                                          study.measures)
-            in_flight[ref] = (trial, slot)
+@dataclass
+class _Slot:
+    """One worker actor and its queued trials' refs, in order: the first is running."""
 
-    for slot in range(len(actors)):
-        for _ in range(IN_FLIGHT_PER_WORKER):
-            submit(slot)
-    while in_flight:
-        ready, _ = ray.wait(list(in_flight), num_returns=1)
-        ref = ready[0]
-        trial, slot = in_flight.pop(ref)
+    actor: Any
+    refs: deque = field(default_factory=deque)
+    since: float = 0.0
+
+
+class RaySweep:
+    """Keeps ``IN_FLIGHT_PER_WORKER`` trials queued on each worker actor; replaces a worker
+    that dies or overruns ``timeout_s`` and charges the loss to the trial it was running."""
+
+    def __init__(
+        self,
+        study: Study,
+        attempts: dict[str, int],
+        provenance: dict[str, Any],
+        finished: Finished,
+    ) -> None:
+        self.study, self.attempts, self.finished = study, attempts, finished
+        self.provenance = provenance
+        self.lost_provenance = {**provenance, "device": "unknown"}
+        self.options: dict[str, Any] = {
+            "num_cpus": study.resources.cpus,
+            "num_gpus": study.resources.gpus,
+        }
+        if faults.worker_env():
+            self.options["runtime_env"] = {"env_vars": faults.worker_env()}
+        self.queue: deque[Trial] = deque()
+        self.running: dict[Any, tuple[_Slot, Trial, datetime]] = {}
+        self.deaths: dict[str, int] = {}
+
+    def run(self, pending: list[Trial], n_workers: int) -> None:
+        import ray
+
+        self.queue.extend(pending)
+        slots = [_Slot(self._spawn()) for _ in range(min(n_workers, len(pending)))]
         try:
-            finished(ray.get(ref))
-        except (RayActorError, WorkerCrashedError) as exc:
-            deaths[trial.trial_id] = deaths.get(trial.trial_id, 0) + 1
-            if deaths[trial.trial_id] > WORKER_DEATHS_ALLOWED:
-                finished(worker_died(trial, study.name, attempts[trial.trial_id], exc,
-                                     provenance))
+            ray.get([slot.actor.ready.remote() for slot in slots])
+            for slot in slots:
+                self._fill(slot)
+            while self.running:
+                ready, _ = ray.wait(
+                    list(self.running), num_returns=1, timeout=self._until_deadline(slots)
+                )
+                if ready:
+                    self._collect(ready[0])
+                for slot in slots:
+                    if self._overran(slot):
+                        self._replace(slot, _timeout_text(self.study), timed_out=True)
+        finally:
+            for slot in slots:
+                ray.kill(slot.actor, no_restart=True)
+
+    def _spawn(self) -> Any:
+        from shiftbench.worker import TrialWorker
+
+        return TrialWorker.options(**self.options).remote(self.provenance)
+
+    def _fill(self, slot: _Slot) -> None:
+        while len(slot.refs) < IN_FLIGHT_PER_WORKER and self.queue:
+            trial = self.queue.popleft()
+            ref = slot.actor.run.remote(
+                trial, self.study.name, self.attempts[trial.trial_id], self.study.measures
+            )
+            if not slot.refs:
+                slot.since = time.monotonic()
+            slot.refs.append(ref)
+            self.running[ref] = (slot, trial, datetime.now(UTC))
+
+    def _until_deadline(self, slots: list[_Slot]) -> float | None:
+        if not self.study.timeout_s:
+            return None
+        now = time.monotonic()
+        left = [s.since + self.study.timeout_s - now for s in slots if s.refs]
+        return max(min(left, default=self.study.timeout_s), 0.0) + 0.01
+
+    def _overran(self, slot: _Slot) -> bool:
+        timeout = self.study.timeout_s
+        return bool(timeout and slot.refs and time.monotonic() - slot.since >= timeout)
+
+    def _collect(self, ref: Any) -> None:
+        slot = self.running[ref][0]
+        died = self._land(ref)
+        if died is None:
+            self._fill(slot)
+        else:
+            self._replace(slot, f"{type(died).__name__}: {died}"[:2000], timed_out=False)
+
+    def _land(self, ref: Any) -> Exception | None:
+        """Land a returned trial's rows; returns the error instead if its worker died."""
+        import ray
+        from ray.exceptions import RayError, RayTaskError
+
+        slot, trial, started = self.running[ref]
+        try:
+            outcome = ray.get(ref)
+        except RayTaskError as exc:  # an error outside the runner's own handling
+            outcome = lost_trial(
+                trial,
+                self.study.name,
+                self.attempts[trial.trial_id],
+                "failed",
+                str(exc)[-4000:],
+                started,
+                self.lost_provenance,
+            )
+        except RayError as exc:  # the worker process died (killed, crashed, out of memory)
+            return exc
+        del self.running[ref]
+        if slot.refs[0] == ref:
+            slot.since = time.monotonic()
+        slot.refs.remove(ref)
+        self.finished(outcome)
+        return None
+
+    def _replace(self, slot: _Slot, reason: str, *, timed_out: bool) -> None:
+        """Kill the slot's worker, land or resubmit the trial it was running, resubmit the
+        ones queued behind it, and start a fresh worker."""
+        import ray
+
+        while slot.refs and ray.wait([slot.refs[0]], timeout=0)[0]:
+            if self._land(slot.refs[0]) is not None:  # results that made it back still count
+                break
+        ray.kill(slot.actor, no_restart=True)
+        refs = list(slot.refs)
+        slot.refs.clear()
+        entries = [self.running.pop(ref) for ref in refs]
+        self.queue.extendleft(reversed([trial for _, trial, _ in entries[1:]]))
+        if entries:
+            _, trial, started = entries[0]
+            deaths = self.deaths[trial.trial_id] = self.deaths.get(trial.trial_id, 0) + 1
+            if timed_out or deaths > WORKER_DEATHS_ALLOWED:
+                status, error = (
+                    ("timeout", reason)
+                    if timed_out
+                    else (
+                        "failed",
+                        f"worker died {deaths} times running this trial; last: {reason}",
+                    )
+                )
+                self.finished(
+                    lost_trial(
+                        trial,
+                        self.study.name,
+                        self.attempts[trial.trial_id],
+                        status,
+                        error,
+                        started,
+                        self.lost_provenance,
+                    )
+                )
             else:
-                queue.appendleft(trial)
-        submit(slot)
+                self.queue.appendleft(trial)
+        slot.actor = self._spawn()
+        ray.get(slot.actor.ready.remote())
+        self._fill(slot)
 
 
-def worker_died(trial: Trial, study: str, attempt: int, exc: Exception,
-                provenance: dict[str, Any]) -> TrialOutcome:
-    """The ``failed`` outcome of a trial whose worker process kept dying under it."""
-    error = f"worker died {WORKER_DEATHS_ALLOWED + 1} times running this trial: {exc}"
-    rows = ledger_rows(trial, study, attempt, "failed", error, [], {}, datetime.now(UTC),
-                       {**provenance, "device": "unknown"})
-    return TrialOutcome(trial.trial_id, "failed", rows, error)
+@dataclass
+class Rerun:
+    """A trial run again in this process, against its latest attempt in the ledger."""
+
+    trial: Trial
+    ledger_status: str
+    status: str
+    differences: dict[str, str]
+
+    @property
+    def matches(self) -> bool:
+        return self.status == self.ledger_status and not self.differences
+
+
+def rerun_trial(study: Study, store_dir: Path, trial_id: str) -> Rerun:
+    """Run one trial of the study (or of the ledger) again and compare its numbers with the
+    ledger's; raises ``KeyError`` for a trial the ledger does not hold."""
+    ledger = store.final_rows(store.read(store_dir, study.name))
+    recorded = ledger[ledger["trial_id"] == trial_id]
+    if recorded.empty:
+        raise KeyError(
+            f"trial {trial_id} has no rows in the ledger of study {study.name} in {store_dir}"
+        )
+    trial = next((t for t in study.trials() if t.trial_id == trial_id), None)
+    if trial is None:  # a trial of an earlier version of the study file
+        trial = Trial.from_config(json.loads(recorded["config"].iloc[0]))
+    attempt = int(recorded["attempt"].iloc[0])
+    runner = TrialRunner(static_provenance(benchmark_root()))
+    outcome = runner.run(trial, study.name, attempt, study.measures)
+    return Rerun(
+        trial,
+        str(recorded["status"].iloc[0]),
+        outcome.status,
+        result_differences(recorded, pd.DataFrame(outcome.rows)),
+    )
+
+
+def result_differences(
+    expected: pd.DataFrame, actual: pd.DataFrame, rtol: float = 1e-6, atol: float = 1e-9
+) -> dict[str, str]:
+    """Numeric result columns that differ between two runs of one trial (checkpoint by
+    checkpoint; wall-clock time and bookkeeping excluded), with how."""
+    expected = expected.sort_values("step").reset_index(drop=True)
+    actual = actual.sort_values("step").reset_index(drop=True)
+    if expected["step"].tolist() != actual["step"].tolist():
+        return {"step": f"checkpoints {expected['step'].tolist()} != {actual['step'].tolist()}"}
+    expected, actual = expected.dropna(axis=1, how="all"), actual.dropna(axis=1, how="all")
+    differences = {}
+    for column in sorted(set(expected.columns) | set(actual.columns)):
+        numeric = [
+            pd.api.types.is_numeric_dtype(f[column]) and not pd.api.types.is_bool_dtype(f[column])
+            for f in (expected, actual)
+            if column in f
+        ]
+        if column in NOT_RESULTS or not any(numeric):
+            continue
+        if column not in expected or column not in actual or not all(numeric):
+            differences[column] = "present in one run only, or not numeric in both"
+            continue
+        x, y = expected[column].to_numpy(float), actual[column].to_numpy(float)
+        if not np.allclose(x, y, rtol=rtol, atol=atol, equal_nan=True):
+            differences[column] = f"max |difference| {np.nanmax(np.abs(x - y)):.3g}"
+    return differences

@@ -1,8 +1,13 @@
-"""The Ray worker actor: a long-lived process holding a :class:`TrialRunner`."""
+"""The Ray worker actor: a long-lived process holding a :class:`TrialRunner`.
+
+The driver owns the workers' lives: it replaces one that dies or overruns a
+trial's time limit, so Ray neither restarts an actor nor retries a task.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 import ray
@@ -11,7 +16,7 @@ from shiftbench.runner import TrialOutcome, TrialRunner
 from shiftbench.trial import Trial
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0)
+@ray.remote(max_restarts=0, max_task_retries=0)
 class TrialWorker:
     """Imports torch and loads data once, then runs the trials it is sent."""
 
@@ -20,8 +25,13 @@ class TrialWorker:
 
         threads = max(1, int(float(os.environ.get("OMP_NUM_THREADS", "1"))))
         torch.set_num_threads(threads)
-        self.runner = TrialRunner(provenance)
+        self.runner = TrialRunner({**provenance, "hostname": socket.gethostname()})
 
-    def run(self, trial: Trial, study: str, attempt: int,
-            measures: tuple[str, ...]) -> TrialOutcome:
+    def ready(self) -> bool:
+        """Returns once the worker is constructed (the driver waits for it)."""
+        return True
+
+    def run(
+        self, trial: Trial, study: str, attempt: int, measures: tuple[str, ...]
+    ) -> TrialOutcome:
         return self.runner.run(trial, study, attempt, measures)

@@ -1,0 +1,165 @@
+"""Shared fixtures of the ledger, sweep and reliability tests: a tiny study on the offline
+digits data, a local Ray cluster, the ``shiftbench`` command as a subprocess, and the
+exactly-once check of a study's ledger."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from shiftbench import store
+from shiftbench.study import Study
+from shiftbench.sweep import result_differences
+
+SHIFTBENCH = Path(sys.executable).parent / "shiftbench"
+TINY_STUDY: dict[str, Any] = {
+    "name": "tiny",
+    "datasets": {"colored_digits": {"test_env": [2]}},
+    "objective": {"steps": 20, "eval_every": 10, "model": "mlp", "width": 16},
+    "solvers": {"sgd": {"lr": {"loguniform": [0.01, 0.1]}}},
+    "search": {"kind": "random", "trials_per_solver": 2, "seed": 0},
+    "seeds": [0, 1],
+    "retries": 1,
+}
+CHECKPOINTS = [0, 10, 20]
+
+
+@pytest.fixture
+def make_study(tmp_path: Path) -> Callable[..., Path]:
+    """Writes the tiny study (4 trials: 2 sgd samples x 2 seeds), with top-level overrides,
+    to ``tmp_path/<name>.yml``."""
+
+    def make(**overrides: Any) -> Path:
+        spec = {**TINY_STUDY, **overrides}
+        path = tmp_path / f"{spec['name']}.yml"
+        path.write_text(yaml.safe_dump(spec))
+        return path
+
+    return make
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """One local two-CPU Ray cluster for the session, as ``shiftbench run`` starts it."""
+    import ray
+
+    from shiftbench.sweep import _start_ray
+
+    _start_ray(2, None)
+    yield
+    ray.shutdown()
+
+
+def faults(*specs: dict[str, Any]) -> str:
+    """The ``SHIFTBENCH_FAULTS`` value for these faults."""
+    return json.dumps(list(specs))
+
+
+class Driver:
+    """``shiftbench`` subprocesses tagged with a token, so that every process they start (Ray's
+    included) can be found and stopped after a SIGKILL."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+        self.token = uuid.uuid4().hex
+
+    def env(self, fault_spec: str | None = None, **extra: str) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "SHIFTBENCH_TEST_TOKEN": self.token,
+            "PYTHONUNBUFFERED": "1",
+            "RAY_AUTH_MODE": "disabled",
+            **extra,
+        }
+        env.pop("SHIFTBENCH_FAULTS", None)
+        if fault_spec:
+            env["SHIFTBENCH_FAULTS"] = fault_spec
+        return env
+
+    def start(self, *args: str, fault_spec: str | None = None, **extra: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [str(SHIFTBENCH), *args],
+            cwd=self.cwd,
+            text=True,
+            env=self.env(fault_spec, **extra),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+
+    def run(self, *args: str, fault_spec: str | None = None, **extra: str) -> tuple[int, str]:
+        proc = self.start(*args, fault_spec=fault_spec, **extra)
+        out, _ = proc.communicate(timeout=300)
+        self.reap()
+        return proc.returncode, out
+
+    def reap(self) -> None:
+        """SIGKILL what the killed drivers left running (Ray's processes), by pid."""
+        for proc in psutil.process_iter(["pid"]):
+            try:
+                if proc.environ().get("SHIFTBENCH_TEST_TOKEN") == self.token:
+                    os.kill(proc.pid, signal.SIGKILL)
+            except (psutil.Error, ProcessLookupError):
+                continue
+
+
+@pytest.fixture
+def driver(tmp_path: Path) -> Iterator[Driver]:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    spawned = Driver(cwd)
+    yield spawned
+    spawned.reap()
+
+
+def assert_exactly_once(study: Study, store_dir: Path, statuses: set[str] | None = None) -> None:
+    """Every file of the study's ledger is readable, every (trial, attempt, checkpoint) is
+    in it once, and every trial of the study has its rows (all checkpoints when done)."""
+    folder = store.study_dir(store_dir, study.name)
+    for path in folder.glob("*.parquet"):
+        pq.read_table(path)  # raises if a file is damaged
+    assert not list(folder.glob(".*.tmp"))
+    assert store.skipped_files(store_dir, study.name) == {}
+    ledger = store.read(store_dir, study.name)
+    assert not ledger.duplicated(list(store.KEY_COLUMNS)).any()
+    final = store.final_rows(ledger)
+    assert set(final["trial_id"]) == {t.trial_id for t in study.trials()}
+    for trial_id, rows in final.groupby("trial_id"):
+        status = rows["status"].iloc[0]
+        assert statuses is None or status in statuses, (trial_id, status)
+        if status == "done":
+            assert sorted(rows["step"]) == CHECKPOINTS, trial_id
+
+
+def assert_same_numbers(store_dir: Path, reference_dir: Path, study: str) -> None:
+    """Both ledgers hold the same trials with the same results at every checkpoint."""
+    got = store.final_rows(store.read(store_dir, study))
+    want = store.final_rows(store.read(reference_dir, study))
+    assert set(got["trial_id"]) == set(want["trial_id"])
+    for trial_id, rows in want.groupby("trial_id"):
+        assert result_differences(rows, got[got["trial_id"] == trial_id]) == {}, trial_id
+
+
+def wait_for(condition, what: str, seconds: float = 240.0) -> None:
+    """Poll ``condition`` (a generous limit, so a loaded machine only makes it slower)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.05)

@@ -1,0 +1,199 @@
+"""Study 1's analyses (analysis/optimizer_ood_*.py) and study files: every statistic against
+scipy/numpy computed another way or a hand-computed case, and the report end to end on a tiny
+synthetic ledger."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from shiftbench import registry
+from shiftbench.report import AnalysisContext, Report
+from shiftbench.study import StudyError, load_study, parse_study
+
+ROOT = Path(__file__).resolve().parents[1]
+returns = registry.analysis("optimizer_ood_returns")
+adaptive = registry.analysis("optimizer_ood_adaptive")
+budget = registry.analysis("optimizer_ood_budget")
+top10 = registry.analysis("optimizer_ood_top10")
+best = registry.analysis("optimizer_ood_best")
+
+
+def test_ols_matches_scipy_linregress_and_the_two_sample_t_test():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, 30)
+    y = 0.2 + 0.5 * x + rng.normal(0, 0.05, 30)
+    fit = returns.ols(np.column_stack([np.ones(30), x]), y)
+    ref = stats.linregress(x, y)
+    assert fit.coef[1] == pytest.approx(ref.slope)
+    assert np.sqrt(fit.cov[1, 1]) == pytest.approx(ref.stderr)
+    assert fit.p_value(1) == pytest.approx(ref.pvalue)
+    group = np.arange(30) % 3 == 0
+    fit = returns.ols(np.column_stack([np.ones(30), group]), y)
+    t = stats.ttest_ind(y[group], y[~group])
+    assert fit.coef[1] == pytest.approx(y[group].mean() - y[~group].mean())
+    assert fit.p_value(1) == pytest.approx(t.pvalue)
+
+
+def test_quadratic_interval_and_band_match_polyfit_covariance():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0.5, 0.9, 40)
+    y = 0.1 + 0.8 * x - 3.0 * (x - 0.7) ** 2 + rng.normal(0, 0.01, 40)
+    fit = returns.ols(returns.quadratic_design(x, x.mean()), y)
+    coef, cov = np.polyfit(x - x.mean(), y, 2, cov="unscaled")
+    resid = y - np.polyval(coef, x - x.mean())
+    cov = cov * (resid @ resid) / (40 - 3)
+    half = stats.t.ppf(0.975, 37) * np.sqrt(cov[0, 0])
+    assert fit.interval(2) == pytest.approx((coef[0] - half, coef[0] + half))
+    point = returns.quadratic_design(np.array([0.8]), x.mean())
+    d = 0.8 - x.mean()
+    g = np.array([d**2, d, 1.0])
+    band_half = stats.t.ppf(0.975, 37) * np.sqrt(g @ cov @ g)
+    lo, hi = fit.band(point)
+    assert (lo[0], hi[0]) == pytest.approx(
+        (np.polyval(coef, d) - band_half, np.polyval(coef, d) + band_half)
+    )
+
+
+@pytest.mark.parametrize(
+    ("curvature", "shape"), [(-3.0, "diminishing"), (0.0, "linear"), (3.0, "increasing")]
+)
+def test_returns_shape_follows_the_sign_and_ci_of_the_quadratic_term(curvature, shape):
+    rng = np.random.default_rng(2)
+    x = np.linspace(0.5, 0.9, 60)
+    y = 0.8 * x + curvature * (x - 0.7) ** 2 + rng.normal(0, 0.005, 60)
+    result = returns.returns_shape(x, y)
+    assert result["shape"] == shape
+    assert result["slope"] == pytest.approx(0.8, abs=0.05)
+    assert returns.returns_shape(x[:3], y[:3])["shape"] == "undetermined"
+    three = np.repeat(x[:3], 4)  # 3 distinct values: a quadratic interpolates them
+    assert returns.returns_shape(three, 2 * three)["shape"] == "undetermined"
+    assert returns.returns_shape(np.full(10, 0.8), y[:10])["shape"] == "undetermined"
+
+
+def test_adaptive_gap_recovers_the_offset_and_its_mann_whitney_test():
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0.5, 0.9, 48)
+    is_adaptive = np.arange(48) % 2 == 0
+    y = 1.2 * x - 2.0 * x**2 - 0.05 * is_adaptive + rng.normal(0, 0.01, 48)
+    result = adaptive.adaptive_gap(x, y, is_adaptive)
+    design = np.column_stack([np.ones(48), x, x**2, is_adaptive])  # uncentred: same gap
+    assert result["gap"] == pytest.approx(np.linalg.lstsq(design, y, rcond=None)[0][3])
+    assert result["gap_lo"] < -0.05 < result["gap_hi"]
+    resid = y - np.polyval(np.polyfit(x, y, 2), x)
+    mw = stats.mannwhitneyu(resid[is_adaptive], resid[~is_adaptive])
+    assert result["p_mann_whitney"] == pytest.approx(mw.pvalue)
+    assert result["median_resid_adaptive"] == pytest.approx(np.median(resid[is_adaptive]))
+    assert adaptive.verdict(result["gap"], result["p_regression"]) == "adaptive worse"
+    assert adaptive.verdict(0.02, 0.01) == "adaptive better"
+    assert adaptive.verdict(-0.02, 0.2) == "no significant difference"
+    assert "gap" not in adaptive.adaptive_gap(x, y, np.zeros(48, dtype=bool))
+
+
+def test_budget_curve_by_hand():
+    samples = pd.DataFrame({"sample": [2, 0, 1], "val": [0.7, 0.5, 0.9], "ood": [0.2, 0.1, 0.3]})
+    curve = budget.budget_curve(samples, top=2)
+    assert curve["best_ood"].tolist() == [0.1, 0.3, 0.3]
+    assert curve["top10_ood"].tolist() == pytest.approx([0.1, 0.2, 0.25])
+
+
+def _ledger(rng):
+    """Two conditions (ERM, IRM) x six optimizers x 4 samples x 2 seeds x 3 checkpoints; adaptive
+    optimizers 0.05 worse OOD at equal ID accuracy."""
+    rows = []
+    for algorithm in ("erm", "irm"):
+        for solver in ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"):
+            for sample in range(4):
+                for seed in range(2):
+                    top = rng.uniform(0.6, 0.9)
+                    for step in range(3):
+                        acc = top - 0.1 * (2 - step)
+                        ood = 0.9 * acc - 0.05 * (solver in adaptive.ADAPTIVE)
+                        rows.append(
+                            {
+                                "trial_id": f"{algorithm}-{solver}-{sample}-{seed}",
+                                "status": "done",
+                                "dataset": "toy",
+                                "ds.test_env": 2,
+                                "obj.algorithm": algorithm,
+                                "solver": solver,
+                                "solver_label": f"{solver}[{sample}]",
+                                "sample": sample,
+                                "seed": seed,
+                                "step": 10 * step,
+                                "id_acc": acc,
+                                "ood_acc": ood + rng.normal(0, 0.005),
+                                "oracle_acc": ood,
+                                "config": "{}",
+                            }
+                        )
+    return pd.DataFrame(rows)
+
+
+def test_top10_mean_and_standard_error_by_hand():
+    ledger = _ledger(np.random.default_rng(4))
+    points, condition = returns.trial_points(ledger)
+    assert condition == ["dataset", "ds.test_env", "obj.algorithm"]
+    top = top10.top_trials(points, condition, top=3)
+    table = top10.summarise(top, condition).set_index(["obj.algorithm", "solver"])
+    sgd = points[(points["solver"] == "sgd") & (points["obj.algorithm"] == "erm")]
+    best3 = sgd.nlargest(3, "id_acc")["ood_acc"]
+    assert table.loc[("erm", "sgd"), "n"] == 3
+    assert table.loc[("erm", "sgd"), "ood_acc_mean"] == pytest.approx(best3.mean())
+    assert table.loc[("erm", "sgd"), "ood_acc_se"] == pytest.approx(stats.sem(best3))
+
+
+def test_report_on_a_synthetic_ledger_states_finding_one(tmp_path):
+    ledger = _ledger(np.random.default_rng(5))
+    study = load_study(ROOT / "benchmarks" / "optimizer_ood_digits.yml")
+    report = Report(tmp_path, "synthetic")
+    context = AnalysisContext(study, ledger, report)
+    for name in study.analyses:
+        registry.analysis(name).run(context)
+    report.finish()
+    text = (tmp_path / "report.md").read_text()
+    assert text.index("shiftbench run ") < text.index("## ")  # the reproduce command first
+    assert "dataset=toy, test_env=2, algorithm=erm: d = -0.0" in text
+    assert text.count(": adaptive worse.") == 3  # both algorithms and the pooled residuals
+    assert (
+        "worse OOD at matched ID accuracy in 2 of 2 tested conditions; the finding holds" in text
+    )
+    table = pd.read_csv(tmp_path / "optimizer_ood_best.csv")
+    assert {"training_domain_ood", "oracle_ood"} <= set(table.columns)
+    assert len(table) == 12  # 2 algorithms x 6 optimizers
+    for name in ("optimizer_ood_returns", "optimizer_ood_budget", "optimizer_ood_top10"):
+        assert (tmp_path / f"{name}.png").is_file() and (tmp_path / f"{name}.tex").is_file()
+
+
+def test_full_study_validates_with_per_dataset_objectives():
+    study = load_study(ROOT / "benchmarks" / "optimizer_ood.yml")
+    assert study.objective_grid("pacs")["model"] == ["resnet50"]
+    assert study.objective_grid("colored_mnist")["eval_every"] == [100]
+    assert study.objective_grid("domain_net")["algorithm"] == ["erm", "irm"]
+    assert study.trials_per_solver == 20 and study.resources.gpus == 1
+
+
+def test_dataset_objective_override_expands_and_reports_bad_keys(tmp_path):
+    raw = {
+        "name": "o",
+        "datasets": {
+            "colored_digits": {"test_env": [2], "objective": {"width": 8}},
+            "rotated_digits": {"test_env": [0]},
+        },
+        "objective": {"steps": 5, "width": 16},
+        "solvers": {"sgd": {}},
+        "search": {"trials_per_solver": 1},
+    }
+    widths = {
+        t.dataset: dict(t.objective_params)["width"]
+        for t in parse_study(raw, tmp_path / "o.yml").trials()
+    }
+    assert widths == {"colored_digits": 8, "rotated_digits": 16}
+    raw["datasets"]["colored_digits"]["objective"] = {"widht": 8}
+    with pytest.raises(StudyError, match=r"o\.yml: datasets\.colored_digits\.objective\.widht"):
+        parse_study(raw, tmp_path / "o.yml")
+    raw["datasets"]["colored_digits"]["objective"] = {"steps": 0}
+    with pytest.raises(StudyError, match=r"o\.yml: datasets\.colored_digits\.objective: "):
+        parse_study(raw, tmp_path / "o.yml")
