@@ -1,12 +1,12 @@
 """Hugging Face image data sets with a domain column, from local parquet and imagefolder files."""
 
+import datasets
 import huggingface_hub.constants
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-import datasets
 from shiftbench.data.hf_images import hf_domain_data, hf_environments
 from shiftbench.data.paths import MissingDataError
 

@@ -3,6 +3,7 @@ and DomainData with the declared environments when they are present."""
 
 from pathlib import Path
 
+import datasets
 import huggingface_hub.constants
 import pytest
 from test_data_cifar import write_cifar, write_cifar_c
@@ -10,7 +11,6 @@ from test_data_hf_images import write_parquet
 from test_data_image_folder import write_folder_dataset
 from test_data_mnist import write_mnist
 
-import datasets
 from shiftbench.data.environments import DomainData
 from shiftbench.data.image_folder import FOLDER_DATASETS
 from shiftbench.data.paths import MissingDataError
