@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
-from shiftbench import registry
+from shiftbench import faults, registry
 from shiftbench.algorithms import ERM
 from shiftbench.provenance import device_name
 from shiftbench.runner import TrialOutcome, TrialRunner, ledger_rows
@@ -390,6 +390,8 @@ def run_ensemble(
     ``runner.run`` (so a bad member fails alone, with its own error)."""
     started = datetime.now(UTC)
     try:
+        for trial in trials:
+            faults.hit("trial.start", trial.trial_id)
         trainer = ensemble_trainer(runner, trials)
         curves = trainer.run()
     except Exception as exc:
@@ -411,3 +413,53 @@ def run_ensemble(
         rows = ledger_rows(trial, study, attempt, status, "", curve, {}, started, provenance)
         outcomes.append(TrialOutcome(trial.trial_id, status, rows))
     return outcomes
+
+
+AUTO_MAX_K_GPU = 32
+AUTO_MAX_K_CPU = 16
+CPU_AUTO_MODELS = ("mlp",)
+
+
+def plan_groups(
+    trials: Sequence[Trial],
+    ensemble: str | int,
+    *,
+    uses_gpu: bool,
+    measures: bool,
+    parallel: int = 1,
+) -> list[list[Trial]]:
+    """The sweep's units of work: vectorized groups where they apply, else single trials.
+
+    ``ensemble`` is the study's key: ``off``; an integer, the largest group; or ``auto``:
+    groups of up to 32 on GPU workers, and on CPU workers groups of up to 16 MLPs only (a
+    vectorized convolution is a grouped convolution, slower on CPU than K separate ones:
+    ``perf/ensemble.py``). Trials whose measures are asked for always run alone. Groups
+    are kept small enough that there are at least ``parallel`` of them, so no worker idles.
+    """
+    if ensemble == "off" or measures:
+        return [[trial] for trial in trials]
+    if ensemble != "auto":
+        candidates, max_k = list(trials), int(ensemble)
+    elif uses_gpu:
+        candidates, max_k = list(trials), AUTO_MAX_K_GPU
+    else:
+        candidates = [
+            t for t in trials if dict(t.objective_params).get("model") in CPU_AUTO_MODELS
+        ]
+        max_k = AUTO_MAX_K_CPU
+    max_k = max(1, min(max_k, -(-len(candidates) // max(parallel, 1))))
+    chosen = {t.trial_id for t in candidates}
+    return ensemble_groups(candidates, max_k) + [[t] for t in trials if t.trial_id not in chosen]
+
+
+def run_group(
+    runner: TrialRunner,
+    group: Sequence[Trial],
+    study: str,
+    attempts: Sequence[int],
+    measures: tuple[str, ...] = (),
+) -> list[TrialOutcome]:
+    """Run one unit of work from :func:`plan_groups`: a single trial, or an ensemble."""
+    if len(group) == 1:
+        return [runner.run(group[0], study, attempts[0], measures)]
+    return run_ensemble(runner, group, study, attempts)

@@ -40,6 +40,7 @@ TOP_LEVEL_KEYS = {
     "retries": "how often a failed trial is retried (integer >= 0)",
     "resources": "mapping with cpus and gpus per trial",
     "timeout_s": "wall-clock limit of one trial in seconds (number > 0; default: none)",
+    "ensemble": "vectorized ensembles: auto (default), off, or the largest group size",
 }
 SEARCH_KEYS = {"kind", "trials_per_solver", "seed"}
 RESOURCE_KEYS = {"cpus", "gpus"}
@@ -86,6 +87,7 @@ class Study:
     timeout_s: float | None = None
     # MeasureConfig fields for the measures computed at the end of each trial
     measure_config: dict[str, Any] = field(default_factory=dict)
+    ensemble: str | int = "auto"
     # dataset -> its ``objective:`` sub-mapping, overriding ``objective`` keys for it
     dataset_objectives: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
 
@@ -204,6 +206,13 @@ def parse_study(raw: Any, path: Path) -> Study:
         isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0
     ):
         check.fail("timeout_s", f"must be a number of seconds > 0, got {timeout_s!r}")
+    ensemble = raw.get("ensemble", "auto")
+    if isinstance(ensemble, bool):  # YAML reads a bare off/on as a boolean
+        ensemble = "auto" if ensemble else "off"
+    if ensemble not in ("auto", "off") and (
+        isinstance(ensemble, bool) or not isinstance(ensemble, int) or ensemble < 1
+    ):
+        check.fail("ensemble", f"must be auto, off or an integer >= 1, got {ensemble!r}")
     study = Study(
         path=path,
         name=name,
@@ -221,6 +230,7 @@ def parse_study(raw: Any, path: Path) -> Study:
         resources=resources,
         timeout_s=None if timeout_s is None else float(timeout_s),
         measure_config=measure_config,
+        ensemble=ensemble,
         dataset_objectives=dataset_objectives,
     )
     check.values(study)

@@ -37,6 +37,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from shiftbench import faults, store
+from shiftbench.ensemble import plan_groups, run_group
 from shiftbench.lock import StudyLock
 from shiftbench.plugins import benchmark_root
 from shiftbench.provenance import device_name, static_provenance
@@ -56,6 +57,7 @@ NOT_RESULTS = frozenset({"attempt", "time", "worker_pid", "sample"})
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 Finished = Callable[[TrialOutcome], None]
+Group = list[Trial]
 
 
 @dataclass
@@ -169,11 +171,18 @@ def run_study(
         start = time.monotonic()
         try:
             with _sigterm_interrupts():
+                groups = plan_groups(
+                    pending,
+                    study.ensemble,
+                    uses_gpu=study.resources.gpus > 0 or (workers == 0 and _has_cuda()),
+                    measures=bool(study.measures),
+                    parallel=max(workers or os.cpu_count() or 1, 1),
+                )
                 if workers == 0:
-                    run_in_process(pending, todo.attempts, study, provenance, finished)
+                    run_in_process(groups, todo.attempts, study, provenance, finished)
                 else:
                     run_on_ray(
-                        pending,
+                        groups,
                         todo.attempts,
                         study,
                         provenance,
@@ -237,30 +246,34 @@ def _deadline(seconds: float | None) -> Iterator[None]:
 
 
 def run_in_process(
-    pending: list[Trial],
+    pending: list[Group],
     attempts: dict[str, int],
     study: Study,
     provenance: dict[str, Any],
     finished: Finished,
 ) -> None:
-    """Run trials one by one in the driver (``--workers 0``: debugging and profiling)."""
+    """Run the groups one by one in the driver (``--workers 0``: debugging and profiling)."""
     runner = TrialRunner(provenance)
-    for trial in pending:
-        attempt, started = attempts[trial.trial_id], datetime.now(UTC)
+    for group in pending:
+        group_attempts, started = [attempts[t.trial_id] for t in group], datetime.now(UTC)
         try:
-            with _deadline(study.timeout_s):
-                outcome = runner.run(trial, study.name, attempt, study.measures)
+            with _deadline(study.timeout_s and study.timeout_s * len(group)):
+                outcomes = run_group(runner, group, study.name, group_attempts, study.measures)
         except TrialTimeout:
-            outcome = lost_trial(
-                trial,
-                study.name,
-                attempt,
-                "timeout",
-                _timeout_text(study),
-                started,
-                {**provenance, "device": device_name(runner.device)},
-            )
-        finished(outcome)
+            outcomes = [
+                lost_trial(
+                    trial,
+                    study.name,
+                    attempt,
+                    "timeout",
+                    _timeout_text(study),
+                    started,
+                    {**provenance, "device": device_name(runner.device)},
+                )
+                for trial, attempt in zip(group, group_attempts)
+            ]
+        for outcome in outcomes:
+            finished(outcome)
 
 
 def lost_trial(
@@ -339,8 +352,14 @@ def worker_count(workers: int | None, resources: Resources, cluster: dict[str, f
     return min(n, workers) if workers else n
 
 
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def run_on_ray(
-    pending: list[Trial],
+    pending: list[Group],
     attempts: dict[str, int],
     study: Study,
     provenance: dict[str, Any],
@@ -349,7 +368,7 @@ def run_on_ray(
     workers: int | None,
     address: str | None,
 ) -> None:
-    """Run the trials on worker actors of an embedded or existing Ray cluster."""
+    """Run the groups of trials on worker actors of an embedded or existing Ray cluster."""
     import ray
 
     _start_ray(workers, address)
@@ -386,11 +405,11 @@ class RaySweep:
         }
         if faults.worker_env():
             self.options["runtime_env"] = {"env_vars": faults.worker_env()}
-        self.queue: deque[Trial] = deque()
-        self.running: dict[Any, tuple[_Slot, Trial, datetime]] = {}
+        self.queue: deque[Group] = deque()
+        self.running: dict[Any, tuple[_Slot, Group, datetime]] = {}
         self.deaths: dict[str, int] = {}
 
-    def run(self, pending: list[Trial], n_workers: int) -> None:
+    def run(self, pending: list[Group], n_workers: int) -> None:
         import ray
 
         self.queue.extend(pending)
@@ -419,25 +438,28 @@ class RaySweep:
 
     def _fill(self, slot: _Slot) -> None:
         while len(slot.refs) < IN_FLIGHT_PER_WORKER and self.queue:
-            trial = self.queue.popleft()
-            ref = slot.actor.run.remote(
-                trial, self.study.name, self.attempts[trial.trial_id], self.study.measures
-            )
+            group = self.queue.popleft()
+            attempts = [self.attempts[t.trial_id] for t in group]
+            ref = slot.actor.run.remote(group, self.study.name, attempts, self.study.measures)
             if not slot.refs:
                 slot.since = time.monotonic()
             slot.refs.append(ref)
-            self.running[ref] = (slot, trial, datetime.now(UTC))
+            self.running[ref] = (slot, group, datetime.now(UTC))
 
     def _until_deadline(self, slots: list[_Slot]) -> float | None:
         if not self.study.timeout_s:
             return None
         now = time.monotonic()
-        left = [s.since + self.study.timeout_s - now for s in slots if s.refs]
+        left = [s.since + self._limit(s) - now for s in slots if s.refs]
         return max(min(left, default=self.study.timeout_s), 0.0) + 0.01
+
+    def _limit(self, slot: _Slot) -> float:
+        """The running group's time limit: ``timeout_s`` per trial it trains."""
+        return self.study.timeout_s * len(self.running[slot.refs[0]][1])
 
     def _overran(self, slot: _Slot) -> bool:
         timeout = self.study.timeout_s
-        return bool(timeout and slot.refs and time.monotonic() - slot.since >= timeout)
+        return bool(timeout and slot.refs and time.monotonic() - slot.since >= self._limit(slot))
 
     def _collect(self, ref: Any) -> None:
         slot = self.running[ref][0]
@@ -452,26 +474,30 @@ class RaySweep:
         import ray
         from ray.exceptions import RayError, RayTaskError
 
-        slot, trial, started = self.running[ref]
+        slot, group, started = self.running[ref]
         try:
-            outcome = ray.get(ref)
+            outcomes = ray.get(ref)
         except RayTaskError as exc:  # an error outside the runner's own handling
-            outcome = lost_trial(
-                trial,
-                self.study.name,
-                self.attempts[trial.trial_id],
-                "failed",
-                str(exc)[-4000:],
-                started,
-                self.lost_provenance,
-            )
+            outcomes = [
+                lost_trial(
+                    trial,
+                    self.study.name,
+                    self.attempts[trial.trial_id],
+                    "failed",
+                    str(exc)[-4000:],
+                    started,
+                    self.lost_provenance,
+                )
+                for trial in group
+            ]
         except RayError as exc:  # the worker process died (killed, crashed, out of memory)
             return exc
         del self.running[ref]
         if slot.refs[0] == ref:
             slot.since = time.monotonic()
         slot.refs.remove(ref)
-        self.finished(outcome)
+        for outcome in outcomes:
+            self.finished(outcome)
         return None
 
     def _replace(self, slot: _Slot, reason: str, *, timed_out: bool) -> None:
@@ -486,35 +512,41 @@ class RaySweep:
         refs = list(slot.refs)
         slot.refs.clear()
         entries = [self.running.pop(ref) for ref in refs]
-        self.queue.extendleft(reversed([trial for _, trial, _ in entries[1:]]))
+        self.queue.extendleft(reversed([group for _, group, _ in entries[1:]]))
         if entries:
-            _, trial, started = entries[0]
-            deaths = self.deaths[trial.trial_id] = self.deaths.get(trial.trial_id, 0) + 1
-            if timed_out or deaths > WORKER_DEATHS_ALLOWED:
-                status, error = (
-                    ("timeout", reason)
-                    if timed_out
-                    else (
-                        "failed",
-                        f"worker died {deaths} times running this trial; last: {reason}",
-                    )
-                )
-                self.finished(
-                    lost_trial(
-                        trial,
-                        self.study.name,
-                        self.attempts[trial.trial_id],
-                        status,
-                        error,
-                        started,
-                        self.lost_provenance,
-                    )
-                )
-            else:
-                self.queue.appendleft(trial)
+            _, group, started = entries[0]
+            if len(group) > 1 and not timed_out:  # e.g. out of memory: each trial alone
+                self.queue.extendleft([trial] for trial in reversed(group))
+                group = []
+            for trial in group:
+                self._charge(trial, reason, started, timed_out)
         slot.actor = self._spawn()
         ray.get(slot.actor.ready.remote())
         self._fill(slot)
+
+    def _charge(self, trial: Trial, reason: str, started: datetime, timed_out: bool) -> None:
+        """Count a worker death against the trial it was running: requeue it, or land it as
+        ``timeout`` / ``failed`` once it has killed its worker too often."""
+        deaths = self.deaths[trial.trial_id] = self.deaths.get(trial.trial_id, 0) + 1
+        if not timed_out and deaths <= WORKER_DEATHS_ALLOWED:
+            self.queue.appendleft([trial])
+            return
+        status, error = (
+            ("timeout", reason)
+            if timed_out
+            else ("failed", f"worker died {deaths} times running this trial; last: {reason}")
+        )
+        self.finished(
+            lost_trial(
+                trial,
+                self.study.name,
+                self.attempts[trial.trial_id],
+                status,
+                error,
+                started,
+                self.lost_provenance,
+            )
+        )
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 
 import ray
 
+from shiftbench.ensemble import run_group
 from shiftbench.runner import TrialOutcome, TrialRunner
 from shiftbench.trial import Trial
 
@@ -32,6 +33,7 @@ class TrialWorker:
         return True
 
     def run(
-        self, trial: Trial, study: str, attempt: int, measures: tuple[str, ...]
-    ) -> TrialOutcome:
-        return self.runner.run(trial, study, attempt, measures)
+        self, group: list[Trial], study: str, attempts: list[int], measures: tuple[str, ...]
+    ) -> list[TrialOutcome]:
+        """Run one trial, or a group of trials as one vectorized ensemble."""
+        return run_group(self.runner, group, study, attempts, measures)
