@@ -1,0 +1,303 @@
+"""RotatedOptimizer: orthogonality, SGD equivariance, Adam's basis dependence, SVD = Muon."""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from shiftbench.rotations import SCOPES, BlockRotation, RotatedOptimizer, haar_rotation
+
+STEPS = 20
+
+
+class TinyNet(nn.Module):
+    """An embedding, a fused QKV projection and a head: every kind of parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(5, 4)
+        self.qkv = nn.Linear(4, 12)
+        self.fc = nn.Linear(12, 3)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.tanh(self.qkv(self.emb(idx))))
+
+
+def _setup() -> tuple[TinyNet, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    model = TinyNet().double()
+    x, y = torch.randint(0, 5, (16,)), torch.randint(0, 3, (16,))
+    return model, x, y
+
+
+MODEL, X, Y = _setup()
+
+
+def _train(make: Callable[[nn.Module], torch.optim.Optimizer], steps: int = STEPS) -> nn.Module:
+    model = copy.deepcopy(MODEL)
+    optimizer = make(model)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(X), Y).backward()
+        optimizer.step()
+    return model
+
+
+@functools.cache
+def _reference(base: type, lr: float, momentum: float = 0.0) -> torch.Tensor:
+    """The unrotated trajectory's end point (shared by the tests that compare to it)."""
+    kwargs = {"momentum": momentum} if momentum else {}
+    return _flat(_train(lambda m: base(m.parameters(), lr=lr, **kwargs)))
+
+
+def _flat(model: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def _rotated(scope: str, base: type, **kwargs: object) -> Callable[[nn.Module], RotatedOptimizer]:
+    return lambda m: RotatedOptimizer(
+        m.named_parameters(), base, scope=scope, block_size=3, module=m, **kwargs
+    )
+
+
+def test_haar_rotation_is_orthogonal_and_reproducible() -> None:
+    for n in (1, 2, 7):
+        q = haar_rotation(n, torch.Generator().manual_seed(3))
+        torch.testing.assert_close(q @ q.T, torch.eye(n, dtype=q.dtype))
+        torch.testing.assert_close(q, haar_rotation(n, torch.Generator().manual_seed(3)))
+
+
+def test_haar_rotation_has_unbiased_signs() -> None:
+    """Under Haar measure Q[0, 0] is symmetric about 0; plain QR makes it one-signed."""
+    generator = torch.Generator().manual_seed(0)
+    corners = torch.tensor([haar_rotation(3, generator)[0, 0].item() for _ in range(500)])
+    assert corners.mean().abs() < 0.1
+    assert (corners > 0).float().mean().item() == pytest.approx(0.5, abs=0.05)
+
+
+def test_block_rotation_matches_explicit_matrix() -> None:
+    rotation = BlockRotation.haar(10, 4, torch.Generator().manual_seed(1))
+    m = rotation.matrix()
+    torch.testing.assert_close(m @ m.T, torch.eye(10, dtype=m.dtype))
+    b, c = rotation.block.numpy(), rotation.residual.numpy()
+    blocks = np.zeros((10, 10))
+    blocks[:4, :4], blocks[4:8, 4:8], blocks[8:, 8:] = b, b, c
+    permutation = np.eye(10)[rotation.perm.numpy()]
+    np.testing.assert_allclose(m.numpy(), blocks @ permutation, atol=1e-12)
+    x = torch.randn(3, 10, dtype=torch.float64)
+    torch.testing.assert_close(rotation.apply(x), x @ m.T)
+    torch.testing.assert_close(rotation.apply_transpose(rotation.apply(x)), x)
+
+
+def test_block_size_one_is_a_signed_permutation() -> None:
+    m = BlockRotation.haar(6, 1, torch.Generator().manual_seed(2)).matrix()
+    torch.testing.assert_close(m.abs().sum(0), torch.ones(6, dtype=m.dtype))
+    torch.testing.assert_close(m.abs().sum(1), torch.ones(6, dtype=m.dtype))
+    assert set(m.abs().unique().tolist()) == {0.0, 1.0}
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_is_rotation_equivariant(scope: str, momentum: float) -> None:
+    """Proposition 1: SGD (and heavy ball) in any fixed rotated basis is the same trajectory.
+    The SVD basis is fixed after step 0 for momentum (moments are not rotated at a refresh)."""
+    svd_every = 1 if momentum == 0 else 1000
+    expected = _reference(torch.optim.SGD, 0.1, momentum)
+    rotated = _train(
+        _rotated(scope, torch.optim.SGD, lr=0.1, momentum=momentum, svd_every=svd_every)
+    )
+    torch.testing.assert_close(_flat(rotated), expected, rtol=0, atol=1e-10)
+    assert (_flat(rotated) - _flat(MODEL)).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("scope", ["global", "layer", "output", "input", "svd"])
+def test_adam_depends_on_the_basis(scope: str) -> None:
+    expected = _reference(torch.optim.Adam, 0.01)
+    rotated = _train(_rotated(scope, torch.optim.Adam, lr=0.01))
+    assert (_flat(rotated) - expected).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("scope", ["global", "layer", "output", "input"])
+def test_adam_is_permutation_equivariant(scope: str) -> None:
+    """With blocks of one coordinate the rotation is a signed permutation, which Adam's
+    elementwise operations commute with."""
+    expected = _reference(torch.optim.Adam, 0.01)
+    rotated = _train(
+        lambda m: RotatedOptimizer(
+            m.parameters(), torch.optim.Adam, scope=scope, block_size=1, lr=0.01
+        )
+    )
+    torch.testing.assert_close(_flat(rotated), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (3, 5)])
+def test_svd_adam_without_moments_is_muon(shape: tuple[int, int]) -> None:
+    """beta1 = beta2 = 0 and a tiny eps (eps = 0 is 0/0 off the diagonal): Adam's step on
+    U^T G V = S is -lr sign(S), which maps back to -lr U V^T."""
+    generator = torch.Generator().manual_seed(4)
+    weight = torch.randn(shape, dtype=torch.float64, generator=generator, requires_grad=True)
+    gradient = torch.randn(shape, dtype=torch.float64, generator=generator)
+    before = weight.detach().clone()
+    optimizer = RotatedOptimizer(
+        [weight], torch.optim.Adam, scope="svd", lr=0.1, betas=(0.0, 0.0), eps=1e-9
+    )
+    weight.grad = gradient
+    optimizer.step()
+    u, _, vt = np.linalg.svd(gradient.numpy(), full_matrices=False)
+    np.testing.assert_allclose((weight.detach() - before).numpy(), -0.1 * u @ vt, atol=1e-6)
+
+
+@pytest.mark.parametrize("base", [torch.optim.Adam, torch.optim.AdamW])
+def test_weight_decay_is_decoupled_as_adamw(base: type) -> None:
+    expected = _flat(
+        _train(lambda m: torch.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.5))
+    )
+    rotated = _train(_rotated("none", base, lr=0.01, weight_decay=0.5))
+    torch.testing.assert_close(_flat(rotated), expected, rtol=0, atol=1e-12)
+
+
+def test_weight_decay_is_applied_in_the_standard_basis() -> None:
+    """SGD with zero gradient: every weight shrinks by exactly (1 - lr * wd) per step."""
+    weight = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    start = weight.detach().clone()
+    optimizer = RotatedOptimizer(
+        [weight], torch.optim.SGD, scope="global", lr=0.1, weight_decay=0.2
+    )
+    for _ in range(3):
+        weight.grad = torch.zeros_like(weight)
+        optimizer.step()
+    torch.testing.assert_close(weight.detach(), start * 0.98**3)
+
+
+def test_lr_scheduler_reaches_the_base_optimizer() -> None:
+    finals = []
+    for rotated in (False, True):
+        model = copy.deepcopy(MODEL)
+        if rotated:
+            optimizer = _rotated("global", torch.optim.SGD, lr=0.1)(model)
+        else:
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+        for _ in range(5):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(X), Y).backward()
+            optimizer.step()
+            scheduler.step()
+        finals.append(_flat(model))
+    torch.testing.assert_close(finals[1], finals[0], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("scope", ["global", "svd"])
+def test_state_dict_resumes_the_same_trajectory(scope: str) -> None:
+    make = _rotated(scope, torch.optim.Adam, lr=0.01, svd_every=3)
+    straight = _train(make, steps=10)
+    model = _train(make, steps=0)
+    optimizer = make(model)
+    for _ in range(5):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(X), Y).backward()
+        optimizer.step()
+    saved_model, saved_state = (
+        copy.deepcopy(model.state_dict()),
+        copy.deepcopy(optimizer.state_dict()),
+    )
+    resumed = copy.deepcopy(MODEL)
+    resumed.load_state_dict(saved_model)
+    optimizer = make(resumed)
+    optimizer.load_state_dict(saved_state)
+    for _ in range(5):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(resumed(X), Y).backward()
+        optimizer.step()
+    torch.testing.assert_close(_flat(resumed), _flat(straight), rtol=0, atol=1e-12)
+    other_seed = RotatedOptimizer(resumed.parameters(), torch.optim.Adam, scope=scope, seed=1)
+    with pytest.raises(ValueError, match="seed"):
+        other_seed.load_state_dict(saved_state)
+
+
+@pytest.mark.parametrize("scope", ["global", "layer", "output", "input"])
+def test_rotate_is_orthogonal_and_unrotate_inverts_it(scope: str) -> None:
+    model = copy.deepcopy(MODEL)
+    optimizer = _rotated(scope, torch.optim.SGD, lr=0.1)(model)
+    values = {p: torch.randn_like(p) for p in model.parameters()}
+    rotated = optimizer.rotate(values)
+    norm = sum(v.pow(2).sum() for v in values.values())
+    torch.testing.assert_close(sum(v.pow(2).sum() for v in rotated.values()), norm)
+    back = optimizer.unrotate(rotated)
+    for p, value in values.items():
+        torch.testing.assert_close(back[p], value)
+
+
+def _nonzero_shadows(optimizer: RotatedOptimizer, values: dict) -> list[torch.Tensor]:
+    return [v for v in optimizer.rotate(values).values() if v.abs().max() > 0]
+
+
+def test_output_scope_mixes_within_rows_and_input_within_columns() -> None:
+    model = copy.deepcopy(MODEL)
+    weight = model.fc.weight
+    row, column = torch.zeros_like(weight), torch.zeros_like(weight)
+    row[1], column[:, 2] = torch.randn(12, dtype=weight.dtype), torch.randn(3, dtype=weight.dtype)
+    for scope, value, keep in [
+        ("output", row, (1, slice(None))),
+        ("input", column, (slice(None), 2)),
+    ]:
+        optimizer = _rotated(scope, torch.optim.SGD, lr=0.1)(model)
+        (shadow,) = _nonzero_shadows(optimizer, {weight: value})
+        mask = torch.ones_like(shadow, dtype=torch.bool)
+        mask[keep] = False
+        assert shadow[mask].abs().max() == 0
+        assert not torch.allclose(shadow[keep], value[keep])
+
+
+def test_embedding_tables_are_transposed_for_output_scope() -> None:
+    """An embedding's output features are its columns: one column mixes only with itself."""
+    model = copy.deepcopy(MODEL)
+    table = model.emb.weight
+    column = torch.zeros_like(table)
+    column[:, 1] = torch.randn(5, dtype=table.dtype)
+    optimizer = _rotated("output", torch.optim.SGD, lr=0.1)(model)
+    (shadow,) = _nonzero_shadows(optimizer, {table: column})
+    assert shadow[:, [0, 2, 3]].abs().max() == 0
+    torch.testing.assert_close(shadow[:, 1].norm(), column[:, 1].norm())
+
+
+def test_layer_scope_splits_fused_qkv() -> None:
+    model = copy.deepcopy(MODEL)
+    optimizer = _rotated("layer", torch.optim.SGD, lr=0.1)(model)
+    assert len(optimizer.base.param_groups[0]["params"]) == 5  # emb, Q, K, V, fc
+    query_only = torch.zeros_like(model.qkv.weight)
+    query_only[:4] = torch.randn(4, 4, dtype=query_only.dtype)
+    (shadow,) = _nonzero_shadows(optimizer, {model.qkv.weight: query_only})
+    assert shadow.numel() == 4 * 4 + 4  # the Q rows of the weight and of the bias
+    unnamed = RotatedOptimizer(model.parameters(), torch.optim.SGD, scope="layer", lr=0.1)
+    assert len(unnamed.base.param_groups[0]["params"]) == 5  # one per tensor
+
+
+def _groups(model: nn.Module) -> list[dict]:
+    """The head at lr 0.5, the rest at the default lr."""
+    rest = list(model.emb.parameters()) + list(model.qkv.parameters())
+    return [{"params": list(model.fc.parameters()), "lr": 0.5}, {"params": rest}]
+
+
+def test_param_groups_keep_their_hyperparameters() -> None:
+    expected = _train(lambda m: torch.optim.SGD(_groups(m), lr=0.1))
+    rotated = _train(lambda m: RotatedOptimizer(_groups(m), torch.optim.SGD, lr=0.1))
+    torch.testing.assert_close(_flat(rotated), _flat(expected), rtol=0, atol=1e-10)
+    optimizer = RotatedOptimizer(_groups(copy.deepcopy(MODEL)), torch.optim.Adam, lr=0.1)
+    assert [g["lr"] for g in optimizer.base.param_groups] == [0.5, 0.1]
+    assert optimizer.param_groups[1]["betas"] == (0.9, 0.999)
+    assert len(optimizer.base.param_groups[0]["params"]) == 1  # one global unit per group
+
+
+def test_bad_arguments_are_rejected() -> None:
+    with pytest.raises(ValueError, match="scope"):
+        RotatedOptimizer(MODEL.parameters(), torch.optim.SGD, scope="diagonal", lr=0.1)
+    optimizer = RotatedOptimizer(MODEL.parameters(), torch.optim.SGD, lr=0.1)
+    with pytest.raises(NotImplementedError):
+        optimizer.add_param_group({"params": [torch.zeros(2, requires_grad=True)]})
