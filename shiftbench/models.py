@@ -16,7 +16,7 @@ from torch import nn
 
 ModelFactory = Callable[..., nn.Module]
 MODELS: dict[str, ModelFactory] = {}
-SIZED_FAMILIES = ("mlp", "cnn", "nin")
+SIZED_FAMILIES = ("mlp", "cnn", "nin", "char_gpt")
 
 
 def register(name: str) -> Callable[[ModelFactory], ModelFactory]:
@@ -113,6 +113,23 @@ def network_in_network(
         layers.append(nn.Dropout(dropout))
     layers += [nn.Conv2d(channels, num_classes, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
     return nn.Sequential(*layers)
+
+
+@register("char_gpt")
+def char_gpt(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    depth: int = 2,
+    width: int = 64,
+    dropout: float = 0.0,
+) -> nn.Module:
+    """A small character-level GPT (``shiftbench.gpt.CharGPT``): ``depth`` blocks of width
+    ``width`` with one head per 32 channels, over sequences of ``input_shape[0]`` tokens
+    and a vocabulary of ``num_classes`` characters."""
+    from shiftbench.gpt import CharGPT
+
+    check_size(depth=depth, width=width, dropout=dropout)
+    return CharGPT(num_classes, input_shape[0], depth, max(1, width // 32), width, dropout)
 
 
 def check_size(depth: int, width: int, dropout: float) -> None:

@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from shiftbench.data.environments import Environment
+
 DEFAULT_MAX_CHARS = 2_000_000
 _SKIPPED_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__"})
 
@@ -207,3 +209,17 @@ def _hub_offline() -> Iterator[None]:
 
 def _str(path: str | Path | None) -> str | None:
     return None if path is None else str(path)
+
+
+def text_blocks(name: str, tokens: Tensor, block_size: int) -> Environment:
+    """Non-overlapping blocks of ``tokens`` as an environment: inputs ``(n, block_size)``
+    and next-character targets ``(n, block_size)``, both int64."""
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    n = (len(tokens) - 1) // block_size
+    if n < 2:
+        raise ValueError(f"{name}: {len(tokens)} characters make fewer than 2 blocks")
+    ids = tokens.long()
+    x = ids[: n * block_size].view(n, block_size)
+    y = ids[1 : n * block_size + 1].view(n, block_size)
+    return Environment(name, x, y)
