@@ -3,12 +3,19 @@
 Environment 0 is the clean training set; environment 1 is the CIFAR-10 test
 set under ``corruption`` at ``severity`` (1-5), read from the released
 ``CIFAR-10-C/<corruption>.npy`` when present, else computed on the fly.
+
+``shifts`` (``"<corruption>-<severity>,..."``) instead makes every listed corruption its own
+test environment (1, 2, ...) of one trial, trained on environment 0 only, so one model is
+evaluated under every shift (the measures study's OOD targets, ``env<i>_acc``).
+``train_size`` > 0 trains on a seeded subset of that many clean images (the training-set-size
+axis of the measures study).
 """
 
+import numpy as np
 from benchopt import BaseDataset
 
-from shiftbench.data.cifar import cifar10_c_environments
-from shiftbench.data.environments import DomainData
+from shiftbench.data.cifar import CIFAR_C_CORRUPTIONS, cifar10_c_environments, corrupted_test_set
+from shiftbench.data.environments import DomainData, Environment
 
 
 class Dataset(BaseDataset):
@@ -20,13 +27,45 @@ class Dataset(BaseDataset):
         "holdout_fraction": [0.2],
         "split_seed": [0],
         "data_home": [None],
+        "shifts": [""],
+        "train_size": [0],
     }
     environments = ("clean", "corrupted")
 
     def get_data(self) -> dict:
-        envs = cifar10_c_environments(self.data_home, [self.corruption], [self.severity])
-        return {
-            "data": DomainData(
-                self.name, envs, self.test_env, 10, self.holdout_fraction, self.split_seed
+        if not self.shifts:
+            envs = cifar10_c_environments(self.data_home, [self.corruption], [self.severity])
+        else:
+            envs = cifar10_c_environments(self.data_home, [], [])
+            for corruption, severity in parse_shifts(self.shifts):
+                x, y = corrupted_test_set(self.data_home, corruption, severity)
+                envs.append(Environment(f"{corruption}-{severity}", x, y))
+        if self.train_size:
+            if not 0 < self.train_size <= len(envs[0]):
+                raise ValueError(f"train_size must be in 1..{len(envs[0])}, got {self.train_size}")
+            keep = np.random.RandomState(self.split_seed).permutation(len(envs[0]))
+            envs[0] = envs[0].subset(np.sort(keep[: self.train_size]))
+        data = DomainData(
+            self.name,
+            envs,
+            self.test_env,
+            10,
+            self.holdout_fraction,
+            self.split_seed,
+            train_envs=(0,) if self.shifts else None,
+        )
+        return {"data": data}
+
+
+def parse_shifts(spec: str) -> list[tuple[str, int]]:
+    """``"gaussian_noise-5,fog-3"`` -> [("gaussian_noise", 5), ("fog", 3)]."""
+    pairs = []
+    for item in (part.strip() for part in spec.split(",") if part.strip()):
+        corruption, _, severity = item.rpartition("-")
+        if corruption not in CIFAR_C_CORRUPTIONS or severity not in {"1", "2", "3", "4", "5"}:
+            raise ValueError(
+                f"shift {item!r}: expected <corruption>-<1..5> with a CIFAR-10-C corruption "
+                f"({', '.join(CIFAR_C_CORRUPTIONS)})"
             )
-        }
+        pairs.append((corruption, int(severity)))
+    return pairs

@@ -458,8 +458,9 @@ def run_group(
     study: str,
     attempts: Sequence[int],
     measures: tuple[str, ...] = (),
+    measure_config: dict[str, Any] | None = None,
 ) -> list[TrialOutcome]:
     """Run one unit of work from :func:`plan_groups`: a single trial, or an ensemble."""
     if len(group) == 1:
-        return [runner.run(group[0], study, attempts[0], measures)]
+        return [runner.run(group[0], study, attempts[0], measures, measure_config)]
     return run_ensemble(runner, group, study, attempts)

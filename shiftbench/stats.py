@@ -391,8 +391,10 @@ def sign_error_cdf(result: SignErrorResult) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _per_group(df: pd.DataFrame, by: Sequence[str]) -> list[pd.DataFrame]:
-    """The selection episodes: one frame per group of ``by``, or the whole frame."""
-    return [g for _, g in df.groupby(list(by), dropna=False, sort=False)] if by else [df]
+    """The selection episodes: one frame per group of ``by``, or the whole frame (none when
+    no model has both the measure and the target)."""
+    groups = [g for _, g in df.groupby(list(by), dropna=False, sort=False)] if by else [df]
+    return [g for g in groups if len(g)]
 
 
 def _selected(g: pd.DataFrame, measure: str) -> pd.DataFrame:

@@ -258,7 +258,14 @@ def run_in_process(
         group_attempts, started = [attempts[t.trial_id] for t in group], datetime.now(UTC)
         try:
             with _deadline(study.timeout_s and study.timeout_s * len(group)):
-                outcomes = run_group(runner, group, study.name, group_attempts, study.measures)
+                outcomes = run_group(
+                    runner,
+                    group,
+                    study.name,
+                    group_attempts,
+                    study.measures,
+                    study.measure_config,
+                )
         except TrialTimeout:
             outcomes = [
                 lost_trial(
@@ -440,7 +447,9 @@ class RaySweep:
         while len(slot.refs) < IN_FLIGHT_PER_WORKER and self.queue:
             group = self.queue.popleft()
             attempts = [self.attempts[t.trial_id] for t in group]
-            ref = slot.actor.run.remote(group, self.study.name, attempts, self.study.measures)
+            ref = slot.actor.run.remote(
+                group, self.study.name, attempts, self.study.measures, self.study.measure_config
+            )
             if not slot.refs:
                 slot.since = time.monotonic()
             slot.refs.append(ref)
@@ -577,7 +586,7 @@ def rerun_trial(study: Study, store_dir: Path, trial_id: str) -> Rerun:
         trial = Trial.from_config(json.loads(recorded["config"].iloc[0]))
     attempt = int(recorded["attempt"].iloc[0])
     runner = TrialRunner(static_provenance(benchmark_root()))
-    outcome = runner.run(trial, study.name, attempt, study.measures)
+    outcome = runner.run(trial, study.name, attempt, study.measures, study.measure_config)
     return Rerun(
         trial,
         str(recorded["status"].iloc[0]),

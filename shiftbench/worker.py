@@ -33,7 +33,12 @@ class TrialWorker:
         return True
 
     def run(
-        self, group: list[Trial], study: str, attempts: list[int], measures: tuple[str, ...]
+        self,
+        group: list[Trial],
+        study: str,
+        attempts: list[int],
+        measures: tuple[str, ...],
+        measure_config: dict[str, Any] | None = None,
     ) -> list[TrialOutcome]:
         """Run one trial, or a group of trials as one vectorized ensemble."""
-        return run_group(self.runner, group, study, attempts, measures)
+        return run_group(self.runner, group, study, attempts, measures, measure_config)

@@ -355,3 +355,9 @@ def test_score_table_rows_and_columns_agree_with_functions() -> None:
     assert (oracle["tau"], oracle["psi"], oracle["k"], oracle["regret"]) == pytest.approx(
         (1.0, 1.0, 1.0, 0.0)
     )
+
+
+def test_selection_scores_are_nan_when_the_measure_is_missing_everywhere():
+    df = pd.DataFrame({"m": [np.nan] * 4, "g": [0.1, 0.2, 0.3, 0.4]})
+    assert math.isnan(stats.normalized_regret(df, "m", "g"))
+    assert math.isnan(stats.top_k_hit_rate(df, "m", "g"))

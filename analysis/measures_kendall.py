@@ -1,0 +1,69 @@
+"""Kendall's tau and the granulated Kendall coefficient Psi (Jiang et al. 2020, Eq. 2-3) of
+every measure against the generalization gap, in distribution and under each shift, over
+the converged models; a heat map of tau by measure and shift."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from shiftbench import measure_table, stats
+from shiftbench.report import AnalysisContext
+
+
+def scores(table: measure_table.MeasureTable) -> pd.DataFrame:
+    """Long table: measure, target, tau, psi and psi_<h> for each varied hyperparameter."""
+    models = table.models()
+    rows = []
+    for measure in table.measures:
+        for target in table.gap_targets:
+            psi = stats.granulated_kendall(models, measure, target, table.hparams)
+            rows.append(
+                {
+                    "measure": measure,
+                    "target": target,
+                    "tau": stats.kendall_tau(models, measure, target),
+                    "psi": psi.psi,
+                    **{f"psi_{h.split('.', 1)[-1]}": v for h, v in psi.per_hparam.items()},
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def heat_map(tau: pd.DataFrame) -> plt.Figure:
+    """Measures (rows) x targets (columns), tau on a diverging scale from -1 to 1."""
+    values = tau.drop(columns="measure").to_numpy(float)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * values.shape[1], 0.6 + 0.22 * len(tau)))
+    image = ax.imshow(values, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+    ax.set_xticks(np.arange(values.shape[1]), [_label(c) for c in tau.columns[1:]], rotation=60)
+    ax.set_yticks(np.arange(len(tau)), tau["measure"], fontsize=7)
+    fig.colorbar(image, ax=ax, shrink=0.5, label="Kendall tau with the gap")
+    return fig
+
+
+def _label(target: str) -> str:
+    return "IID" if target == "gap_iid" else target.removeprefix("gap_ood_")
+
+
+def run(context: AnalysisContext) -> None:
+    table = measure_table.build(context.ledger)
+    if len(table.models()) < 2 or not table.measures:
+        context.report.text("Kendall tau: fewer than two converged models with measures.")
+        return
+    long = scores(table)
+    tau = measure_table.wide(long, "tau", table.gap_targets)
+    context.report.table(
+        "measures_tau", tau, "Kendall tau of each measure with the generalization gap (IID, shift)"
+    )
+    context.report.table(
+        "measures_psi",
+        measure_table.wide(long, "psi", table.gap_targets),
+        "Granulated Kendall Psi of each measure with the generalization gap (IID, shifts)",
+    )
+    context.report.table(
+        "measures_psi_components",
+        long.drop(columns="tau").assign(measure=long["measure"].map(measure_table.short)),
+        "Granulated Kendall: Psi and psi_h per varied hyperparameter h, per measure and target",
+    )
+    context.report.figure("measures_tau_heatmap", heat_map(tau), "Kendall tau, measure x shift")

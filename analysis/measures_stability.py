@@ -1,0 +1,64 @@
+"""Stability of each measure's Kendall tau across shifts: its tau with the IID gap, the mean,
+standard deviation and range of its tau with the shifted gaps, and the change from IID to
+the mean shift. A measure whose ranking of models holds under every shift has a small
+spread; the report names the most and least stable measures."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from shiftbench import measure_table, stats
+from shiftbench.report import AnalysisContext
+
+NAMED = 5
+"""How many most and least stable measures the report names."""
+INFORMATIVE = 0.2
+"""|mean tau over the shifts| from which a stable measure is also called informative."""
+
+
+def stability(table: measure_table.MeasureTable) -> pd.DataFrame:
+    """One row per measure with a defined tau under at least two shifts, sorted by spread
+    (the standard deviation of tau over the shifts), smallest first."""
+    models = table.models()
+    shifted = table.gap_targets[1:]
+    rows = []
+    for measure in table.measures:
+        taus = pd.Series([stats.kendall_tau(models, measure, t) for t in shifted]).dropna()
+        if len(taus) < 2:
+            continue
+        iid = stats.kendall_tau(models, measure, "gap_iid")
+        rows.append(
+            {
+                "measure": measure_table.short(measure),
+                "tau_iid": iid,
+                "tau_shift_mean": taus.mean(),
+                "tau_shift_std": taus.std(),
+                "tau_shift_min": taus.min(),
+                "tau_shift_max": taus.max(),
+                "iid_minus_shift_mean": iid - taus.mean(),
+            }
+        )
+    frame = pd.DataFrame(rows)
+    return frame.sort_values("tau_shift_std", kind="stable") if rows else frame
+
+
+def run(context: AnalysisContext) -> None:
+    table = measure_table.build(context.ledger)
+    frame = stability(table) if len(table.models()) >= 2 else pd.DataFrame()
+    if frame.empty:
+        context.report.text("Stability across shifts: needs two shifts and two converged models.")
+        return
+    context.report.table(
+        "measures_stability",
+        frame,
+        "Stability of Kendall tau across shifts (std of tau over the shifts, smallest first)",
+    )
+    most = ", ".join(frame["measure"].head(NAMED))
+    least = ", ".join(frame["measure"].tail(NAMED)[::-1])
+    informative = frame[frame["tau_shift_mean"].abs() >= INFORMATIVE]
+    context.report.text(
+        f"Most stable across shifts (smallest std of tau): {most}. Least stable: {least}. "
+        "A tau that stays near 0 is stable but uninformative; among measures whose mean tau "
+        f"over the shifts is at least {INFORMATIVE} in absolute value, the most stable are: "
+        f"{', '.join(informative['measure'].head(NAMED)) or 'none'}."
+    )

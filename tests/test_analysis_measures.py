@@ -1,0 +1,174 @@
+"""Study 2's analyses (analysis/measures_*.py) and study files: each score checked against
+scipy/numpy or a hand-derived value on a synthetic ledger whose gaps are built from the
+hyperparameters, and the report end to end."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+
+from shiftbench import measure_table, registry
+from shiftbench.report import AnalysisContext, Report
+from shiftbench.study import load_study
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIFTS = "rotate-30,color"
+ANALYSES = [
+    "measures_overview",
+    "measures_stability",
+    "measures_kendall",
+    "measures_cmi",
+    "measures_sign_error",
+    "measures_selection",
+]
+
+
+def ledger() -> pd.DataFrame:
+    """3 depths x 2 learning rates x 4 seeds on ShiftedDigits (rotate-30, color) plus one
+    model below 99% training accuracy. gap_iid = 0.2 depth + 0.3 [lr = 0.2] + seed jitter:
+    changing one hyperparameter moves the gap by >= 0.2, enough for Hoeffding weights on
+    215 held-out digits. rotate-30's gap is ordered as gap_iid, color's the other way;
+    measure.none is undefined (NaN) on every model."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for depth in (1, 2, 3):
+        for lr in (0.1, 0.2):
+            for seed in range(4):
+                gap = 0.2 * depth + 0.3 * (lr == 0.2) + 0.001 * seed
+                rows.append(
+                    {
+                        "study": "s", "trial_id": f"d{depth}l{lr}s{seed}", "attempt": 0,
+                        "status": "done", "step": 100, "dataset": "shifted_digits",
+                        "ds.shifts": SHIFTS, "ds.test_env": 1, "ds.holdout_fraction": 0.2,
+                        "ds.split_seed": 0, "obj.depth": depth, "solver": "sgd", "hp.lr": lr,
+                        "seed": seed, "train_loss": 0.01, "train_acc": 1.0, "id_acc": 1.0 - gap,
+                        "env1_acc": 0.9 - gap / 2, "env2_acc": 0.1 + gap / 2,
+                        "measure.gap": gap, "measure.neg": -gap,
+                        "measure.noise": float(rng.normal()), "measure.none": math.nan,
+                    }
+                )  # fmt: skip
+    rows.append({**rows[0], "trial_id": "weak", "train_acc": 0.9, "measure.gap": -5.0})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def table() -> measure_table.MeasureTable:
+    return measure_table.build(ledger())
+
+
+def analysis(name: str):
+    return registry.analysis(name)
+
+
+def test_the_synthetic_table_has_the_intended_targets(table):
+    models = table.models()
+    assert len(models) == 24 and table.n_unconverged == 1
+    assert table.hparams == ("obj.depth", "hp.lr")
+    np.testing.assert_allclose(models["gap_iid"], models["measure.gap"])
+    np.testing.assert_allclose(models["gap_ood_rotate-30"], 0.1 + models["measure.gap"] / 2)
+    np.testing.assert_allclose(models["err_ood_color"], 0.9 - models["measure.gap"] / 2)
+
+
+def test_kendall_scores_match_scipy(table):
+    scores = analysis("measures_kendall").scores(table).set_index(["measure", "target"])
+    models = table.models()
+    assert scores.loc[("measure.gap", "gap_iid"), "tau"] == pytest.approx(1.0)
+    assert scores.loc[("measure.gap", "gap_ood_color"), "tau"] == pytest.approx(-1.0)
+    assert scores.loc[("measure.neg", "gap_ood_rotate-30"), "tau"] == pytest.approx(-1.0)
+    ref = scipy_stats.kendalltau(models["measure.noise"], models["gap_ood_color"]).statistic
+    assert scores.loc[("measure.noise", "gap_ood_color"), "tau"] == pytest.approx(ref)
+    # psi_depth: mean tau over the lr groups, each of 3 depths x 4 seeds, computed by scipy
+    groups = [g for _, g in models.groupby("hp.lr")]
+    ref = np.mean(
+        [scipy_stats.kendalltau(g["measure.noise"], g["gap_iid"]).statistic for g in groups]
+    )
+    assert scores.loc[("measure.noise", "gap_iid"), "psi_depth"] == pytest.approx(ref)
+    assert scores.loc[("measure.gap", "gap_iid"), "psi"] == pytest.approx(1.0)
+
+
+def test_stability_is_the_spread_of_tau_over_shifts(table):
+    frame = analysis("measures_stability").stability(table).set_index("measure")
+    models = table.models()
+    for measure in ("gap", "neg", "noise"):
+        taus = [
+            scipy_stats.kendalltau(models[f"measure.{measure}"], models[t]).statistic
+            for t in ("gap_ood_rotate-30", "gap_ood_color")
+        ]
+        assert frame.loc[measure, "tau_shift_std"] == pytest.approx(np.std(taus, ddof=1))
+        assert frame.loc[measure, "tau_shift_mean"] == pytest.approx(np.mean(taus))
+    assert frame.loc["gap", "tau_shift_std"] == pytest.approx(math.sqrt(2))  # +1 and -1
+    assert frame.loc["gap", "tau_iid"] == pytest.approx(1.0)
+    assert frame["tau_shift_std"].is_monotonic_increasing
+
+
+def test_conditional_mi_of_a_perfect_or_reversed_measure_is_one(table):
+    scores = analysis("measures_cmi").scores(table).set_index(["measure", "target"])["k"]
+    assert scores["measure.gap", "gap_iid"] == pytest.approx(1.0)
+    assert scores["measure.neg", "gap_iid"] == pytest.approx(1.0)  # K is blind to the sign
+    assert 0.0 <= scores["measure.noise", "gap_iid"] < 0.5
+
+
+def test_sign_error_is_zero_for_the_gap_and_one_for_its_negation(table):
+    sign = analysis("measures_sign_error")
+    assert (sign.min_ess(2), sign.min_ess(4), sign.min_ess(10)) == (2.0, 8.0, 12.0)
+    summary, results = sign.scores(table, sign.min_ess(4))
+    summary = summary.set_index(["measure", "target"])
+    # one environment per (pair of values of h, values of the other hparam):
+    # depth: 3 pairs x 2 lrs; lr: 1 pair x 3 depths
+    assert summary.loc[("gap", "gap_iid"), "environments"] == 9
+    assert summary.loc[("gap", "gap_iid"), "environments_kept"] == 9
+    assert summary.loc[("gap", "gap_iid"), ["mean", "p90", "max"]].tolist() == [0.0, 0.0, 0.0]
+    assert summary.loc[("neg", "gap_iid"), "mean"] == pytest.approx(1.0)
+    assert summary.loc[("gap", "gap_ood_color"), "mean"] == pytest.approx(1.0)
+    x, y = sign.stats.sign_error_cdf(results["measure.gap", "gap_iid"])
+    assert x.tolist() == [0.0] * 9 and y[-1] == 1.0
+
+
+def test_selection_regret_and_hit_rate(table):
+    scores = analysis("measures_selection").scores(table).set_index(["measure", "target"])
+    assert scores.loc[("measure.gap", "gap_iid")].tolist() == [0.0, 1.0]
+    assert scores.loc[("measure.neg", "gap_iid")].tolist() == [1.0, 0.0]
+    # err_ood_color = 0.9 - gap / 2: the smallest gap is the worst model there
+    assert scores.loc[("measure.gap", "err_ood_color"), "regret"] == pytest.approx(1.0)
+    models = table.models()
+    picked = models.loc[models["measure.noise"].idxmin(), "gap_iid"]
+    lo, hi = models["gap_iid"].min(), models["gap_iid"].max()
+    regret = scores.loc[("measure.noise", "gap_iid"), "regret"]
+    assert regret == pytest.approx((picked - lo) / (hi - lo))
+    assert scores.loc[("measure.none", "gap_iid")].isna().all()  # undefined on every model
+
+
+def test_report_end_to_end(tmp_path):
+    study = load_study(ROOT / "benchmarks" / "generalization_measures_digits.yml")
+    report = Report(tmp_path, "measures")
+    context = AnalysisContext(study, ledger(), report)
+    for name in ANALYSES:
+        analysis(name).run(context)
+    text = report.finish().read_text()
+    assert "25 trained models; 1 did not reach 99% training accuracy" in text
+    assert text.split("\n\n")[1] == "Reproduce:"
+    assert "generalization_measures_digits.yml --store results\n" in text
+    assert "Most stable across shifts" in text
+    for name in ("measures_tau_heatmap.png", "measures_sign_error_cdf.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    tau = pd.read_csv(tmp_path / "measures_tau.csv").set_index("measure")
+    assert tau.loc["gap", "gap_iid"] == pytest.approx(1.0)
+    assert tau.columns.tolist() == ["gap_iid", "gap_ood_rotate-30", "gap_ood_color"]
+    for name in ("measures_psi", "measures_cmi", "measures_regret", "measures_hit_rate"):
+        assert (tmp_path / f"{name}.tex").read_text().startswith("\\begin{table}")
+    targets = pd.read_csv(tmp_path / "measures_targets.csv").set_index("target")
+    assert targets.loc["gap_iid", "n_test"] == int(int(1797 * 0.6) * 0.2)
+
+
+def test_study_files_validate_without_data():
+    cifar = load_study(ROOT / "benchmarks" / "generalization_measures.yml")
+    assert cifar.resources.gpus > 0 and cifar.measure_config["bisection_depth"] == 15
+    assert cifar.objective["target_loss"] == [0.01]
+    digits = load_study(ROOT / "benchmarks" / "generalization_measures_digits.yml")
+    assert digits.search_kind == "grid" and len(digits.trials()) == 3**3 * 3
+    assert set(digits.analyses) == set(ANALYSES)
