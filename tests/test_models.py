@@ -88,7 +88,7 @@ def test_check_size_accepts_the_edges():
 
 
 def test_unknown_model_lists_the_built_ins():
-    assert available() == ["cnn", "mlp", "mnist_cnn", "nin"]
+    assert available() == ["char_gpt", "cnn", "mlp", "mnist_cnn", "nin"]
     with pytest.raises(KeyError) as info:
         create_model("no_such_model_xyz", (1, 8, 8), 10)
     assert all(name in str(info.value) for name in available())
@@ -139,3 +139,9 @@ def test_timm_weights_file_errors(tmp_path):
     torch.save(state, path)
     with pytest.raises(ValueError, match="do not match"):
         create_model("test_resnet", (3, 32, 32), 5, pretrained_file=str(path))
+
+
+def test_char_gpt_maps_token_blocks_to_per_token_logits():
+    model = create_model("char_gpt", (16,), 30, depth=1, width=32)
+    logits = model(torch.randint(0, 30, (3, 16)))
+    assert logits.shape == (3, 16, 30)
