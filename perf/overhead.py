@@ -5,13 +5,16 @@ The same training (digits CNN, SGD, ``--steps`` steps, evaluation every
 
 1. a bare PyTorch loop written by hand (the baseline: zero harness);
 2. shiftbench's in-process trial runner (``TrialRunner.run``);
-3. shiftbench's sweep on an embedded Ray cluster with one long-lived worker
-   (cluster start-up included, amortized over the trials);
+3. shiftbench's sweep on an embedded Ray cluster with one long-lived worker, once
+   with the cluster's start-up amortized over the trials and once with it running
+   (a study's steady state: start-up is paid once per study, not per trial);
 4. ``benchopt run`` on the same configurations (one invocation for all);
 5. one process per trial, DomainBed style (``python -c`` running one trial).
 
-Overhead per trial = seconds per trial minus the bare loop's. Run:
-``.venv/bin/python perf/overhead.py [--trials 6] [--steps 400]``.
+Overhead per trial = seconds per trial minus the bare loop's (the bare loop and the
+in-process runner are interleaved over ``--rounds`` and compared by their medians). Run:
+``.venv/bin/python perf/overhead.py [--trials 6] [--sweep-trials 24] [--steps 400]``.
+Each way's bare-loop baseline is the mean bare time of the same kind of trial.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -38,7 +42,8 @@ from shiftbench.study import load_study  # noqa: E402
 from shiftbench.sweep import run_study  # noqa: E402
 from shiftbench.trial import Trial  # noqa: E402
 
-LRS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+# Learning rates at which SGD does not diverge here, so every way does the full training.
+LRS = (0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1)
 
 
 def trials(n: int, steps: int, eval_every: int) -> list[Trial]:
@@ -98,8 +103,9 @@ def bare_loop(trial: Trial) -> float:
 
 
 def write_study(folder: Path, n: int, steps: int, eval_every: int) -> Path:
+    """A grid of ``n`` SGD learning rates (seed 0), the same kind of trial as ``trials``."""
     path = folder / "overhead.yml"
-    lrs = list(LRS[:n])
+    lrs = [round(float(lr), 6) for lr in np.geomspace(LRS[0], LRS[-1], n)]
     path.write_text(
         "name: overhead\n"
         "datasets: {colored_digits: {test_env: [2]}}\n"
@@ -121,19 +127,32 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--eval-every", type=int, default=50)
+    parser.add_argument(
+        "--sweep-trials",
+        type=int,
+        default=24,
+        help="trials in each Ray sweep (its fixed costs amortize over them)",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (medians)")
     parser.add_argument("--skip-benchopt", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
     n = min(args.trials, len(LRS))
     todo = trials(n, args.steps, args.eval_every)
     bare_loop(todo[0])
-    bare = sum(bare_loop(t) for t in todo) / n
     runner = TrialRunner({})
     runner.run(todo[0], "overhead")
-    harness = timed(lambda: [runner.run(t, "overhead") for t in todo]) / n
+    bare_times, harness_times = [], []
+    for _ in range(args.rounds):  # interleaved, so drift in machine speed hits both alike
+        for trial in todo:
+            bare_times.append(bare_loop(trial))
+            harness_times.append(timed(lambda t=trial: runner.run(t, "overhead")))
+    bare, harness = float(np.median(bare_times)), float(np.median(harness_times))
     with tempfile.TemporaryDirectory() as tmp:
-        study = load_study(write_study(Path(tmp), n, args.steps, args.eval_every))
-        sweep = timed(lambda: run_study(study, Path(tmp) / "store", workers=1, progress=False)) / n
+        m = args.sweep_trials
+        study = load_study(write_study(Path(tmp), m, args.steps, args.eval_every))
+        cold = timed(lambda: run_study(study, Path(tmp) / "cold", workers=1, progress=False)) / m
+        sweep = timed(lambda: run_study(study, Path(tmp) / "warm", workers=1, progress=False)) / m
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one_trial = (
         f"import sys; sys.path.insert(0, {str(ROOT)!r}); import torch; "
@@ -158,7 +177,8 @@ def main() -> None:
     rows = [
         ("bare PyTorch loop", bare),
         ("shiftbench runner (in-process)", harness),
-        ("shiftbench sweep (Ray, 1 worker)", sweep),
+        ("shiftbench sweep (Ray start + 1 worker)", cold),
+        ("shiftbench sweep (Ray running, 1 worker)", sweep),
         ("one process per trial (DomainBed)", per_process),
     ]
     if not args.skip_benchopt:
@@ -174,8 +194,6 @@ def main() -> None:
             "-o",
             f"shiftbench[steps={args.steps},eval_every={args.eval_every}]",
             "--no-plot",
-            "-n",
-            "1",
             "-r",
             "1",
         ]
@@ -195,7 +213,7 @@ def main() -> None:
         print(f"{name:<36}{seconds:>9.3f}{over:>12.3f}{100 * over / bare:>11.1f}%")
     harness_over = max(harness - bare, 1e-3)
     sweep_over = max(sweep - bare, 1e-3)
-    for name, seconds in rows[3:]:
+    for name, seconds in rows[4:]:
         print(
             f"{name}: {(seconds - bare) / harness_over:.1f}x the runner's overhead, "
             f"{(seconds - bare) / sweep_over:.1f}x the Ray sweep's"
