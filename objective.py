@@ -8,15 +8,20 @@ held-out part (test-domain validation); ``train_loss``/``train_acc`` are on
 the pooled training splits; ``env<i>_in_acc``/``env<i>_out_acc`` per split and
 ``env<i>_acc`` on each whole environment not trained on. With ``target_loss`` > 0 a run
 stops at the first checkpoint whose training cross-entropy is at or below it
-(``steps`` is then the cap), as in Jiang et al. (2020).
+(``steps`` is then the cap), as in Jiang et al. (2020). ``pretrained`` is ``none`` (a
+timm model trains from scratch) or the path of a local weights file (ImageNet weights,
+``.pth``/``.safetensors``; the classifier head stays fresh): the ledger's
+``obj.pretrained`` column says which.
 """
+
+from pathlib import Path
 
 from benchopt import BaseObjective
 from benchopt.stopping_criterion import SufficientProgressCriterion
 
 from shiftbench.algorithms import ALGORITHMS, create_algorithm
 from shiftbench.data.image_folder import with_augmentation
-from shiftbench.models import SIZED_FAMILIES, check_size, create_model, is_model
+from shiftbench.models import MODELS, SIZED_FAMILIES, check_size, create_model, is_model
 from shiftbench.training import evaluate, pick_device, seed_everything
 
 
@@ -36,6 +41,7 @@ class Objective(BaseObjective):
         "depth": [2],
         "width": [32],
         "dropout": [0.0],
+        "pretrained": ["none"],
         "algorithm": ["erm"],
         "irm_lambda": [100.0],
         "irm_anneal_iters": [500],
@@ -64,6 +70,13 @@ class Objective(BaseObjective):
             check_size(params["depth"], params["width"], params["dropout"])
         elif not is_model(params["model"]):
             raise ValueError(f"unknown model {params['model']!r}; see shiftbench.models")
+        if params["pretrained"] != "none":
+            if params["model"] in MODELS:
+                raise ValueError(
+                    f"pretrained weights apply to timm models, not {params['model']!r}"
+                )
+            if not Path(params["pretrained"]).expanduser().is_file():
+                raise ValueError(f"pretrained weights file not found: {params['pretrained']}")
         if params["algorithm"] == "irm":
             create_algorithm(
                 "irm", penalty_weight=params["irm_lambda"], anneal_iters=params["irm_anneal_iters"]
@@ -84,11 +97,15 @@ class Objective(BaseObjective):
     def build_model(self):
         """The trial's model at initialization (seeded, so the same for every solver)."""
         seed_everything(self.seed)
-        kwargs = (
-            {"depth": self.depth, "width": self.width, "dropout": self.dropout}
-            if self.model in SIZED_FAMILIES
-            else {}
-        )
+        if self.model in SIZED_FAMILIES:
+            kwargs = {"depth": self.depth, "width": self.width, "dropout": self.dropout}
+        elif self.model in MODELS:
+            kwargs = {}
+        else:  # timm: ImageNet weights only from a local file, never downloaded
+            pretrained = (
+                None if self.pretrained == "none" else str(Path(self.pretrained).expanduser())
+            )
+            kwargs = {"pretrained_file": pretrained}
         return create_model(self.model, self.data.input_shape, self.data.num_classes, **kwargs).to(
             self.torch_device
         )

@@ -1,0 +1,24 @@
+"""A timm model's ImageNet weights come from a local file named by ``pretrained``."""
+
+import timm
+import torch
+
+from shiftbench.registry import dataset_class, objective_class
+
+
+def test_pretrained_file_initializes_the_body_and_keeps_a_fresh_head(tmp_path):
+    torch.set_num_threads(1)
+    source = timm.create_model("resnet18", num_classes=1000)
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    data = dataset_class("shifted_digits").get_instance().get_data()["data"]
+    models = {}
+    for pretrained in ("none", str(path)):
+        objective = objective_class().get_instance(model="resnet18", pretrained=pretrained)
+        objective.device = "cpu"
+        objective.set_data(data)
+        models[pretrained] = objective.build_model()
+    loaded, scratch = models[str(path)], models["none"]
+    assert torch.equal(loaded.conv1.weight, source.conv1.weight)
+    assert not torch.equal(scratch.conv1.weight, source.conv1.weight)
+    assert loaded.fc.weight.shape == (10, 512)
