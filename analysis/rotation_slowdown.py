@@ -1,12 +1,11 @@
 """Slowdown % per rotation scope (extra steps to reach the unrotated run's final training
-loss), mean and std over seeds, per task and optimizer; and the loss curves per scope."""
+loss), mean and std over seeds, per task (data set and model) and optimizer; and the loss
+curves per scope."""
 
 import matplotlib.pyplot as plt
 
 from shiftbench.report import AnalysisContext
-from shiftbench.rotation_analysis import slowdowns
-
-SCOPE_ORDER = ["none", "output", "input", "layer", "global", "svd"]
+from shiftbench.rotation_analysis import SCOPE_ORDER, slowdowns, task_label
 
 
 def run(context: AnalysisContext) -> None:
@@ -15,30 +14,38 @@ def run(context: AnalysisContext) -> None:
     if table.empty:
         context.report.text("No run has an unrotated baseline (`rotation: none`).")
         return
+    keys = ["task", "solver", "seed", "scope"]
+    half = slowdowns(rows, at=0.5).rename(columns={"slowdown_pct": "slowdown_half_pct"})
+    table = table.merge(half[[*keys, "slowdown_half_pct"]], on=keys)
     summary = (
-        table.groupby(["dataset", "solver", "scope"])["slowdown_pct"]
-        .agg(["mean", "std", "count"])
+        table.groupby(["task", "solver", "scope"])[
+            ["final_loss", "slowdown_pct", "slowdown_half_pct"]
+        ]
+        .agg(["mean", "std"])
         .reset_index()
-        .rename(columns={"mean": "slowdown_pct_mean", "std": "slowdown_pct_std", "count": "seeds"})
     )
+    summary.columns = ["_".join(c).rstrip("_") for c in summary.columns]
+    summary["seeds"] = table.groupby(["task", "solver", "scope"]).size().to_numpy()
     summary["order"] = summary["scope"].map({s: i for i, s in enumerate(SCOPE_ORDER)})
-    summary = summary.sort_values(["dataset", "solver", "order"]).drop(columns="order")
+    summary = summary.sort_values(["task", "solver", "order"]).drop(columns="order")
     context.report.table(
         "rotation_slowdown",
         summary,
-        "Slowdown % per rotation scope (steps to the unrotated final loss)",
+        "Final training loss and slowdown % per rotation scope: steps to the unrotated run's "
+        "final loss (slowdown_pct) and to its loss at half the budget (slowdown_half_pct)",
     )
     curves = rows[rows["step"] >= 0]
-    panels = sorted(curves.groupby(["dataset", "solver"]).groups)
+    curves = curves.assign(task=task_label(curves))
+    panels = sorted(curves.groupby(["task", "solver"]).groups)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
-    for ax, (dataset, solver) in zip(axes[0], panels):
-        panel = curves[(curves["dataset"] == dataset) & (curves["solver"] == solver)]
+    for ax, (task, solver) in zip(axes[0], panels):
+        panel = curves[(curves["task"] == task) & (curves["solver"] == solver)]
         for scope in [s for s in SCOPE_ORDER if s in set(panel["hp.rotation"])]:
             mean = panel[panel["hp.rotation"] == scope].groupby("step")["train_loss"].mean()
             ax.plot(mean.index, mean.to_numpy(), label=scope)
-        ax.set(title=f"{dataset} / {solver}", xlabel="step", ylabel="training loss", yscale="log")
+        ax.set(title=f"{task} / {solver}", xlabel="step", ylabel="training loss", yscale="log")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, title="rotation")
+        ax.legend(fontsize=8, title="rotation")
     context.report.figure(
         "rotation_curves", fig, "Training loss per rotation scope (mean over seeds)"
     )

@@ -179,6 +179,7 @@ class MeasureContext:
         config: MeasureConfig | None = None,
         history: Sequence[tuple[int, float]] | None = None,
         heldout_data: tuple[Tensor, Tensor] | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
     ) -> None:
         x, y = train_data
         if x.shape[0] != y.shape[0] or x.shape[0] == 0:
@@ -192,6 +193,7 @@ class MeasureContext:
         self.config = config or MeasureConfig()
         self.history = list(history) if history is not None else None
         self.heldout_data = heldout_data
+        self.optimizer = optimizer
         self._memo: dict[str, object] = {}
 
     def memo(self, key: str, make: Callable[[], object]) -> object:
@@ -342,11 +344,13 @@ def compute_with_reasons(
     config: MeasureConfig | None = None,
     history: Sequence[tuple[int, float]] | None = None,
     heldout_data: tuple[Tensor, Tensor] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
     adjusted: bool = False,
     timings: dict[str, float] | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Measure values by name (NaN where undefined) and the reason for each NaN.
 
+    ``optimizer`` (the trial's, at the end of training) is read by the optimizer probes.
     ``adjusted=True`` applies :func:`size_adjusted`; ``timings``, if given, receives each
     measure's wall-clock seconds (shared cached work counts for the first measure using it).
     """
@@ -359,7 +363,13 @@ def compute_with_reasons(
             f"known: {', '.join(sorted(table))}"
         )
     ctx = MeasureContext(
-        model, train_data, init_model, config=config, history=history, heldout_data=heldout_data
+        model,
+        train_data,
+        init_model,
+        config=config,
+        history=history,
+        heldout_data=heldout_data,
+        optimizer=optimizer,
     )
     values: dict[str, float] = {}
     reasons: dict[str, str] = {}
@@ -384,7 +394,8 @@ def compute(
     **context: object,
 ) -> dict[str, float]:
     """Measure values by name, NaN where a measure is undefined (see ``compute_with_reasons``
-    for the keyword context: ``config``, ``history``, ``heldout_data``, ``adjusted``)."""
+    for the keyword context: ``config``, ``history``, ``heldout_data``, ``optimizer``,
+    ``adjusted``)."""
     values, _ = compute_with_reasons(model, train_data, init_model, names, **context)
     return values
 

@@ -1,9 +1,10 @@
 """Slowdown under rotations (Zhang, Maes et al. 2025): how many more steps a rotated run
 needs to reach the training loss the unrotated run ends with.
 
-For each (task, solver, seed) the run with ``rotation == "none"`` sets the target
-``L*`` = its final training loss and ``S*`` = the first checkpoint at which it reaches
-``L*`` (its last step unless the loss went up at the end). A rotated run's ``S`` is its
+For each (task, solver, seed), a task being a data set and its model (``task_label``), the
+run with ``rotation == "none"`` sets the target ``L*`` = its final training loss and ``S*`` =
+the first checkpoint at which it reaches ``L*`` (its last step unless the loss went up at the
+end). A rotated run's ``S`` is its
 first checkpoint with loss <= ``L*``, linearly interpolated between checkpoints; the
 slowdown is ``100 (S - S*) / S*`` percent, infinite when the run never gets there.
 """
@@ -15,7 +16,14 @@ import math
 import numpy as np
 import pandas as pd
 
-RUN = ["dataset", "solver", "seed"]
+RUN = ["task", "solver", "seed"]
+
+
+def task_label(rows: pd.DataFrame) -> pd.Series:
+    """Each row's task: its data set, and its model (``obj.model``) when the ledger has one."""
+    if "obj.model" not in rows:
+        return rows["dataset"].astype(str)
+    return rows["dataset"].astype(str) + "/" + rows["obj.model"].astype(str)
 
 
 def steps_to_reach(curve: pd.DataFrame, target: float) -> float:
@@ -32,15 +40,22 @@ def steps_to_reach(curve: pd.DataFrame, target: float) -> float:
     return float(s0 + (s1 - s0) * (l0 - target) / (l0 - l1)) if l0 != l1 else float(s1)
 
 
-def slowdowns(rows: pd.DataFrame, scope_column: str = "hp.rotation") -> pd.DataFrame:
-    """One row per rotated run: its scope, ``S``, the baseline's ``S*`` and the slowdown %."""
+def slowdowns(
+    rows: pd.DataFrame, scope_column: str = "hp.rotation", at: float = 1.0
+) -> pd.DataFrame:
+    """One row per rotated run: its scope, final loss, ``S``, the baseline's ``S*`` and the
+    slowdown %. ``at`` < 1 takes as target the baseline's loss at its last checkpoint at or
+    before that fraction of its steps (finite slowdowns up to ``1/at - 1`` for short runs)."""
+    if not 0 < at <= 1:
+        raise ValueError(f"at must be in (0, 1], got {at}")
     rows = rows[rows["step"] >= 0].sort_values("step")
+    rows = rows.assign(task=task_label(rows))
     out = []
     for key, run in rows.groupby(RUN):
         base = run[run[scope_column] == "none"]
         if base.empty:
             continue
-        target = float(base["train_loss"].iloc[-1])
+        target = float(base[base["step"] <= at * base["step"].max()]["train_loss"].iloc[-1])
         base_steps = steps_to_reach(base, target)
         for scope, curve in run.groupby(scope_column):
             steps = steps_to_reach(curve, target)
@@ -48,6 +63,7 @@ def slowdowns(rows: pd.DataFrame, scope_column: str = "hp.rotation") -> pd.DataF
                 {
                     **dict(zip(RUN, key)),
                     "scope": scope,
+                    "final_loss": float(curve["train_loss"].iloc[-1]),
                     "target_loss": target,
                     "steps": steps,
                     "baseline_steps": base_steps,
@@ -55,3 +71,25 @@ def slowdowns(rows: pd.DataFrame, scope_column: str = "hp.rotation") -> pd.DataF
                 }
             )
     return pd.DataFrame(out)
+
+
+SCOPE_ORDER = ["none", "output", "input", "layer", "global", "svd"]
+
+
+def probe_summary(
+    rows: pd.DataFrame, columns: list[str], scope_column: str = "hp.rotation"
+) -> pd.DataFrame:
+    """Mean and std over seeds of the final checkpoint's ``measure.<column>`` values, one row
+    per (task, solver, scope) in ``SCOPE_ORDER``; columns ``<column>_mean``/``_std``."""
+    final = rows[rows["status"] == "done"].sort_values("step").groupby("trial_id").tail(1)
+    final = final.assign(task=task_label(final))
+    present = [c for c in columns if f"measure.{c}" in final]
+    names = {f"measure.{c}": c for c in present}
+    final = final.rename(columns={**names, scope_column: "scope"})
+    if final.empty or not present:
+        return pd.DataFrame()
+    summary = final.groupby(["task", "solver", "scope"])[present].agg(["mean", "std"])
+    summary.columns = [f"{column}_{stat}" for column, stat in summary.columns]
+    summary = summary.reset_index()
+    summary["order"] = summary["scope"].map({s: i for i, s in enumerate(SCOPE_ORDER)})
+    return summary.sort_values(["task", "solver", "order"]).drop(columns="order")

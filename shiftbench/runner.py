@@ -132,7 +132,7 @@ class TrialRunner:
         extra = {}
         if measures and status == "done":
             extra = self._measures(
-                objective, solver.model, init_state, callback.curve, measures, measure_config
+                objective, solver, init_state, callback.curve, measures, measure_config
             )
         examples = sum(len(env) for env in objective.train_envs)
         per_step = int(solver.batch_size) * len(objective.train_envs)
@@ -141,10 +141,11 @@ class TrialRunner:
         return status, callback.curve, extra
 
     def _measures(
-        self, objective, model, init_state, curve, names, config: dict[str, Any]
+        self, objective, solver, init_state, curve, names, config: dict[str, Any]
     ) -> dict[str, Any]:
         from shiftbench import measures
 
+        model = solver.model
         init_model = objective.build_model()
         init_model.load_state_dict(init_state)
         train = objective.train_envs
@@ -160,6 +161,7 @@ class TrialRunner:
             config=measures.MeasureConfig(**config),
             history=[(p["step"], p["train_loss"]) for p in curve],
             heldout_data=(torch.cat([e.x for e in heldout]), torch.cat([e.y for e in heldout])),
+            optimizer=solver.optimizer,
         )
         out: dict[str, Any] = {f"measure.{k}": float(v) for k, v in values.items()}
         if reasons:

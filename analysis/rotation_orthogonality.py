@@ -1,0 +1,56 @@
+"""Update orthogonality per layer type and rotation scope (Zhang, Maes et al. 2025): the
+coefficient of variation of the singular values of Adam's normalized update at the final
+checkpoint (0 = orthogonal), mean and std over seeds; layer types absent everywhere are left
+out."""
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from shiftbench.probes import LAYER_TYPES
+from shiftbench.report import AnalysisContext
+from shiftbench.rotation_analysis import probe_summary
+
+COLUMNS = [f"update_orthogonality_{kind}" for kind in LAYER_TYPES]
+
+
+def run(context: AnalysisContext) -> None:
+    summary = probe_summary(context.ledger, COLUMNS)
+    kinds = [k for k in LAYER_TYPES if _measured(summary, f"update_orthogonality_{k}")]
+    if not kinds:
+        context.report.text("No run measured update orthogonality (Adam runs with the probes).")
+        return
+    means = [f"update_orthogonality_{k}_mean" for k in kinds]
+    columns = [f"update_orthogonality_{k}_{stat}" for k in kinds for stat in ("mean", "std")]
+    summary = summary[["task", "solver", "scope", *columns]].dropna(subset=means, how="all")
+    summary.columns = [c.removeprefix("update_orthogonality_") for c in summary.columns]
+    context.report.table(
+        "rotation_orthogonality",
+        summary,
+        "Update orthogonality (singular-value CV of Adam's update) per layer type and scope",
+    )
+    panels = sorted(summary.groupby(["task", "solver"]).groups)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, (task, solver) in zip(axes[0], panels):
+        panel = summary[(summary["task"] == task) & (summary["solver"] == solver)]
+        present = [k for k in kinds if panel[f"{k}_mean"].notna().any()]
+        x = np.arange(len(panel))
+        width = 0.8 / max(len(present), 1)
+        for i, kind in enumerate(present):
+            ax.bar(
+                x + i * width, panel[f"{kind}_mean"], width, yerr=panel[f"{kind}_std"], label=kind
+            )
+        ax.set_xticks(x + 0.4 - width / 2, panel["scope"])
+        ax.set(title=f"{task} / {solver}", xlabel="rotation", ylabel="singular-value CV")
+        ax.legend(fontsize=8, title="layer type")
+        ax.grid(alpha=0.3, axis="y")
+    context.report.figure(
+        "rotation_orthogonality",
+        fig,
+        "Update orthogonality per layer type and rotation scope (mean, std over seeds)",
+    )
+
+
+def _measured(summary: pd.DataFrame, column: str) -> bool:
+    """Whether some run has a value of the probe ``column``."""
+    return f"{column}_mean" in summary and bool(summary[f"{column}_mean"].notna().any())

@@ -1,0 +1,244 @@
+"""Study 3's probe measures and rotation analyses, against independent computations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from shiftbench import measures, registry
+from shiftbench.report import AnalysisContext, Report
+from shiftbench.rotation_analysis import slowdowns
+from shiftbench.rotations import RotatedOptimizer
+from shiftbench.runner import TrialRunner
+from shiftbench.study import parse_study
+
+PROBES = [
+    "update_orthogonality_mlp",
+    "update_orthogonality_head",
+    "update_orthogonality_embed",
+    "linf_gradient_bound",
+    "hessian_11_norm",
+    "adam_v_log10_q10",
+    "adam_v_log10_q50",
+    "adam_v_log10_q90",
+]
+
+
+class Tiny(nn.Module):
+    """12 parameters (fewer than the Hessian probe's 16 samples, so its estimate is exact)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(2, 2)
+        self.head = nn.Linear(2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.fc(x)))
+
+
+def trained(optimizer_factory):
+    torch.manual_seed(0)
+    model = Tiny()
+    x, y = torch.randn(20, 2), torch.randint(0, 2, (20,))
+    optimizer = optimizer_factory(model)
+    for _ in range(5):
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    return model, (x, y), optimizer
+
+
+def probe(model, data, optimizer):
+    config = measures.MeasureConfig(noise_batch_size=32, subset=512)  # every batch = all data
+    return measures.compute_with_reasons(
+        model, data, names=PROBES, config=config, optimizer=optimizer
+    )
+
+
+def full_hessian(model, x, y) -> np.ndarray:
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def loss(vector):
+        chunks = torch.split(vector, [math.prod(s) for s in shapes])
+        params = {n: c.reshape(s) for n, c, s in zip(names, chunks, shapes)}
+        return F.cross_entropy(functional_call(model, params, (x,)), y)
+
+    return torch.autograd.functional.hessian(loss, flat).double().numpy()
+
+
+def test_adam_probes_match_direct_computations():
+    model, (x, y), adam = trained(lambda m: torch.optim.Adam(m.parameters(), lr=0.05))
+    values, reasons = probe(model, (x, y), adam)
+    (beta1, beta2), eps = adam.defaults["betas"], adam.defaults["eps"]
+    for name, layer in (("mlp", model.fc), ("head", model.head)):
+        state = adam.state[layer.weight]
+        step = float(state["step"])
+        m_hat = state["exp_avg"].numpy() / (1 - beta1**step)
+        v_hat = state["exp_avg_sq"].numpy() / (1 - beta2**step)
+        singular = np.linalg.svd(m_hat / (np.sqrt(v_hat) + eps), compute_uv=False)
+        expected = singular.std() / singular.mean()
+        assert values[f"update_orthogonality_{name}"] == pytest.approx(expected, rel=1e-5)
+    assert math.isnan(values["update_orthogonality_embed"])
+    assert "no embed weight matrix" in reasons["update_orthogonality_embed"]
+    model.eval()
+    grads = torch.autograd.grad(F.cross_entropy(model(x), y), list(model.parameters()))
+    expected_linf = max(g.abs().max().item() for g in grads)
+    assert values["linf_gradient_bound"] == pytest.approx(expected_linf, rel=1e-5)
+    hessian = full_hessian(model, x, y)
+    assert values["hessian_11_norm"] == pytest.approx(np.abs(hessian).sum(), rel=1e-4)
+    v = np.concatenate([s["exp_avg_sq"].numpy().ravel() for s in adam.state.values()])
+    logs = np.log10(v[v > 0].astype(np.float64))
+    for q, name in ((0.1, "q10"), (0.5, "q50"), (0.9, "q90")):
+        assert values[f"adam_v_log10_{name}"] == pytest.approx(np.quantile(logs, q), rel=1e-6)
+
+
+def test_probes_of_a_rotated_adam_are_taken_in_its_basis():
+    model, (x, y), rotated = trained(
+        lambda m: RotatedOptimizer(m.parameters(), torch.optim.Adam, scope="global", lr=0.05)
+    )
+    values, _ = probe(model, (x, y), rotated)
+    params = list(model.parameters())
+    sizes = [p.numel() for p in params]
+    columns = []  # R e_j for each standard coordinate j, in model.parameters() order
+    for j in range(sum(sizes)):
+        unit = torch.zeros(sum(sizes))
+        unit[j] = 1.0
+        chunks = torch.split(unit, sizes)
+        rotated_unit = rotated.rotate({p: c.reshape(p.shape) for p, c in zip(params, chunks)})
+        columns.append(torch.cat([t.reshape(-1) for t in rotated_unit.values()]))
+    rotation = torch.stack(columns, dim=1).double().numpy()
+    assert np.allclose(rotation @ rotation.T, np.eye(len(rotation)), atol=1e-6)
+    hessian = full_hessian(model, x, y)
+    expected = np.abs(rotation @ hessian @ rotation.T).sum()
+    assert values["hessian_11_norm"] == pytest.approx(expected, rel=1e-4)
+    assert values["hessian_11_norm"] != pytest.approx(np.abs(hessian).sum(), rel=1e-3)
+    model.eval()
+    grads = torch.autograd.grad(F.cross_entropy(model(x), y), params)
+    flat = torch.cat([g.reshape(-1) for g in grads]).double().numpy()
+    assert values["linf_gradient_bound"] == pytest.approx(np.abs(rotation @ flat).max(), rel=1e-5)
+    assert np.isfinite(values["update_orthogonality_mlp"])
+
+
+def test_probes_are_nan_with_a_reason_without_adam_moments():
+    model, data, sgd = trained(lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9))
+    for optimizer, why in ((sgd, "SGD keeps no Adam moments"), (None, "no optimizer given")):
+        values, reasons = probe(model, data, optimizer)
+        assert all(math.isnan(values[name]) for name in PROBES)
+        assert all(why in reasons[name] for name in PROBES)
+
+
+def test_the_runner_gives_the_trials_optimizer_to_the_measures(tmp_path):
+    raw = {
+        "name": "r",
+        "datasets": {"colored_digits": {"test_env": 2}},
+        "objective": {"steps": 4, "eval_every": 2, "model": "cnn", "width": 8},
+        "solvers": {"adam": {"rotation": ["none", "output"]}, "sgd": {}},
+        "search": {"kind": "grid"},
+        "seeds": [0],
+    }
+    runner = TrialRunner({})
+    names = ("update_orthogonality_conv", "adam_v_log10_q50")
+    rows = {}
+    for trial in parse_study(raw, tmp_path / "r.yml").trials():
+        outcome = runner.run(trial, "r", measures=names)
+        assert outcome.status == "done", outcome.error
+        rows[(trial.solver, dict(trial.solver_params)["rotation"])] = outcome.rows[-1]
+    for key in (("adam", "none"), ("adam", "output")):
+        assert all(np.isfinite(rows[key][f"measure.{n}"]) for n in names)
+    assert rows[("adam", "none")]["measure.adam_v_log10_q50"] != pytest.approx(
+        rows[("adam", "output")]["measure.adam_v_log10_q50"]
+    )
+    assert math.isnan(rows[("sgd", "none")]["measure.adam_v_log10_q50"])
+    assert "SGD keeps no Adam moments" in rows[("sgd", "none")]["measure_errors"]
+
+
+def ledger() -> pd.DataFrame:
+    """Two models on one data set; loss exp(-step / (100 scale)), probes on the final row."""
+    scales = {"a": {"none": 1.0, "global": 2.0}, "b": {"none": 4.0, "global": 4.0}}
+    rows = []
+    for model, by_scope in scales.items():
+        for scope, scale in by_scope.items():
+            for seed in (0, 1):
+                trial = f"{model}-{scope}-{seed}"
+                for step in range(0, 401 if scope == "none" else 801, 20):
+                    rows.append(
+                        {
+                            "trial_id": trial,
+                            "status": "done",
+                            "dataset": "d",
+                            "obj.model": model,
+                            "solver": "adam",
+                            "hp.rotation": scope,
+                            "seed": seed,
+                            "step": step,
+                            "train_loss": math.exp(-step / (100 * scale)),
+                        }
+                    )
+                rows[-1]["measure.update_orthogonality_mlp"] = 1.0 + seed + (scope == "global")
+                rows[-1]["measure.update_orthogonality_conv"] = math.nan
+                rows[-1]["measure.linf_gradient_bound"] = 10.0 * (seed + 1)
+    probes = {c: math.nan for c in rows[-1] if c.startswith("measure.")}
+    sgd = dict(rows[-1], trial_id="sgd", solver="sgd", **probes)
+    return pd.DataFrame([*rows, sgd])
+
+
+def run_analysis(name: str, frame: pd.DataFrame, tmp_path) -> Report:
+    report = Report(tmp_path, "t")
+    registry.analysis(name).run(AnalysisContext(None, frame, report))
+    return report
+
+
+def test_orthogonality_table_averages_seeds_per_task_and_scope(tmp_path):
+    report = run_analysis("rotation_orthogonality", ledger(), tmp_path)
+    table = pd.read_csv(tmp_path / "rotation_orthogonality.csv")
+    assert list(table.columns) == ["task", "solver", "scope", "mlp_mean", "mlp_std"]
+    assert list(table["task"]) == ["d/a", "d/a", "d/b", "d/b"]
+    assert list(table["scope"]) == ["none", "global", "none", "global"]
+    assert list(table["mlp_mean"]) == [1.5, 2.5, 1.5, 2.5]
+    assert table["mlp_std"].to_numpy() == pytest.approx([np.std([1, 2], ddof=1)] * 4)
+    assert (tmp_path / "rotation_orthogonality.png").is_file()
+    assert (tmp_path / "rotation_orthogonality.tex").is_file() and report.sections
+
+
+def test_probe_table_has_the_probes_and_the_slowdown_per_task(tmp_path):
+    run_analysis("rotation_probes", ledger(), tmp_path)
+    table = pd.read_csv(tmp_path / "rotation_probes.csv").set_index(["task", "scope"])
+    assert table["linf_gradient_bound_mean"].tolist() == [15.0] * 4
+    assert table.loc[("d/a", "global"), "slowdown_pct"] == pytest.approx(100.0, rel=1e-2)
+    assert table.loc[("d/b", "global"), "slowdown_pct"] == pytest.approx(0.0, abs=1e-9)
+    assert "sgd" not in set(table["solver"])
+    assert (tmp_path / "rotation_probes.png").is_file()
+
+
+def test_slowdown_keeps_the_models_of_one_data_set_apart(tmp_path):
+    table = slowdowns(ledger()).set_index(["task", "scope", "seed"])
+    assert table.loc[("d/a", "global", 0), "slowdown_pct"] == pytest.approx(100.0, rel=1e-2)
+    assert table.loc[("d/b", "global", 1), "slowdown_pct"] == pytest.approx(0.0, abs=1e-9)
+    half = slowdowns(ledger(), at=0.5).set_index(["task", "scope", "seed"])
+    assert half.loc[("d/a", "global", 0), "target_loss"] == pytest.approx(math.exp(-2))
+    assert half.loc[("d/a", "global", 0), "slowdown_pct"] == pytest.approx(100.0, rel=1e-2)
+    assert table.loc[("d/a", "global", 0), "final_loss"] == pytest.approx(math.exp(-4))
+    with pytest.raises(ValueError, match="at must be in"):
+        slowdowns(ledger(), at=0.0)
+    run_analysis("rotation_slowdown", ledger(), tmp_path)
+    summary = pd.read_csv(tmp_path / "rotation_slowdown.csv").set_index(["task", "scope"])
+    assert set(summary.index.get_level_values("task")) == {"d/a", "d/b"}
+    assert summary.loc[("d/a", "global"), "slowdown_half_pct_mean"] == pytest.approx(100, 1e-2)
+    assert summary.loc[("d/a", "global"), "seeds"] == 2
+    assert (tmp_path / "rotation_curves.png").is_file()
+
+
+def test_analyses_say_so_when_nothing_was_probed(tmp_path):
+    frame = ledger().drop(columns=[c for c in ledger() if c.startswith("measure.")])
+    for name in ("rotation_orthogonality", "rotation_probes"):
+        report = run_analysis(name, frame, tmp_path / name)
+        assert report.sections and "No run measured" in report.sections[0]
