@@ -5,7 +5,7 @@ curves per scope."""
 import matplotlib.pyplot as plt
 
 from shiftbench.report import AnalysisContext
-from shiftbench.rotation_analysis import SCOPE_ORDER, slowdowns, task_label
+from shiftbench.rotation_analysis import SCOPE_ORDER, ordering_verdict, slowdowns, task_label
 
 
 def run(context: AnalysisContext) -> None:
@@ -33,6 +33,17 @@ def run(context: AnalysisContext) -> None:
         summary,
         "Final training loss and slowdown % per rotation scope: steps to the unrotated run's "
         "final loss (slowdown_pct) and to its loss at half the budget (slowdown_half_pct)",
+    )
+    verdicts = [
+        f"- {task} ({solver}): {ordering_verdict(group)}"
+        for (task, solver), group in summary.groupby(["task", "solver"])
+        if solver.startswith("adam")
+    ]
+    context.report.text(
+        "**Does the paper's ordering hold here?** Rule: no scope in none ~ output <= input "
+        "<= layer <= global ends more than one pooled std of final loss below the scope "
+        "before it (none and output within one std); SVD helps when its final loss is more "
+        "than one std below none's.\n\n" + "\n".join(verdicts)
     )
     curves = rows[rows["step"] >= 0]
     curves = curves.assign(task=task_label(curves))

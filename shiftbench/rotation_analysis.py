@@ -11,6 +11,7 @@ slowdown is ``100 (S - S*) / S*`` percent, infinite when the run never gets ther
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -93,3 +94,44 @@ def probe_summary(
     summary = summary.reset_index()
     summary["order"] = summary["scope"].map({s: i for i, s in enumerate(SCOPE_ORDER)})
     return summary.sort_values(["task", "solver", "order"]).drop(columns="order")
+
+
+PAPER_ORDER = ["output", "input", "layer", "global"]
+
+
+def ordering_verdict(summary: pd.DataFrame) -> str:
+    """Whether one task's Adam runs follow Zhang, Maes et al.'s ordering, by a stated rule.
+
+    ``summary`` has one row per scope with ``final_loss_mean`` and ``final_loss_std`` (over
+    seeds). The ordering none ~ output <= input <= layer <= global holds when no scope in
+    that chain ends more than one (pooled) standard deviation *below* the scope before it,
+    and none and output are within one standard deviation; SVD helps when its final loss is
+    more than one standard deviation below the unrotated run's.
+    """
+    by_scope = summary.set_index("scope")
+
+    def gap(a: str, b: str) -> tuple[float, float]:
+        mean = by_scope.loc[b, "final_loss_mean"] - by_scope.loc[a, "final_loss_mean"]
+        sd = float(np.hypot(by_scope.loc[a, "final_loss_std"], by_scope.loc[b, "final_loss_std"]))
+        return float(mean), sd
+
+    parts = []
+    if {"none", *PAPER_ORDER} <= set(by_scope.index):
+        chain = [gap(a, b) for a, b in itertools.pairwise(PAPER_ORDER)]
+        near, near_sd = gap("none", "output")
+        holds = all(d >= -sd for d, sd in chain) and abs(near) <= near_sd
+        parts.append(
+            f"the ordering none ~ output <= input <= layer <= global "
+            f"{'holds' if holds else 'does not hold'} (final losses "
+            + ", ".join(
+                f"{s} {by_scope.loc[s, 'final_loss_mean']:.3f}" for s in ["none", *PAPER_ORDER]
+            )
+            + ")"
+        )
+    if {"none", "svd"} <= set(by_scope.index):
+        d, sd = gap("none", "svd")
+        parts.append(
+            f"SVD {'helps' if d < -sd else 'does not clearly help'} "
+            f"(final loss {d:+.3f} vs none, one std {sd:.3f})"
+        )
+    return "; ".join(parts) if parts else "not enough scopes to judge"

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shiftbench.rotation_analysis import slowdowns, steps_to_reach
+from shiftbench.rotation_analysis import ordering_verdict, slowdowns, steps_to_reach
 
 
 def curve(steps, losses):
@@ -57,3 +57,24 @@ def test_runs_without_a_baseline_are_left_out_and_never_reaching_is_infinite():
     table = slowdowns(data).set_index(["seed", "scope"])
     assert math.isinf(table.loc[(0, "svd"), "slowdown_pct"])
     assert slowdowns(data[data["hp.rotation"] != "none"]).empty
+
+
+def summary(losses, std=0.01):
+    return pd.DataFrame(
+        {
+            "scope": list(losses),
+            "final_loss_mean": list(losses.values()),
+            "final_loss_std": [std] * len(losses),
+        }
+    )
+
+
+def test_ordering_verdict_follows_its_stated_rule():
+    paper = {"none": 1.0, "output": 1.0, "input": 1.1, "layer": 1.2, "global": 1.3, "svd": 0.8}
+    text = ordering_verdict(summary(paper))
+    assert "ordering none ~ output <= input <= layer <= global holds" in text
+    assert "SVD helps" in text
+    reversed_chain = {**paper, "global": 0.9, "svd": 1.0}
+    text = ordering_verdict(summary(reversed_chain))
+    assert "does not hold" in text and "SVD does not clearly help" in text
+    assert "holds" in ordering_verdict(summary({**paper, "global": 1.195}))  # within one std
