@@ -34,7 +34,7 @@ TOP_LEVEL_KEYS = {
     "solvers": "mapping: solver name -> {hyperparameter: value, list or distribution}",
     "search": "mapping with kind (random|grid), trials_per_solver, seed",
     "seeds": "list of integer trial seeds",
-    "measures": "list of measure names, or 'all'",
+    "measures": "list of measure names, or 'all' (every measure but the optimizer probes)",
     "measure_config": "mapping: MeasureConfig field (bisection_depth, subset, ...) -> value",
     "analyses": "list of analysis names",
     "retries": "how often a failed trial is retried (integer >= 0)",
@@ -44,6 +44,7 @@ TOP_LEVEL_KEYS = {
 }
 SEARCH_KEYS = {"kind", "trials_per_solver", "seed"}
 RESOURCE_KEYS = {"cpus", "gpus"}
+OPTIMIZER_PROBES = "rotation_probes"  # measure family that reads the optimizer's state
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 # Line breaks (as str.splitlines sees them) are escaped so a message stays on one line.
 _ONE_LINE = {ord(ch): repr(ch)[1:-1] for ch in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
@@ -354,8 +355,9 @@ class _Checker:
         from shiftbench import measures
 
         known = measures.available()
-        if value == "all":
-            return tuple(known)
+        if value == "all":  # the generalization measures; optimizer probes are named one by one
+            probes = set(measures.families().get(OPTIMIZER_PROBES, ()))
+            return tuple(name for name in known if name not in probes)
         if not isinstance(value, list):
             self.fail("measures", "must be a list of measure names or 'all'")
         for i, name in enumerate(value):
