@@ -1,33 +1,12 @@
 """TerraIncognita (Beery et al. 2018): camera-trap locations 100, 38, 43, 46;
 10 classes.
 
-DomainBed's image-folder layout under ``<data_home>/``; images are loaded lazily,
-with DomainBed's augmentation on the training environments when ``augment``.
+DomainBed's image-folder layout under ``<data_home>/`` (``shiftbench.data.folder_plugin``).
 """
 
-from benchopt import BaseDataset
-
-from shiftbench.data.image_folder import folder_domain_data
+from shiftbench.data.folder_plugin import FolderDataset
 
 
-class Dataset(BaseDataset):
+class Dataset(FolderDataset):
     name = "terra_incognita"
-    parameters = {
-        "test_env": [0],
-        "holdout_fraction": [0.2],
-        "split_seed": [0],
-        "augment": [True],
-        "data_home": [None],
-    }
-    environments = ("L100", "L38", "L43", "L46")
-
-    def get_data(self) -> dict:
-        data = folder_domain_data(
-            "TerraIncognita",
-            self.data_home,
-            test_env=self.test_env,
-            holdout_fraction=self.holdout_fraction,
-            split_seed=self.split_seed,
-            augment=self.augment,
-        )
-        return {"data": data}
+    dataset = "TerraIncognita"

@@ -1,32 +1,11 @@
 """VLCS (Fang et al. 2013): Caltech101, LabelMe, SUN09, VOC2007; 5 classes.
 
-DomainBed's image-folder layout under ``<data_home>/``; images are loaded lazily,
-with DomainBed's augmentation on the training environments when ``augment``.
+DomainBed's image-folder layout under ``<data_home>/`` (``shiftbench.data.folder_plugin``).
 """
 
-from benchopt import BaseDataset
-
-from shiftbench.data.image_folder import folder_domain_data
+from shiftbench.data.folder_plugin import FolderDataset
 
 
-class Dataset(BaseDataset):
+class Dataset(FolderDataset):
     name = "vlcs"
-    parameters = {
-        "test_env": [0],
-        "holdout_fraction": [0.2],
-        "split_seed": [0],
-        "augment": [True],
-        "data_home": [None],
-    }
-    environments = ("C", "L", "S", "V")
-
-    def get_data(self) -> dict:
-        data = folder_domain_data(
-            "VLCS",
-            self.data_home,
-            test_env=self.test_env,
-            holdout_fraction=self.holdout_fraction,
-            split_seed=self.split_seed,
-            augment=self.augment,
-        )
-        return {"data": data}
+    dataset = "VLCS"

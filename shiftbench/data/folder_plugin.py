@@ -1,0 +1,42 @@
+"""The Benchopt dataset base of DomainBed's image-folder data sets (PACS, VLCS, ...).
+
+A plugin names its folder data set (a key of ``FOLDER_DATASETS``); parameters,
+environment names and loading are shared here, once.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from benchopt import BaseDataset
+
+from shiftbench.data.image_folder import FOLDER_DATASETS, folder_domain_data
+
+
+class FolderDataset(BaseDataset):
+    """Images loaded lazily from ``<data_home>/<folder>/<env>/<class>/``, with DomainBed's
+    augmentation on the training environments when ``augment``."""
+
+    dataset: ClassVar[str]
+    parameters: ClassVar[dict] = {
+        "test_env": [0],
+        "holdout_fraction": [0.2],
+        "split_seed": [0],
+        "augment": [True],
+        "data_home": [None],
+    }
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.environments = FOLDER_DATASETS[cls.dataset].environments
+
+    def get_data(self) -> dict:
+        data = folder_domain_data(
+            self.dataset,
+            self.data_home,
+            test_env=self.test_env,
+            holdout_fraction=self.holdout_fraction,
+            split_seed=self.split_seed,
+            augment=self.augment,
+        )
+        return {"data": data}
