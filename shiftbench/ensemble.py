@@ -370,16 +370,8 @@ def ensemble_trainer(runner: TrialRunner, trials: Sequence[Trial]) -> Vectorized
     data from ``runner``'s cache (objective and solvers built as ``runner.run`` builds them)."""
     if not can_ensemble(trials):
         raise ValueError("these trials cannot be vectorized together")
-    first = trials[0]
-    objective = registry.objective_class().get_instance(
-        **dict(first.objective_params), seed=first.seed
-    )
-    objective.device = str(runner.device)
-    objective.set_data(**runner.load_data(first))
-    solvers = [
-        registry.solver_class(t.solver).get_instance(**dict(t.solver_params)) for t in trials
-    ]
-    return VectorizedTrainer(objective, solvers, [t.seed for t in trials])
+    solvers = [runner.solver(t) for t in trials]
+    return VectorizedTrainer(runner.objective(trials[0]), solvers, [t.seed for t in trials])
 
 
 def run_ensemble(

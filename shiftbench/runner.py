@@ -116,12 +116,24 @@ class TrialRunner:
         rows = ledger_rows(trial, study, attempt, status, error, curve, extra, started, provenance)
         return TrialOutcome(trial.trial_id, status, rows, error)
 
-    def _train(self, trial: Trial, measures: tuple[str, ...], measure_config: dict[str, Any]):
-        params = dict(trial.objective_params)
-        objective = registry.objective_class().get_instance(**params, seed=trial.seed)
+    def objective(self, trial: Trial):
+        """The trial's objective on this runner's device, with its data set (cached) loaded."""
+        objective = registry.objective_class().get_instance(
+            **dict(trial.objective_params), seed=trial.seed
+        )
         objective.device = str(self.device)
         objective.set_data(**self.load_data(trial))
-        solver = registry.solver_class(trial.solver).get_instance(**dict(trial.solver_params))
+        return objective
+
+    @staticmethod
+    def solver(trial: Trial):
+        """The trial's solver with its hyperparameters (not yet given an objective)."""
+        return registry.solver_class(trial.solver).get_instance(**dict(trial.solver_params))
+
+    def _train(self, trial: Trial, measures: tuple[str, ...], measure_config: dict[str, Any]):
+        params = dict(trial.objective_params)
+        objective = self.objective(trial)
+        solver = self.solver(trial)
         solver.set_objective(**objective.get_objective())
         init_state = {k: v.detach().clone() for k, v in solver.model.state_dict().items()}
         callback = Checkpointer(
