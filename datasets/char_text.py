@@ -1,7 +1,9 @@
 """CharText: character-level language modelling as two environments of a text corpus.
 
-The text (the Python standard library's sources by default, works offline; or
-any local text file via ``path``) is cut into non-overlapping blocks of
+The text (the Python standard library's sources by default, works offline; any local
+text file via ``path``; or a Hugging Face text data set already on disk or in the
+datasets cache via ``path: hf:<name or folder>``, e.g. ``hf:Skylion007/openwebtext``
+for OpenWebText) is cut into non-overlapping blocks of
 ``block_size + 1`` characters; inputs are a block's first ``block_size``
 characters and targets the next character at each position. Environment 0 is
 the leading 90% of the text (trained on, with DomainBed's held-out part as the
@@ -11,7 +13,7 @@ validation split), environment 1 the trailing 10% (held-out text).
 from benchopt import BaseDataset
 
 from shiftbench.data.environments import DomainData
-from shiftbench.data.text import char_corpus, load_text, stdlib_text, text_blocks
+from shiftbench.data.text import char_corpus, corpus_text, text_blocks
 
 
 class Dataset(BaseDataset):
@@ -27,11 +29,7 @@ class Dataset(BaseDataset):
     environments = ("head", "tail")
 
     def get_data(self) -> dict:
-        text = (
-            stdlib_text(self.max_chars)
-            if self.path is None
-            else load_text(self.path, self.max_chars)
-        )
+        text = corpus_text(self.path, self.max_chars)
         corpus = char_corpus(text, val_fraction=0.1)
         envs = [
             text_blocks(name, tokens, self.block_size)

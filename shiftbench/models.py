@@ -16,7 +16,7 @@ from torch import nn
 
 ModelFactory = Callable[..., nn.Module]
 MODELS: dict[str, ModelFactory] = {}
-SIZED_FAMILIES = ("mlp", "cnn", "nin", "char_gpt")
+SIZED_FAMILIES = ("mlp", "cnn", "nin", "char_gpt", "timm_vit", "timm_resnet")
 
 
 def register(name: str) -> Callable[[ModelFactory], ModelFactory]:
@@ -130,6 +130,64 @@ def char_gpt(
 
     check_size(depth=depth, width=width, dropout=dropout)
     return CharGPT(num_classes, input_shape[0], depth, max(1, width // 32), width, dropout)
+
+
+@register("timm_vit")
+def timm_vit(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    depth: int = 2,
+    width: int = 64,
+    dropout: float = 0.0,
+) -> nn.Module:
+    """timm's VisionTransformer sized for small images: ``depth`` blocks of width ``width``
+    with one head per 32 channels, and square patches of 2 pixels below 32 (a 4x4 grid on
+    8x8 digits), 4 from 32 (the usual CIFAR ViT) and 16 from 128 pixels up (ViT/S)."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    check_size(depth=depth, width=width, dropout=dropout)
+    channels, height, width_px = input_shape
+    side = min(height, width_px)
+    return VisionTransformer(
+        img_size=(height, width_px),
+        patch_size=16 if side >= 128 else 4 if side >= 32 else 2,
+        in_chans=channels,
+        num_classes=num_classes,
+        embed_dim=width,
+        depth=depth,
+        num_heads=max(1, width // 32),
+        drop_rate=dropout,
+    )
+
+
+@register("timm_resnet")
+def timm_resnet(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    depth: int = 1,
+    width: int = 16,
+    dropout: float = 0.0,
+) -> nn.Module:
+    """timm's ResNet with BasicBlocks: timm's 64-channel stem, then four stages of ``depth``
+    blocks and ``width``, 2x, 4x, 8x channels (``depth=2, width=64`` is ResNet-18). Below
+    64 pixels the stem is the CIFAR one (a 3x3 stride-1 conv, no max-pool), so 8x8 digits
+    keep their pixels."""
+    from timm.models.resnet import BasicBlock, ResNet
+
+    check_size(depth=depth, width=width, dropout=dropout)
+    model = ResNet(
+        BasicBlock,
+        layers=(depth,) * 4,
+        num_classes=num_classes,
+        in_chans=input_shape[0],
+        channels=(width, 2 * width, 4 * width, 8 * width),
+        drop_rate=dropout,
+    )
+    if min(input_shape[1:]) < 64:
+        stem = model.bn1.num_features
+        model.conv1 = nn.Conv2d(input_shape[0], stem, 3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    return model
 
 
 def check_size(depth: int, width: int, dropout: float) -> None:

@@ -36,13 +36,14 @@ LAYER_TYPES = ("embed", "head", "attn", "mlp", "conv", "other")
 
 def layer_type(name: str, param: Tensor) -> str:
     """The layer type of a parameter from its name's tokens (split at ``.`` and ``_``):
-    ``embed`` (a token containing "emb", wte, wpe), ``head`` (head, classifier), ``attn``
+    ``embed`` (a token containing "emb", wte, wpe), ``head`` (head, classifier, or a
+    top-level ``fc``: timm's ResNet classifier), ``attn``
     (attn, attention, qkv), ``mlp`` (mlp, ffn, fc, fc1, fc2), ``conv`` (a 4-d kernel or a
     token starting with "conv"), else ``other``. The first rule that matches wins."""
     tokens = set(re.split(r"[._]", name.lower()))
     if any("emb" in token for token in tokens) or tokens & {"wte", "wpe"}:
         return "embed"
-    if tokens & {"head", "classifier"}:
+    if tokens & {"head", "classifier"} or name.startswith("fc."):
         return "head"
     if tokens & {"attn", "attention", "qkv"}:
         return "attn"

@@ -89,12 +89,25 @@ class Study:
     # MeasureConfig fields for the measures computed at the end of each trial
     measure_config: dict[str, Any] = field(default_factory=dict)
     ensemble: str | int = "auto"
-    # dataset -> its ``objective:`` sub-mapping, overriding ``objective`` keys for it
-    dataset_objectives: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    # dataset -> its ``objective:`` variants (one mapping, or a list of them), each
+    # overriding ``objective`` keys for it
+    dataset_objectives: dict[str, tuple[dict[str, list[Any]], ...]] = field(default_factory=dict)
 
-    def objective_grid(self, dataset: str) -> dict[str, list[Any]]:
-        """The objective grid of one dataset: the study's, with the dataset's overrides."""
-        return {**self.objective, **self.dataset_objectives.get(dataset, {})}
+    def objective_grids(self, dataset: str) -> list[dict[str, list[Any]]]:
+        """The objective grids of one dataset: the study's, with each of the dataset's
+        override variants (a list of variants is the union of their grids, as a list of
+        dicts is in scikit-learn's ``ParameterGrid``; so a ViT and a ResNet can each
+        have their own sizes on the same data)."""
+        variants = self.dataset_objectives.get(dataset, ({},))
+        return [{**self.objective, **variant} for variant in variants]
+
+    def objective_samples(self, dataset: str) -> list[dict[str, Any]]:
+        """Every objective configuration of one dataset, in the grids' order."""
+        return [
+            values
+            for grid in self.objective_grids(dataset)
+            for values in grid_samples(_as_spaces(grid))
+        ]
 
     def trials(self) -> list[Trial]:
         """Every trial of the study, in a stable order (grouped by data set)."""
@@ -103,7 +116,7 @@ class Study:
         for dataset, dataset_grid in self.datasets.items():
             dataset_defaults = registry.defaults(registry.dataset_class(dataset))
             for dataset_params in grid_samples(_as_spaces(dataset_grid)):
-                for objective_params in grid_samples(_as_spaces(self.objective_grid(dataset))):
+                for objective_params in self.objective_samples(dataset):
                     for solver, overrides in self.solvers.items():
                         samples = self.solver_samples(dataset, solver, overrides)
                         for index, hparams in enumerate(samples):
@@ -174,8 +187,8 @@ def parse_study(raw: Any, path: Path) -> Study:
     raw_datasets, dataset_objectives = check.dataset_objectives(raw.get("datasets"))
     datasets = check.named_grids(raw_datasets, "datasets", "datasets", registry.dataset_class)
     dataset_objectives = {
-        name: check.grid(grid, f"datasets.{name}.objective", registry.objective_class())
-        for name, grid in dataset_objectives.items()
+        name: check.objective_variants(variants, f"datasets.{name}.objective")
+        for name, variants in dataset_objectives.items()
     }
     objective = check.grid(raw.get("objective") or {}, "objective", registry.objective_class())
     solvers = check.solvers(raw.get("solvers"))
@@ -297,10 +310,19 @@ class _Checker:
         plain, overrides = {}, {}
         for name, grid in section.items():
             if isinstance(grid, Mapping) and "objective" in grid:
-                overrides[name] = grid["objective"] or {}
+                overrides[name] = {} if grid["objective"] is None else grid["objective"]
                 grid = {k: v for k, v in grid.items() if k != "objective"}
             plain[name] = grid
         return plain, overrides
+
+    def objective_variants(self, variants: Any, key: str) -> tuple[dict[str, list[Any]], ...]:
+        """A dataset's objective overrides: one grid, or a non-empty list of grids."""
+        objective = registry.objective_class()
+        if not isinstance(variants, list):
+            return (self.grid(variants, key, objective),)
+        if not variants:
+            self.fail(key, "an empty list of objective variants")
+        return tuple(self.grid(v, f"{key}[{i}]", objective) for i, v in enumerate(variants))
 
     def named_grids(self, section: Any, key: str, kind: str, lookup) -> dict[str, dict]:
         self.mapping(section, key, required=True)
@@ -441,7 +463,7 @@ class _Checker:
                 if dataset in study.dataset_objectives
                 else "objective"
             )
-            for values in grid_samples(_as_spaces(study.objective_grid(dataset))):
+            for values in study.objective_samples(dataset):
                 try:
                     objective.check_parameters({**registry.defaults(objective), **values})
                 except ValueError as exc:

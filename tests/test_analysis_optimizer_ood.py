@@ -169,9 +169,9 @@ def test_report_on_a_synthetic_ledger_states_finding_one(tmp_path):
 
 def test_full_study_validates_with_per_dataset_objectives():
     study = load_study(ROOT / "benchmarks" / "optimizer_ood.yml")
-    assert study.objective_grid("pacs")["model"] == ["resnet50"]
-    assert study.objective_grid("colored_mnist")["eval_every"] == [100]
-    assert study.objective_grid("domain_net")["algorithm"] == ["erm", "irm"]
+    assert study.objective_grids("pacs")[0]["model"] == ["resnet50"]
+    assert study.objective_grids("colored_mnist")[0]["eval_every"] == [100]
+    assert study.objective_grids("domain_net")[0]["algorithm"] == ["erm", "irm"]
     assert study.trials_per_solver == 20 and study.resources.gpus == 1
 
 

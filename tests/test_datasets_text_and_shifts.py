@@ -68,3 +68,23 @@ def test_shifted_digits_train_on_clean_and_test_every_shift_on_the_same_images()
 def test_bad_shift_specs_are_clear_errors(spec):
     with pytest.raises(ValueError):
         parse_shifts(spec)
+
+
+def test_char_text_reads_a_hugging_face_copy_of_openwebtext(tmp_path):
+    """``path: hf:<folder>`` loads a saved Hugging Face text data set (OpenWebText's
+    format: one ``text`` column of documents), offline, into the same environments."""
+    datasets = pytest.importorskip("datasets")
+    documents = [f"document {i}: " + "the quick brown fox " * 20 for i in range(30)]
+    datasets.Dataset.from_dict({"text": documents}).save_to_disk(str(tmp_path / "owt"))
+    params = {
+        **defaults(dataset_class("char_text")),
+        "path": f"hf:{tmp_path / 'owt'}",
+        "block_size": 16,
+    }
+    data = dataset_class("char_text").get_instance(**params).get_data()["data"]
+    text = "\n\n".join(documents)
+    assert data.num_classes == len(set(text))
+    blocks = sum(len(env) for env in data.environments)
+    tail = int(len(text) * 0.1)
+    head = len(text) - tail
+    assert blocks == (head - 1) // 16 + (tail - 1) // 16

@@ -88,7 +88,7 @@ def test_check_size_accepts_the_edges():
 
 
 def test_unknown_model_lists_the_built_ins():
-    assert available() == ["char_gpt", "cnn", "mlp", "mnist_cnn", "nin"]
+    assert available() == ["char_gpt", "cnn", "mlp", "mnist_cnn", "nin", "timm_resnet", "timm_vit"]
     with pytest.raises(KeyError) as info:
         create_model("no_such_model_xyz", (1, 8, 8), 10)
     assert all(name in str(info.value) for name in available())
@@ -145,3 +145,32 @@ def test_char_gpt_maps_token_blocks_to_per_token_logits():
     model = create_model("char_gpt", (16,), 30, depth=1, width=32)
     logits = model(torch.randint(0, 30, (3, 16)))
     assert logits.shape == (3, 16, 30)
+
+
+def test_timm_resnet_family_at_resnet18_size_is_resnet18():
+    """depth=2, width=64 on ImageNet-sized inputs has exactly timm's resnet18's parameters."""
+    sized = create_model("timm_resnet", (3, 224, 224), 1000, depth=2, width=64)
+    reference = create_model("resnet18", (3, 224, 224), 1000)
+    assert n_params(sized) == n_params(reference) == 11_689_512
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_timm_resnet_family_keeps_small_images_whole(shape):
+    torch.manual_seed(0)
+    model = create_model("timm_resnet", shape, 5, depth=1, width=8).eval()
+    assert model.conv1.stride == (1, 1) and isinstance(model.maxpool, nn.Identity)
+    features = model.forward_features(torch.rand(2, *shape))
+    # three stride-2 stages after a stride-1 stem
+    assert features.shape == (2, 64, math.ceil(shape[1] / 8), math.ceil(shape[2] / 8))
+    assert model(torch.rand(2, *shape)).shape == (2, 5)
+
+
+@pytest.mark.parametrize("shape, patch", [((1, 8, 8), 2), ((3, 32, 32), 4), ((3, 224, 224), 16)])
+def test_timm_vit_family_patches_and_heads(shape, patch):
+    model = create_model("timm_vit", shape, 7, depth=1, width=64)
+    assert model.patch_embed.proj.kernel_size == (patch, patch)
+    tokens = (shape[1] // patch) * (shape[2] // patch)
+    assert model.pos_embed.shape == (1, tokens + 1, 64)
+    assert model.blocks[0].attn.num_heads == 2 and len(model.blocks) == 1
+    if shape[1] <= 32:
+        assert model.eval()(torch.rand(2, *shape)).shape == (2, 7)

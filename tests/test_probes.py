@@ -87,6 +87,8 @@ def test_layer_type_from_names() -> None:
         "h.0.mlp.c_proj.weight": "mlp",
         "features.3.weight": "conv",
         "layer1.0.conv1.weight": "conv",
+        "fc.weight": "head",
+        "patch_embed.proj.weight": "embed",
         "0.weight": "other",
     }
     for name, expected in cases.items():

@@ -120,6 +120,22 @@ BAD = {
         "datasets.colored_digits.test_env",
     ),
     "empty objective grid": (lambda r: r["objective"].update(steps=[]), "objective.steps"),
+    "empty objective variant list": (
+        lambda r: r["datasets"]["colored_digits"].update(objective=[]),
+        "datasets.colored_digits.objective",
+    ),
+    "bad parameter in an objective variant": (
+        lambda r: r["datasets"]["colored_digits"].update(
+            objective=[{"model": "cnn"}, {"model": "mlp", "widht": 8}]
+        ),
+        "datasets.colored_digits.objective[1].widht",
+    ),
+    "impossible objective variant": (
+        lambda r: r["datasets"]["colored_digits"].update(
+            objective=[{"model": "cnn"}, {"model": "mlp", "width": 0}]
+        ),
+        "datasets.colored_digits.objective",
+    ),
     "negative fixed lr": (lambda r: r["solvers"]["momentum"].update(lr=-0.1), "solvers.momentum"),
     "negative lr in a list": (lambda r: r["solvers"]["sgd"].update(lr=[0.1, -0.1]), "sgd.lr"),
     "negative lr in a distribution": (
@@ -337,3 +353,29 @@ def test_fuzzed_studies_give_a_study_or_a_one_line_study_error(raw):
     assert isinstance(study, Study)
     trials = study.trials()
     assert trials and len({t.trial_id for t in trials}) == len(trials)
+
+
+def test_a_list_of_objective_variants_is_the_union_of_their_grids(tmp_path):
+    """Two models on one data set, each with its own sizes: variants are unioned, and each
+    variant is crossed with its own lists, never with the other variant's values."""
+    raw = copy.deepcopy(VALID)
+    raw["datasets"] = {
+        "rotated_digits": {
+            "objective": [
+                {"model": "timm_vit", "depth": 2, "width": 64},
+                {"model": "timm_resnet", "depth": 1, "width": [8, 16]},
+            ]
+        }
+    }
+    study = parse_study(raw, tmp_path / "variants.yml")
+    sizes = sorted(
+        {
+            (o["model"], o["depth"], o["width"])
+            for o in (dict(t.objective_params) for t in study.trials())
+        }
+    )
+    assert sizes == [("timm_resnet", 1, 8), ("timm_resnet", 1, 16), ("timm_vit", 2, 64)]
+    per_config = len(raw["solvers"]) * raw["search"]["trials_per_solver"] * len(raw["seeds"])
+    assert len(study.trials()) == 3 * per_config
+    steps = {dict(t.objective_params)["steps"] for t in study.trials()}
+    assert steps == {VALID["objective"]["steps"]}  # the study's objective still applies

@@ -152,6 +152,20 @@ def load_openwebtext(
     return _capped(_separated(documents), max_chars)
 
 
+HF_PREFIX = "hf:"
+
+
+def corpus_text(path: str | Path | None, max_chars: int) -> str:
+    """The first ``max_chars`` characters of a corpus: the standard library's sources for
+    None, a Hugging Face text data set for ``hf:<name or local copy>`` (OpenWebText is
+    ``hf:Skylion007/openwebtext``; offline, see ``load_openwebtext``), else a local file."""
+    if path is None:
+        return stdlib_text(max_chars)
+    if str(path).startswith(HF_PREFIX):
+        return load_openwebtext(str(path).removeprefix(HF_PREFIX), max_chars=max_chars)
+    return load_text(path, max_chars)
+
+
 def _id_dtype(vocab_size: int) -> torch.dtype:
     if vocab_size <= 256:
         return torch.uint8
