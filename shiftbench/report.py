@@ -86,9 +86,12 @@ class AnalysisContext:
 
 
 def build_report(study: Study, store_dir: Path, out: Path | None = None) -> Report:
-    """Run every analysis the study names over its ledger."""
+    """Run every analysis the study names over its ledger: the rows of the trials the study
+    file names now (a trial dropped from the file stays in the ledger but not the report)."""
     out = Path(out) if out else Path(store_dir) / "reports" / study.name
     ledger = store.final_rows(store.read(store_dir, study.name))
+    if not ledger.empty:
+        ledger = ledger[ledger["trial_id"].isin({t.trial_id for t in study.trials()})]
     if ledger.empty:
         raise ValueError(
             f"{study.path}: no results in {store_dir} for study "

@@ -143,6 +143,13 @@ def test_run_status_resume_and_report(tmp_path):
     assert result.exit_code == 0
     assert (store_dir / "reports" / "tiny" / "report.md").is_file()
 
+    # a solver dropped from the study file leaves the report (its rows stay in the ledger)
+    write(path, {**TINY, "solvers": {"adam": {}}})
+    result = invoke("report", path, "--store", store_dir, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert sorted(pd.read_csv(out / "id_ood_table.csv")["solver"]) == ["adam"]
+    assert len(store.read(store_dir, "tiny")) == len(ledger)
+
 
 def test_negative_workers_is_an_error(tmp_path):
     path = write(tmp_path / "tiny.yml", TINY)
