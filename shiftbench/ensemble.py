@@ -32,8 +32,8 @@ from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 from shiftbench import faults, registry
+from shiftbench.accel import PLAIN
 from shiftbench.algorithms import ERM
-from shiftbench.provenance import device_name
 from shiftbench.runner import TrialOutcome, TrialRunner, ledger_rows
 from shiftbench.training import EnvSampler
 from shiftbench.trial import Trial
@@ -396,7 +396,7 @@ def run_ensemble(
     train_envs = trainer.objective.train_envs
     examples = sum(len(env) for env in train_envs)
     per_step = trainer.samplers[0].batch_size * len(train_envs)
-    provenance = {**runner.provenance, "device": device_name(runner.device)}
+    provenance = runner.row_provenance(PLAIN)  # the vectorized step is plain fp32
     outcomes = []
     for trial, attempt, curve in zip(trials, attempts, curves):
         for point in curve:

@@ -11,8 +11,9 @@ A fault names its point (``at``) and action (``do``), and may narrow it::
       "until": "/tmp/t/release", "once": "/tmp/t/started", "log": "/tmp/t/pids"}]
 
 - ``do``: ``kill`` (SIGKILL this process, as a crash or the OOM killer
-  would), ``raise`` (:class:`InjectedFault`), ``sleep`` (``seconds``, or
-  until the file ``until`` exists), or ``none``.
+  would), ``raise`` (:class:`InjectedFault`), ``oom`` (torch's
+  ``OutOfMemoryError``, as a GPU out of memory raises it), ``sleep``
+  (``seconds``, or until the file ``until`` exists), or ``none``.
 - ``trial``: only when that trial hits the point.
 - ``nth``: only on this process's n-th matching hit (1-based).
 - ``once``: only if this marker file does not exist yet; it is created
@@ -82,6 +83,10 @@ def _act(fault: dict[str, Any], point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "raise":
         raise InjectedFault(f"fault injected at {point}")
+    elif action == "oom":
+        import torch
+
+        raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (fault injected at {point})")
     elif action == "sleep":
         deadline = time.monotonic() + float(fault.get("seconds", 3600))
         until = fault.get("until")

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from shiftbench import faults, registry
+from shiftbench.accel import AUTO, Accel
 from shiftbench.provenance import device_name
 from shiftbench.training import pick_device
 from shiftbench.trial import Trial
@@ -30,12 +31,17 @@ ERROR_CHARS = 4000
 
 @dataclass
 class TrialOutcome:
-    """What a worker sends back: the trial's ledger rows and its status."""
+    """What a worker sends back: the trial's ledger rows and its status; on a GPU, the
+    trial's peak memory (what the caching allocator reserved) and the GPU's total memory,
+    and whether it failed by running out of GPU memory (the sweep retries it alone)."""
 
     trial_id: str
     status: str
     rows: list[dict[str, Any]]
     error: str = ""
+    out_of_memory: bool = False
+    peak_memory: int = 0
+    device_memory: int = 0
 
 
 class Checkpointer:
@@ -55,10 +61,15 @@ class Checkpointer:
         self._resumed = time.perf_counter()
 
     def __call__(self) -> bool:
+        checkpoint = self.step % self.eval_every == 0 or self.step == self.steps
+        device = self.objective.torch_device
+        if checkpoint and device.type == "cuda":
+            torch.cuda.synchronize(device)  # the GPU's queued steps count as training time
         now = time.perf_counter()
         self.elapsed += now - self._resumed
-        if self.step % self.eval_every == 0 or self.step == self.steps:
-            metrics = self.objective.evaluate_result(**self.solver.get_result())
+        if checkpoint:
+            with self.solver.accel.autocast(device):
+                metrics = self.objective.evaluate_result(**self.solver.get_result())
             metrics.pop("value", None)
             self.curve.append({"step": self.step, "time": self.elapsed, **metrics})
             if not math.isfinite(metrics["train_loss"]):
@@ -76,9 +87,12 @@ class Checkpointer:
 class TrialRunner:
     """Runs trials in-process, reusing plugins and loaded data across trials."""
 
-    def __init__(self, provenance: dict[str, Any], device: str = "auto") -> None:
+    def __init__(
+        self, provenance: dict[str, Any], device: str = "auto", accel: Accel = AUTO
+    ) -> None:
         self.provenance = provenance
         self.device = pick_device(device)
+        self.accel = accel.resolve(self.device)
         self._data: OrderedDict[Any, dict] = OrderedDict()
 
     def load_data(self, trial: Trial) -> dict:
@@ -105,6 +119,10 @@ class TrialRunner:
         """Train and evaluate one trial; never raises for a trial's own failure.
         ``measure_config`` holds :class:`shiftbench.measures.MeasureConfig` fields."""
         started = datetime.now(UTC)
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        out_of_memory = False
         try:
             faults.hit("trial.start", trial.trial_id)
             status, curve, extra = self._train(trial, measures, measure_config or {})
@@ -112,9 +130,26 @@ class TrialRunner:
         except Exception as exc:
             status, curve, extra = "failed", [], {}
             error = _error_text(exc)
-        provenance = {**self.provenance, "device": device_name(self.device)}
-        rows = ledger_rows(trial, study, attempt, status, error, curve, extra, started, provenance)
-        return TrialOutcome(trial.trial_id, status, rows, error)
+            out_of_memory = isinstance(exc, torch.cuda.OutOfMemoryError)
+        peak = total = 0
+        if cuda:
+            peak = torch.cuda.max_memory_reserved(self.device)
+            total = torch.cuda.get_device_properties(self.device).total_memory
+            torch.cuda.empty_cache()  # give what this trial held back to the GPU's other trials
+            extra = {**extra, "peak_memory_mb": peak / 2**20}
+        rows = ledger_rows(
+            trial, study, attempt, status, error, curve, extra, started, self.row_provenance()
+        )
+        return TrialOutcome(trial.trial_id, status, rows, error, out_of_memory, peak, total)
+
+    def row_provenance(self, accel: Accel | None = None) -> dict[str, Any]:
+        """What every ledger row of this runner records about where and how it ran:
+        this runner's settings, or ``accel`` for a trial that ran with others."""
+        return {
+            **self.provenance,
+            "device": device_name(self.device),
+            **(accel or self.accel).columns(),
+        }
 
     def objective(self, trial: Trial):
         """The trial's objective on this runner's device, with its data set (cached) loaded."""
@@ -134,6 +169,7 @@ class TrialRunner:
         params = dict(trial.objective_params)
         objective = self.objective(trial)
         solver = self.solver(trial)
+        solver.accel = self.accel
         solver.set_objective(**objective.get_objective())
         init_state = {k: v.detach().clone() for k, v in solver.model.state_dict().items()}
         callback = Checkpointer(

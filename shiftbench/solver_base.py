@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import torch
 from benchopt import BaseSolver
 
+from shiftbench.accel import PLAIN, Accel
 from shiftbench.search import IntUniform, LogOneMinus, LogUniform, Space
 from shiftbench.training import EnvSampler
 
@@ -39,6 +40,9 @@ class TorchSolver(BaseSolver):
     parameters: ClassVar[dict[str, list[Any]]] = COMMON_PARAMETERS
     search_space: ClassVar[dict[str, Space]] = COMMON_SPACE
     requirements: ClassVar[list[str]] = []
+    # How the loop runs (bf16, channels-last, compile): the shiftbench runner sets the
+    # study's settings resolved for its device; ``benchopt run`` keeps the plain fp32 loop.
+    accel: Accel = PLAIN
 
     def optimizer_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``optimizer_class`` from this solver's hyperparameters."""
@@ -77,6 +81,8 @@ class TorchSolver(BaseSolver):
         self.model, self.algorithm, self.steps, self.seed = model, algorithm, steps, seed
         self.reset_to = reset_to
         self.sampler = EnvSampler(train_envs, int(self.batch_size), seed)
+        self.device = train_envs[0].y.device
+        self.train_model = self.accel.prepare(model)
         self.optimizer = self.build_optimizer(model.parameters())
 
     def reset_optimizer(self) -> torch.optim.Optimizer:
@@ -88,6 +94,8 @@ class TorchSolver(BaseSolver):
         return self.build_optimizer(self.model.parameters())
 
     def run(self, callback: Callable[[], bool]) -> None:
+        """Train until the callback says stop: no host synchronisation between its calls
+        (data, sampling and optimizer state all live on the device)."""
         self.model.train()
         step = 0
         while callback():
@@ -95,7 +103,8 @@ class TorchSolver(BaseSolver):
                 break
             if step == self.algorithm.reset_at:
                 self.optimizer = self.reset_optimizer()
-            loss = self.algorithm.loss(self.model, next(self.sampler), step)
+            with self.accel.autocast(self.device):
+                loss = self.algorithm.loss(self.train_model, next(self.sampler), step)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

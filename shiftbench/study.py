@@ -16,6 +16,7 @@ import numpy as np
 import yaml
 
 from shiftbench import registry
+from shiftbench.accel import ACCEL_KEYS, AUTO, Accel
 from shiftbench.search import (
     Choice,
     Fixed,
@@ -38,7 +39,10 @@ TOP_LEVEL_KEYS = {
     "measure_config": "mapping: MeasureConfig field (bisection_depth, subset, ...) -> value",
     "analyses": "list of analysis names",
     "retries": "how often a failed trial is retried (integer >= 0)",
-    "resources": "mapping with cpus and gpus per trial",
+    "resources": "mapping with cpus and gpus per trial (gpus: a fraction, or auto: packed by "
+    "a first trial's measured peak memory)",
+    "accel": "mapping: precision (auto|fp32|bf16), channels_last (auto|true|false), "
+    "compile (false|true|backend)",
     "timeout_s": "wall-clock limit of one trial in seconds (number > 0; default: none)",
     "ensemble": "vectorized ensembles: auto (default), off, or the largest group size",
 }
@@ -61,10 +65,13 @@ class StudyError(ValueError):
 
 @dataclass(frozen=True)
 class Resources:
-    """What one trial asks of a worker (fractional GPUs let trials share a GPU)."""
+    """What one trial asks of a worker (fractional GPUs let trials share a GPU). With
+    ``pack_gpus`` (``gpus: auto``) the sweep measures a first trial's peak GPU memory alone
+    on a GPU and packs as many trials per GPU as fit (``gpus`` is then that fraction)."""
 
     cpus: float = 1.0
     gpus: float = 0.0
+    pack_gpus: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,7 @@ class Study:
     # MeasureConfig fields for the measures computed at the end of each trial
     measure_config: dict[str, Any] = field(default_factory=dict)
     ensemble: str | int = "auto"
+    accel: Accel = AUTO
     # dataset -> its ``objective:`` variants (one mapping, or a list of them), each
     # overriding ``objective`` keys for it
     dataset_objectives: dict[str, tuple[dict[str, list[Any]], ...]] = field(default_factory=dict)
@@ -227,6 +235,7 @@ def parse_study(raw: Any, path: Path) -> Study:
         isinstance(ensemble, bool) or not isinstance(ensemble, int) or ensemble < 1
     ):
         check.fail("ensemble", f"must be auto, off or an integer >= 1, got {ensemble!r}")
+    accel = check.accel(raw.get("accel") or {})
     study = Study(
         path=path,
         name=name,
@@ -245,6 +254,7 @@ def parse_study(raw: Any, path: Path) -> Study:
         timeout_s=None if timeout_s is None else float(timeout_s),
         measure_config=measure_config,
         ensemble=ensemble,
+        accel=accel,
         dataset_objectives=dataset_objectives,
     )
     check.values(study)
@@ -413,11 +423,27 @@ class _Checker:
         self.mapping(value, "resources")
         for key in set(value) - RESOURCE_KEYS:
             self.fail(f"resources.{key}", "unknown key; allowed: cpus, gpus")
+        if value.get("gpus") == "auto":
+            return Resources(cpus=self._amount(value, "cpus", 1.0), gpus=1.0, pack_gpus=True)
+        return Resources(**{k: self._amount(value, k, 0.0) for k in value})
+
+    def _amount(self, value: Mapping, key: str, default: float) -> float:
+        v = value.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+            allowed = "a number >= 0, or auto" if key == "gpus" else "a number >= 0"
+            self.fail(f"resources.{key}", f"must be {allowed}, got {v!r}")
+        return float(v)
+
+    def accel(self, value: Any) -> Accel:
+        self.mapping(value, "accel")
         for key in value:
-            v = value[key]
-            if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-                self.fail(f"resources.{key}", f"must be a number >= 0, got {v!r}")
-        return Resources(**{k: float(v) for k, v in value.items()})
+            if key not in ACCEL_KEYS:
+                self.fail(f"accel.{key}", f"unknown key; allowed: {', '.join(ACCEL_KEYS)}")
+            try:
+                Accel(**{key: value[key]})
+            except ValueError as exc:
+                self.fail(f"accel.{key}", str(exc))
+        return Accel(**value)
 
     def values(self, study: Study) -> None:
         """Instantiate each solver and dataset configuration and run its own checks, so an

@@ -22,12 +22,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,9 @@ from tqdm import tqdm
 from shiftbench import faults, store
 from shiftbench.ensemble import plan_groups, run_group
 from shiftbench.lock import StudyLock
+from shiftbench.packing import gpu_fraction, trials_per_gpu
 from shiftbench.plugins import benchmark_root
-from shiftbench.provenance import device_name, static_provenance
+from shiftbench.provenance import static_provenance
 from shiftbench.runner import TrialOutcome, TrialRunner, ledger_rows
 from shiftbench.study import Resources, Study
 from shiftbench.trial import Trial
@@ -200,6 +202,11 @@ def run_study(
         return summary
 
 
+def notice(message: str) -> None:
+    """A line for the user during a sweep, printed above the progress bar."""
+    tqdm.write(message, file=sys.stderr)
+
+
 def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
@@ -253,7 +260,7 @@ def run_in_process(
     finished: Finished,
 ) -> None:
     """Run the groups one by one in the driver (``--workers 0``: debugging and profiling)."""
-    runner = TrialRunner(provenance)
+    runner = TrialRunner(provenance, accel=study.accel)
     for group in pending:
         group_attempts, started = [attempts[t.trial_id] for t in group], datetime.now(UTC)
         try:
@@ -275,7 +282,7 @@ def run_in_process(
                     "timeout",
                     _timeout_text(study),
                     started,
-                    {**provenance, "device": device_name(runner.device)},
+                    runner.row_provenance(),
                 )
                 for trial, attempt in zip(group, group_attempts)
             ]
@@ -379,8 +386,12 @@ def run_on_ray(
     import ray
 
     _start_ray(workers, address)
-    n_workers = worker_count(workers, study.resources, ray.cluster_resources())
-    RaySweep(study, attempts, provenance, finished).run(pending, n_workers)
+    sweep = RaySweep(study, attempts, provenance, finished)
+    if study.resources.pack_gpus:
+        pending = sweep.pack(pending)
+    n_workers = worker_count(workers, sweep.resources, ray.cluster_resources())
+    sweep.run(pending, n_workers)
+    sweep.retry_alone()
 
 
 @dataclass
@@ -394,7 +405,8 @@ class _Slot:
 
 class RaySweep:
     """Keeps ``IN_FLIGHT_PER_WORKER`` trials queued on each worker actor; replaces a worker
-    that dies or overruns ``timeout_s`` and charges the loss to the trial it was running."""
+    that dies or overruns ``timeout_s`` and charges the loss to the trial it was running.
+    Trials that run out of GPU memory are held back and retried alone (``retry_alone``)."""
 
     def __init__(
         self,
@@ -406,15 +418,57 @@ class RaySweep:
         self.study, self.attempts, self.finished = study, attempts, finished
         self.provenance = provenance
         self.lost_provenance = {**provenance, "device": "unknown"}
-        self.options: dict[str, Any] = {
-            "num_cpus": study.resources.cpus,
-            "num_gpus": study.resources.gpus,
-        }
-        if faults.worker_env():
-            self.options["runtime_env"] = {"env_vars": faults.worker_env()}
+        self.resources = study.resources
         self.queue: deque[Group] = deque()
         self.running: dict[Any, tuple[_Slot, Group, datetime]] = {}
         self.deaths: dict[str, int] = {}
+        self.out_of_memory: list[Group] = []
+        self.alone = False
+        self.peak_memory = self.device_memory = 0
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """A worker actor's Ray options: one trial's resources, and the fault settings."""
+        options: dict[str, Any] = {
+            "num_cpus": self.resources.cpus,
+            "num_gpus": self.resources.gpus,
+        }
+        if faults.worker_env():
+            options["runtime_env"] = {"env_vars": faults.worker_env()}
+        return options
+
+    def pack(self, pending: list[Group]) -> list[Group]:
+        """``gpus: auto``: run the first group alone on a whole GPU, then set each worker's
+        GPU fraction from its peak memory (:mod:`shiftbench.packing`); returns the rest.
+        Without a GPU in the cluster, trials run on CPUs."""
+        import ray
+
+        if not ray.cluster_resources().get("GPU", 0):
+            self.resources = replace(self.resources, gpus=0.0)
+            notice(f"{self.study.name}: gpus: auto, but the cluster has no GPU; using CPUs")
+            return pending
+        self.resources = replace(self.resources, gpus=1.0)
+        self.run(pending[:1], 1)
+        if not self.device_memory:  # the first trial failed before reaching the GPU
+            return pending[1:]
+        per_gpu = trials_per_gpu(self.peak_memory, self.device_memory)
+        self.resources = replace(self.resources, gpus=gpu_fraction(per_gpu))
+        notice(
+            f"{self.study.name}: a trial peaks at {self.peak_memory / 2**20:.0f} MiB of "
+            f"{self.device_memory / 2**30:.0f} GiB: {per_gpu} trials per GPU"
+        )
+        return pending[1:]
+
+    def retry_alone(self) -> None:
+        """Run the trials that ran out of memory again, one at a time on a whole GPU (a
+        second out-of-memory lands as ``failed``)."""
+        if not self.out_of_memory:
+            return
+        groups, self.out_of_memory, self.alone = self.out_of_memory, [], True
+        notice(f"{self.study.name}: {len(groups)} trials ran out of memory; retrying alone")
+        if self.resources.gpus:
+            self.resources = replace(self.resources, gpus=max(1.0, self.resources.gpus))
+        self.run(groups, 1)
 
     def run(self, pending: list[Group], n_workers: int) -> None:
         import ray
@@ -441,7 +495,7 @@ class RaySweep:
     def _spawn(self) -> Any:
         from shiftbench.worker import TrialWorker
 
-        return TrialWorker.options(**self.options).remote(self.provenance)
+        return TrialWorker.options(**self.options).remote(self.provenance, self.study.accel)
 
     def _fill(self, slot: _Slot) -> None:
         while len(slot.refs) < IN_FLIGHT_PER_WORKER and self.queue:
@@ -505,8 +559,13 @@ class RaySweep:
         if slot.refs[0] == ref:
             slot.since = time.monotonic()
         slot.refs.remove(ref)
-        for outcome in outcomes:
-            self.finished(outcome)
+        for trial, outcome in zip(group, outcomes):
+            self.peak_memory = max(self.peak_memory, outcome.peak_memory)
+            self.device_memory = max(self.device_memory, outcome.device_memory)
+            if outcome.out_of_memory and not self.alone:
+                self.out_of_memory.append([trial])
+            else:
+                self.finished(outcome)
         return None
 
     def _replace(self, slot: _Slot, reason: str, *, timed_out: bool) -> None:
@@ -585,7 +644,7 @@ def rerun_trial(study: Study, store_dir: Path, trial_id: str) -> Rerun:
     if trial is None:  # a trial of an earlier version of the study file
         trial = Trial.from_config(json.loads(recorded["config"].iloc[0]))
     attempt = int(recorded["attempt"].iloc[0])
-    runner = TrialRunner(static_provenance(benchmark_root()))
+    runner = TrialRunner(static_provenance(benchmark_root()), accel=study.accel)
     outcome = runner.run(trial, study.name, attempt, study.measures, study.measure_config)
     return Rerun(
         trial,

@@ -12,6 +12,7 @@ from typing import Any
 
 import ray
 
+from shiftbench.accel import Accel
 from shiftbench.ensemble import run_group
 from shiftbench.runner import TrialOutcome, TrialRunner
 from shiftbench.trial import Trial
@@ -21,12 +22,12 @@ from shiftbench.trial import Trial
 class TrialWorker:
     """Imports torch and loads data once, then runs the trials it is sent."""
 
-    def __init__(self, provenance: dict[str, Any]) -> None:
+    def __init__(self, provenance: dict[str, Any], accel: Accel) -> None:
         import torch
 
         threads = max(1, int(float(os.environ.get("OMP_NUM_THREADS", "1"))))
         torch.set_num_threads(threads)
-        self.runner = TrialRunner({**provenance, "hostname": socket.gethostname()})
+        self.runner = TrialRunner({**provenance, "hostname": socket.gethostname()}, accel=accel)
 
     def ready(self) -> bool:
         """Returns once the worker is constructed (the driver waits for it)."""

@@ -288,3 +288,43 @@ def test_no_pickle_or_eval_of_stored_or_study_data():
             "torch.load",
         ):
             assert unsafe not in text, (module, unsafe)
+
+
+@pytest.mark.ray
+def test_out_of_memory_trials_are_retried_alone_after_the_others(
+    ray_cluster, make_study, store_dir, tmp_path, monkeypatch
+):
+    """torch's OutOfMemoryError (as a GPU shared by packed trials raises it) holds the
+    trial back; after the others it runs again alone on a fresh worker, in the same attempt.
+    One that runs out of memory alone too lands as ``failed``."""
+    path = make_study(retries=0, ensemble="off")  # one trial per task
+    study = load_study(path)
+    once, always, *others = study.trials()
+    log = tmp_path / "started"
+    monkeypatch.setenv(
+        ENV,
+        faults(
+            {"at": "trial.start", "do": "none", "log": str(log)},
+            {
+                "at": "trial.start",
+                "trial": once.trial_id,
+                "do": "oom",
+                "once": str(tmp_path / "oom-once"),
+            },
+            {"at": "trial.start", "trial": always.trial_id, "do": "oom"},
+        ),
+    )
+    summary = run_study(study, store_dir, workers=2, progress=False)
+    assert summary.ran == 4
+    assert_exactly_once(study, store_dir)
+    final = store.final_rows(store.read(store_dir, "tiny")).groupby("trial_id").last()
+    assert final.loc[once.trial_id, "status"] == "done"
+    assert final.loc[once.trial_id, "attempt"] == 0
+    assert final.loc[always.trial_id, "status"] == "failed"
+    assert "OutOfMemoryError" in final.loc[always.trial_id, "error"]
+    assert set(final.loc[[t.trial_id for t in others], "status"]) == {"done"}
+    started = [line.split() for line in log.read_text().splitlines()]
+    # the second tries come last, both on one fresh worker of their own
+    assert {trial for _, trial, _ in started[-2:]} == {once.trial_id, always.trial_id}
+    first_pids = {pid for _, _, pid in started[:-2]}
+    assert started[-1][2] == started[-2][2] and started[-1][2] not in first_pids

@@ -1,0 +1,86 @@
+"""The GPU fast path of the training loop: bf16 autocast, channels-last and ``torch.compile``.
+
+A study's ``accel:`` key sets it (``precision``, ``channels_last``, ``compile``). These are
+run settings, like the device, not part of a trial's identity: a trial keeps its id, and
+each ledger row records what it ran with (``accel.precision``, ``accel.channels_last``,
+``accel.compile``). ``auto`` (the default) means bf16 and channels-last on a GPU that
+supports them and the plain fp32 path on the CPU, so CPU results stay bit-for-bit those of
+``benchopt run``. The loop itself has no host synchronisation between checkpoints.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+PRECISIONS = ("auto", "fp32", "bf16")
+ACCEL_KEYS = ("precision", "channels_last", "compile")
+# ``compile``: False, True (inductor) or the name of a torch.compile backend
+COMPILE_DEFAULT_BACKEND = "inductor"
+
+
+@dataclass(frozen=True)
+class Accel:
+    """How the training loop runs: ``precision`` (auto, fp32, bf16), ``channels_last``
+    (auto, true, false) and ``compile`` (false, true, or a ``torch.compile`` backend name).
+    ``resolve`` turns ``auto`` into what a device supports."""
+
+    precision: str = "auto"
+    channels_last: bool | str = "auto"
+    compile: bool | str = False
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+        if not (self.channels_last == "auto" or isinstance(self.channels_last, bool)):
+            raise ValueError("channels_last must be auto, true or false")
+        if not isinstance(self.compile, bool | str) or self.compile == "":
+            raise ValueError("compile must be true, false or a torch.compile backend name")
+        if isinstance(self.compile, str) and self.compile not in torch.compiler.list_backends(
+            exclude_tags=()
+        ):
+            backends = ", ".join(torch.compiler.list_backends(exclude_tags=()))
+            raise ValueError(f"unknown torch.compile backend {self.compile!r}; known: {backends}")
+
+    def resolve(self, device: torch.device) -> Accel:
+        """Concrete settings for ``device``: ``auto`` is bf16 and channels-last on a GPU with
+        bf16 support, fp32 and the default memory format elsewhere."""
+        fast = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        precision = ("bf16" if fast else "fp32") if self.precision == "auto" else self.precision
+        cuda = device.type == "cuda"
+        channels_last = cuda if self.channels_last == "auto" else self.channels_last
+        return Accel(precision, bool(channels_last), self.compile)
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """Put ``model`` in channels-last memory (in place, when it has 2-d convolutions and
+        the setting is on) and return the module to train with: compiled, or ``model``."""
+        if self.channels_last is True and has_conv2d(model):
+            model.to(memory_format=torch.channels_last)
+        if self.compile is False:
+            return model
+        backend = COMPILE_DEFAULT_BACKEND if self.compile is True else self.compile
+        return torch.compile(model, backend=backend)
+
+    def autocast(self, device: torch.device) -> AbstractContextManager:
+        """bf16 autocast on ``device`` when the precision is bf16, else nothing."""
+        if self.precision != "bf16":
+            return nullcontext()
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+    def columns(self) -> dict[str, Any]:
+        """The ledger columns recording these settings."""
+        values = {**asdict(self), "compile": str(self.compile).lower()}
+        return {f"accel.{k}": v for k, v in values.items()}
+
+
+AUTO = Accel()
+PLAIN = Accel("fp32", False, False)
+
+
+def has_conv2d(model: nn.Module) -> bool:
+    """Whether channels-last can matter: the model has a 2-d convolution."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
