@@ -5,7 +5,13 @@ curves per scope."""
 import matplotlib.pyplot as plt
 
 from shiftbench.report import AnalysisContext
-from shiftbench.rotation_analysis import SCOPE_ORDER, ordering_verdict, slowdowns, task_label
+from shiftbench.rotation_analysis import (
+    SCOPE_ORDER,
+    TIE,
+    ordering_verdict,
+    slowdowns,
+    task_label,
+)
 
 
 def run(context: AnalysisContext) -> None:
@@ -43,7 +49,8 @@ def run(context: AnalysisContext) -> None:
         "**Does the paper's ordering hold here?** Rule: no scope in none ~ output <= input "
         "<= layer <= global ends more than one pooled std of final loss below the scope "
         "before it (none and output within one std); SVD helps when its final loss is more "
-        "than one std below none's.\n\n" + "\n".join(verdicts)
+        f"than one std below none's; differences under {TIE} nats are ties.\n\n"
+        + "\n".join(verdicts)
     )
     curves = rows[rows["step"] >= 0]
     curves = curves.assign(task=task_label(curves))

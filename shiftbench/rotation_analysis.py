@@ -46,7 +46,9 @@ def slowdowns(
 ) -> pd.DataFrame:
     """One row per rotated run: its scope, final loss, ``S``, the baseline's ``S*`` and the
     slowdown %. ``at`` < 1 takes as target the baseline's loss at its last checkpoint at or
-    before that fraction of its steps (finite slowdowns up to ``1/at - 1`` for short runs)."""
+    before that fraction of its steps (finite slowdowns up to ``1/at - 1`` for short runs).
+    The slowdown is NaN when the baseline never gets below its initial loss (it did not
+    train, so there is no speed to compare)."""
     if not 0 < at <= 1:
         raise ValueError(f"at must be in (0, 1], got {at}")
     rows = rows[rows["step"] >= 0].sort_values("step")
@@ -68,7 +70,9 @@ def slowdowns(
                     "target_loss": target,
                     "steps": steps,
                     "baseline_steps": base_steps,
-                    "slowdown_pct": 100.0 * (steps - base_steps) / base_steps,
+                    "slowdown_pct": (
+                        100.0 * (steps - base_steps) / base_steps if base_steps > 0 else math.nan
+                    ),
                 }
             )
     return pd.DataFrame(out)
@@ -99,6 +103,9 @@ def probe_summary(
 PAPER_ORDER = ["output", "input", "layer", "global"]
 
 
+TIE = 0.01  # nats of final training loss: a smaller difference is no ordering
+
+
 def ordering_verdict(summary: pd.DataFrame) -> str:
     """Whether one task's Adam runs follow Zhang, Maes et al.'s ordering, by a stated rule.
 
@@ -106,14 +113,15 @@ def ordering_verdict(summary: pd.DataFrame) -> str:
     seeds). The ordering none ~ output <= input <= layer <= global holds when no scope in
     that chain ends more than one (pooled) standard deviation *below* the scope before it,
     and none and output are within one standard deviation; SVD helps when its final loss is
-    more than one standard deviation below the unrotated run's.
+    more than one standard deviation below the unrotated run's. Differences under ``TIE``
+    nats count as ties whatever the spread (runs that all reach a loss near 0 tie).
     """
     by_scope = summary.set_index("scope")
 
     def gap(a: str, b: str) -> tuple[float, float]:
         mean = by_scope.loc[b, "final_loss_mean"] - by_scope.loc[a, "final_loss_mean"]
         sd = float(np.hypot(by_scope.loc[a, "final_loss_std"], by_scope.loc[b, "final_loss_std"]))
-        return float(mean), sd
+        return float(mean), max(sd, TIE)
 
     parts = []
     if {"none", *PAPER_ORDER} <= set(by_scope.index):

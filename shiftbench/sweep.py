@@ -343,7 +343,7 @@ def _runtime_env() -> dict[str, Any]:
     root = benchmark_root()
     return {
         "working_dir": str(root),
-        "excludes": ["results/", "data/", ".venv/", ".git/", "*.parquet"],
+        "excludes": ["results/", "data/", ".venv/", ".git/", "*.parquet", "*_cache/"],
         "env_vars": {"SHIFTBENCH_ROOT": ".", **faults.worker_env()},
     }
 

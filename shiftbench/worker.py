@@ -27,7 +27,11 @@ class TrialWorker:
 
         threads = max(1, int(float(os.environ.get("OMP_NUM_THREADS", "1"))))
         torch.set_num_threads(threads)
-        self.runner = TrialRunner({**provenance, "hostname": socket.gethostname()}, accel=accel)
+        where = {
+            "hostname": socket.gethostname(),
+            "ray_node": ray.get_runtime_context().get_node_id(),
+        }
+        self.runner = TrialRunner({**provenance, **where}, accel=accel)
 
     def ready(self) -> bool:
         """Returns once the worker is constructed (the driver waits for it)."""

@@ -59,6 +59,16 @@ def test_runs_without_a_baseline_are_left_out_and_never_reaching_is_infinite():
     assert slowdowns(data[data["hp.rotation"] != "none"]).empty
 
 
+def test_a_baseline_that_never_trained_gives_no_slowdown():
+    """A flat baseline reaches its own final loss at step 0: there is no speed to compare."""
+    data = ledger({"none": 1.0, "global": 1.0})
+    data.loc[data["hp.rotation"] == "none", "train_loss"] = 2.3
+    table = slowdowns(data).set_index(["seed", "scope"])
+    assert table.loc[(0, "none"), "baseline_steps"] == 0
+    assert math.isnan(table.loc[(0, "none"), "slowdown_pct"])
+    assert math.isnan(table.loc[(0, "global"), "slowdown_pct"])
+
+
 def summary(losses, std=0.01):
     return pd.DataFrame(
         {
@@ -78,3 +88,13 @@ def test_ordering_verdict_follows_its_stated_rule():
     text = ordering_verdict(summary(reversed_chain))
     assert "does not hold" in text and "SVD does not clearly help" in text
     assert "holds" in ordering_verdict(summary({**paper, "global": 1.195}))  # within one std
+
+
+def test_ordering_verdict_ties_differences_under_the_tie_threshold():
+    """Runs that all reach a loss near 0 with almost no spread tie: no ordering is broken by
+    differences of 1e-5 nats, and one of 0.05 still is."""
+    converged = {"none": 2e-5, "output": 1e-5, "input": 3e-5, "layer": 1e-5, "global": 0.04}
+    text = ordering_verdict(summary(converged, std=1e-6))
+    assert "holds" in text and "SVD" not in text
+    broken = {**converged, "layer": 0.06}
+    assert "does not hold" in ordering_verdict(summary(broken, std=1e-6))

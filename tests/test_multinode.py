@@ -1,0 +1,119 @@
+"""Multi-node: two Ray nodes started on this machine with ``ray start`` (a head and a worker
+node, token authentication on, as on a real cluster), and ``shiftbench run --address``
+against them: the repository reaches the workers through Ray's runtime environment, trials
+run on both nodes, and the driver alone writes the ledger."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import TINY_STUDY, Driver, assert_exactly_once, wait_for
+
+from shiftbench import store
+from shiftbench.study import load_study
+
+RAY = Path(sys.executable).parent / "ray"
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+class Nodes:
+    """``ray start --block`` processes (tagged by the driver's token, so they are reaped)."""
+
+    def __init__(self, driver: Driver, token: str) -> None:
+        self.driver, self.token = driver, token
+        self.procs: list[subprocess.Popen] = []
+        self.log = driver.cwd / "nodes.log"
+
+    def env(self) -> dict[str, str]:
+        env = self.driver.env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token)
+        env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # set by the embedded cluster
+        return env
+
+    def start(self, *args: str) -> None:
+        with self.log.open("a") as log:
+            self.procs.append(
+                subprocess.Popen(
+                    [str(RAY), "start", "--block", "--num-cpus", "1", *args],
+                    cwd=self.driver.cwd,
+                    env=self.env(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+
+    def head_address(self, port: int) -> str:
+        pattern = re.compile(rf"--address='([0-9.]+:{port})'")
+        wait_for(lambda: pattern.search(self.log.read_text()), "the head node")
+        return pattern.search(self.log.read_text()).group(1)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.driver.reap()
+
+
+@pytest.fixture
+def nodes(driver: Driver) -> Iterator[tuple[Nodes, str]]:
+    cluster = Nodes(driver, secrets.token_hex(16))
+    port = free_port()
+    cluster.start("--head", "--port", str(port), "--include-dashboard", "false")
+    try:
+        address = cluster.head_address(port)
+        cluster.start("--address", address)
+        yield cluster, address
+    finally:
+        cluster.stop()
+
+
+def alive_nodes(address: str, env: dict[str, str]) -> int:
+    out = subprocess.run(
+        [str(RAY), "status", "--address", address], env=env, capture_output=True, text=True
+    ).stdout
+    return len(re.findall(r"^ 1 node_", out, flags=re.M))
+
+
+def test_run_against_a_two_node_cluster(nodes, driver, tmp_path):
+    cluster, address = nodes
+    wait_for(lambda: alive_nodes(address, cluster.env()) == 2, "two nodes")
+    spec = {
+        **TINY_STUDY,
+        "name": "multinode",
+        "search": {"kind": "random", "trials_per_solver": 4, "seed": 0},
+        "ensemble": "off",
+    }
+    path = tmp_path / "multinode.yml"
+    path.write_text(yaml.safe_dump(spec))
+    store_dir = tmp_path / "store"
+    args = ["run", str(path), "--store", str(store_dir), "--address", address, "--quiet"]
+    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": cluster.token}
+
+    code, out = driver.run(*args, **env)
+    assert code == 0, out
+    assert "ran 8 trials" in out and "8 done" in out, out
+    study = load_study(path)
+    assert_exactly_once(study, store_dir, {"done"})
+    ledger = store.read(store_dir, "multinode")
+    per_node = ledger.groupby("ray_node")["trial_id"].nunique()
+    assert len(per_node) == 2 and per_node.sum() == 8, per_node
+    # rerunning against the cluster finds everything done
+    code, out = driver.run(*args, **env)
+    assert code == 0 and "0 to run" in out, out
