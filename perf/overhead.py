@@ -209,6 +209,7 @@ def main() -> None:
             "-o",
             f"shiftbench[steps={args.steps},eval_every={args.eval_every}]",
             "--no-plot",
+            "--no-cache",  # else a second run of the script reads its results from the cache
             "-r",
             "1",
         ]
