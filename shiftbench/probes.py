@@ -36,14 +36,13 @@ LAYER_TYPES = ("embed", "head", "attn", "mlp", "conv", "other")
 
 def layer_type(name: str, param: Tensor) -> str:
     """The layer type of a parameter from its name's tokens (split at ``.`` and ``_``):
-    ``embed`` (a token containing "emb", wte, wpe), ``head`` (head, classifier, or a
-    top-level ``fc``: timm's ResNet classifier), ``attn``
+    ``embed`` (a token containing "emb", wte, wpe), ``head`` (head, classifier), ``attn``
     (attn, attention, qkv), ``mlp`` (mlp, ffn, fc, fc1, fc2), ``conv`` (a 4-d kernel or a
     token starting with "conv"), else ``other``. The first rule that matches wins."""
     tokens = set(re.split(r"[._]", name.lower()))
     if any("emb" in token for token in tokens) or tokens & {"wte", "wpe"}:
         return "embed"
-    if tokens & {"head", "classifier"} or name.startswith("fc."):
+    if tokens & {"head", "classifier"}:
         return "head"
     if tokens & {"attn", "attention", "qkv"}:
         return "attn"
@@ -106,8 +105,12 @@ def update_orthogonality(
 ) -> Orthogonality:
     """The coefficient of variation of the singular values of each weight matrix's (any
     tensor of 2+ dims) normalized Adam update, named as in ``model``, and the mean per layer
-    type (``classify(name, param)``). Parameters without Adam state are left out."""
+    type (``classify(name, param)``; the classifier a timm model declares through
+    ``get_classifier()``, such as a ResNet's ``fc``, is ``head`` whatever its name).
+    Parameters without Adam state are left out."""
     updates = normalized_updates(optimizer)
+    declared = model.get_classifier() if hasattr(model, "get_classifier") else None
+    head = {id(p) for p in declared.parameters()} if isinstance(declared, nn.Module) else set()
     per_param = {
         name: singular_value_cv(updates[p])
         for name, p in model.named_parameters()
@@ -116,7 +119,8 @@ def update_orthogonality(
     by_type: dict[str, list[float]] = {}
     params = dict(model.named_parameters())
     for name, cv in per_param.items():
-        by_type.setdefault(classify(name, params[name]), []).append(cv)
+        kind = "head" if id(params[name]) in head else classify(name, params[name])
+        by_type.setdefault(kind, []).append(cv)
     return Orthogonality(per_param, {kind: float(np.mean(cvs)) for kind, cvs in by_type.items()})
 
 

@@ -330,6 +330,7 @@ def _start_ray(workers: int | None, address: str | None) -> None:
     if os.environ[LOCAL_ONLY_ENV] == "0":  # Ray may have been imported before the variable
         ray_constants.ENABLE_RAY_CLUSTER = False
     ray.init(
+        address="local",  # a new cluster, even where `ray start` left one running
         num_cpus=workers or os.cpu_count(),
         include_dashboard=False,
         log_to_driver=False,

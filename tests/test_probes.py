@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from shiftbench.models import create_model
 from shiftbench.probes import (
     hessian_11_norm,
     layer_type,
@@ -87,7 +88,6 @@ def test_layer_type_from_names() -> None:
         "h.0.mlp.c_proj.weight": "mlp",
         "features.3.weight": "conv",
         "layer1.0.conv1.weight": "conv",
-        "fc.weight": "head",
         "patch_embed.proj.weight": "embed",
         "0.weight": "other",
     }
@@ -120,6 +120,17 @@ def test_update_orthogonality_matches_numpy_adam() -> None:
     )
     assert result.per_type["embed"] == pytest.approx(expected["emb.weight"])
     assert set(result.per_type) == {"embed", "attn", "mlp", "head"}
+
+
+def test_a_timm_models_declared_classifier_is_the_head() -> None:
+    """timm's ResNet names its classifier ``fc``; ``get_classifier()`` makes it the head."""
+    model = create_model("timm_resnet", (1, 8, 8), 4, depth=1, width=4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    model(torch.randn(8, 1, 8, 8)).logsumexp(1).sum().backward()
+    optimizer.step()
+    result = update_orthogonality(optimizer, model)
+    assert result.per_type["head"] == pytest.approx(result.per_param["fc.weight"])
+    assert set(result.per_type) == {"conv", "head"}
 
 
 def test_svd_rotated_adam_update_is_orthogonal() -> None:
