@@ -450,7 +450,8 @@ class RaySweep:
             return pending
         self.resources = replace(self.resources, gpus=1.0)
         self.run(pending[:1], 1)
-        if not self.device_memory:  # the first trial failed before reaching the GPU
+        if not self.device_memory:  # it failed first, or its worker saw no CUDA device
+            notice(f"{self.study.name}: no GPU memory measured; one trial per GPU")
             return pending[1:]
         per_gpu = trials_per_gpu(self.peak_memory, self.device_memory)
         self.resources = replace(self.resources, gpus=gpu_fraction(per_gpu))

@@ -1,7 +1,8 @@
 """Multi-node: two Ray nodes started on this machine with ``ray start`` (a head and a worker
 node, token authentication on, as on a real cluster), and ``shiftbench run --address``
 against them: the repository reaches the workers through Ray's runtime environment, trials
-run on both nodes, and the driver alone writes the ledger."""
+run on both nodes, and the driver alone writes the ledger. The head declares a GPU, so
+``gpus: auto`` takes its packing path (a first trial alone, then the rest)."""
 
 from __future__ import annotations
 
@@ -31,10 +32,12 @@ def free_port() -> int:
 
 
 class Nodes:
-    """``ray start --block`` processes (tagged by the driver's token, so they are reaped)."""
+    """``ray start --block`` processes, tagged with a token of their own so that ``stop``
+    reaps everything they started."""
 
     def __init__(self, driver: Driver, token: str) -> None:
-        self.driver, self.token = driver, token
+        # tagged apart from the driver: each driver run reaps what it tagged, not the nodes
+        self.driver, self.token = Driver(driver.cwd), token
         self.procs: list[subprocess.Popen] = []
         self.log = driver.cwd / "nodes.log"
 
@@ -75,7 +78,8 @@ class Nodes:
 def nodes(driver: Driver) -> Iterator[tuple[Nodes, str]]:
     cluster = Nodes(driver, secrets.token_hex(16))
     port = free_port()
-    cluster.start("--head", "--port", str(port), "--include-dashboard", "false")
+    # the head declares one (logical) GPU, so that GPU requests can be placed on it
+    cluster.start("--head", "--port", str(port), "--num-gpus", "1", "--include-dashboard", "false")
     try:
         address = cluster.head_address(port)
         cluster.start("--address", address)
@@ -117,3 +121,21 @@ def test_run_against_a_two_node_cluster(nodes, driver, tmp_path):
     # rerunning against the cluster finds everything done
     code, out = driver.run(*args, **env)
     assert code == 0 and "0 to run" in out, out
+
+    # gpus: auto on a cluster with a GPU: the first trial runs alone on a whole GPU before
+    # any other starts; here its worker sees no CUDA device, so each trial gets a whole GPU
+    packed = tmp_path / "packed.yml"
+    packed.write_text(yaml.safe_dump({**spec, "name": "packed", "resources": {"gpus": "auto"}}))
+    code, out = driver.run(
+        "run", str(packed), "--store", str(store_dir), "--address", address, "--quiet", **env
+    )
+    assert code == 0 and "8 done" in out, out
+    assert "no GPU memory measured; one trial per GPU" in out and "has no GPU" not in out
+    spans = (
+        store.read(store_dir, "packed")
+        .groupby("trial_id")
+        .agg(start=("start_time", "min"), end=("end_time", "max"), node=("ray_node", "first"))
+        .sort_values("start")
+    )
+    assert spans["end"].iloc[0] <= spans["start"].iloc[1:].min()
+    assert spans["node"].nunique() == 1  # only the head has a GPU
