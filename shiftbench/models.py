@@ -8,6 +8,7 @@ Network-in-Network. Any other name is looked up in timm (``resnet18``,
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,14 +17,19 @@ from torch import nn
 
 ModelFactory = Callable[..., nn.Module]
 MODELS: dict[str, ModelFactory] = {}
-SIZED_FAMILIES = ("mlp", "cnn", "nin", "char_gpt", "timm_vit", "timm_resnet")
+SIZE_PARAMETERS = frozenset({"depth", "width", "dropout"})
+# Families sized by the objective's depth, width and dropout: those whose factory takes them.
+SIZED_FAMILIES: set[str] = set()
 
 
 def register(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Register a model factory ``f(input_shape, num_classes, **params) -> nn.Module``."""
+    """Register a model factory ``f(input_shape, num_classes, **params) -> nn.Module``; one
+    that takes ``depth``, ``width`` and ``dropout`` is a sized family."""
 
     def wrap(factory: ModelFactory) -> ModelFactory:
         MODELS[name] = factory
+        if SIZE_PARAMETERS.issubset(inspect.signature(factory).parameters):
+            SIZED_FAMILIES.add(name)
         return factory
 
     return wrap

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from shiftbench.models import available, check_size, create_model, is_model
+from shiftbench.models import SIZED_FAMILIES, available, check_size, create_model, is_model
 
 SHAPES = [(2, 8, 8), (1, 8, 8), (3, 16, 16)]
 
@@ -80,6 +80,11 @@ def test_mlp_dropout_layers_carry_the_rate():
 def test_bad_sizes_raise(name, params):
     with pytest.raises(ValueError):
         create_model(name, (1, 8, 8), 10, **params)
+
+
+def test_sized_families_are_those_whose_factory_takes_the_sizes():
+    expected = ["char_gpt", "cnn", "mlp", "nin", "timm_resnet", "timm_vit"]
+    assert sorted(SIZED_FAMILIES) == expected
 
 
 def test_check_size_accepts_the_edges():
