@@ -11,13 +11,7 @@ from shiftbench.registry import dataset_class, defaults, objective_class, solver
 from shiftbench.runner import TrialRunner
 from shiftbench.trial import Trial
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_text_blocks_targets_are_the_next_characters():

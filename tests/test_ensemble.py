@@ -40,8 +40,7 @@ def make_trial(solver: str, hparams: dict[str, Any], seed: int, **objective: Any
 
 
 @pytest.fixture(scope="module")
-def runner() -> TrialRunner:
-    torch.set_num_threads(1)
+def runner(one_torch_thread) -> TrialRunner:
     return TrialRunner({}, device="cpu")
 
 

@@ -12,13 +12,7 @@ from shiftbench.models import SIZED_FAMILIES, available, check_size, create_mode
 SHAPES = [(2, 8, 8), (1, 8, 8), (3, 16, 16)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread avoids spin contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def n_params(model: nn.Module) -> int:

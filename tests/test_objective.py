@@ -12,13 +12,7 @@ from shiftbench.algorithms import ERM, IRM
 OBJ = {"steps": 20, "eval_every": 10, "model": "mlp", "width": 16, "depth": 1}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread avoids spin contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_objective(dataset="colored_digits", dataset_params=None, **params):

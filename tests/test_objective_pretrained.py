@@ -6,8 +6,7 @@ import torch
 from shiftbench.registry import dataset_class, objective_class
 
 
-def test_pretrained_file_initializes_the_body_and_keeps_a_fresh_head(tmp_path):
-    torch.set_num_threads(1)
+def test_pretrained_file_initializes_the_body_and_keeps_a_fresh_head(tmp_path, one_torch_thread):
     source = timm.create_model("resnet18", num_classes=1000)
     path = tmp_path / "resnet18.pth"
     torch.save(source.state_dict(), path)

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from shiftbench import store
 from shiftbench.ensemble import plan_groups
@@ -24,12 +23,7 @@ seeds: [0, 1]
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def study(tmp_path: Path, name: str, ensemble: str, model: str = "mlp"):

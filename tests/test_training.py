@@ -12,14 +12,7 @@ from shiftbench.data.digits import rotated_digit_environments
 from shiftbench.data.environments import Environment
 from shiftbench.training import EnvSampler, evaluate, pick_device, seed_everything
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread avoids spin contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def index_env(n: int, name: str, offset: int = 0) -> Environment:
