@@ -40,18 +40,18 @@ class Accel:
             raise ValueError("channels_last must be auto, true or false")
         if not isinstance(self.compile, bool | str) or self.compile == "":
             raise ValueError("compile must be true, false or a torch.compile backend name")
-        if isinstance(self.compile, str) and self.compile not in torch.compiler.list_backends(
-            exclude_tags=()
-        ):
-            backends = ", ".join(torch.compiler.list_backends(exclude_tags=()))
-            raise ValueError(f"unknown torch.compile backend {self.compile!r}; known: {backends}")
+        if isinstance(self.compile, str):
+            backends = torch.compiler.list_backends(exclude_tags=())
+            if self.compile not in backends:
+                known = ", ".join(backends)
+                raise ValueError(f"unknown torch.compile backend {self.compile!r}; known: {known}")
 
     def resolve(self, device: torch.device) -> Accel:
         """Concrete settings for ``device``: ``auto`` is bf16 and channels-last on a GPU with
         bf16 support, fp32 and the default memory format elsewhere."""
-        fast = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        precision = ("bf16" if fast else "fp32") if self.precision == "auto" else self.precision
         cuda = device.type == "cuda"
+        bf16 = cuda and torch.cuda.is_bf16_supported()
+        precision = ("bf16" if bf16 else "fp32") if self.precision == "auto" else self.precision
         channels_last = cuda if self.channels_last == "auto" else self.channels_last
         return Accel(precision, bool(channels_last), self.compile)
 
