@@ -48,8 +48,8 @@ from shiftbench.study import Resources, Study
 from shiftbench.trial import Trial
 
 IN_FLIGHT_PER_WORKER = 2
-FLUSH_SECONDS = 10.0
 # Rows land every FLUSH_TRIALS trials or FLUSH_SECONDS, whichever comes first.
+FLUSH_SECONDS = float(os.environ.get("SHIFTBENCH_FLUSH_SECONDS", "10"))
 FLUSH_TRIALS = int(os.environ.get("SHIFTBENCH_FLUSH_TRIALS", "64"))
 WORKER_DEATHS_ALLOWED = 2
 FINAL = ("done", "diverged")
@@ -211,17 +211,17 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 @contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
     """SIGTERM (a scheduler's stop) interrupts the run like Ctrl-C, so finished rows land."""
     if not _in_main_thread():
         yield
         return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         yield
     finally:
@@ -324,19 +324,33 @@ def _start_ray(workers: int | None, address: str | None) -> None:
 
     if ray.is_initialized():
         return
-    if address:
-        ray.init(address=address, runtime_env=_runtime_env(), log_to_driver=False)
-        return
-    if os.environ[LOCAL_ONLY_ENV] == "0":  # Ray may have been imported before the variable
-        ray_constants.ENABLE_RAY_CLUSTER = False
-    ray.init(
-        address="local",  # a new cluster, even where `ray start` left one running
-        num_cpus=workers or os.cpu_count(),
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level="ERROR",
-        _node_ip_address="127.0.0.1",
-    )
+    with _sigterm_kept():
+        if address:
+            ray.init(address=address, runtime_env=_runtime_env(), log_to_driver=False)
+            return
+        if os.environ[LOCAL_ONLY_ENV] == "0":  # Ray may have been imported before the variable
+            ray_constants.ENABLE_RAY_CLUSTER = False
+        ray.init(
+            address="local",  # a new cluster, even where `ray start` left one running
+            num_cpus=workers or os.cpu_count(),
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="ERROR",
+            _node_ip_address="127.0.0.1",
+        )
+
+
+@contextmanager
+def _sigterm_kept() -> Iterator[None]:
+    """Put back a run's SIGTERM handler after ``ray.init``, which replaces it twice: with a
+    Python handler that stops the cluster and exits 1, and with its core worker's C++ failure
+    handler, which aborts the driver (exit 134) before the finished rows land."""
+    ours = _in_main_thread() and signal.getsignal(signal.SIGTERM) is _interrupt
+    try:
+        yield
+    finally:
+        if ours:
+            signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _runtime_env() -> dict[str, Any]:

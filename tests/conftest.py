@@ -85,6 +85,20 @@ def faults(*specs: dict[str, Any]) -> str:
     return json.dumps(list(specs))
 
 
+def stalled(trial_id: str, started: Path) -> str:
+    """The ``SHIFTBENCH_FAULTS`` value that stalls a trial at its start (once, for 300 s),
+    creating the file ``started`` when it does."""
+    return faults(
+        {
+            "at": "trial.start",
+            "trial": trial_id,
+            "do": "sleep",
+            "seconds": 300,
+            "once": str(started),
+        }
+    )
+
+
 class Driver:
     """``shiftbench`` subprocesses tagged with a token, so that every process they start (Ray's
     included) can be found and stopped after a SIGKILL."""
@@ -106,7 +120,15 @@ class Driver:
             env["SHIFTBENCH_FAULTS"] = fault_spec
         return env
 
-    def start(self, *args: str, fault_spec: str | None = None, **extra: str) -> subprocess.Popen:
+    def start(
+        self,
+        *args: str,
+        fault_spec: str | None = None,
+        new_session: bool = False,
+        **extra: str,
+    ) -> subprocess.Popen:
+        """Start ``shiftbench ARGS``; ``new_session``: in a process group of its own (that a
+        test may signal as a whole, as Slurm or a terminal does)."""
         return subprocess.Popen(
             [str(SHIFTBENCH), *args],
             cwd=self.cwd,
@@ -114,7 +136,22 @@ class Driver:
             env=self.env(fault_spec, **extra),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            start_new_session=new_session,
         )
+
+    def processes(self) -> list[psutil.Process]:
+        """The processes this driver's commands started that are still alive (zombies aside)."""
+        alive = []
+        for proc in psutil.process_iter(["pid"]):
+            try:
+                if (
+                    proc.environ().get("SHIFTBENCH_TEST_TOKEN") == self.token
+                    and proc.status() != psutil.STATUS_ZOMBIE
+                ):
+                    alive.append(proc)
+            except psutil.Error:
+                continue
+        return alive
 
     def run(self, *args: str, fault_spec: str | None = None, **extra: str) -> tuple[int, str]:
         proc = self.start(*args, fault_spec=fault_spec, **extra)
@@ -124,11 +161,10 @@ class Driver:
 
     def reap(self) -> None:
         """SIGKILL what the killed drivers left running (Ray's processes), by pid."""
-        for proc in psutil.process_iter(["pid"]):
+        for proc in self.processes():
             try:
-                if proc.environ().get("SHIFTBENCH_TEST_TOKEN") == self.token:
-                    os.kill(proc.pid, signal.SIGKILL)
-            except (psutil.Error, ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
                 continue
 
 

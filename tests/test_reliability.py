@@ -15,7 +15,14 @@ from pathlib import Path
 import psutil
 import pytest
 from click.testing import CliRunner
-from conftest import CHECKPOINTS, assert_exactly_once, assert_same_numbers, faults, wait_for
+from conftest import (
+    CHECKPOINTS,
+    assert_exactly_once,
+    assert_same_numbers,
+    faults,
+    stalled,
+    wait_for,
+)
 
 import shiftbench
 from shiftbench import store, sweep
@@ -141,6 +148,39 @@ def test_ray_driver_sigkilled_then_resumed(make_study, store_dir, tmp_path, driv
     assert code == 0, out
     assert_exactly_once(study, store_dir, {"done"})
     assert_same_numbers(store_dir, reference_run(study, tmp_path), "tiny")
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.parametrize("target", ["driver", "process group"])
+def test_sigterm_on_ray_lands_the_finished_trials_and_exits_130(
+    make_study, store_dir, tmp_path, driver, target
+):
+    """A scheduler's stop (Slurm, Kubernetes, spot reclaim) on a run on the embedded Ray
+    cluster: the driver alone, or its whole process group, Ray's processes included."""
+    path = make_study(ensemble="off")
+    study = load_study(path)
+    started = tmp_path / "third-started"
+    third = study.trials()[2]
+    proc = driver.start(
+        *run_args(path, store_dir, workers="1"),
+        fault_spec=stalled(third.trial_id, started),
+        new_session=True,
+        SHIFTBENCH_FLUSH_SECONDS="100000",  # the finished rows land only when interrupted
+    )
+    wait_for(started.exists, "the third trial to start")
+    if target == "driver":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted: 2 trials left" in out, out
+    landed = set(store.read(store_dir, "tiny")["trial_id"])
+    assert landed == {t.trial_id for t in study.trials()[:2]}
+    wait_for(lambda: not driver.processes(), "the embedded cluster to stop")
+    code, out = driver.run(*run_args(path, store_dir))
+    assert code == 0 and "2 to run" in out, out
+    assert_exactly_once(study, store_dir, {"done"})
 
 
 def kill_when_logged(log: Path, trial_id: str) -> None:

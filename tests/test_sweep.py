@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from conftest import CHECKPOINTS, assert_exactly_once, faults, wait_for
+from conftest import CHECKPOINTS, assert_exactly_once, faults, stalled, wait_for
 
 from shiftbench import store
 from shiftbench.cli import main
@@ -238,15 +238,7 @@ def test_sigterm_lands_the_finished_trials_and_exits_130(make_study, store_dir, 
         "--workers",
         "0",
         "--quiet",
-        fault_spec=faults(
-            {
-                "at": "trial.start",
-                "trial": third.trial_id,
-                "do": "sleep",
-                "seconds": 300,
-                "once": str(started),
-            }
-        ),
+        fault_spec=stalled(third.trial_id, started),
     )
     wait_for(started.exists, "the third trial to start")
     proc.send_signal(signal.SIGTERM)
