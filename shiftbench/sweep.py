@@ -57,6 +57,10 @@ FINAL = ("done", "diverged")
 NOT_RESULTS = frozenset({"attempt", "time", "worker_pid", "sample"})
 
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# Set by Ray's job supervisor for a job's entrypoint (`ray job submit`, a KubeRay RayJob): the
+# job's config, whose runtime_env ray.init merges with the driver's (ray/_private/worker.py,
+# init; ray/dashboard/modules/job/job_supervisor.py, _get_driver_env_vars).
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 Finished = Callable[[TrialOutcome], None]
 Group = list[Trial]
@@ -353,8 +357,14 @@ def _sigterm_kept() -> Iterator[None]:
             signal.signal(signal.SIGTERM, _interrupt)
 
 
-def _runtime_env() -> dict[str, Any]:
-    """Ship the benchmark folder to a remote cluster's workers (results and data stay)."""
+def _runtime_env() -> dict[str, Any] | None:
+    """Ship the benchmark folder to a remote cluster's workers (results and data stay).
+
+    Inside a Ray job the job's runtime_env already ships the code (the driver runs in its
+    working_dir) and is every worker's: ray.init refuses a second ``working_dir`` or
+    ``SHIFTBENCH_ROOT``, so the driver adds none."""
+    if JOB_CONFIG_ENV in os.environ:
+        return None
     root = benchmark_root()
     return {
         "working_dir": str(root),

@@ -6,8 +6,10 @@ run on both nodes, and the driver alone writes the ledger. The head declares a G
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +21,7 @@ import yaml
 from conftest import TINY_STUDY, Driver, assert_exactly_once, wait_for
 
 from shiftbench import store
+from shiftbench.plugins import benchmark_root
 from shiftbench.study import load_study
 
 RAY = Path(sys.executable).parent / "ray"
@@ -88,6 +91,18 @@ def nodes(driver: Driver) -> Iterator[tuple[Nodes, str]]:
         cluster.stop()
 
 
+@pytest.fixture(scope="module")
+def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Nodes, str]]:
+    """A one-node cluster (token authentication on) for the tests that need no second node."""
+    cluster = Nodes(Driver(tmp_path_factory.mktemp("head")), secrets.token_hex(16))
+    port = free_port()
+    cluster.start("--head", "--port", str(port), "--include-dashboard", "false")
+    try:
+        yield cluster, cluster.head_address(port)
+    finally:
+        cluster.stop()
+
+
 def alive_nodes(address: str, env: dict[str, str]) -> int:
     out = subprocess.run(
         [str(RAY), "status", "--address", address], env=env, capture_output=True, text=True
@@ -139,3 +154,50 @@ def test_run_against_a_two_node_cluster(nodes, driver, tmp_path):
     )
     assert spans["end"].iloc[0] <= spans["start"].iloc[1:].min()
     assert spans["node"].nunique() == 1  # only the head has a GPU
+
+
+def test_run_as_the_entrypoint_of_deploy_rayjob(head, tmp_path):
+    """deploy/rayjob.yaml's entrypoint, started as Ray's job supervisor starts it
+    (ray/dashboard/modules/job/job_supervisor.py): in the job's working_dir, with the job's
+    env_vars and with the job's config, runtime_env included, in RAY_JOB_CONFIG_JSON_ENV_VAR,
+    which the driver's ray.init merges with its own (a second working_dir is refused)."""
+    cluster, address = head
+    rayjob = yaml.safe_load((benchmark_root() / "deploy" / "rayjob.yaml").read_text())["spec"]
+    job_env = yaml.safe_load(rayjob["runtimeEnvYAML"])
+    # the repository its working_dir names, from this checkout (Ray unpacks an https archive
+    # without its top-level folder: the same tree as a local folder)
+    repo = tmp_path / "shiftbench-main"
+    shutil.copytree(
+        benchmark_root(),
+        repo,
+        ignore=shutil.ignore_patterns(".venv", ".git", "results", "data", "*cache*"),
+    )
+    job_env["working_dir"] = str(repo)
+    job_env["env_vars"]["SHIFTBENCH_DATA"] = str(tmp_path / "data")
+    study = tmp_path / "job.yml"
+    spec = {**TINY_STUDY, "name": "job", "seeds": [0]}
+    study.write_text(
+        yaml.safe_dump({**spec, "search": {**spec["search"], "trials_per_solver": 1}})
+    )
+    store_dir = tmp_path / "store"
+    entrypoint = rayjob["entrypoint"].split()
+    assert entrypoint[:2] == ["shiftbench", "run"]
+    args = [
+        {"benchmarks/quickstart.yml": str(study), "/results": str(store_dir)}.get(arg, arg)
+        for arg in entrypoint[1:]
+    ]
+    job = Driver(repo)  # the supervisor runs the entrypoint in the unpacked working_dir
+    try:
+        code, out = job.run(
+            *args,
+            RAY_ADDRESS=address,
+            RAY_JOB_CONFIG_JSON_ENV_VAR=json.dumps({"runtime_env": job_env, "metadata": {}}),
+            RAY_AUTH_MODE="token",
+            RAY_AUTH_TOKEN=cluster.token,
+            **job_env["env_vars"],
+        )
+    finally:
+        job.reap()
+    assert code == 0 and "1 done" in out, out
+    assert_exactly_once(load_study(study), store_dir, {"done"})
+    assert store.read(store_dir, "job")["ray_node"].notna().all()
