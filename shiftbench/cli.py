@@ -89,6 +89,8 @@ def run(
     counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items())) or "nothing new"
     click.echo(f"ran {summary.ran} trials in {summary.seconds:.1f}s: {counts}")
     after = plan(study, store_dir)
+    if after.exhausted or any(summary.counts.get(s) for s in store.FAILED):
+        _echo_failures(store_dir, study, after.trials)
     if summary.interrupted:
         click.echo(
             f"interrupted: {len(after.pending)} trials left; run the same command to resume"
@@ -127,6 +129,23 @@ def status(study_file: str, store_dir: Path) -> None:
         )
     for path, reason in store.skipped_files(store_dir, study.name).items():
         click.echo(f"  unreadable ledger file left untouched: {path}: {reason}")
+    if any(counts.get(s) for s in store.FAILED):
+        _echo_failures(store_dir, study, todo.trials)
+
+
+def _echo_failures(store_dir: Path, study, trials) -> None:
+    """The distinct reasons why the study's failed trials failed, with counts and an example."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", store.LedgerWarning)
+        ledger = store.read(store_dir, study.name)
+    reasons = store.failure_reasons(ledger, {t.trial_id for t in trials})
+    if reasons:
+        click.echo(
+            f"failures (last line of the error; `shiftbench rerun ID --study {study.path}`"
+            " shows it all):"
+        )
+    for reason, count, trial_id in reasons:
+        click.echo(f"  {count:>6} x {reason}  (e.g. trial {trial_id})")
 
 
 @main.command()

@@ -349,3 +349,31 @@ def final_rows(ledger: pd.DataFrame) -> pd.DataFrame:
         return ledger
     latest = ledger.groupby("trial_id")["attempt"].transform("max")
     return ledger[ledger["attempt"] == latest].reset_index(drop=True)
+
+
+FAILED = ("failed", "timeout")
+
+
+def failure_reasons(
+    ledger: pd.DataFrame, trial_ids: set[str] | None = None
+) -> list[tuple[str, int, str]]:
+    """Why trials failed: the last line of each failed (or timed-out) trial's latest error,
+    as ``(reason, trials, one trial id)``, most frequent first. ``trial_ids`` restricts it to
+    those trials (the study's own, when the ledger holds rows of trials it no longer has)."""
+    rows = final_rows(ledger)
+    rows = rows[rows["status"].isin(FAILED)]
+    if trial_ids is not None:
+        rows = rows[rows["trial_id"].isin(trial_ids)]
+    if rows.empty:
+        return []
+    errors = rows.groupby("trial_id", sort=True)["error"].first().fillna("").astype(str)
+    reasons = errors.map(lambda text: ["", *text.strip().splitlines()][-1].strip())
+    table = (
+        reasons.replace("", "(no error text)")
+        .rename("reason")
+        .reset_index()
+        .groupby("reason", sort=False)["trial_id"]
+        .agg(["size", "first"])
+        .sort_values("size", ascending=False, kind="stable")
+    )
+    return [(reason, int(n), tid) for reason, (n, tid) in table.iterrows()]

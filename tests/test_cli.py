@@ -1,6 +1,7 @@
 """The ``shiftbench`` command end to end on a tiny study: list, run (bad study, run, resume),
 status and report."""
 
+import json
 import re
 
 import pandas as pd
@@ -8,7 +9,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from shiftbench import store
+from shiftbench import faults, store
 from shiftbench.cli import main
 from shiftbench.selection import select
 
@@ -150,3 +151,47 @@ def test_negative_workers_is_an_error(tmp_path):
         main, ["run", str(path), "--store", str(tmp_path / "s"), "--workers", "-1"]
     )
     assert result.exit_code != 0 and "--workers must be >= 0" in result.output
+
+
+def test_run_and_status_print_each_failure_reason_with_a_count_and_a_trial(tmp_path, monkeypatch):
+    path = write(tmp_path / "tiny.yml", {**TINY, "retries": 0})
+    store_dir = tmp_path / "store"
+    monkeypatch.setenv(faults.ENV, json.dumps([{"at": "trial.start", "do": "raise"}]))
+    result = invoke("run", path, "--store", store_dir, "--workers", 0, "--quiet")
+    assert result.exit_code == 1
+    ids = set(store.read(store_dir, "tiny")["trial_id"])
+    for command in ("run", "status"):
+        if command == "status":
+            result = invoke("status", path, "--store", store_dir)
+        found = re.findall(
+            r"^\s+(\d+) x shiftbench\.faults\.InjectedFault: fault injected at trial\.start"
+            r"  \(e\.g\. trial (\w+)\)$",
+            result.output,
+            flags=re.M,
+        )
+        assert len(found) == 1 and found[0][0] == "4" and found[0][1] in ids, result.output
+
+
+def test_failure_reasons_are_the_last_error_lines_of_latest_attempts():
+    def row(trial, attempt, status, error):
+        return {"trial_id": trial, "attempt": attempt, "status": status, "error": error}
+
+    ledger = pd.DataFrame(
+        [
+            row("a", 0, "failed", "Traceback\n  File x\nValueError: bad lr\n"),
+            row("a", 1, "failed", "Traceback\nFileNotFoundError: /d/PACS: get it at u\n"),
+            row("b", 0, "failed", "Traceback\nFileNotFoundError: /d/PACS: get it at u"),
+            row("c", 0, "failed", "Traceback\nValueError: bad lr"),
+            row("c", 1, "done", ""),
+            row("d", 0, "timeout", "stopped after timeout_s=5 seconds"),
+            row("e", 0, "failed", None),
+        ]
+    )
+    assert store.failure_reasons(ledger) == [
+        ("FileNotFoundError: /d/PACS: get it at u", 2, "a"),
+        ("stopped after timeout_s=5 seconds", 1, "d"),
+        ("(no error text)", 1, "e"),
+    ]
+    assert store.failure_reasons(ledger, {"b", "c"}) == [
+        ("FileNotFoundError: /d/PACS: get it at u", 1, "b")
+    ]
