@@ -69,6 +69,10 @@ def run(
     study = _load(study_file)
     if workers is not None and workers < 0:
         raise click.ClickException("--workers must be >= 0")
+    try:
+        study.check_data()
+    except StudyError as exc:
+        raise click.ClickException(str(exc)) from None
     todo = plan(study, store_dir)
     click.echo(
         f"{study.name}: {len(todo.trials)} trials, "

@@ -145,6 +145,21 @@ class Study:
                                     trials.append(trial)
         return trials
 
+    def check_data(self) -> None:
+        """Run each dataset configuration's ``check_data()`` hook (a plugin's cheap check that
+        its files are there), so missing data stops the study in one line naming the path
+        and where to get it, before any trial starts, instead of failing every trial."""
+        for dataset, grid in self.datasets.items():
+            cls = registry.dataset_class(dataset)
+            if not hasattr(cls, "check_data"):
+                continue
+            defaults = registry.defaults(cls)
+            for params in grid_samples(_as_spaces(grid)):
+                try:
+                    cls.get_instance(**{**defaults, **params}).check_data()
+                except (FileNotFoundError, ValueError) as exc:
+                    raise StudyError(self.path, f"datasets.{dataset}", str(exc)) from None
+
     def solver_samples(self, dataset: str, solver: str, overrides: dict) -> list[dict]:
         """The hyperparameter configurations of one solver (full, defaults filled in)."""
         cls = registry.solver_class(solver)

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from shiftbench import faults, store
 from shiftbench.cli import main
 from shiftbench.selection import select
+from shiftbench.study import load_study
 
 TINY = {
     "name": "tiny",
@@ -195,3 +196,44 @@ def test_failure_reasons_are_the_last_error_lines_of_latest_attempts():
     assert store.failure_reasons(ledger, {"b", "c"}) == [
         ("FileNotFoundError: /d/PACS: get it at u", 1, "b")
     ]
+
+
+@pytest.mark.parametrize(
+    "dataset, params, words",
+    [
+        ("pacs", {}, ["PACS", "domainbed.scripts.download"]),
+        ("vlcs", {}, ["VLCS", "domainbed.scripts.download"]),
+        ("colored_mnist", {}, ["MNIST", "torchvision.datasets.MNIST"]),
+        ("cifar10_c", {"corruption": "fog"}, ["cifar-10-batches-py", "cs.toronto.edu"]),
+        ("hf_domains", {"path": "my_domains"}, ["my_domains", "Hugging Face"]),
+        ("char_text", {"path": "missing.txt"}, ["missing.txt", "standard library"]),
+    ],
+)
+def test_run_without_a_datasets_files_stops_before_any_trial_in_one_line(
+    tmp_path, dataset, params, words
+):
+    """Each dataset's own check runs before Ray starts: one line naming the study file, the
+    dataset key, the missing path and where to get the data; nothing is written."""
+    data = tmp_path / "data"
+    data.mkdir()
+    if "path" in params and dataset == "char_text":
+        params = {"path": str(data / params["path"])}
+    elif dataset != "char_text":
+        params = {**params, "data_home": str(data)}
+    raw = {**TINY, "datasets": {dataset: params}, "analyses": []}
+    path = write(tmp_path / "nodata.yml", raw)
+    store_dir = tmp_path / "store"
+    result = CliRunner().invoke(main, ["run", str(path), "--store", str(store_dir), "--quiet"])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert f"{path}: datasets.{dataset}: " in lines[0] and str(data) in lines[0], lines[0]
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert not store_dir.exists()
+
+
+def test_a_folder_dataset_whose_files_are_there_passes_the_check(tmp_path):
+    for env in ("art_painting", "cartoon", "photo", "sketch"):
+        (tmp_path / "PACS" / env / "dog").mkdir(parents=True)
+    raw = {**TINY, "datasets": {"pacs": {"data_home": str(tmp_path)}}}
+    load_study(write(tmp_path / "pacs.yml", raw)).check_data()
