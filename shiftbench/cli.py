@@ -10,14 +10,14 @@ import click
 
 from shiftbench import registry, store
 from shiftbench.lock import StudyLocked
-from shiftbench.study import StudyError, load_study
+from shiftbench.study import DEFAULT_TRIAL_LIMIT, StudyError, load_study
 
 DEFAULT_STORE = Path("results")
 
 
-def _load(path: str):
+def _load(path: str, trial_limit: int | None = None):
     try:
-        return load_study(path)
+        return load_study(path, trial_limit)
     except StudyError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -30,6 +30,16 @@ def _store_option(f):
         default=DEFAULT_STORE,
         show_default=True,
         help="Ledger root folder.",
+    )(f)
+
+
+def _limit_option(f):
+    return click.option(
+        "--trial-limit",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Accept a study that expands to up to N trials (default: the study's "
+        f"trial_limit, else {DEFAULT_TRIAL_LIMIT:,}).",
     )(f)
 
 
@@ -55,6 +65,7 @@ def main() -> None:
 )
 @click.option("--max-trials", type=int, default=None, help="Run at most N pending trials.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@_limit_option
 def run(
     study_file: str,
     store_dir: Path,
@@ -62,11 +73,12 @@ def run(
     workers: int | None,
     max_trials: int | None,
     quiet: bool,
+    trial_limit: int | None,
 ) -> None:
     """Run or resume a study: only trials the ledger does not hold yet are run."""
     from shiftbench.sweep import plan, run_study
 
-    study = _load(study_file)
+    study = _load(study_file, trial_limit)
     if workers is not None and workers < 0:
         raise click.ClickException("--workers must be >= 0")
     try:
@@ -112,11 +124,12 @@ def run(
 @main.command()
 @click.argument("study_file", type=click.Path())
 @_store_option
-def status(study_file: str, store_dir: Path) -> None:
+@_limit_option
+def status(study_file: str, store_dir: Path, trial_limit: int | None) -> None:
     """Done / failed / diverged / pending counts of a study."""
     from shiftbench.sweep import plan
 
-    study = _load(study_file)
+    study = _load(study_file, trial_limit)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", store.LedgerWarning)
         todo = plan(study, store_dir)
@@ -190,11 +203,12 @@ def rerun(trial_id: str, study_file: str, store_dir: Path) -> None:
     default=None,
     help="Report folder (default: STORE/reports/STUDY).",
 )
-def report(study_file: str, store_dir: Path, out: Path | None) -> None:
+@_limit_option
+def report(study_file: str, store_dir: Path, out: Path | None, trial_limit: int | None) -> None:
     """Run every analysis the study names: Markdown, LaTeX, CSV and PNG."""
     from shiftbench.report import build_report
 
-    study = _load(study_file)
+    study = _load(study_file, trial_limit)
     try:
         built = build_report(study, store_dir, out)
     except ValueError as exc:

@@ -237,3 +237,25 @@ def test_a_folder_dataset_whose_files_are_there_passes_the_check(tmp_path):
         (tmp_path / "PACS" / env / "dog").mkdir(parents=True)
     raw = {**TINY, "datasets": {"pacs": {"data_home": str(tmp_path)}}}
     load_study(write(tmp_path / "pacs.yml", raw)).check_data()
+
+
+def test_a_study_of_27_million_trials_is_refused_by_run_status_and_report(tmp_path):
+    """Three lists of 300 values: counted, not expanded; one line naming the keys."""
+    values = list(range(1, 301))
+    raw = {
+        **TINY,
+        "objective": {**TINY["objective"], "steps": values, "width": values},
+        "solvers": {"sgd": {"lr": [i / 1000 for i in values]}},
+        "search": {"kind": "grid"},
+        "seeds": [0],
+    }
+    path = write(tmp_path / "huge.yml", raw)
+    store_dir = tmp_path / "store"
+    for command in ("run", "status", "report"):
+        result = CliRunner().invoke(main, [command, str(path), "--store", str(store_dir)])
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 1 and len(lines) == 1, result.output
+        assert "expands to 27,000,000 trials, over the limit of 100,000" in lines[0]
+        assert "objective.steps (300) x objective.width (300) x solvers.sgd.lr (300)" in lines[0]
+        assert "--trial-limit 27000000" in lines[0]
+    assert not store_dir.exists()
