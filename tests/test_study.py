@@ -15,6 +15,14 @@ from shiftbench.study import Study, StudyError, load_study, parse_study
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "benchmarks" / "quickstart.yml"
 VALID = yaml.safe_load(QUICKSTART.read_text())
+GRID = {
+    "name": "g",
+    "datasets": {"rotated_digits": {"test_env": [0, 1]}},
+    "objective": {"steps": [10, 20]},
+    "solvers": {"sgd": {"lr": [0.1, 0.01, 0.001]}, "adam": {"eps": 1e-7}},
+    "search": {"kind": "grid"},
+    "seeds": [0, 1],
+}
 
 
 def test_quickstart_expands_to_datasets_x_solvers_x_trials_x_seeds():
@@ -49,15 +57,7 @@ def test_quickstart_expands_to_datasets_x_solvers_x_trials_x_seeds():
 
 
 def test_grid_search_is_the_product_of_the_lists(tmp_path):
-    raw = {
-        "name": "g",
-        "datasets": {"rotated_digits": {"test_env": [0, 1]}},
-        "objective": {"steps": [10, 20]},
-        "solvers": {"sgd": {"lr": [0.1, 0.01, 0.001]}, "adam": {"eps": 1e-7}},
-        "search": {"kind": "grid"},
-        "seeds": [0, 1],
-    }
-    trials = parse_study(raw, tmp_path / "g.yml").trials()
+    trials = parse_study(copy.deepcopy(GRID), tmp_path / "g.yml").trials()
     assert len(trials) == 2 * 2 * (3 + 1) * 2
     assert len({t.trial_id for t in trials}) == len(trials)
     lrs = {dict(t.solver_params)["lr"] for t in trials if t.solver == "sgd"}
@@ -390,14 +390,6 @@ def test_the_trial_count_is_the_expansion_counted_without_building_it(tmp_path):
         },
         "colored_digits": {},
     }
-    grid = {
-        "name": "g",
-        "datasets": {"rotated_digits": {"test_env": [0, 1]}},
-        "objective": {"steps": [10, 20]},
-        "solvers": {"sgd": {"lr": [0.1, 0.01, 0.001]}, "adam": {"eps": 1e-7}},
-        "search": {"kind": "grid"},
-        "seeds": [0, 1],
-    }
     for raw, factors in (
         (VALID, {"search.trials_per_solver": 3, "seeds": 2}),
         (
@@ -410,7 +402,7 @@ def test_the_trial_count_is_the_expansion_counted_without_building_it(tmp_path):
             },
         ),
         (
-            grid,
+            GRID,
             {
                 "datasets.rotated_digits.test_env": 2,
                 "objective.steps": 2,
