@@ -3,6 +3,8 @@ status and report."""
 
 import json
 import re
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -259,3 +261,16 @@ def test_a_study_of_27_million_trials_is_refused_by_run_status_and_report(tmp_pa
         assert "objective.steps (300) x objective.width (300) x solvers.sgd.lr (300)" in lines[0]
         assert "--trial-limit 27000000" in lines[0]
     assert not store_dir.exists()
+
+
+def test_importing_the_cli_imports_no_training_library():
+    """`shiftbench --help` and the commands' start-up must not pay for torch, Ray & co."""
+    code = (
+        "import sys, shiftbench.cli; "
+        "print(sorted(m for m in ('torch', 'ray', 'timm', 'datasets', 'matplotlib', "
+        "'torchvision', 'benchopt') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
