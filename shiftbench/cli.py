@@ -253,14 +253,25 @@ def _params(parameters: dict) -> str:
     "out",
     type=click.Path(path_type=Path),
     required=True,
-    help="Parquet file with Benchopt's result columns (for `benchopt plot -f`).",
+    help="Parquet file name with Benchopt's result columns, written in the benchmark's "
+    "outputs/ folder (the only place `benchopt plot` opens results from).",
 )
 def export(study_file: str, store_dir: Path, out: Path) -> None:
     """Write the study's checkpoints with Benchopt's result columns."""
-    from shiftbench.benchopt_results import to_benchopt
+    from shiftbench.benchopt_results import result_path, to_benchopt
 
     study = _load(study_file)
+    try:
+        target = result_path(out)
+    except ValueError as exc:
+        raise click.ClickException(f"--benchopt: {exc}") from None
     frame = to_benchopt(store.final_rows(store.read(store_dir, study.name)))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(out, index=False)
-    click.echo(f"{len(frame)} rows written to {out}; view with `benchopt plot . -f {out}`")
+    if frame.empty:
+        raise click.ClickException(
+            f"{study.name}: no finished trial in {store.study_dir(store_dir, study.name)} to "
+            f"export; run `shiftbench run {study_file} --store {store_dir}` first"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(target, index=False)
+    click.echo(f"{len(frame)} rows written to {target}")
+    click.echo(f"view with: benchopt plot {target.parent.parent} -f {target}")

@@ -95,7 +95,7 @@ def build_report(study: Study, store_dir: Path, out: Path | None = None) -> Repo
     if ledger.empty:
         raise ValueError(
             f"{study.path}: no results in {store_dir} for study "
-            f"{study.name!r}; run `shiftbench run {study.path}` first"
+            f"{study.name!r}; run `shiftbench run {study.path} --store {store_dir}` first"
         )
     report = Report(out, f"{study.name}: {study.description}".rstrip(": "))
     context = AnalysisContext(study, ledger, report)

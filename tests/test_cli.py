@@ -87,6 +87,12 @@ def test_run_status_resume_and_report(tmp_path):
     assert re.search(r"pending\s+4$", result.output, flags=re.M)
     result = CliRunner().invoke(main, ["report", str(path), "--store", str(store_dir)])
     assert result.exit_code != 0 and "no results" in result.output
+    assert f"run `shiftbench run {path} --store {store_dir}` first" in result.output
+    result = CliRunner().invoke(
+        main, ["export", str(path), "--store", str(store_dir), "--benchopt", "x.parquet"]
+    )
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "no finished trial" in result.output and f"--store {store_dir}" in result.output
 
     result = invoke("run", path, "--store", store_dir, "--workers", 0, "--quiet")
     assert result.exit_code == 0, result.output
