@@ -213,7 +213,7 @@ def report(study_file: str, store_dir: Path, out: Path | None, trial_limit: int 
         built = build_report(study, store_dir, out)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo("\n".join(built.sections))
+    click.echo("\n".join(built.printed))
     click.echo(f"report written to {built.out / 'report.md'}")
 
 
