@@ -21,7 +21,6 @@ from typing import Protocol
 import numpy as np
 import torch
 from PIL import Image
-from torchvision import transforms
 
 from shiftbench.data.environments import DomainData, Environment
 from shiftbench.data.paths import MissingDataError, data_home, require_files
@@ -61,6 +60,8 @@ def image_transform(
     augment: bool, size: int = IMAGE_SIZE
 ) -> Callable[[Image.Image], torch.Tensor]:
     """DomainBed's transforms: augmentation for training, plain resize for evaluation."""
+    from torchvision import transforms  # imported when used: validating a study needs none
+
     normalize = [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     if not augment:
         return transforms.Compose([transforms.Resize((size, size)), *normalize])
