@@ -13,7 +13,7 @@ validation split), environment 1 the trailing 10% (held-out text).
 from benchopt import BaseDataset
 
 from shiftbench.data.environments import DomainData
-from shiftbench.data.text import char_corpus, corpus_text, text_blocks
+from shiftbench.data.text import char_corpus, check_corpus, corpus_text, text_blocks
 
 
 class Dataset(BaseDataset):
@@ -27,6 +27,10 @@ class Dataset(BaseDataset):
         "split_seed": [0],
     }
     environments = ("head", "tail")
+
+    def check_data(self) -> None:
+        """Raise one line naming the missing path (run before any trial starts)."""
+        check_corpus(self.path)
 
     def get_data(self) -> dict:
         text = corpus_text(self.path, self.max_chars)

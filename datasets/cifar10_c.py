@@ -14,7 +14,12 @@ axis of the measures study).
 import numpy as np
 from benchopt import BaseDataset
 
-from shiftbench.data.cifar import CIFAR_C_CORRUPTIONS, cifar10_c_environments, corrupted_test_set
+from shiftbench.data.cifar import (
+    CIFAR_C_CORRUPTIONS,
+    check_cifar10_c,
+    cifar10_c_environments,
+    corrupted_test_set,
+)
 from shiftbench.data.environments import DomainData, Environment
 
 
@@ -31,6 +36,11 @@ class Dataset(BaseDataset):
         "train_size": [0],
     }
     environments = ("clean", "corrupted")
+
+    def check_data(self) -> None:
+        """Raise one line naming the missing path (run before any trial starts)."""
+        shifts = parse_shifts(self.shifts) if self.shifts else [(self.corruption, self.severity)]
+        check_cifar10_c(self.data_home, [corruption for corruption, _ in shifts])
 
     def get_data(self) -> dict:
         if not self.shifts:

@@ -8,7 +8,7 @@ three environments. Needs MNIST's IDX files under ``<data_home>/MNIST/raw``.
 from benchopt import BaseDataset
 
 from shiftbench.data.environments import DomainData
-from shiftbench.data.mnist import colored_mnist
+from shiftbench.data.mnist import check_mnist, colored_mnist
 
 
 class Dataset(BaseDataset):
@@ -20,6 +20,10 @@ class Dataset(BaseDataset):
         "data_home": [None],
     }
     environments = ("+90%", "+80%", "-90%")
+
+    def check_data(self) -> None:
+        """Raise one line naming the missing path (run before any trial starts)."""
+        check_mnist(self.data_home)
 
     def get_data(self) -> dict:
         envs = list(colored_mnist(self.data_home))

@@ -7,7 +7,7 @@ local cache; environments are the sorted domain values.
 
 from benchopt import BaseDataset
 
-from shiftbench.data.hf_images import hf_domain_data
+from shiftbench.data.hf_images import check_local, hf_domain_data
 
 
 class Dataset(BaseDataset):
@@ -26,6 +26,10 @@ class Dataset(BaseDataset):
         "data_home": [None],
     }
     environments = ()
+
+    def check_data(self) -> None:
+        """Raise one line naming the missing path (run before any trial starts)."""
+        check_local(self.path, self.data_home)
 
     def get_data(self) -> dict:
         data = hf_domain_data(

@@ -8,7 +8,7 @@ The digits are shuffled and split into six environments rotated by 0, 15,
 from benchopt import BaseDataset
 
 from shiftbench.data.environments import DomainData
-from shiftbench.data.mnist import rotated_mnist
+from shiftbench.data.mnist import check_mnist, rotated_mnist
 
 
 class Dataset(BaseDataset):
@@ -20,6 +20,10 @@ class Dataset(BaseDataset):
         "data_home": [None],
     }
     environments = ("0", "15", "30", "45", "60", "75")
+
+    def check_data(self) -> None:
+        """Raise one line naming the missing path (run before any trial starts)."""
+        check_mnist(self.data_home)
 
     def get_data(self) -> dict:
         envs = list(rotated_mnist(self.data_home))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, jvp
+from torch.func import functional_call
 
 from shiftbench import measure_utils as mu
 from shiftbench.measures import MeasureContext, Undefined, measure
@@ -53,14 +53,20 @@ def fisher_rao_norm(ctx: MeasureContext) -> float:
     """``mean_i <w, grad_w l(f_w(x_i), y_i)>^2`` over training examples with their labels
     (Liang, Poggio, Rakhlin & Stokes 2019, Def. 2 on the empirical distribution). For a
     bias-free ReLU network of ``L + 1`` layers it equals
-    ``(L + 1)^2 mean_i <dl/df, f(x_i)>^2`` (their Lemma 2.1). The directional derivative is
-    one forward-mode pass (``torch.func.jvp`` along ``w``)."""
+    ``(L + 1)^2 mean_i <dl/df, f(x_i)>^2`` (their Lemma 2.1). The directional derivatives
+    ``J w`` (one per example) are two reverse-mode passes: ``d/du <J^T u, w>`` at ``u = 0``
+    (forward-mode AD would load torch's deprecated ``torch.jit.script`` decompositions)."""
     model, (x, y) = ctx.folded, ctx.subset
-    params = mu.trainable(model)
+    params = {k: v.requires_grad_() for k, v in mu.trainable(model).items()}
     buffers = dict(model.named_buffers())
-
-    def losses(p: mu.Params) -> torch.Tensor:
-        return F.cross_entropy(functional_call(model, (p, buffers), (x,)), y, reduction="none")
-
-    _, along_w = jvp(losses, (params,), (params,))
+    with torch.enable_grad():
+        losses = F.cross_entropy(
+            functional_call(model, (params, buffers), (x,)), y, reduction="none"
+        )
+        probe = torch.zeros_like(losses, requires_grad=True)
+        grads = torch.autograd.grad(
+            losses, list(params.values()), grad_outputs=probe, create_graph=True
+        )
+        along = sum((g * w.detach()).sum() for g, w in zip(grads, params.values()))
+        (along_w,) = torch.autograd.grad(along, probe)
     return float(along_w.square().mean())

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported where it is used: validating a study needs no torch
+    import torch
+    from torch import nn
 
 PRECISIONS = ("auto", "fp32", "bf16")
 ACCEL_KEYS = ("precision", "channels_last", "compile")
@@ -41,6 +42,8 @@ class Accel:
         if not isinstance(self.compile, bool | str) or self.compile == "":
             raise ValueError("compile must be true, false or a torch.compile backend name")
         if isinstance(self.compile, str):
+            import torch
+
             backends = torch.compiler.list_backends(exclude_tags=())
             if self.compile not in backends:
                 known = ", ".join(backends)
@@ -49,6 +52,8 @@ class Accel:
     def resolve(self, device: torch.device) -> Accel:
         """Concrete settings for ``device``: ``auto`` is bf16 and channels-last on a GPU with
         bf16 support, fp32 and the default memory format elsewhere."""
+        import torch
+
         cuda = device.type == "cuda"
         bf16 = cuda and torch.cuda.is_bf16_supported()
         precision = ("bf16" if bf16 else "fp32") if self.precision == "auto" else self.precision
@@ -58,6 +63,8 @@ class Accel:
     def prepare(self, model: nn.Module) -> nn.Module:
         """Put ``model`` in channels-last memory (in place, when it has 2-d convolutions and
         the setting is on) and return the module to train with: compiled, or ``model``."""
+        import torch
+
         if self.channels_last is True and has_conv2d(model):
             model.to(memory_format=torch.channels_last)
         if self.compile is False:
@@ -69,6 +76,8 @@ class Accel:
         """bf16 autocast on ``device`` when the precision is bf16, else nothing."""
         if self.precision != "bf16":
             return nullcontext()
+        import torch
+
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
     def columns(self) -> dict[str, Any]:
@@ -83,4 +92,6 @@ PLAIN = Accel("fp32", False, False)
 
 def has_conv2d(model: nn.Module) -> bool:
     """Whether channels-last can matter: the model has a 2-d convolution."""
+    from torch import nn
+
     return any(isinstance(m, nn.Conv2d) for m in model.modules())

@@ -8,7 +8,11 @@ ledger keeps its own names; this view renames and adds, never changes numbers.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
+
+from shiftbench.plugins import benchmark_root
 
 METRICS = ("train_loss", "train_acc", "id_acc", "id_loss", "ood_acc", "ood_loss", "oracle_acc")
 
@@ -20,6 +24,21 @@ def _label(name: str, row: pd.Series, prefix: str) -> str:
         if c.startswith(prefix) and pd.notna(row[c])
     )
     return f"{name}[{params}]"
+
+
+def result_path(name: Path) -> Path:
+    """Where an exported result file goes: the benchmark's ``outputs/`` folder, since
+    ``benchopt plot`` (1.10, ``Benchmark.get_result_files``) lists result files only there
+    and refuses any ``-f`` file while that folder has none. ``name`` is a file name, or a
+    path inside that folder."""
+    folder = benchmark_root() / "outputs"
+    if len(name.parts) == 1:
+        return folder / name
+    if name.resolve().parent == folder.resolve():
+        return name.resolve()
+    raise ValueError(
+        f"{name}: give a file name; it is written in {folder}, where `benchopt plot` reads"
+    )
 
 
 def to_benchopt(ledger: pd.DataFrame) -> pd.DataFrame:

@@ -10,14 +10,14 @@ import click
 
 from shiftbench import registry, store
 from shiftbench.lock import StudyLocked
-from shiftbench.study import StudyError, load_study
+from shiftbench.study import DEFAULT_TRIAL_LIMIT, StudyError, load_study
 
 DEFAULT_STORE = Path("results")
 
 
-def _load(path: str):
+def _load(path: str, trial_limit: int | None = None):
     try:
-        return load_study(path)
+        return load_study(path, trial_limit)
     except StudyError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -30,6 +30,16 @@ def _store_option(f):
         default=DEFAULT_STORE,
         show_default=True,
         help="Ledger root folder.",
+    )(f)
+
+
+def _limit_option(f):
+    return click.option(
+        "--trial-limit",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Accept a study that expands to up to N trials (default: the study's "
+        f"trial_limit, else {DEFAULT_TRIAL_LIMIT:,}).",
     )(f)
 
 
@@ -55,6 +65,7 @@ def main() -> None:
 )
 @click.option("--max-trials", type=int, default=None, help="Run at most N pending trials.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@_limit_option
 def run(
     study_file: str,
     store_dir: Path,
@@ -62,13 +73,18 @@ def run(
     workers: int | None,
     max_trials: int | None,
     quiet: bool,
+    trial_limit: int | None,
 ) -> None:
     """Run or resume a study: only trials the ledger does not hold yet are run."""
     from shiftbench.sweep import plan, run_study
 
-    study = _load(study_file)
+    study = _load(study_file, trial_limit)
     if workers is not None and workers < 0:
         raise click.ClickException("--workers must be >= 0")
+    try:
+        study.check_data()
+    except StudyError as exc:
+        raise click.ClickException(str(exc)) from None
     todo = plan(study, store_dir)
     click.echo(
         f"{study.name}: {len(todo.trials)} trials, "
@@ -89,6 +105,8 @@ def run(
     counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items())) or "nothing new"
     click.echo(f"ran {summary.ran} trials in {summary.seconds:.1f}s: {counts}")
     after = plan(study, store_dir)
+    if after.exhausted or any(summary.counts.get(s) for s in store.FAILED):
+        _echo_failures(store_dir, study, after.trials)
     if summary.interrupted:
         click.echo(
             f"interrupted: {len(after.pending)} trials left; run the same command to resume"
@@ -106,11 +124,12 @@ def run(
 @main.command()
 @click.argument("study_file", type=click.Path())
 @_store_option
-def status(study_file: str, store_dir: Path) -> None:
+@_limit_option
+def status(study_file: str, store_dir: Path, trial_limit: int | None) -> None:
     """Done / failed / diverged / pending counts of a study."""
     from shiftbench.sweep import plan
 
-    study = _load(study_file)
+    study = _load(study_file, trial_limit)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", store.LedgerWarning)
         todo = plan(study, store_dir)
@@ -127,6 +146,23 @@ def status(study_file: str, store_dir: Path) -> None:
         )
     for path, reason in store.skipped_files(store_dir, study.name).items():
         click.echo(f"  unreadable ledger file left untouched: {path}: {reason}")
+    if any(counts.get(s) for s in store.FAILED):
+        _echo_failures(store_dir, study, todo.trials)
+
+
+def _echo_failures(store_dir: Path, study, trials) -> None:
+    """The distinct reasons why the study's failed trials failed, with counts and an example."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", store.LedgerWarning)
+        ledger = store.read(store_dir, study.name)
+    reasons = store.failure_reasons(ledger, {t.trial_id for t in trials})
+    if reasons:
+        click.echo(
+            f"failures (last line of the error; `shiftbench rerun ID --study {study.path}`"
+            " shows it all):"
+        )
+    for reason, count, trial_id in reasons:
+        click.echo(f"  {count:>6} x {reason}  (e.g. trial {trial_id})")
 
 
 @main.command()
@@ -167,16 +203,17 @@ def rerun(trial_id: str, study_file: str, store_dir: Path) -> None:
     default=None,
     help="Report folder (default: STORE/reports/STUDY).",
 )
-def report(study_file: str, store_dir: Path, out: Path | None) -> None:
+@_limit_option
+def report(study_file: str, store_dir: Path, out: Path | None, trial_limit: int | None) -> None:
     """Run every analysis the study names: Markdown, LaTeX, CSV and PNG."""
     from shiftbench.report import build_report
 
-    study = _load(study_file)
+    study = _load(study_file, trial_limit)
     try:
         built = build_report(study, store_dir, out)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo("\n".join(built.sections))
+    click.echo("\n".join(built.printed))
     click.echo(f"report written to {built.out / 'report.md'}")
 
 
@@ -216,14 +253,25 @@ def _params(parameters: dict) -> str:
     "out",
     type=click.Path(path_type=Path),
     required=True,
-    help="Parquet file with Benchopt's result columns (for `benchopt plot -f`).",
+    help="Parquet file name with Benchopt's result columns, written in the benchmark's "
+    "outputs/ folder (the only place `benchopt plot` opens results from).",
 )
 def export(study_file: str, store_dir: Path, out: Path) -> None:
     """Write the study's checkpoints with Benchopt's result columns."""
-    from shiftbench.benchopt_results import to_benchopt
+    from shiftbench.benchopt_results import result_path, to_benchopt
 
     study = _load(study_file)
+    try:
+        target = result_path(out)
+    except ValueError as exc:
+        raise click.ClickException(f"--benchopt: {exc}") from None
     frame = to_benchopt(store.final_rows(store.read(store_dir, study.name)))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(out, index=False)
-    click.echo(f"{len(frame)} rows written to {out}; view with `benchopt plot . -f {out}`")
+    if frame.empty:
+        raise click.ClickException(
+            f"{study.name}: no finished trial in {store.study_dir(store_dir, study.name)} to "
+            f"export; run `shiftbench run {study_file} --store {store_dir}` first"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(target, index=False)
+    click.echo(f"{len(frame)} rows written to {target}")
+    click.echo(f"view with: benchopt plot {target.parent.parent} -f {target}")

@@ -15,16 +15,48 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
+from tabulate import tabulate
 
 from shiftbench import registry, store
 from shiftbench.study import Study
 
+TERMINAL_COLUMNS = 100  # the printed tables fit an ordinary terminal; files keep every character
 LATEX_SPECIAL = {"_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$"}
 
 
 def latex_escape(text: str) -> str:
     """Escape the characters LaTeX treats specially in table cells."""
     return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def fit_width(frame: pd.DataFrame, width: int) -> str:
+    """``frame`` as a plain-text table at most ``width`` characters wide where it can be, for
+    a terminal: empty columns are left out, headers wrap at spaces (``_`` reads as a space),
+    then the column with the longest cells is cut (ending in "~") until the table fits or
+    no cell is longer than 8 characters (short numbers are never cut)."""
+    cells = frame.astype(str)
+    cells = cells.loc[:, (cells != "").any()]
+    headers = [str(c).replace("_", " ") for c in cells]
+    wrap = None
+    while True:
+        text = tabulate(
+            cells.values.tolist(),
+            headers,
+            tablefmt="simple",
+            disable_numparse=True,
+            maxheadercolwidths=wrap,
+        )
+        excess = max(map(len, text.splitlines())) - width
+        if excess > 0 and wrap is None:
+            wrap = 8
+            continue
+        room = {c: int(cells[c].str.len().max()) - 8 for c in cells}
+        column = max(room, key=room.get, default=None)
+        if excess <= 0 or column is None or room[column] <= 0:
+            return text
+        keep = int(cells[column].str.len().max()) - min(excess, room[column]) - 1
+        long = cells[column].str.len() > keep + 1
+        cells.loc[long, column] = cells.loc[long, column].str[:keep] + "~"
 
 
 @dataclass
@@ -35,6 +67,8 @@ class Report:
     title: str
     sections: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    # what the CLI prints: the sections, with tables cut to TERMINAL_COLUMNS
+    printed: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -56,6 +90,7 @@ class Report:
         (self.out / f"{name}.tex").write_text(latex)
         self.files += [self.out / f"{name}.{ext}" for ext in ("md", "tex", "csv")]
         self.sections.append(f"## {caption}\n\n{markdown}\n")
+        self.printed.append(f"## {caption}\n\n{fit_width(shown, TERMINAL_COLUMNS)}\n")
         return markdown
 
     def figure(self, name: str, fig: plt.Figure, caption: str) -> Path:
@@ -65,10 +100,12 @@ class Report:
         plt.close(fig)
         self.files.append(path)
         self.sections.append(f"## {caption}\n\n![{caption}]({path.name})\n")
+        self.printed.append(f"## {caption}\n\n{path}\n")
         return path
 
     def text(self, markdown: str) -> None:
         self.sections.append(markdown.rstrip() + "\n")
+        self.printed.append(markdown.rstrip() + "\n")
 
     def finish(self) -> Path:
         index = self.out / "report.md"
@@ -95,7 +132,7 @@ def build_report(study: Study, store_dir: Path, out: Path | None = None) -> Repo
     if ledger.empty:
         raise ValueError(
             f"{study.path}: no results in {store_dir} for study "
-            f"{study.name!r}; run `shiftbench run {study.path}` first"
+            f"{study.name!r}; run `shiftbench run {study.path} --store {store_dir}` first"
         )
     report = Report(out, f"{study.name}: {study.description}".rstrip(": "))
     context = AnalysisContext(study, ledger, report)

@@ -44,6 +44,13 @@ class TorchSolver(BaseSolver):
     # study's settings resolved for its device; ``benchopt run`` keeps the plain fp32 loop.
     accel: Accel = PLAIN
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every solver has the parameters the training loop reads (``COMMON_PARAMETERS``:
+        lr, weight_decay, batch_size, rotation), with the subclass's defaults on top, so a
+        solver that declares only its own (``{"lr": [0.01], "lr_decay": [0.0]}``) works."""
+        super().__init_subclass__(**kwargs)
+        cls.parameters = {**COMMON_PARAMETERS, **cls.parameters}
+
     def optimizer_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``optimizer_class`` from this solver's hyperparameters."""
         return {"lr": self.lr, "weight_decay": self.weight_decay}

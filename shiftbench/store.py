@@ -17,8 +17,13 @@ and names them in its metadata before deleting them: a batch named by a part
 is skipped by :func:`read`, so a crash between the rename and the deletes
 neither loses nor duplicates a row (until :func:`repair` or the next
 compaction deletes those batches, a reader of the raw files sees both).
-Rows are never rewritten; a file that cannot be read, or comes from a newer
-schema, is reported by path and never touched.
+Row values are never rewritten; a file that cannot be read, or comes from a
+newer schema, is reported by path and never touched.
+
+All files of a study share one schema (the union of their columns): a batch
+that brings a new column (a measure added, a resume) first rewrites the older
+files with that column as nulls, one atomic rename each, so DuckDB, Polars,
+pyarrow and pandas read the folder with every column and no options.
 """
 
 from __future__ import annotations
@@ -105,9 +110,64 @@ def append(store: str | Path, study: str, rows: list[dict[str, Any]]) -> Path | 
     folder = study_dir(store, study)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"batch-{_stamp()}-{uuid.uuid4().hex[:8]}.parquet"
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = _unify(folder, pa.Table.from_pandas(frame, preserve_index=False))
     _write_atomic(_with_metadata(table, {}), path)
     return path
+
+
+def _current_schemas(folder: Path, skip: set[Path]) -> dict[Path, pa.Schema]:
+    """The schemas (footers only) of the folder's readable files of this schema version."""
+    schemas = {}
+    for path in sorted(folder.glob("*.parquet")):
+        if path in skip:
+            continue
+        try:
+            schema = pq.read_schema(path)
+        except Exception:  # unreadable files are reported by _scan and never touched
+            continue
+        meta = schema.metadata or {}
+        if meta.get(VERSION_KEY) == str(SCHEMA_VERSION).encode() and all(
+            c in schema.names for c in REQUIRED_COLUMNS
+        ):
+            schemas[path] = schema
+    return schemas
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The table with exactly ``schema``'s columns, in its order and types (a missing
+    column is all nulls), keeping the table's shiftbench metadata."""
+    columns = [
+        table[f.name].cast(f.type)
+        if f.name in table.column_names
+        else pa.nulls(len(table), f.type)
+        for f in schema
+    ]
+    meta = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"pandas"}
+    return pa.Table.from_arrays(columns, schema=schema.with_metadata(meta))
+
+
+def _unify(folder: Path, table: pa.Table, skip: frozenset[Path] = frozenset()) -> pa.Table:
+    """Give the study's files and the new ``table`` one schema, the union of their columns.
+
+    Readers of a folder of Parquet files take the first file's schema (DuckDB's and
+    pyarrow's defaults, so pandas too) or refuse files that differ (Polars): a study whose
+    files differ (a measure added, a resume with other columns) loses columns in them. So a
+    table with a new column rewrites each older file with that column as nulls (atomically,
+    one file at a time, every landed value unchanged), and a table lacking a column gets
+    it as nulls. Types are promoted as :func:`pyarrow.unify_schemas` does (null or int to
+    float); where they cannot be (text and numbers), files stay as they are, and
+    :func:`read` still reads them all.
+    """
+    files = _current_schemas(folder, set(skip))
+    plain = [s.remove_metadata() for s in (*files.values(), _without_study(table).schema)]
+    try:
+        schema = pa.unify_schemas(plain, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return table
+    for path, old in files.items():
+        if not old.remove_metadata().equals(schema):
+            _write_atomic(_conform(pq.read_table(path), schema), path)
+    return _conform(table, schema)
 
 
 @dataclass
@@ -263,6 +323,7 @@ def compact(store: str | Path, study: str, threshold: int = 1) -> Path | None:
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None  # column types disagree: the batches stay separate (and read correctly)
+    merged = _unify(folder, merged, skip=frozenset(p for p, _ in batches))
     sources = json.dumps([p.name for p, _ in batches]).encode()
     path = folder / f"part-{_stamp()}-{uuid.uuid4().hex[:8]}.parquet"
     _write_atomic(_with_metadata(merged, {SOURCES_KEY: sources}), path)
@@ -288,3 +349,31 @@ def final_rows(ledger: pd.DataFrame) -> pd.DataFrame:
         return ledger
     latest = ledger.groupby("trial_id")["attempt"].transform("max")
     return ledger[ledger["attempt"] == latest].reset_index(drop=True)
+
+
+FAILED = ("failed", "timeout")
+
+
+def failure_reasons(
+    ledger: pd.DataFrame, trial_ids: set[str] | None = None
+) -> list[tuple[str, int, str]]:
+    """Why trials failed: the last line of each failed (or timed-out) trial's latest error,
+    as ``(reason, trials, one trial id)``, most frequent first. ``trial_ids`` restricts it to
+    those trials (the study's own, when the ledger holds rows of trials it no longer has)."""
+    rows = final_rows(ledger)
+    rows = rows[rows["status"].isin(FAILED)]
+    if trial_ids is not None:
+        rows = rows[rows["trial_id"].isin(trial_ids)]
+    if rows.empty:
+        return []
+    errors = rows.groupby("trial_id", sort=True)["error"].first().fillna("").astype(str)
+    reasons = errors.map(lambda text: ["", *text.strip().splitlines()][-1].strip())
+    table = (
+        reasons.replace("", "(no error text)")
+        .rename("reason")
+        .reset_index()
+        .groupby("reason", sort=False)["trial_id"]
+        .agg(["size", "first"])
+        .sort_values("size", ascending=False, kind="stable")
+    )
+    return [(reason, int(n), tid) for reason, (n, tid) in table.iterrows()]

@@ -45,7 +45,11 @@ TOP_LEVEL_KEYS = {
     "compile (false|true|backend)",
     "timeout_s": "wall-clock limit of one trial in seconds (number > 0; default: none)",
     "ensemble": "vectorized ensembles: auto (default), off, or the largest group size",
+    "trial_limit": "the most trials the study may expand to (integer >= 1; default 100000)",
 }
+# A study is counted before it is expanded: above this many trials it is refused (a grid with
+# one list too many is a typo that would take minutes and gigabytes to expand).
+DEFAULT_TRIAL_LIMIT = 100_000
 SEARCH_KEYS = {"kind", "trials_per_solver", "seed"}
 RESOURCE_KEYS = {"cpus", "gpus"}
 OPTIMIZER_PROBES = "rotation_probes"  # measure family that reads the optimizer's state
@@ -145,6 +149,63 @@ class Study:
                                     trials.append(trial)
         return trials
 
+    def trial_count(self) -> tuple[int, list[tuple[str, int]]]:
+        """How many trials :meth:`trials` makes at most (equal configs are one trial), counted
+        from the grid sizes without building any, and the keys with more than one value (the
+        ones that multiply), each with its number of values."""
+        factors: dict[str, int] = {}
+
+        def size(key: str, n: int) -> int:
+            if n > 1:
+                factors[key] = n
+            return n
+
+        per_solver = 0
+        for solver, overrides in self.solvers.items():
+            if self.search_kind == "random":
+                per_solver += size("search.trials_per_solver", self.trials_per_solver)
+                continue
+            n = 1
+            for param, spec in overrides.items():
+                space = parse_space(spec)
+                count = len(space.grid()) if isinstance(space, Fixed | Choice) else 1
+                n *= size(f"solvers.{solver}.{param}", count)
+            per_solver += n
+        total = 0
+        for dataset, grid in self.datasets.items():
+            n_data = 1
+            for param, values in grid.items():
+                n_data *= size(f"datasets.{dataset}.{param}", len(values))
+            n_objective = 0
+            for variant in self.dataset_objectives.get(dataset, ({},)):
+                n = 1
+                for param, values in {**self.objective, **variant}.items():
+                    prefix = f"datasets.{dataset}.objective" if param in variant else "objective"
+                    n *= size(f"{prefix}.{param}", len(values))
+                n_objective += n
+            total += n_data * n_objective * per_solver
+        total *= size("seeds", len(self.seeds))
+        order = ("datasets.", "objective.", "solvers.", "search.", "seeds")  # expansion order
+        keys = sorted(
+            factors, key=lambda k: next(i for i, p in enumerate(order) if k.startswith(p))
+        )
+        return total, [(key, factors[key]) for key in keys]
+
+    def check_data(self) -> None:
+        """Run each dataset configuration's ``check_data()`` hook (a plugin's cheap check that
+        its files are there), so missing data stops the study in one line naming the path
+        and where to get it, before any trial starts, instead of failing every trial."""
+        for dataset, grid in self.datasets.items():
+            cls = registry.dataset_class(dataset)
+            if not hasattr(cls, "check_data"):
+                continue
+            defaults = registry.defaults(cls)
+            for params in grid_samples(_as_spaces(grid)):
+                try:
+                    cls.get_instance(**{**defaults, **params}).check_data()
+                except (FileNotFoundError, ValueError) as exc:
+                    raise StudyError(self.path, f"datasets.{dataset}", str(exc)) from None
+
     def solver_samples(self, dataset: str, solver: str, overrides: dict) -> list[dict]:
         """The hyperparameter configurations of one solver (full, defaults filled in)."""
         cls = registry.solver_class(solver)
@@ -167,8 +228,10 @@ def _without_seed(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k != "seed"}
 
 
-def load_study(path: str | Path) -> Study:
-    """Read and validate a study file; raises :class:`StudyError` on the first problem."""
+def load_study(path: str | Path, trial_limit: int | None = None) -> Study:
+    """Read and validate a study file; raises :class:`StudyError` on the first problem.
+
+    ``trial_limit`` (the CLI's ``--trial-limit``) overrides the study's ``trial_limit``."""
     path = Path(path)
     if not path.is_file():
         raise StudyError(path, "", "no such study file")
@@ -178,11 +241,13 @@ def load_study(path: str | Path) -> Study:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "YAML"
         raise StudyError(path, where, f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    return parse_study(raw, path)
+    return parse_study(raw, path, trial_limit)
 
 
-def parse_study(raw: Any, path: Path) -> Study:
-    """Validate a parsed study mapping against the benchmark's plugins."""
+def parse_study(raw: Any, path: Path, trial_limit: int | None = None) -> Study:
+    """Validate a parsed study mapping against the benchmark's plugins; a study that expands
+    to more than ``trial_limit`` trials (else its own ``trial_limit``, else
+    :data:`DEFAULT_TRIAL_LIMIT`) is refused, counted before any trial is built."""
     check = _Checker(path)
     check.mapping(raw, "", required=True)
     unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS), key=str)
@@ -236,6 +301,7 @@ def parse_study(raw: Any, path: Path) -> Study:
     ):
         check.fail("ensemble", f"must be auto, off or an integer >= 1, got {ensemble!r}")
     accel = check.accel(raw.get("accel") or {})
+    limit = check.integer(raw.get("trial_limit", DEFAULT_TRIAL_LIMIT), "trial_limit", minimum=1)
     study = Study(
         path=path,
         name=name,
@@ -257,6 +323,7 @@ def parse_study(raw: Any, path: Path) -> Study:
         accel=accel,
         dataset_objectives=dataset_objectives,
     )
+    check.limit(study, limit if trial_limit is None else trial_limit)
     check.values(study)
     return study
 
@@ -444,6 +511,19 @@ class _Checker:
             except ValueError as exc:
                 self.fail(f"accel.{key}", str(exc))
         return Accel(**value)
+
+    def limit(self, study: Study, limit: int) -> None:
+        """Refuse a study that expands to more than ``limit`` trials, naming the keys that
+        multiply, before anything is expanded."""
+        count, factors = study.trial_count()
+        if count > limit:
+            product = " x ".join(f"{key} ({n})" for key, n in factors)
+            self.fail(
+                "",
+                f"expands to {count:,} trials, over the limit of {limit:,}: {product}; "
+                f"if that is meant, set trial_limit: {count} in the study or pass "
+                f"--trial-limit {count}",
+            )
 
     def values(self, study: Study) -> None:
         """Instantiate each solver and dataset configuration and run its own checks, so an

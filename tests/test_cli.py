@@ -1,16 +1,20 @@
 """The ``shiftbench`` command end to end on a tiny study: list, run (bad study, run, resume),
 status and report."""
 
+import json
 import re
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
 
-from shiftbench import store
+from shiftbench import faults, store
 from shiftbench.cli import main
 from shiftbench.selection import select
+from shiftbench.study import load_study
 
 TINY = {
     "name": "tiny",
@@ -83,6 +87,12 @@ def test_run_status_resume_and_report(tmp_path):
     assert re.search(r"pending\s+4$", result.output, flags=re.M)
     result = CliRunner().invoke(main, ["report", str(path), "--store", str(store_dir)])
     assert result.exit_code != 0 and "no results" in result.output
+    assert f"run `shiftbench run {path} --store {store_dir}` first" in result.output
+    result = CliRunner().invoke(
+        main, ["export", str(path), "--store", str(store_dir), "--benchopt", "x.parquet"]
+    )
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "no finished trial" in result.output and f"--store {store_dir}" in result.output
 
     result = invoke("run", path, "--store", store_dir, "--workers", 0, "--quiet")
     assert result.exit_code == 0, result.output
@@ -150,3 +160,123 @@ def test_negative_workers_is_an_error(tmp_path):
         main, ["run", str(path), "--store", str(tmp_path / "s"), "--workers", "-1"]
     )
     assert result.exit_code != 0 and "--workers must be >= 0" in result.output
+
+
+def test_run_and_status_print_each_failure_reason_with_a_count_and_a_trial(tmp_path, monkeypatch):
+    path = write(tmp_path / "tiny.yml", {**TINY, "retries": 0})
+    store_dir = tmp_path / "store"
+    monkeypatch.setenv(faults.ENV, json.dumps([{"at": "trial.start", "do": "raise"}]))
+    result = invoke("run", path, "--store", store_dir, "--workers", 0, "--quiet")
+    assert result.exit_code == 1
+    ids = set(store.read(store_dir, "tiny")["trial_id"])
+    for command in ("run", "status"):
+        if command == "status":
+            result = invoke("status", path, "--store", store_dir)
+        found = re.findall(
+            r"^\s+(\d+) x shiftbench\.faults\.InjectedFault: fault injected at trial\.start"
+            r"  \(e\.g\. trial (\w+)\)$",
+            result.output,
+            flags=re.M,
+        )
+        assert len(found) == 1 and found[0][0] == "4" and found[0][1] in ids, result.output
+
+
+def test_failure_reasons_are_the_last_error_lines_of_latest_attempts():
+    def row(trial, attempt, status, error):
+        return {"trial_id": trial, "attempt": attempt, "status": status, "error": error}
+
+    ledger = pd.DataFrame(
+        [
+            row("a", 0, "failed", "Traceback\n  File x\nValueError: bad lr\n"),
+            row("a", 1, "failed", "Traceback\nFileNotFoundError: /d/PACS: get it at u\n"),
+            row("b", 0, "failed", "Traceback\nFileNotFoundError: /d/PACS: get it at u"),
+            row("c", 0, "failed", "Traceback\nValueError: bad lr"),
+            row("c", 1, "done", ""),
+            row("d", 0, "timeout", "stopped after timeout_s=5 seconds"),
+            row("e", 0, "failed", None),
+        ]
+    )
+    assert store.failure_reasons(ledger) == [
+        ("FileNotFoundError: /d/PACS: get it at u", 2, "a"),
+        ("stopped after timeout_s=5 seconds", 1, "d"),
+        ("(no error text)", 1, "e"),
+    ]
+    assert store.failure_reasons(ledger, {"b", "c"}) == [
+        ("FileNotFoundError: /d/PACS: get it at u", 1, "b")
+    ]
+
+
+@pytest.mark.parametrize(
+    "dataset, params, words",
+    [
+        ("pacs", {}, ["PACS", "domainbed.scripts.download"]),
+        ("vlcs", {}, ["VLCS", "domainbed.scripts.download"]),
+        ("colored_mnist", {}, ["MNIST", "torchvision.datasets.MNIST"]),
+        ("cifar10_c", {"corruption": "fog"}, ["cifar-10-batches-py", "cs.toronto.edu"]),
+        ("hf_domains", {"path": "my_domains"}, ["my_domains", "Hugging Face"]),
+        ("char_text", {"path": "missing.txt"}, ["missing.txt", "standard library"]),
+    ],
+)
+def test_run_without_a_datasets_files_stops_before_any_trial_in_one_line(
+    tmp_path, dataset, params, words
+):
+    """Each dataset's own check runs before Ray starts: one line naming the study file, the
+    dataset key, the missing path and where to get the data; nothing is written."""
+    data = tmp_path / "data"
+    data.mkdir()
+    if "path" in params and dataset == "char_text":
+        params = {"path": str(data / params["path"])}
+    elif dataset != "char_text":
+        params = {**params, "data_home": str(data)}
+    raw = {**TINY, "datasets": {dataset: params}, "analyses": []}
+    path = write(tmp_path / "nodata.yml", raw)
+    store_dir = tmp_path / "store"
+    result = CliRunner().invoke(main, ["run", str(path), "--store", str(store_dir), "--quiet"])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert f"{path}: datasets.{dataset}: " in lines[0] and str(data) in lines[0], lines[0]
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert not store_dir.exists()
+
+
+def test_a_folder_dataset_whose_files_are_there_passes_the_check(tmp_path):
+    for env in ("art_painting", "cartoon", "photo", "sketch"):
+        (tmp_path / "PACS" / env / "dog").mkdir(parents=True)
+    raw = {**TINY, "datasets": {"pacs": {"data_home": str(tmp_path)}}}
+    load_study(write(tmp_path / "pacs.yml", raw)).check_data()
+
+
+def test_a_study_of_27_million_trials_is_refused_by_run_status_and_report(tmp_path):
+    """Three lists of 300 values: counted, not expanded; one line naming the keys."""
+    values = list(range(1, 301))
+    raw = {
+        **TINY,
+        "objective": {**TINY["objective"], "steps": values, "width": values},
+        "solvers": {"sgd": {"lr": [i / 1000 for i in values]}},
+        "search": {"kind": "grid"},
+        "seeds": [0],
+    }
+    path = write(tmp_path / "huge.yml", raw)
+    store_dir = tmp_path / "store"
+    for command in ("run", "status", "report"):
+        result = CliRunner().invoke(main, [command, str(path), "--store", str(store_dir)])
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 1 and len(lines) == 1, result.output
+        assert "expands to 27,000,000 trials, over the limit of 100,000" in lines[0]
+        assert "objective.steps (300) x objective.width (300) x solvers.sgd.lr (300)" in lines[0]
+        assert "--trial-limit 27000000" in lines[0]
+    assert not store_dir.exists()
+
+
+def test_importing_the_cli_imports_no_training_library():
+    """`shiftbench --help` and the commands' start-up must not pay for torch, Ray & co."""
+    code = (
+        "import sys, shiftbench.cli; "
+        "print(sorted(m for m in ('torch', 'ray', 'timm', 'datasets', 'matplotlib', "
+        "'torchvision', 'benchopt') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"

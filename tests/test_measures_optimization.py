@@ -4,6 +4,8 @@ independent computations on softmax regression and a bias-free ReLU network."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -95,3 +97,20 @@ def test_input_gradient_norm_of_softmax_regression():
     residual = model(x).softmax(1).detach() - F.one_hot(y, 3)
     expected = (residual @ model.weight.detach()).norm(dim=1).mean()
     assert v["input_grad_norm"] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_the_measures_load_no_deprecated_torch_jit_script():
+    """Forward-mode AD (``torch.func.jvp``) makes torch compile its jvp decompositions with
+    the deprecated ``torch.jit.script`` (a FutureWarning): no measure may use it."""
+    code = (
+        "import sys, torch, torch.nn as nn; from shiftbench import measures\n"
+        "torch.manual_seed(0)\n"
+        "model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))\n"
+        "x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))\n"
+        "probes = set(measures.families().get('rotation_probes', ()))\n"
+        "names = [n for n in measures.available() if n not in probes]\n"
+        "values = measures.compute(model, (x, y), init_model=model, names=names)\n"
+        "print('fisher_rao_norm' in values, 'torch._decomp.decompositions_for_jvp' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.split() == ["True", "False"], done.stderr[-2000:]

@@ -123,3 +123,26 @@ def test_build_report_without_results_names_the_study(tmp_path):
     )
     with pytest.raises(ValueError, match=r"empty\.yml.*no results"):
         build_report(study, tmp_path / "store")
+
+
+def test_the_printed_table_fits_100_columns_and_the_files_keep_full_labels(tmp_path):
+    label = "adam[" + ",".join(f"hp{i}=0.{i:03d}" for i in range(11)) + "]"
+    assert len(label) > 110
+    frame = pd.DataFrame(
+        {
+            "dataset": ["colored_digits", "rotated_digits"],
+            "solver": ["adam", "sgd"],
+            "id_acc_mean": [0.91234, 0.5],
+            "ood_acc_mean": [0.31234, 0.25],
+            "label": [label, label.replace("adam", "sgd")],
+        }
+    )
+    report = Report(tmp_path, "t")
+    report.table("wide", frame, "A wide table")
+    printed = "\n".join(report.printed).splitlines()
+    assert max(map(len, printed)) <= 100
+    rows = [line.split() for line in printed if line.startswith("colored_digits")]
+    assert len(rows) == 1 and rows[0][1:4] == ["adam", "0.912", "0.312"]
+    assert rows[0][4].startswith("adam[hp0=0.000") and rows[0][4].endswith("~")
+    assert pd.read_csv(tmp_path / "wide.csv")["label"].tolist() == frame["label"].tolist()
+    assert label in (tmp_path / "wide.md").read_text() and label in report.sections[0]

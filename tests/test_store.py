@@ -146,6 +146,38 @@ def test_four_readers_see_the_same_rows(store_dir):
         pd.testing.assert_frame_equal(sorted_rows(frame), want, check_dtype=False, obj=reader)
 
 
+def test_readers_named_in_the_readme_see_every_column_of_files_that_differ(store_dir):
+    """Part files written after a resume or a new measure have other columns; each reader,
+    with the README's command and no options, must still see every column and row."""
+    store.append(store_dir, "s", rows("a"))
+    store.compact(store_dir, "s")
+    store.append(store_dir, "s", [{**r, "measure.l2": 2.5} for r in rows("b")])
+    store.compact(store_dir, "s")
+    store.append(store_dir, "s", [{**r, "measure.l2": None} for r in rows("c")])
+    store.append(
+        store_dir, "s", [{k: v for k, v in r.items() if k != "config"} for r in rows("d")]
+    )
+    folder = store.study_dir(store_dir, "s")
+    want = store.read(store_dir, "s")
+    assert len(want) == 4 * 3 and "measure.l2" in want and "config" in want
+    got = {
+        "duckdb": duckdb.sql(f"select * from '{folder}/*.parquet'").df(),
+        "polars": pl.read_parquet(f"{folder}/*.parquet").to_pandas(),
+        "pyarrow": ds.dataset(folder, format="parquet").to_table().to_pandas(),
+        "pandas folder": pd.read_parquet(folder),
+        "pandas store": pd.read_parquet(store_dir),
+    }
+    columns = sorted(set(want.columns) - {"study"})
+    for reader, frame in got.items():
+        assert sorted(set(frame.columns) - {"study"}) == columns, reader
+        assert frame["measure.l2"].notna().sum() == 3, reader
+        pd.testing.assert_frame_equal(
+            sorted_rows(frame.assign(study="s")), sorted_rows(want), check_dtype=False, obj=reader
+        )
+    schemas = {pq.read_schema(p).remove_metadata() for p in folder.glob("*.parquet")}
+    assert len(schemas) == 1  # one schema: any future reader sees every column too
+
+
 def write_foreign_files(folder: Path) -> dict[str, str]:
     """Files the ledger must skip and never touch, by name, with a word of the reason."""
     good = store.append(folder.parent, folder.name.removeprefix("study="), rows("x"))

@@ -15,6 +15,14 @@ from shiftbench.study import Study, StudyError, load_study, parse_study
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "benchmarks" / "quickstart.yml"
 VALID = yaml.safe_load(QUICKSTART.read_text())
+GRID = {
+    "name": "g",
+    "datasets": {"rotated_digits": {"test_env": [0, 1]}},
+    "objective": {"steps": [10, 20]},
+    "solvers": {"sgd": {"lr": [0.1, 0.01, 0.001]}, "adam": {"eps": 1e-7}},
+    "search": {"kind": "grid"},
+    "seeds": [0, 1],
+}
 
 
 def test_quickstart_expands_to_datasets_x_solvers_x_trials_x_seeds():
@@ -49,15 +57,7 @@ def test_quickstart_expands_to_datasets_x_solvers_x_trials_x_seeds():
 
 
 def test_grid_search_is_the_product_of_the_lists(tmp_path):
-    raw = {
-        "name": "g",
-        "datasets": {"rotated_digits": {"test_env": [0, 1]}},
-        "objective": {"steps": [10, 20]},
-        "solvers": {"sgd": {"lr": [0.1, 0.01, 0.001]}, "adam": {"eps": 1e-7}},
-        "search": {"kind": "grid"},
-        "seeds": [0, 1],
-    }
-    trials = parse_study(raw, tmp_path / "g.yml").trials()
+    trials = parse_study(copy.deepcopy(GRID), tmp_path / "g.yml").trials()
     assert len(trials) == 2 * 2 * (3 + 1) * 2
     assert len({t.trial_id for t in trials}) == len(trials)
     lrs = {dict(t.solver_params)["lr"] for t in trials if t.solver == "sgd"}
@@ -379,3 +379,55 @@ def test_a_list_of_objective_variants_is_the_union_of_their_grids(tmp_path):
     assert len(study.trials()) == 3 * per_config
     steps = {dict(t.objective_params)["steps"] for t in study.trials()}
     assert steps == {VALID["objective"]["steps"]}  # the study's objective still applies
+
+
+def test_the_trial_count_is_the_expansion_counted_without_building_it(tmp_path):
+    variants = copy.deepcopy(VALID)
+    variants["datasets"] = {
+        "rotated_digits": {
+            "test_env": [0, 1],
+            "objective": [{"width": 64}, {"model": "cnn", "width": [8, 16]}],
+        },
+        "colored_digits": {},
+    }
+    for raw, factors in (
+        (VALID, {"search.trials_per_solver": 3, "seeds": 2}),
+        (
+            variants,
+            {
+                "datasets.rotated_digits.test_env": 2,
+                "datasets.rotated_digits.objective.width": 2,
+                "search.trials_per_solver": 3,
+                "seeds": 2,
+            },
+        ),
+        (
+            GRID,
+            {
+                "datasets.rotated_digits.test_env": 2,
+                "objective.steps": 2,
+                "solvers.sgd.lr": 3,
+                "seeds": 2,
+            },
+        ),
+    ):
+        study = parse_study(copy.deepcopy(raw), tmp_path / "s.yml")
+        count, named = study.trial_count()
+        assert count == len(study.trials())
+        assert dict(named) == factors
+
+
+def test_a_study_over_its_trial_limit_is_refused_in_one_line_naming_the_keys(tmp_path):
+    path = tmp_path / "s.yml"
+    with pytest.raises(StudyError) as caught:
+        parse_study({**copy.deepcopy(VALID), "trial_limit": 71}, path)
+    assert str(caught.value) == (
+        f"{path}: expands to 72 trials, over the limit of 71: search.trials_per_solver (3) x "
+        "seeds (2); if that is meant, set trial_limit: 72 in the study or pass --trial-limit 72"
+    )
+    assert len(parse_study({**copy.deepcopy(VALID), "trial_limit": 72}, path).trials()) == 72
+    assert len(parse_study({**copy.deepcopy(VALID), "trial_limit": 71}, path, 72).trials()) == 72
+    with pytest.raises(StudyError, match="over the limit of 10"):
+        parse_study(copy.deepcopy(VALID), path, trial_limit=10)
+    with pytest.raises(StudyError, match="trial_limit: must be an integer >= 1"):
+        parse_study({**copy.deepcopy(VALID), "trial_limit": 0}, path)

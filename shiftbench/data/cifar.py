@@ -83,21 +83,40 @@ def released_corruption(
     return x.contiguous(), torch.from_numpy(np.array(labels[block], dtype=np.int64))
 
 
+def check_cifar10_c(root: str | Path | None, corruptions: Sequence[str]) -> None:
+    """Raise one :class:`MissingDataError` line unless CIFAR-10 and, for each corruption, its
+    released ``.npy`` or an on-the-fly version are available (no image is read)."""
+    require_files(
+        "CIFAR-10", data_home(root) / CIFAR_FOLDER, (*TRAIN_BATCHES, TEST_BATCH), CIFAR_SOURCE
+    )
+    for corruption in corruptions:
+        _released_folder(root, corruption)
+
+
+def _released_folder(root: str | Path | None, corruption: str) -> Path | None:
+    """The CIFAR-10-C folder if it holds ``corruption``'s released files, None if the
+    corruption is computed on the fly, else one :class:`MissingDataError` line."""
+    folder = data_home(root) / CIFAR_C_FOLDER
+    if (folder / f"{corruption}.npy").is_file() and (folder / "labels.npy").is_file():
+        return folder
+    if corruption not in CORRUPTIONS:
+        raise MissingDataError(
+            f"CIFAR-10-C: data not found at {folder / corruption}.npy and {corruption!r} has no "
+            f"on-the-fly version ({', '.join(CORRUPTIONS)}); get it from {CIFAR_C_SOURCE}"
+        )
+    return None
+
+
 def corrupted_test_set(
     root: str | Path | None, corruption: str, severity: int, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CIFAR-10-C test images as float (N, 3, 32, 32) in [0, 1], released or computed."""
     if severity not in SEVERITIES:
         raise ValueError(f"CIFAR-10-C: severity must be in 1..5, got {severity!r}")
-    folder = data_home(root) / CIFAR_C_FOLDER
-    if (folder / f"{corruption}.npy").is_file() and (folder / "labels.npy").is_file():
+    folder = _released_folder(root, corruption)
+    if folder is not None:
         x, y = released_corruption(folder, corruption, severity)
         return x.float() / 255.0, y
-    if corruption not in CORRUPTIONS:
-        raise MissingDataError(
-            f"CIFAR-10-C: data not found at {folder / corruption}.npy and {corruption!r} has no "
-            f"on-the-fly version ({', '.join(CORRUPTIONS)}); get it from {CIFAR_C_SOURCE}"
-        )
     images, labels = load_cifar10(root, train=False)
     return corrupt(images.float() / 255.0, corruption, severity, seed), labels
 

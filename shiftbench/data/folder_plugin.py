@@ -10,7 +10,11 @@ from typing import ClassVar
 
 from benchopt import BaseDataset
 
-from shiftbench.data.image_folder import FOLDER_DATASETS, folder_domain_data
+from shiftbench.data.image_folder import (
+    FOLDER_DATASETS,
+    environment_folders,
+    folder_domain_data,
+)
 
 
 class FolderDataset(BaseDataset):
@@ -29,6 +33,10 @@ class FolderDataset(BaseDataset):
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         cls.environments = FOLDER_DATASETS[cls.dataset].environments
+
+    def check_data(self) -> None:
+        """Raise one line naming the missing path (run before any trial starts)."""
+        environment_folders(self.dataset, self.data_home)
 
     def get_data(self) -> dict:
         data = folder_domain_data(

@@ -40,6 +40,18 @@ class HFImages:
         return image.convert("RGB")
 
 
+def check_local(path: str, root: str | Path | None) -> None:
+    """One :class:`MissingDataError` line if ``path`` is neither a folder under the data home
+    nor a Hub name (``owner/name``, which only :func:`open_dataset` can look up in the
+    cache); cheap, nothing is loaded."""
+    local = data_home(root) / path
+    if not local.exists() and "/" not in path:
+        raise MissingDataError(
+            f"hf_domains: data not found at {local}; get it from {HF_SOURCE}, or name a Hub "
+            "data set (owner/name) in the local cache"
+        )
+
+
 def open_dataset(path: str, root: str | Path | None, split: str, **load_kwargs: Any) -> Any:
     """``load_dataset`` on ``<data_home>/<path>`` if that exists, else on ``path`` itself.
 

@@ -21,7 +21,6 @@ from typing import Protocol
 import numpy as np
 import torch
 from PIL import Image
-from torchvision import transforms
 
 from shiftbench.data.environments import DomainData, Environment
 from shiftbench.data.paths import MissingDataError, data_home, require_files
@@ -61,6 +60,8 @@ def image_transform(
     augment: bool, size: int = IMAGE_SIZE
 ) -> Callable[[Image.Image], torch.Tensor]:
     """DomainBed's transforms: augmentation for training, plain resize for evaluation."""
+    from torchvision import transforms  # imported when used: validating a study needs none
+
     normalize = [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     if not augment:
         return transforms.Compose([transforms.Resize((size, size)), *normalize])
@@ -157,6 +158,20 @@ def sub_folders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir())
 
 
+def environment_folders(dataset: str, root: str | Path | None = None) -> list[Path]:
+    """The data set's environment folders, or one :class:`MissingDataError` line naming the
+    path and where to get the data (a cheap check: no image is opened)."""
+    spec = FOLDER_DATASETS[dataset]
+    folder = require_files(dataset, data_home(root), [spec.folder], DOMAINBED_SOURCE) / spec.folder
+    env_dirs = sub_folders(folder)
+    if len(env_dirs) != len(spec.environments):
+        raise MissingDataError(
+            f"{dataset}: expected {len(spec.environments)} environment folders at {folder}, "
+            f"found {len(env_dirs)}; get it from {DOMAINBED_SOURCE}"
+        )
+    return env_dirs
+
+
 def folder_environments(
     dataset: str, root: str | Path | None = None, augment: bool = False, size: int = IMAGE_SIZE
 ) -> tuple[list[Environment], int]:
@@ -166,13 +181,7 @@ def folder_environments(
     missing from one environment keeps the same index everywhere.
     """
     spec = FOLDER_DATASETS[dataset]
-    folder = require_files(dataset, data_home(root), [spec.folder], DOMAINBED_SOURCE) / spec.folder
-    env_dirs = sub_folders(folder)
-    if len(env_dirs) != len(spec.environments):
-        raise MissingDataError(
-            f"{dataset}: expected {len(spec.environments)} environment folders at {folder}, "
-            f"found {len(env_dirs)}; get it from {DOMAINBED_SOURCE}"
-        )
+    env_dirs = environment_folders(dataset, root)
     classes = sorted({c.name for env_dir in env_dirs for c in sub_folders(env_dir)})
     envs = []
     for short_name, env_dir in zip(spec.environments, env_dirs, strict=True):

@@ -70,6 +70,11 @@ def mnist_folder(root: Path) -> Path:
     )
 
 
+def check_mnist(root: str | Path | None = None) -> None:
+    """Raise :class:`MissingDataError` (one line) unless MNIST's four IDX files are there."""
+    mnist_folder(data_home(root))
+
+
 def load_mnist(root: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """All 70,000 MNIST digits (train then test): uint8 images (N, 28, 28), int64 labels."""
     folder = mnist_folder(data_home(root))

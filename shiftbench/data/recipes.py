@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms.functional import rotate
 
 from shiftbench.data.environments import Environment
 
@@ -98,6 +96,9 @@ def rotate_images(images: torch.Tensor, angle: float) -> torch.Tensor:
     x = as_unit_float(images).unsqueeze(1)
     if angle % 360 == 0:
         return x.clone()
+    from torchvision.transforms import InterpolationMode  # imported when used: a second
+    from torchvision.transforms.functional import rotate  # that validating a study saves
+
     return rotate(x, float(angle), interpolation=InterpolationMode.BILINEAR, fill=[0.0])
 
 

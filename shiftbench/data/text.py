@@ -155,6 +155,17 @@ def load_openwebtext(
 HF_PREFIX = "hf:"
 
 
+def check_corpus(path: str | Path | None) -> None:
+    """One ``FileNotFoundError`` line if ``path`` names a local text file that is not there
+    (the standard library and ``hf:`` data sets are checked where they are read)."""
+    if path is not None and not str(path).startswith(HF_PREFIX) and not Path(path).is_file():
+        raise FileNotFoundError(
+            f"char_text: text file not found at {path}; give a local UTF-8 text file, "
+            f"{HF_PREFIX}<name> for a Hugging Face text data set, or null for the Python "
+            "standard library's sources"
+        )
+
+
 def corpus_text(path: str | Path | None, max_chars: int) -> str:
     """The first ``max_chars`` characters of a corpus: the standard library's sources for
     None, a Hugging Face text data set for ``hf:<name or local copy>`` (OpenWebText is
