@@ -11,7 +11,9 @@ stops at the first checkpoint whose training cross-entropy is at or below it
 (``steps`` is then the cap), as in Jiang et al. (2020). ``pretrained`` is ``none`` (a
 timm model trains from scratch) or the path of a local weights file (ImageNet weights,
 ``.pth``/``.safetensors``; the classifier head stays fresh): the ledger's
-``obj.pretrained`` column says which.
+``obj.pretrained`` column says which. ``irm_loss`` is IRM's loss after the penalty switches
+on: ``domainbed`` (DomainBed's ``IRM.update``, the default) or ``irm_paper`` (divided by the
+penalty weight, as the IRM paper's script); see :class:`shiftbench.algorithms.IRM`.
 """
 
 from pathlib import Path
@@ -19,7 +21,7 @@ from pathlib import Path
 from benchopt import BaseObjective
 from benchopt.stopping_criterion import SufficientProgressCriterion
 
-from shiftbench.algorithms import ALGORITHMS, create_algorithm
+from shiftbench.algorithms import ALGORITHMS, IRM_LOSS_SCALINGS, create_algorithm
 from shiftbench.data.image_folder import with_augmentation
 from shiftbench.models import MODELS, SIZED_FAMILIES, check_size, create_model, is_model
 from shiftbench.training import evaluate, pick_device, seed_everything
@@ -46,6 +48,7 @@ class Objective(BaseObjective):
         "irm_lambda": [100.0],
         "irm_anneal_iters": [500],
         "irm_reset_to": ["same"],
+        "irm_loss": ["domainbed"],
         "seed": [0],
     }
     test_dataset_name = "colored_digits"
@@ -66,6 +69,9 @@ class Objective(BaseObjective):
             raise ValueError(
                 f"irm_reset_to must be 'same' or 'adam', got {params['irm_reset_to']!r}"
             )
+        if params["irm_loss"] not in IRM_LOSS_SCALINGS:
+            choices = ", ".join(IRM_LOSS_SCALINGS)
+            raise ValueError(f"irm_loss must be one of {choices}, got {params['irm_loss']!r}")
         if params["model"] in SIZED_FAMILIES:
             check_size(params["depth"], params["width"], params["dropout"])
         elif not is_model(params["model"]):
@@ -79,7 +85,10 @@ class Objective(BaseObjective):
                 raise ValueError(f"pretrained weights file not found: {params['pretrained']}")
         if params["algorithm"] == "irm":
             create_algorithm(
-                "irm", penalty_weight=params["irm_lambda"], anneal_iters=params["irm_anneal_iters"]
+                "irm",
+                penalty_weight=params["irm_lambda"],
+                anneal_iters=params["irm_anneal_iters"],
+                loss_scaling=params["irm_loss"],
             )
 
     def set_data(self, data) -> None:
@@ -114,7 +123,10 @@ class Objective(BaseObjective):
         model = self.build_model()
         if self.algorithm == "irm":
             algorithm = create_algorithm(
-                "irm", penalty_weight=self.irm_lambda, anneal_iters=self.irm_anneal_iters
+                "irm",
+                penalty_weight=self.irm_lambda,
+                anneal_iters=self.irm_anneal_iters,
+                loss_scaling=self.irm_loss,
             )
         else:
             algorithm = create_algorithm(self.algorithm)

@@ -115,7 +115,9 @@ def test_build_model_is_seeded_and_get_objective_wires_the_trial():
     other = make_objective(seed=6).build_model()
     assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), other.parameters()))
     got = objective.get_objective()
-    assert got["algorithm"] == IRM(penalty_weight=7.0, anneal_iters=3)
+    assert got["algorithm"] == IRM(penalty_weight=7.0, anneal_iters=3, loss_scaling="domainbed")
+    paper = make_objective(algorithm="irm", irm_loss="irm_paper").get_objective()["algorithm"]
+    assert paper.loss_scaling == "irm_paper"
     assert got["steps"] == 20 and got["seed"] == 5 and got["reset_to"] == "same"
     assert got["train_envs"] is objective.train_envs
     assert isinstance(make_objective().get_objective()["algorithm"], ERM)
@@ -133,6 +135,7 @@ def good():
         {"eval_every": 0},
         {"algorithm": "dro"},
         {"irm_reset_to": "sgd"},
+        {"irm_loss": "divided"},
         {"depth": 0},
         {"width": 0},
         {"dropout": 1.0},
