@@ -5,26 +5,16 @@ agrees with the noisy label except with probability 0.1, 0.2 and 0.9 in the
 three environments. Needs MNIST's IDX files under ``<data_home>/MNIST/raw``.
 """
 
-from benchopt import BaseDataset
-
-from shiftbench.data.environments import DomainData
 from shiftbench.data.mnist import colored_mnist
+from shiftbench.data.recipe_plugin import RecipeDataset
 
 
-class Dataset(BaseDataset):
+class Dataset(RecipeDataset):
     name = "colored_mnist"
-    parameters = {
-        "test_env": [2],
-        "holdout_fraction": [0.2],
-        "split_seed": [0],
-        "data_home": [None],
-    }
+    domainbed_name = "ColoredMNIST"
+    num_classes = 2
+    parameters = {**RecipeDataset.parameters, "test_env": [2], "data_home": [None]}
     environments = ("+90%", "+80%", "-90%")
 
-    def get_data(self) -> dict:
-        envs = list(colored_mnist(self.data_home))
-        return {
-            "data": DomainData(
-                self.name, envs, self.test_env, 2, self.holdout_fraction, self.split_seed
-            )
-        }
+    def recipe_environments(self, seed: int):
+        return colored_mnist(self.data_home, seed)

@@ -17,6 +17,7 @@ import yaml
 
 from shiftbench import registry
 from shiftbench.accel import ACCEL_KEYS, AUTO, Accel
+from shiftbench.data import seeds as data_seeds
 from shiftbench.search import (
     Choice,
     Fixed,
@@ -122,17 +123,26 @@ class Study:
         objective_defaults = registry.defaults(registry.objective_class())
         trials, seen = [], set()
         for dataset, dataset_grid in self.datasets.items():
-            dataset_defaults = registry.defaults(registry.dataset_class(dataset))
+            dataset_cls = registry.dataset_class(dataset)
+            dataset_defaults = registry.defaults(dataset_cls)
+            domainbed_name = getattr(dataset_cls, "domainbed_name", dataset)
             for dataset_params in grid_samples(_as_spaces(dataset_grid)):
                 for objective_params in self.objective_samples(dataset):
+                    objective = {**objective_defaults, **objective_params}
                     for solver, overrides in self.solvers.items():
                         samples = self.solver_samples(dataset, solver, overrides)
                         for index, hparams in enumerate(samples):
                             for seed in self.seeds:
                                 trial = Trial.make(
                                     dataset,
-                                    {**dataset_defaults, **dataset_params},
-                                    _without_seed({**objective_defaults, **objective_params}),
+                                    data_seeds.resolve(
+                                        domainbed_name,
+                                        {**dataset_defaults, **dataset_params},
+                                        objective["algorithm"],
+                                        index,
+                                        seed,
+                                    ),
+                                    _without_seed(objective),
                                     solver,
                                     hparams,
                                     seed,
@@ -477,6 +487,10 @@ class _Checker:
                         f"datasets.{name}.test_env",
                         f"must be in 0..{n_envs - 1}, got {test_env!r}",
                     )
+            defaults = registry.defaults(registry.dataset_class(name))
+            for params in grid_samples(_as_spaces(grid)):
+                if key := data_seeds.misplaced_seed({**defaults, **params}):
+                    self.fail(f"datasets.{name}.{key}", data_seeds.UNFIXED)
             for fraction in grid.get("holdout_fraction", []):
                 if not (isinstance(fraction, int | float) and 0.0 < fraction < 1.0):
                     self.fail(

@@ -1,6 +1,8 @@
 """The Benchopt objective: DomainBed's holdout split and ID / OOD / oracle metrics, checked
 against an independent computation with a fixed model, and its parameter checks."""
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -23,13 +25,16 @@ def make_objective(dataset="colored_digits", dataset_params=None, **params):
     return objective
 
 
-def by_hand_splits(envs, fraction, split_seed):
-    """DomainBed's split_dataset, written out: permutation seeded per env, first part out."""
+def by_hand_splits(envs, fraction, trial_seed):
+    """DomainBed's train.py, written out: ``misc.split_dataset(env, int(len(env) * fraction),
+    misc.seed_hash(trial_seed, i))`` shuffles a list of keys, the first part is out."""
     splits = []
     for i, env in enumerate(envs):
-        perm = np.random.RandomState(split_seed + i).permutation(len(env))
+        seed = int(hashlib.md5(str((trial_seed, i)).encode("utf-8")).hexdigest(), 16) % 2**31
+        keys = list(range(len(env)))
+        np.random.RandomState(seed).shuffle(keys)
         n_out = int(len(env) * fraction)
-        splits.append((perm[n_out:], perm[:n_out]))
+        splits.append((np.array(keys[n_out:]), np.array(keys[:n_out])))
     return splits
 
 
@@ -45,7 +50,10 @@ def acc_loss(model, x, y):
     "dataset, dataset_params",
     [
         ("colored_digits", {"test_env": 2}),
-        ("colored_digits", {"test_env": 0, "holdout_fraction": 0.3, "split_seed": 4}),
+        (
+            "colored_digits",
+            {"test_env": 0, "holdout_fraction": 0.3, "split_seed": 4, "fixed_data": True},
+        ),
         ("rotated_digits", {"test_env": 0}),
     ],
 )

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from shiftbench.data.seeds import split_seeds
+
 
 class LazyInputs(Protocol):
     """Inputs that are materialized on indexing (e.g. image files on disk)."""
@@ -82,6 +84,9 @@ class DomainData:
     parts with :func:`split_holdout` and trains on the in parts of the
     training environments (all but ``test_env`` unless ``train_envs`` names
     them: shift studies train on one domain and evaluate on every other).
+    Environment ``i`` is split with the seed ``split_seed + i``, or DomainBed's
+    ``seed_hash(split_seed, i)`` when ``domainbed_split_seeds``
+    (:func:`shiftbench.data.seeds.split_seeds`).
     """
 
     name: str
@@ -91,6 +96,7 @@ class DomainData:
     holdout_fraction: float = 0.2
     split_seed: int = 0
     train_envs: tuple[int, ...] | None = None
+    domainbed_split_seeds: bool = False
     _splits: dict[str, list[tuple[Environment, Environment]]] = field(
         default_factory=dict, init=False, repr=False
     )
@@ -133,12 +139,18 @@ class DomainData:
         """(in, out) split of every environment on ``device``, seeded per environment as
         DomainBed does; computed once per device and reused by every trial of a worker."""
         key = str(device)
+        n = len(self.environments)
+        seeds = (
+            split_seeds(self.split_seed, n)
+            if self.domainbed_split_seeds
+            else [self.split_seed + i for i in range(n)]
+        )
         if key not in self._splits:
             self._splits[key] = [
                 (inn.to(device), out.to(device))
                 for inn, out in (
-                    split_holdout(env, self.holdout_fraction, self.split_seed + i)
-                    for i, env in enumerate(self.environments)
+                    split_holdout(env, self.holdout_fraction, seed)
+                    for env, seed in zip(self.environments, seeds, strict=True)
                 )
             ]
         return self._splits[key]

@@ -15,13 +15,15 @@ from shiftbench.data.image_folder import FOLDER_DATASETS, folder_domain_data
 
 class FolderDataset(BaseDataset):
     """Images loaded lazily from ``<data_home>/<folder>/<env>/<class>/``, with DomainBed's
-    augmentation on the training environments when ``augment``."""
+    augmentation on the training environments when ``augment``. The in/out split follows the
+    trial seed as in DomainBed unless ``fixed_data`` (:mod:`shiftbench.data.seeds`)."""
 
     dataset: ClassVar[str]
     parameters: ClassVar[dict] = {
         "test_env": [0],
         "holdout_fraction": [0.2],
-        "split_seed": [0],
+        "fixed_data": [False],
+        "split_seed": [None],
         "augment": [True],
         "data_home": [None],
     }
@@ -36,7 +38,8 @@ class FolderDataset(BaseDataset):
             self.data_home,
             test_env=self.test_env,
             holdout_fraction=self.holdout_fraction,
-            split_seed=self.split_seed,
+            split_seed=self.split_seed or 0,
             augment=self.augment,
+            domainbed_split_seeds=True,
         )
         return {"data": data}

@@ -70,8 +70,11 @@ def mnist_folder(root: Path) -> Path:
     )
 
 
+@lru_cache(maxsize=1)
 def load_mnist(root: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """All 70,000 MNIST digits (train then test): uint8 images (N, 28, 28), int64 labels."""
+    """All 70,000 MNIST digits (train then test): uint8 images (N, 28, 28), int64 labels.
+
+    Cached: each trial redraws its environments from them (DomainBed's data seeds)."""
     folder = mnist_folder(data_home(root))
     arrays = [read_idx(find_idx(folder, name)) for name in IDX_FILES]
     images = np.concatenate([arrays[0], arrays[2]])
