@@ -10,7 +10,17 @@ from __future__ import annotations
 
 import pandas as pd
 
-METRICS = ("train_loss", "train_acc", "id_acc", "id_loss", "ood_acc", "ood_loss", "oracle_acc")
+METRICS = (
+    "train_loss",
+    "train_acc",
+    "id_acc",
+    "id_loss",
+    "ood_acc",
+    "ood_loss",
+    "oracle_acc",
+    "test_in_acc",
+    "avg_test_acc",
+)
 
 
 def _label(name: str, row: pd.Series, prefix: str) -> str:

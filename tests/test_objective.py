@@ -83,6 +83,10 @@ def test_metrics_match_an_independent_computation(dataset, dataset_params):
             assert metrics["ood_acc"] == pytest.approx(whole_acc, abs=1e-6)
             assert metrics["ood_loss"] == pytest.approx(whole_loss / len(env), rel=1e-5)
             assert metrics["oracle_acc"] == pytest.approx(out_acc, abs=1e-6)
+            # DomainBed's reported test accuracy, and Naganuma et al.'s avg_test_acc
+            assert metrics["test_in_acc"] == pytest.approx(in_acc, abs=1e-6)
+            naganuma = (1 - fraction) * in_acc + fraction * out_acc
+            assert metrics["avg_test_acc"] == pytest.approx(naganuma, abs=1e-6)
         else:
             id_accs.append(out_acc)
             pooled_x.append(env.x[inn])
