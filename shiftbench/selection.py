@@ -121,10 +121,10 @@ def _last_step_score(column: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
 
 
 def _base_key(config: str) -> str:
-    """A trial's config without its test and validation environments: a main run and its
-    companions share it."""
+    """A trial's config without its test and validation environments (nor the data seed
+    derived from them): a main run and its companions share it."""
     parsed = json.loads(config)
-    for key in ("test_env", "val_env"):
+    for key in ("test_env", "val_env", "data_seed"):
         parsed["dataset_params"].pop(key, None)
     return json.dumps(parsed, sort_keys=True)
 

@@ -127,6 +127,8 @@ class Study:
             dataset_defaults = registry.defaults(dataset_cls)
             domainbed_name = getattr(dataset_cls, "domainbed_name", dataset)
             for dataset_params in grid_samples(_as_spaces(dataset_grid)):
+                if _self_validating({**dataset_defaults, **dataset_params}):
+                    continue
                 for objective_params in self.objective_samples(dataset):
                     objective = {**objective_defaults, **objective_params}
                     for solver, overrides in self.solvers.items():
@@ -171,6 +173,12 @@ class Study:
 
 def _as_spaces(grid: Mapping[str, list[Any]]) -> dict[str, Choice]:
     return {key: Choice(tuple(values)) for key, values in grid.items()}
+
+
+def _self_validating(params: dict[str, Any]) -> bool:
+    """A leave-one-domain-out companion that would validate on its own test environment
+    (``val_env == test_env``): not a run (DomainBed's ``test_envs`` pairs are distinct)."""
+    return params.get("val_env", -1) == params.get("test_env")
 
 
 def _without_seed(params: dict[str, Any]) -> dict[str, Any]:
@@ -491,6 +499,12 @@ class _Checker:
             for params in grid_samples(_as_spaces(grid)):
                 if key := data_seeds.misplaced_seed({**defaults, **params}):
                     self.fail(f"datasets.{name}.{key}", data_seeds.UNFIXED)
+            for val_env in grid.get("val_env", []):
+                if n_envs and not (isinstance(val_env, int) and -1 <= val_env < n_envs):
+                    self.fail(
+                        f"datasets.{name}.val_env",
+                        f"must be -1 (a main run) or in 0..{n_envs - 1}, got {val_env!r}",
+                    )
             for fraction in grid.get("holdout_fraction", []):
                 if not (isinstance(fraction, int | float) and 0.0 < fraction < 1.0):
                     self.fail(

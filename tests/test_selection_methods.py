@@ -8,7 +8,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from shiftbench import registry, store
+from shiftbench.report import AnalysisContext, Report
 from shiftbench.selection import condition_columns, select, selected_checkpoints
+from shiftbench.study import load_study
+from shiftbench.sweep import run_study
 
 
 def _config(test_env, sample, seed, val_env=None, algorithm="erm"):
@@ -168,3 +172,48 @@ def test_leave_one_domain_out_scores_with_companions_in_either_order():
 def test_no_companions_means_no_leave_one_domain_out_selection(ledger):
     assert selected_checkpoints(ledger, "leave_one_domain_out").empty
     assert select(ledger, "leave_one_domain_out").empty
+
+
+LODO_STUDY = """
+name: lodo
+datasets:
+  colored_digits: {test_env: [2], val_env: [-1, 0, 1, 2]}
+objective: {steps: 20, eval_every: 10, model: mlp, depth: 1, width: 8}
+solvers:
+  sgd: {lr: {loguniform: [0.01, 0.5]}, batch_size: 32}
+search: {trials_per_solver: 2}
+seeds: [0, 1]
+analyses: [id_ood_table, optimizer_ood_best]
+"""
+
+
+def test_leave_one_domain_out_end_to_end(tmp_path):
+    path = tmp_path / "lodo.yml"
+    path.write_text(LODO_STUDY)
+    study = load_study(path)
+    trials = study.trials()
+    # val_env == test_env is skipped: per (sample, seed) one main run and two companions
+    val_envs = sorted(dict(t.dataset_params)["val_env"] for t in trials)
+    assert val_envs == [-1] * 4 + [0] * 4 + [1] * 4
+    run_study(study, tmp_path / "store", workers=0, progress=False)
+    ledger = store.read(tmp_path / "store", "lodo")
+    companion = ledger[ledger["ds.val_env"] == 0]
+    # a companion trains on env 1 only: env 0 is evaluated whole, as env 2 (the test env)
+    assert companion["env0_acc"].notna().all() and companion["env1_acc"].isna().all()
+    picked = selected_checkpoints(ledger, "leave_one_domain_out")
+    assert len(picked) == 4 and (picked["ds.val_env"] == -1).all()
+    # the score of a main checkpoint, by hand: the mean of env<v>_in_acc of its companions
+    main = picked.iloc[0]
+    same = ledger[
+        (ledger["sample"] == main["sample"])
+        & (ledger["seed"] == main["seed"])
+        & (ledger["step"] == main["step"])
+    ]
+    by_hand = np.mean([same.loc[same["ds.val_env"] == v, f"env{v}_in_acc"].item() for v in (0, 1)])
+    assert main["val_score"] == pytest.approx(by_hand)
+    report = Report(tmp_path / "report", "lodo")
+    context = AnalysisContext(study, ledger, report)
+    registry.analysis("id_ood_table").run(context)
+    table = pd.read_csv(tmp_path / "report" / "id_ood_table.csv")
+    assert {"training_domain", "leave_one_domain_out", "oracle"} <= set(table.columns)
+    assert table["leave_one_domain_out"].notna().all() and len(table) == 1

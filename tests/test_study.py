@@ -436,3 +436,13 @@ def test_a_list_of_objective_variants_is_the_union_of_their_grids(tmp_path):
     assert len(study.trials()) == 3 * per_config
     steps = {dict(t.objective_params)["steps"] for t in study.trials()}
     assert steps == {VALID["objective"]["steps"]}  # the study's objective still applies
+
+
+def test_val_env_out_of_range_is_refused(tmp_path):
+    raw = {
+        "name": "d",
+        "datasets": {"colored_digits": {"val_env": [0, 3]}},
+        "solvers": {"sgd": {}},
+    }
+    with pytest.raises(StudyError, match=r"datasets\.colored_digits\.val_env"):
+        parse_study(raw, tmp_path / "d.yml")

@@ -84,7 +84,8 @@ class DomainData:
     parts with :func:`split_holdout` and trains on the in parts of the
     training environments (all but ``test_env`` unless ``train_envs`` names
     them: shift studies train on one domain and evaluate on every other).
-    Environment ``i`` is split with the seed ``split_seed + i``, or DomainBed's
+    A leave-one-domain-out companion run (``val_env >= 0``) leaves ``val_env`` out of
+    training as well. Environment ``i`` is split with the seed ``split_seed + i``, or DomainBed's
     ``seed_hash(split_seed, i)`` when ``domainbed_split_seeds``
     (:func:`shiftbench.data.seeds.split_seeds`).
     """
@@ -97,6 +98,7 @@ class DomainData:
     split_seed: int = 0
     train_envs: tuple[int, ...] | None = None
     domainbed_split_seeds: bool = False
+    val_env: int = -1
     _splits: dict[str, list[tuple[Environment, Environment]]] = field(
         default_factory=dict, init=False, repr=False
     )
@@ -118,14 +120,20 @@ class DomainData:
                 f"{self.name}: train_envs {self.train_envs} must be non-empty, in "
                 f"range and exclude test_env={self.test_env}"
             )
+        if self.val_env >= 0 and (self.val_env >= n or self.val_env == self.test_env or n < 3):
+            raise ValueError(
+                f"{self.name}: val_env={self.val_env} must be in 0..{n - 1}, differ from "
+                f"test_env={self.test_env} and leave an environment to train on"
+            )
 
     @property
     def training_indices(self) -> tuple[int, ...]:
         """The environments trained on: ``train_envs`` if given, else all but ``test_env``
-        (DomainBed's leave-one-environment-out)."""
+        (DomainBed's leave-one-environment-out) and ``val_env``."""
         if self.train_envs is not None:
             return tuple(self.train_envs)
-        return tuple(i for i in range(len(self.environments)) if i != self.test_env)
+        left_out = (self.test_env, self.val_env)
+        return tuple(i for i in range(len(self.environments)) if i not in left_out)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -194,6 +194,7 @@ def folder_domain_data(
     augment: bool = True,
     size: int = IMAGE_SIZE,
     domainbed_split_seeds: bool = False,
+    val_env: int = -1,
 ) -> DomainData:
     """A folder data set as ``DomainData``: augmentation (if asked) on all but ``test_env``."""
     envs, num_classes = folder_environments(dataset, root, size=size)
@@ -206,4 +207,5 @@ def folder_domain_data(
         holdout_fraction,
         split_seed,
         domainbed_split_seeds=domainbed_split_seeds,
+        val_env=val_env,
     )

@@ -20,12 +20,14 @@ class RecipeDataset(BaseDataset):
 
     ``data_seed`` and ``split_seed`` are filled in by the study expansion
     (:func:`shiftbench.data.seeds.resolve`); ``None`` (a plain ``benchopt run``) means 0.
+    ``val_env >= 0`` makes the run a leave-one-domain-out companion (:mod:`shiftbench.selection`).
     """
 
     domainbed_name: ClassVar[str]
     num_classes: ClassVar[int]
     parameters: ClassVar[dict] = {
         "test_env": [0],
+        "val_env": [-1],
         "holdout_fraction": [0.2],
         "fixed_data": [False],
         "data_seed": [None],
@@ -46,5 +48,6 @@ class RecipeDataset(BaseDataset):
             holdout_fraction=self.holdout_fraction,
             split_seed=self.split_seed or 0,
             domainbed_split_seeds=True,
+            val_env=self.val_env,
         )
         return {"data": data}
