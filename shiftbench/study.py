@@ -495,10 +495,15 @@ class _Checker:
                         f"datasets.{name}.test_env",
                         f"must be in 0..{n_envs - 1}, got {test_env!r}",
                     )
-            defaults = registry.defaults(registry.dataset_class(name))
+            cls = registry.dataset_class(name)
+            defaults = registry.defaults(cls)
             for params in grid_samples(_as_spaces(grid)):
                 if key := data_seeds.misplaced_seed({**defaults, **params}):
                     self.fail(f"datasets.{name}.{key}", data_seeds.UNFIXED)
+                try:
+                    getattr(cls, "check_parameters", lambda _: None)({**defaults, **params})
+                except ValueError as exc:
+                    self.fail(f"datasets.{name}", str(exc))
             for val_env in grid.get("val_env", []):
                 if n_envs and not (isinstance(val_env, int) and -1 <= val_env < n_envs):
                     self.fail(

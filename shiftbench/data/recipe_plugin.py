@@ -13,6 +13,7 @@ from typing import ClassVar
 from benchopt import BaseDataset
 
 from shiftbench.data.environments import DomainData, Environment
+from shiftbench.data.mnist import SOURCES
 
 
 class RecipeDataset(BaseDataset):
@@ -33,6 +34,14 @@ class RecipeDataset(BaseDataset):
         "data_seed": [None],
         "split_seed": [None],
     }
+
+    @staticmethod
+    def check_parameters(params: dict) -> None:
+        """Reject an unknown MNIST ``source`` before any trial runs."""
+        if "source" in params and params["source"] not in SOURCES:
+            raise ValueError(
+                f"source must be one of {', '.join(SOURCES)}, got {params['source']!r}"
+            )
 
     def recipe_environments(self, seed: int) -> Sequence[Environment]:
         """The recipe's environments drawn with ``seed``."""
