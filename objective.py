@@ -1,17 +1,23 @@
 """The shiftbench Benchopt objective: train a classifier on the training environments of a
 data set and evaluate it, at checkpoints, in and out of distribution.
 
-Metrics (DomainBed's conventions): ``id_acc`` is the mean accuracy over the
-held-out part of each training environment (training-domain validation),
-``ood_acc`` the accuracy on the whole test environment, ``oracle_acc`` on its
-held-out part (test-domain validation); ``train_loss``/``train_acc`` are on
-the pooled training splits; ``env<i>_in_acc``/``env<i>_out_acc`` per split and
-``env<i>_acc`` on each whole environment not trained on. With ``target_loss`` > 0 a run
+Metrics: ``id_acc`` is the mean accuracy over the held-out part of each training environment
+(DomainBed's training-domain validation score), ``oracle_acc`` the accuracy on the test
+environment's held-out part (DomainBed's test-domain validation score). Three test accuracies:
+``test_in_acc`` is the test environment's in-split (80%), the number DomainBed's tables report
+(``env<t>_in_acc``, ``model_selection.py``); ``avg_test_acc`` is Naganuma et al.'s
+(``train_with_wandb.py``: ``(1 - holdout_fraction) * in + holdout_fraction * out``), the number
+the paper's tables report; ``ood_acc`` is the accuracy on the whole test environment (its
+examples pooled). ``train_loss``/``train_acc`` are on the pooled training splits;
+``env<i>_in_acc``/``env<i>_out_acc`` per split and ``env<i>_acc`` on each whole environment not
+trained on. With ``target_loss`` > 0 a run
 stops at the first checkpoint whose training cross-entropy is at or below it
 (``steps`` is then the cap), as in Jiang et al. (2020). ``pretrained`` is ``none`` (a
 timm model trains from scratch) or the path of a local weights file (ImageNet weights,
 ``.pth``/``.safetensors``; the classifier head stays fresh): the ledger's
-``obj.pretrained`` column says which.
+``obj.pretrained`` column says which. ``irm_loss`` is IRM's loss after the penalty switches
+on: ``domainbed`` (DomainBed's ``IRM.update``, the default) or ``irm_paper`` (divided by the
+penalty weight, as the IRM paper's script); see :class:`shiftbench.algorithms.IRM`.
 """
 
 from pathlib import Path
@@ -19,7 +25,7 @@ from pathlib import Path
 from benchopt import BaseObjective
 from benchopt.stopping_criterion import SufficientProgressCriterion
 
-from shiftbench.algorithms import ALGORITHMS, create_algorithm
+from shiftbench.algorithms import ALGORITHMS, IRM_LOSS_SCALINGS, create_algorithm
 from shiftbench.data.image_folder import with_augmentation
 from shiftbench.models import MODELS, SIZED_FAMILIES, check_size, create_model, is_model
 from shiftbench.training import evaluate, pick_device, seed_everything
@@ -46,6 +52,7 @@ class Objective(BaseObjective):
         "irm_lambda": [100.0],
         "irm_anneal_iters": [500],
         "irm_reset_to": ["same"],
+        "irm_loss": ["domainbed"],
         "seed": [0],
     }
     test_dataset_name = "colored_digits"
@@ -66,6 +73,9 @@ class Objective(BaseObjective):
             raise ValueError(
                 f"irm_reset_to must be 'same' or 'adam', got {params['irm_reset_to']!r}"
             )
+        if params["irm_loss"] not in IRM_LOSS_SCALINGS:
+            choices = ", ".join(IRM_LOSS_SCALINGS)
+            raise ValueError(f"irm_loss must be one of {choices}, got {params['irm_loss']!r}")
         if params["model"] in SIZED_FAMILIES:
             check_size(params["depth"], params["width"], params["dropout"])
         elif not is_model(params["model"]):
@@ -79,7 +89,10 @@ class Objective(BaseObjective):
                 raise ValueError(f"pretrained weights file not found: {params['pretrained']}")
         if params["algorithm"] == "irm":
             create_algorithm(
-                "irm", penalty_weight=params["irm_lambda"], anneal_iters=params["irm_anneal_iters"]
+                "irm",
+                penalty_weight=params["irm_lambda"],
+                anneal_iters=params["irm_anneal_iters"],
+                loss_scaling=params["irm_loss"],
             )
 
     def set_data(self, data) -> None:
@@ -114,7 +127,10 @@ class Objective(BaseObjective):
         model = self.build_model()
         if self.algorithm == "irm":
             algorithm = create_algorithm(
-                "irm", penalty_weight=self.irm_lambda, anneal_iters=self.irm_anneal_iters
+                "irm",
+                penalty_weight=self.irm_lambda,
+                anneal_iters=self.irm_anneal_iters,
+                loss_scaling=self.irm_loss,
             )
         else:
             algorithm = create_algorithm(self.algorithm)
@@ -148,6 +164,9 @@ class Objective(BaseObjective):
                 metrics["ood_acc"] = metrics[f"env{i}_acc"]
                 metrics["ood_loss"] = (ev_in.loss * ev_in.n + ev_out.loss * ev_out.n) / n
                 metrics["oracle_acc"] = ev_out.acc
+                metrics["test_in_acc"] = ev_in.acc
+                fraction = self.data.holdout_fraction
+                metrics["avg_test_acc"] = (1 - fraction) * ev_in.acc + fraction * ev_out.acc
         metrics["train_loss"] = train_loss / train_n
         metrics["train_acc"] = train_correct / train_n
         metrics["id_acc"] = sum(id_accs) / len(id_accs)

@@ -5,20 +5,16 @@ agrees with the noisy label except with probability 0.1, 0.2 and 0.9 in the
 three environments, so colour is spuriously predictive except in the last.
 """
 
-from benchopt import BaseDataset
+from shiftbench.data.digits import colored_digit_environments
+from shiftbench.data.recipe_plugin import RecipeDataset
 
-from shiftbench.data.digits import colored_digit_environments, domain_data
 
-
-class Dataset(BaseDataset):
+class Dataset(RecipeDataset):
     name = "colored_digits"
-    parameters = {"test_env": [2], "holdout_fraction": [0.2], "split_seed": [0]}
+    domainbed_name = "ColoredDigits"
+    num_classes = 2
+    parameters = {**RecipeDataset.parameters, "test_env": [2]}
     environments = ("+90%", "+80%", "-90%")
 
-    def get_data(self) -> dict:
-        envs = colored_digit_environments()
-        return {
-            "data": domain_data(
-                self.name, envs, 2, self.test_env, self.holdout_fraction, self.split_seed
-            )
-        }
+    def recipe_environments(self, seed: int):
+        return colored_digit_environments(seed)

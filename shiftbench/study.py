@@ -17,6 +17,7 @@ import yaml
 
 from shiftbench import registry
 from shiftbench.accel import ACCEL_KEYS, AUTO, Accel
+from shiftbench.data import seeds as data_seeds
 from shiftbench.search import (
     Choice,
     Fixed,
@@ -126,17 +127,28 @@ class Study:
         objective_defaults = registry.defaults(registry.objective_class())
         trials, seen = [], set()
         for dataset, dataset_grid in self.datasets.items():
-            dataset_defaults = registry.defaults(registry.dataset_class(dataset))
+            dataset_cls = registry.dataset_class(dataset)
+            dataset_defaults = registry.defaults(dataset_cls)
+            domainbed_name = getattr(dataset_cls, "domainbed_name", dataset)
             for dataset_params in grid_samples(_as_spaces(dataset_grid)):
+                if _self_validating({**dataset_defaults, **dataset_params}):
+                    continue
                 for objective_params in self.objective_samples(dataset):
+                    objective = {**objective_defaults, **objective_params}
                     for solver, overrides in self.solvers.items():
                         samples = self.solver_samples(dataset, solver, overrides)
                         for index, hparams in enumerate(samples):
                             for seed in self.seeds:
                                 trial = Trial.make(
                                     dataset,
-                                    {**dataset_defaults, **dataset_params},
-                                    _without_seed({**objective_defaults, **objective_params}),
+                                    data_seeds.resolve(
+                                        domainbed_name,
+                                        {**dataset_defaults, **dataset_params},
+                                        objective["algorithm"],
+                                        index,
+                                        seed,
+                                    ),
+                                    _without_seed(objective),
                                     solver,
                                     hparams,
                                     seed,
@@ -222,6 +234,12 @@ class Study:
 
 def _as_spaces(grid: Mapping[str, list[Any]]) -> dict[str, Choice]:
     return {key: Choice(tuple(values)) for key, values in grid.items()}
+
+
+def _self_validating(params: dict[str, Any]) -> bool:
+    """A leave-one-domain-out companion that would validate on its own test environment
+    (``val_env == test_env``): not a run (DomainBed's ``test_envs`` pairs are distinct)."""
+    return params.get("val_env", -1) == params.get("test_env")
 
 
 def _without_seed(params: dict[str, Any]) -> dict[str, Any]:
@@ -556,6 +574,21 @@ class _Checker:
                     self.fail(
                         f"datasets.{name}.test_env",
                         f"must be in 0..{n_envs - 1}, got {test_env!r}",
+                    )
+            cls = registry.dataset_class(name)
+            defaults = registry.defaults(cls)
+            for params in grid_samples(_as_spaces(grid)):
+                if key := data_seeds.misplaced_seed({**defaults, **params}):
+                    self.fail(f"datasets.{name}.{key}", data_seeds.UNFIXED)
+                try:
+                    getattr(cls, "check_parameters", lambda _: None)({**defaults, **params})
+                except ValueError as exc:
+                    self.fail(f"datasets.{name}", str(exc))
+            for val_env in grid.get("val_env", []):
+                if n_envs and not (isinstance(val_env, int) and -1 <= val_env < n_envs):
+                    self.fail(
+                        f"datasets.{name}.val_env",
+                        f"must be -1 (a main run) or in 0..{n_envs - 1}, got {val_env!r}",
                     )
             for fraction in grid.get("holdout_fraction", []):
                 if not (isinstance(fraction, int | float) and 0.0 < fraction < 1.0):

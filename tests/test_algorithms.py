@@ -80,15 +80,20 @@ def test_irm_penalty_of_perfectly_calibrated_scale_is_zero():
     assert IRM.penalty(logits, y).item() == pytest.approx(0.0, abs=1e-15)
 
 
-@pytest.mark.parametrize("step, weight", [(0, 1.0), (4, 1.0), (5, 10.0), (50, 10.0)])
-def test_irm_loss_with_annealing(problem, step, weight):
-    model, batches = problem
-    irm = IRM(penalty_weight=10.0, anneal_iters=5)
+def hand_irm_loss(model, batches, weight, divide):
+    """(sum_e nll_e + w * sum_e penalty_e) / n_envs, divided by w when ``divide`` and w > 1."""
     nll = sum(ce_by_hand(model(xb), yb) for xb, yb in batches)
     pen = sum(penalty_by_hand(model(xb), yb) for xb, yb in batches)
-    expected = (nll + weight * pen) / len(batches)
-    if weight > 1:
-        expected = expected / weight
+    loss = (nll + weight * pen) / len(batches)
+    return loss / weight if divide and weight > 1 else loss
+
+
+@pytest.mark.parametrize("scaling", ["domainbed", "irm_paper"])
+@pytest.mark.parametrize("step, weight", [(0, 1.0), (4, 1.0), (5, 10.0), (50, 10.0)])
+def test_irm_loss_with_annealing(problem, step, weight, scaling):
+    model, batches = problem
+    irm = IRM(penalty_weight=10.0, anneal_iters=5, loss_scaling=scaling)
+    expected = hand_irm_loss(model, batches, weight, divide=scaling == "irm_paper")
     got = irm.loss(model, batches, step)
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
     # gradients flow through the penalty (create_graph) exactly as through the hand formula
@@ -96,6 +101,50 @@ def test_irm_loss_with_annealing(problem, step, weight):
     g_expected = torch.autograd.grad(expected, list(model.parameters()))
     for a, b in zip(g_got, g_expected):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_domainbed_loss_is_not_divided_after_the_switch(problem):
+    # DomainBed's IRM.update: loss = nll + w * penalty, never divided by w.
+    model, batches = problem
+    irm = IRM(penalty_weight=10.0, anneal_iters=0)
+    nll = sum(ce_by_hand(model(xb), yb) for xb, yb in batches) / 2
+    pen = sum(penalty_by_hand(model(xb), yb) for xb, yb in batches) / 2
+    assert irm.loss(model, batches, 3).item() == pytest.approx((nll + 10 * pen).item(), rel=1e-6)
+    assert IRM().loss_scaling == "domainbed"
+
+
+@pytest.mark.parametrize("scaling", ["domainbed", "irm_paper"])
+def test_one_momentum_step_at_the_switch_by_hand(problem, scaling):
+    """Two steps of SGD with momentum, the penalty switching on at step 1, where DomainBed
+    resets the optimizer: the second update is lr * (gradient of the weighted loss), with no
+    momentum carried over, and divided by the weight only in the IRM paper's variant."""
+    model, batches = problem
+    lr, mu, weight = 0.1, 0.9, 10.0
+    irm = IRM(penalty_weight=weight, anneal_iters=1, loss_scaling=scaling)
+    start = [p.detach().clone() for p in model.parameters()]
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=mu)
+    for step in range(2):
+        if step == irm.reset_at:
+            optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=mu)
+        optimizer.zero_grad()
+        irm.loss(model, batches, step).backward()
+        optimizer.step()
+    got = [p.detach().clone() for p in model.parameters()]
+
+    with torch.no_grad():
+        for p, p0 in zip(model.parameters(), start):
+            p.copy_(p0)
+    g0 = torch.autograd.grad(hand_irm_loss(model, batches, 1.0, False), list(model.parameters()))
+    with torch.no_grad():
+        for p, g in zip(model.parameters(), g0):
+            p.sub_(lr * g)
+    g1 = torch.autograd.grad(
+        hand_irm_loss(model, batches, weight, scaling == "irm_paper"), list(model.parameters())
+    )
+    expected = [p.detach() - lr * g for p, g in zip(model.parameters(), g1)]
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
 
 
 def test_irm_weight_below_one_is_not_divided(problem):
@@ -114,10 +163,14 @@ def test_irm_reset_at_and_validation():
         IRM(penalty_weight=-1.0)
     with pytest.raises(ValueError):
         IRM(anneal_iters=-1)
+    with pytest.raises(ValueError, match="domainbed, irm_paper"):
+        IRM(loss_scaling="divided")
 
 
 def test_create_algorithm():
     assert create_algorithm("erm") == ERM()
     assert create_algorithm("irm", penalty_weight=3.0, anneal_iters=2) == IRM(3.0, 2)
+    paper = create_algorithm("irm", loss_scaling="irm_paper")
+    assert paper == IRM(loss_scaling="irm_paper")
     with pytest.raises(KeyError, match="erm, irm"):
         create_algorithm("dro")

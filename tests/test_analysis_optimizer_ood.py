@@ -126,6 +126,7 @@ def _ledger(rng):
                                 "id_acc": acc,
                                 "ood_acc": ood + rng.normal(0, 0.005),
                                 "oracle_acc": ood,
+                                "env2_in_acc": ood + 0.01,
                                 "config": "{}",
                             }
                         )
@@ -161,7 +162,18 @@ def test_report_on_a_synthetic_ledger_states_finding_one(tmp_path):
         "worse OOD at matched ID accuracy in 2 of 2 tested conditions; the finding holds" in text
     )
     table = pd.read_csv(tmp_path / "optimizer_ood_best.csv")
-    assert {"training_domain_ood", "oracle_ood"} <= set(table.columns)
+    assert {"training_domain_ood", "training_domain_err", "oracle_ood"} <= set(table.columns)
+    assert "population std (ddof=0) / sqrt(seeds)" in text
+    # DomainBed's number: the test environment's in-split, chosen per trial seed
+    erm_sgd = ledger[(ledger["solver"] == "sgd") & (ledger["obj.algorithm"] == "erm")]
+    per_seed = []
+    for _, runs in erm_sgd.groupby("seed"):
+        best = runs.sort_values("step").groupby("sample")["id_acc"].idxmax()
+        scored = runs.loc[best].sort_values(["id_acc", "sample"])
+        per_seed.append(scored.iloc[-1]["env2_in_acc"])
+    got = table[(table["algorithm"] == "erm") & (table["solver"] == "sgd")].iloc[0]
+    assert got["training_domain_ood"] == pytest.approx(np.mean(per_seed))
+    assert got["training_domain_err"] == pytest.approx(np.std(per_seed) / np.sqrt(2))
     assert len(table) == 12  # 2 algorithms x 6 optimizers
     for name in ("optimizer_ood_returns", "optimizer_ood_budget", "optimizer_ood_top10"):
         assert (tmp_path / f"{name}.png").is_file() and (tmp_path / f"{name}.tex").is_file()

@@ -1,6 +1,8 @@
 """The Benchopt objective: DomainBed's holdout split and ID / OOD / oracle metrics, checked
 against an independent computation with a fixed model, and its parameter checks."""
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -23,13 +25,16 @@ def make_objective(dataset="colored_digits", dataset_params=None, **params):
     return objective
 
 
-def by_hand_splits(envs, fraction, split_seed):
-    """DomainBed's split_dataset, written out: permutation seeded per env, first part out."""
+def by_hand_splits(envs, fraction, trial_seed):
+    """DomainBed's train.py, written out: ``misc.split_dataset(env, int(len(env) * fraction),
+    misc.seed_hash(trial_seed, i))`` shuffles a list of keys, the first part is out."""
     splits = []
     for i, env in enumerate(envs):
-        perm = np.random.RandomState(split_seed + i).permutation(len(env))
+        seed = int(hashlib.md5(str((trial_seed, i)).encode("utf-8")).hexdigest(), 16) % 2**31
+        keys = list(range(len(env)))
+        np.random.RandomState(seed).shuffle(keys)
         n_out = int(len(env) * fraction)
-        splits.append((perm[n_out:], perm[:n_out]))
+        splits.append((np.array(keys[n_out:]), np.array(keys[:n_out])))
     return splits
 
 
@@ -45,7 +50,10 @@ def acc_loss(model, x, y):
     "dataset, dataset_params",
     [
         ("colored_digits", {"test_env": 2}),
-        ("colored_digits", {"test_env": 0, "holdout_fraction": 0.3, "split_seed": 4}),
+        (
+            "colored_digits",
+            {"test_env": 0, "holdout_fraction": 0.3, "split_seed": 4, "fixed_data": True},
+        ),
         ("rotated_digits", {"test_env": 0}),
     ],
 )
@@ -75,6 +83,10 @@ def test_metrics_match_an_independent_computation(dataset, dataset_params):
             assert metrics["ood_acc"] == pytest.approx(whole_acc, abs=1e-6)
             assert metrics["ood_loss"] == pytest.approx(whole_loss / len(env), rel=1e-5)
             assert metrics["oracle_acc"] == pytest.approx(out_acc, abs=1e-6)
+            # DomainBed's reported test accuracy, and Naganuma et al.'s avg_test_acc
+            assert metrics["test_in_acc"] == pytest.approx(in_acc, abs=1e-6)
+            naganuma = (1 - fraction) * in_acc + fraction * out_acc
+            assert metrics["avg_test_acc"] == pytest.approx(naganuma, abs=1e-6)
         else:
             id_accs.append(out_acc)
             pooled_x.append(env.x[inn])
@@ -115,7 +127,9 @@ def test_build_model_is_seeded_and_get_objective_wires_the_trial():
     other = make_objective(seed=6).build_model()
     assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), other.parameters()))
     got = objective.get_objective()
-    assert got["algorithm"] == IRM(penalty_weight=7.0, anneal_iters=3)
+    assert got["algorithm"] == IRM(penalty_weight=7.0, anneal_iters=3, loss_scaling="domainbed")
+    paper = make_objective(algorithm="irm", irm_loss="irm_paper").get_objective()["algorithm"]
+    assert paper.loss_scaling == "irm_paper"
     assert got["steps"] == 20 and got["seed"] == 5 and got["reset_to"] == "same"
     assert got["train_envs"] is objective.train_envs
     assert isinstance(make_objective().get_objective()["algorithm"], ERM)
@@ -133,6 +147,7 @@ def good():
         {"eval_every": 0},
         {"algorithm": "dro"},
         {"irm_reset_to": "sgd"},
+        {"irm_loss": "divided"},
         {"depth": 0},
         {"width": 0},
         {"dropout": 1.0},

@@ -1,5 +1,7 @@
-"""DomainBed model selection on hand-built ledgers: the checkpoint per trial, the best sample by
-its mean score over seeds, and that sample's mean and std over seeds."""
+"""DomainBed model selection on hand-built ledgers: the checkpoint per trial; DomainBed's
+protocol (the best sample per trial seed, then the mean and DomainBed's error bar over trial
+seeds) against a plain-Python transcription of DomainBed's code; and the pooled option (the best
+sample by its mean score over seeds)."""
 
 import itertools
 import statistics
@@ -53,7 +55,7 @@ def small_ledger():
 
 
 def test_training_domain_on_a_small_ledger():
-    table = select(small_ledger(), "training_domain")
+    table = select(small_ledger(), "training_domain", per_seed=False)
     assert len(table) == 1
     got = table.iloc[0]
     assert got["sample"] == 1 and got["label"] == "sgd[s1]" and got["seeds"] == 2
@@ -65,7 +67,7 @@ def test_training_domain_on_a_small_ledger():
 
 
 def test_oracle_on_a_small_ledger():
-    table = select(small_ledger(), "oracle")
+    table = select(small_ledger(), "oracle", per_seed=False)
     got = table.iloc[0]
     # last checkpoints' oracle_acc: sample 0 -> (0.70 + 0.90) / 2 = 0.80; sample 1 -> 0.31
     assert got["sample"] == 0
@@ -135,7 +137,7 @@ def by_hand(frame, score, last):
 )
 def test_select_matches_a_plain_python_computation(method, score, last):
     frame = random_ledger()
-    table = select(frame, method)
+    table = select(frame, method, per_seed=False)
     expected = by_hand(frame, score, last)
     assert len(table) == len(expected) == 8
     for _, got in table.iterrows():
@@ -148,3 +150,72 @@ def test_select_matches_a_plain_python_computation(method, score, last):
 def test_empty_ledger_selects_nothing():
     frame = small_ledger()
     assert select(frame[frame["step"] < 0], "training_domain").empty
+
+
+def domainbed_by_hand(frame, score, last):
+    """DomainBed's model_selection.py and collect_results.py, transcribed over a list of dicts:
+    per (trial seed, condition) the runs grouped by hparams seed, each run's best checkpoint
+    (first argmax) or last one, the runs sorted by val_acc and reversed (ties: last hparams
+    seed), the first one's test accuracy; then the mean and np.std(x / sqrt(n)) over seeds."""
+    groups = {}
+    for r in frame.to_dict("records"):
+        key = (r["dataset"], r["ds.test_env"], r["solver"])
+        groups.setdefault(key, {}).setdefault(r["seed"], {}).setdefault(r["sample"], []).append(r)
+    out = {}
+    for key, seeds in groups.items():
+        accs = []
+        for runs in seeds.values():
+            run_accs = []
+            for hparams_seed in sorted(runs):
+                records = sorted(runs[hparams_seed], key=lambda r: r["step"])
+                best = records[-1] if last else max(records, key=lambda r: r[score])
+                run_accs.append((best[score], best))
+            chosen = sorted(run_accs, key=lambda x: x[0])[::-1][0][1]
+            accs.append(chosen["ood_acc"])
+        out[key] = (np.mean(accs), np.std(list(accs) / np.sqrt(len(accs))))
+    return out
+
+
+@pytest.mark.parametrize(
+    "method, score, last", [("training_domain", "id_acc", False), ("oracle", "oracle_acc", True)]
+)
+def test_domainbed_protocol_is_the_default(method, score, last):
+    frame = random_ledger(3)
+    # ties between samples and between checkpoints, resolved as DomainBed resolves them
+    frame.loc[frame["sample"] == 2, [score]] = frame.loc[frame["sample"] == 0, score].to_numpy()
+    frame.loc[frame["step"] == 150, "id_acc"] = frame.loc[frame["step"] == 50, "id_acc"].to_numpy()
+    table = select(frame, method, metrics=("ood_acc",))
+    expected = domainbed_by_hand(frame, score, last)
+    assert len(table) == len(expected) == 8
+    for _, got in table.iterrows():
+        mean, err = expected[(got["dataset"], got["ds.test_env"], got["solver"])]
+        assert got["ood_acc_mean"] == pytest.approx(mean, rel=1e-12)
+        assert got["ood_acc_err"] == pytest.approx(err, rel=1e-12)
+    pooled = select(frame, method, metrics=("ood_acc",), per_seed=False)
+    assert not np.allclose(pooled["ood_acc_mean"], table["ood_acc_mean"])
+
+
+def test_a_tie_between_samples_goes_to_the_last_one():
+    frame = pd.DataFrame(
+        [row("sgd", s, 0, 10, 0.7, ood, 0.5) for s, ood in ((0, 0.1), (1, 0.2), (2, 0.3))]
+        + [row("sgd", 3, 0, 10, 0.6, 0.9, 0.5)]
+    )
+    got = select(frame, "training_domain").iloc[0]
+    assert got["sample"] == "2" and got["ood_acc_mean"] == pytest.approx(0.3)
+
+
+def test_old_ledgers_get_the_test_metrics_from_the_environment_columns():
+    frame = pd.DataFrame(
+        [
+            {
+                **row("sgd", 0, 0, 10, 0.7, 0.6, 0.5, test_env=1),
+                "ds.holdout_fraction": 0.2,
+                "env1_in_acc": 0.55,
+                "env1_out_acc": 0.5,
+                "env0_in_acc": 0.9,
+            }
+        ]
+    )
+    got = select(frame, "training_domain").iloc[0]
+    assert got["test_in_acc_mean"] == pytest.approx(0.55)
+    assert got["avg_test_acc_mean"] == pytest.approx(0.8 * 0.55 + 0.2 * 0.5)

@@ -8,7 +8,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from shiftbench import registry, store
+from shiftbench.report import AnalysisContext, Report
 from shiftbench.selection import condition_columns, select, selected_checkpoints
+from shiftbench.study import load_study
+from shiftbench.sweep import run_study
 
 
 def _config(test_env, sample, seed, val_env=None, algorithm="erm"):
@@ -75,7 +79,7 @@ def test_oracle_keeps_the_last_checkpoint_scored_by_oracle_acc(ledger):
 
 def test_pooled_protocol_picks_the_sample_with_the_best_seed_mean(ledger):
     # seed means of the kept id_acc: sample 0: (0.8 + 0.9) / 2, sample 1: (0.9 + 0.75) / 2
-    row = select(ledger, "training_domain").iloc[0]
+    row = select(ledger, "training_domain", per_seed=False).iloc[0]
     assert row["sample"] == 0
     ood = np.array([0.4, 0.2])
     assert row["ood_acc_mean"] == pytest.approx(ood.mean())
@@ -85,8 +89,8 @@ def test_pooled_protocol_picks_the_sample_with_the_best_seed_mean(ledger):
 
 
 def test_per_seed_protocol_picks_a_sample_within_each_seed(ledger):
-    # seed 0: sample 1 (0.9 > 0.8); seed 1: sample 0 (0.9 > 0.75)
-    row = select(ledger, "training_domain", per_seed=True).iloc[0]
+    # DomainBed's protocol, the default: seed 0: sample 1 (0.9 > 0.8); seed 1: sample 0
+    row = select(ledger, "training_domain").iloc[0]
     assert row["sample"] == "1,0"
     ood = np.array([0.6, 0.2])
     assert row["ood_acc_mean"] == pytest.approx(ood.mean())
@@ -109,7 +113,12 @@ def test_algorithms_are_separate_conditions(ledger):
 def _companion(sample, test_env, val_env, accs):
     """A run leaving out test_env and val_env; accs: {env: [acc per step]}."""
     rows = _rows(
-        sample, 0, [0.0] * 3, [0.0] * 3, [0.0] * 3, **{f"env{e}_acc": a for e, a in accs.items()}
+        sample,
+        0,
+        [0.0] * 3,
+        [0.0] * 3,
+        [0.0] * 3,
+        **{f"env{e}_in_acc": a for e, a in accs.items()},
     )
     for row in rows:
         row.update(
@@ -149,8 +158,10 @@ def test_leave_one_domain_out_scores_with_companions_in_either_order():
     assert picked["step"].to_dict() == {"erm-0-0": 10, "erm-1-0": 20}
     assert picked.loc["erm-0-0", "val_score"] == pytest.approx(0.6)
     assert picked.loc["erm-0-0", "ood_acc"] == 0.2  # the main run's metric
-    row = select(ledger, "leave_one_domain_out").iloc[0]  # a tie at 0.6: the first sample
-    assert row["sample"] == 0
+    # a tie at 0.6: DomainBed takes the last hparams sample
+    row = select(ledger, "leave_one_domain_out").iloc[0]
+    assert row["sample"] == "1"
+    assert select(ledger, "leave_one_domain_out", per_seed=False).iloc[0]["sample"] == 1
     # companions never count as trials of the other methods
     assert set(selected_checkpoints(ledger, "training_domain")["trial_id"]) == set(picked.index)
     # a missing companion leaves the sample unscored
@@ -161,3 +172,48 @@ def test_leave_one_domain_out_scores_with_companions_in_either_order():
 def test_no_companions_means_no_leave_one_domain_out_selection(ledger):
     assert selected_checkpoints(ledger, "leave_one_domain_out").empty
     assert select(ledger, "leave_one_domain_out").empty
+
+
+LODO_STUDY = """
+name: lodo
+datasets:
+  colored_digits: {test_env: [2], val_env: [-1, 0, 1, 2]}
+objective: {steps: 20, eval_every: 10, model: mlp, depth: 1, width: 8}
+solvers:
+  sgd: {lr: {loguniform: [0.01, 0.5]}, batch_size: 32}
+search: {trials_per_solver: 2}
+seeds: [0, 1]
+analyses: [id_ood_table, optimizer_ood_best]
+"""
+
+
+def test_leave_one_domain_out_end_to_end(tmp_path):
+    path = tmp_path / "lodo.yml"
+    path.write_text(LODO_STUDY)
+    study = load_study(path)
+    trials = study.trials()
+    # val_env == test_env is skipped: per (sample, seed) one main run and two companions
+    val_envs = sorted(dict(t.dataset_params)["val_env"] for t in trials)
+    assert val_envs == [-1] * 4 + [0] * 4 + [1] * 4
+    run_study(study, tmp_path / "store", workers=0, progress=False)
+    ledger = store.read(tmp_path / "store", "lodo")
+    companion = ledger[ledger["ds.val_env"] == 0]
+    # a companion trains on env 1 only: env 0 is evaluated whole, as env 2 (the test env)
+    assert companion["env0_acc"].notna().all() and companion["env1_acc"].isna().all()
+    picked = selected_checkpoints(ledger, "leave_one_domain_out")
+    assert len(picked) == 4 and (picked["ds.val_env"] == -1).all()
+    # the score of a main checkpoint, by hand: the mean of env<v>_in_acc of its companions
+    main = picked.iloc[0]
+    same = ledger[
+        (ledger["sample"] == main["sample"])
+        & (ledger["seed"] == main["seed"])
+        & (ledger["step"] == main["step"])
+    ]
+    by_hand = np.mean([same.loc[same["ds.val_env"] == v, f"env{v}_in_acc"].item() for v in (0, 1)])
+    assert main["val_score"] == pytest.approx(by_hand)
+    report = Report(tmp_path / "report", "lodo")
+    context = AnalysisContext(study, ledger, report)
+    registry.analysis("id_ood_table").run(context)
+    table = pd.read_csv(tmp_path / "report" / "id_ood_table.csv")
+    assert {"training_domain", "leave_one_domain_out", "oracle"} <= set(table.columns)
+    assert table["leave_one_domain_out"].notna().all() and len(table) == 1

@@ -2,14 +2,18 @@
 located line (file and key), never another exception."""
 
 import copy
+import hashlib
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shiftbench import registry
+from shiftbench.data.seeds import seed_hash
 from shiftbench.study import Study, StudyError, load_study, parse_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,9 +71,10 @@ def test_grid_search_is_the_product_of_the_lists(tmp_path):
 def test_equal_configurations_are_one_trial(tmp_path):
     # A fully fixed random search draws the same configuration every time; a repeated grid
     # value is the same configuration twice: the ledger must get each trial once.
+    # (With fixed data: by default each hyperparameter sample redraws its data, as DomainBed.)
     raw = {
         "name": "d",
-        "datasets": {"colored_digits": {"test_env": [2, 2]}},
+        "datasets": {"colored_digits": {"test_env": [2, 2], "fixed_data": True}},
         "solvers": {"sgd": {"lr": 0.1, "weight_decay": 0.0, "batch_size": 32}},
         "search": {"trials_per_solver": 3},
         "seeds": [0, 1],
@@ -78,6 +83,58 @@ def test_equal_configurations_are_one_trial(tmp_path):
     assert len(trials) == 2
     assert len({t.trial_id for t in trials}) == 2
     assert {t.seed for t in trials} == {0, 1}
+
+
+def domainbed_seed_hash(*args):
+    """DomainBed's ``misc.seed_hash``, written out: md5 of ``str(args)``, mod 2**31."""
+    return int(hashlib.md5(str(args).encode("utf-8")).hexdigest(), 16) % 2**31
+
+
+def test_data_seeds_follow_the_trial_as_in_domainbed(tmp_path):
+    raw = {
+        "name": "d",
+        "datasets": {"colored_digits": {"test_env": [2]}},
+        "objective": {"algorithm": "irm"},
+        "solvers": {"sgd": {}},
+        "search": {"trials_per_solver": 2},
+        "seeds": [0, 3],
+    }
+    trials = parse_study(raw, tmp_path / "d.yml").trials()
+    assert len(trials) == 4
+    for trial in trials:
+        params = dict(trial.dataset_params)
+        # DomainBed's sweep.py: seed_hash(dataset, algorithm, test_envs, hparams_seed, trial_seed)
+        expected = domainbed_seed_hash("ColoredDigits", "IRM", [2], trial.sample, trial.seed)
+        assert params["data_seed"] == expected and params["split_seed"] == trial.seed
+        assert params["fixed_data"] is False
+    # values printed by DomainBed's own domainbed.lib.misc.seed_hash
+    assert seed_hash("ColoredMNIST", "ERM", [2], 0, 0) == 1563456041
+    assert seed_hash("RotatedMNIST", "IRM", [0, 3], 5, 2) == 119755905
+    assert seed_hash(0, 1) == 1514274641
+    fixed = {**raw, "datasets": {"colored_digits": {"fixed_data": True, "data_seed": 7}}}
+    for trial in parse_study(fixed, tmp_path / "d.yml").trials():
+        assert dict(trial.dataset_params)["data_seed"] == 7
+        assert dict(trial.dataset_params)["split_seed"] == 0
+
+
+def test_a_seed_given_without_fixed_data_is_refused(tmp_path):
+    raw = {"name": "d", "datasets": {"colored_digits": {"data_seed": 3}}, "solvers": {"sgd": {}}}
+    with pytest.raises(StudyError, match=r"datasets\.colored_digits\.data_seed.*fixed_data"):
+        parse_study(raw, tmp_path / "d.yml")
+
+
+def test_redrawn_data_differs_between_trials_and_is_reproducible():
+    cls = registry.dataset_class("colored_digits")
+    a = cls.get_instance(data_seed=1, split_seed=0).get_data()["data"]
+    b = cls.get_instance(data_seed=2, split_seed=0).get_data()["data"]
+    again = cls.get_instance(data_seed=1, split_seed=0).get_data()["data"]
+    assert not torch.equal(a.environments[0].y, b.environments[0].y)
+    assert torch.equal(a.environments[0].x, again.environments[0].x)
+    # the hold-out split follows split_seed through DomainBed's seed_hash(trial_seed, env)
+    _, out = a.splits()[1]
+    perm = np.random.RandomState(domainbed_seed_hash(0, 1)).permutation(len(a.environments[1]))
+    n_out = int(len(a.environments[1]) * 0.2)
+    assert torch.equal(out.y, a.environments[1].y[perm[:n_out]])
 
 
 def _write(tmp_path, raw, text=None):
@@ -431,3 +488,13 @@ def test_a_study_over_its_trial_limit_is_refused_in_one_line_naming_the_keys(tmp
         parse_study(copy.deepcopy(VALID), path, trial_limit=10)
     with pytest.raises(StudyError, match="trial_limit: must be an integer >= 1"):
         parse_study({**copy.deepcopy(VALID), "trial_limit": 0}, path)
+
+
+def test_val_env_out_of_range_is_refused(tmp_path):
+    raw = {
+        "name": "d",
+        "datasets": {"colored_digits": {"val_env": [0, 3]}},
+        "solvers": {"sgd": {}},
+    }
+    with pytest.raises(StudyError, match=r"datasets\.colored_digits\.val_env"):
+        parse_study(raw, tmp_path / "d.yml")

@@ -10,10 +10,11 @@ from shiftbench.ensemble import plan_groups
 from shiftbench.study import StudyError, load_study
 from shiftbench.sweep import run_study
 
+# fixed data: an ensemble's members share one data set (DomainBed's default redraws it per trial)
 STUDY = """
 name: {name}
 ensemble: {ensemble}
-datasets: {{colored_digits: {{test_env: [2]}}}}
+datasets: {{colored_digits: {{test_env: [2], fixed_data: true}}}}
 objective: {{steps: 20, eval_every: 10, model: {model}, width: 16}}
 solvers:
   sgd: {{lr: [0.01, 0.1]}}

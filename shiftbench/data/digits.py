@@ -7,7 +7,7 @@ laptop with no download.
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 
 import torch
 
@@ -28,18 +28,18 @@ def digit_images() -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.tensor(bunch.target, dtype=torch.int64)
 
 
-@cache
-def colored_digit_environments() -> tuple[Environment, ...]:
+@lru_cache(maxsize=4)
+def colored_digit_environments(seed: int = RECIPE_SEED) -> tuple[Environment, ...]:
     """ColoredMNIST's three environments (colour flip 0.1, 0.2, 0.9) on the digits."""
     images, labels = digit_images()
-    return tuple(colored_environments(images, labels, seed=RECIPE_SEED))
+    return tuple(colored_environments(images, labels, seed=seed))
 
 
-@cache
-def rotated_digit_environments() -> tuple[Environment, ...]:
+@lru_cache(maxsize=4)
+def rotated_digit_environments(seed: int = RECIPE_SEED) -> tuple[Environment, ...]:
     """RotatedMNIST's six environments (0, 15, ..., 75 degrees) on the digits."""
     images, labels = digit_images()
-    return tuple(rotated_environments(images, labels, seed=RECIPE_SEED))
+    return tuple(rotated_environments(images, labels, seed=seed))
 
 
 def domain_data(

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from shiftbench.data.seeds import split_seeds
+
 
 class LazyInputs(Protocol):
     """Inputs that are materialized on indexing (e.g. image files on disk)."""
@@ -82,6 +84,10 @@ class DomainData:
     parts with :func:`split_holdout` and trains on the in parts of the
     training environments (all but ``test_env`` unless ``train_envs`` names
     them: shift studies train on one domain and evaluate on every other).
+    A leave-one-domain-out companion run (``val_env >= 0``) leaves ``val_env`` out of
+    training as well. Environment ``i`` is split with the seed ``split_seed + i``, or DomainBed's
+    ``seed_hash(split_seed, i)`` when ``domainbed_split_seeds``
+    (:func:`shiftbench.data.seeds.split_seeds`).
     """
 
     name: str
@@ -91,6 +97,8 @@ class DomainData:
     holdout_fraction: float = 0.2
     split_seed: int = 0
     train_envs: tuple[int, ...] | None = None
+    domainbed_split_seeds: bool = False
+    val_env: int = -1
     _splits: dict[str, list[tuple[Environment, Environment]]] = field(
         default_factory=dict, init=False, repr=False
     )
@@ -112,14 +120,20 @@ class DomainData:
                 f"{self.name}: train_envs {self.train_envs} must be non-empty, in "
                 f"range and exclude test_env={self.test_env}"
             )
+        if self.val_env >= 0 and (self.val_env >= n or self.val_env == self.test_env or n < 3):
+            raise ValueError(
+                f"{self.name}: val_env={self.val_env} must be in 0..{n - 1}, differ from "
+                f"test_env={self.test_env} and leave an environment to train on"
+            )
 
     @property
     def training_indices(self) -> tuple[int, ...]:
         """The environments trained on: ``train_envs`` if given, else all but ``test_env``
-        (DomainBed's leave-one-environment-out)."""
+        (DomainBed's leave-one-environment-out) and ``val_env``."""
         if self.train_envs is not None:
             return tuple(self.train_envs)
-        return tuple(i for i in range(len(self.environments)) if i != self.test_env)
+        left_out = (self.test_env, self.val_env)
+        return tuple(i for i in range(len(self.environments)) if i not in left_out)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -133,12 +147,18 @@ class DomainData:
         """(in, out) split of every environment on ``device``, seeded per environment as
         DomainBed does; computed once per device and reused by every trial of a worker."""
         key = str(device)
+        n = len(self.environments)
+        seeds = (
+            split_seeds(self.split_seed, n)
+            if self.domainbed_split_seeds
+            else [self.split_seed + i for i in range(n)]
+        )
         if key not in self._splits:
             self._splits[key] = [
                 (inn.to(device), out.to(device))
                 for inn, out in (
-                    split_holdout(env, self.holdout_fraction, self.split_seed + i)
-                    for i, env in enumerate(self.environments)
+                    split_holdout(env, self.holdout_fraction, seed)
+                    for env, seed in zip(self.environments, seeds, strict=True)
                 )
             ]
         return self._splits[key]

