@@ -12,6 +12,10 @@ stops at the first checkpoint whose training cross-entropy is at or below it
 timm model trains from scratch) or the path of a local weights file (ImageNet weights,
 ``.pth``/``.safetensors``; the classifier head stays fresh): the ledger's
 ``obj.pretrained`` column says which.
+
+``measure_envs`` are the examples the generalization measures may use (the dataset's
+``measure_fraction`` of each training environment), disjoint from the training part and
+from the held-out part behind ``id_acc``, so no measure sees the IID target's examples.
 """
 
 from pathlib import Path
@@ -93,6 +97,7 @@ class Objective(BaseObjective):
         ]
         self.training = data.training_indices
         self.train_envs = [self.splits[i][0] for i in self.training]
+        self.measure_envs = data.measure_sets(self.torch_device)
 
     def build_model(self):
         """The trial's model at initialization (seeded, so the same for every solver)."""

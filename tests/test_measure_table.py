@@ -171,3 +171,14 @@ def test_cifar10_c_shifts_are_separate_test_environments(tmp_path):
         make(shifts="fog-9")
     with pytest.raises(ValueError, match=r"train_size must be in 1\.\.20"):
         make(train_size=21)
+
+
+def test_runner_gives_the_measures_their_own_examples_and_records_the_sizes(tmp_path):
+    spec = study(datasets={"shifted_digits": {"shifts": SHIFTS}}, measures=["nll_heldout"])
+    trial = parse_study(spec, tmp_path / "m.yml").trials()[0]
+    done = TrialRunner({}).run(trial, "m", measures=("nll_heldout",))
+    last = done.rows[-1]
+    # 1,078 clean digits: 20% IID test set, a disjoint 20% for the measures, the rest trained on
+    assert (last["n_iid_test_examples"], last["n_measure_examples"]) == (215, 215)
+    assert last["n_train_examples"] == 1078 - 2 * 215
+    assert math.isfinite(last["measure.nll_heldout"])
