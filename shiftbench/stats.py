@@ -44,6 +44,36 @@ PAIR_BLOCK = 2_000_000
 SMALL_SAMPLE = 256
 """Largest sample whose Kendall tau is computed from the full pairwise sign matrices."""
 
+MIN_ESS = 12.0
+"""Dziugaite et al.'s (2020) effective-sample-size threshold for an environment (Sec. 6;
+``min_ess=12.`` in the reference's ``figure_cdf_all_measures.get_all_losses``)."""
+
+QUANTILES = ("reference", "empirical")
+"""How the 90th-percentile sign error is taken; see `robust_sign_error`."""
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """How the measures study scores its measures (a study file's ``score_config``); the
+    defaults are the references', and a study that changes one says so in its report.
+
+    min_ess: effective sample size an environment needs to count (Dziugaite et al.: 12).
+    quantile: ``reference`` (the 90th percentile of Dziugaite et al.'s figures) or
+        ``empirical`` (the empirical-CDF quantile); see `robust_sign_error`.
+    """
+
+    min_ess: float = MIN_ESS
+    quantile: str = "reference"
+
+    def __post_init__(self) -> None:
+        if not self.min_ess > 0:
+            raise ValueError(f"ScoreConfig.min_ess must be > 0, got {self.min_ess}")
+        if self.quantile not in QUANTILES:
+            raise ValueError(
+                f"ScoreConfig.quantile must be one of {', '.join(QUANTILES)}, "
+                f"got {self.quantile!r}"
+            )
+
 
 def _clean(df: pd.DataFrame, measure: str, target: str) -> pd.DataFrame:
     """The rows where both the measure and the target are known."""
@@ -281,6 +311,13 @@ def hoeffding_weight(
     return np.maximum(p - min_weight, 0.0)
 
 
+def hoeffding_threshold(n_test: int, min_weight: float = 0.5) -> float:
+    """The smallest gap difference whose `hoeffding_weight` is positive: p > ``min_weight``
+    means 1 - 2 exp(-n delta^2 / 2) > sqrt(min_weight), i.e. delta > sqrt(2 ln(2 / (1 -
+    sqrt(min_weight))) / n) (0.134 for n = 215 and the reference's 0.5)."""
+    return math.sqrt(2.0 * math.log(2.0 / (1.0 - math.sqrt(min_weight))) / n_test)
+
+
 @dataclass(frozen=True)
 class SignErrorResult:
     """Dziugaite et al.'s robust sign error of a measure.
@@ -326,9 +363,10 @@ def robust_sign_error(
     target: str,
     hparams: Sequence[str],
     n_test: int,
-    min_ess: float = 12.0,
+    min_ess: float = MIN_ESS,
     match: Sequence[str] = (),
     min_weight: float = 0.5,
+    quantile: str = "reference",
 ) -> SignErrorResult:
     """Robust sign error over coupled environments (Dziugaite et al. 2020, Sec. 5-6).
 
@@ -345,8 +383,11 @@ def robust_sign_error(
     test set the target was measured on. An environment's sign error is the
     weighted mean; environments with effective sample size below ``min_ess``
     are dropped from the summary. Each unordered pair of configurations is one
-    environment (the reference lists both orders, which leaves the distribution
-    unchanged); ``p90`` is the empirical-CDF quantile, which is the same for both.
+    environment (the reference lists both orders). ``p90`` with ``quantile="reference"``
+    is the reference figures' ``np.percentile(losses, q=90)`` (linear interpolation) over
+    that list, each environment twice (``figure_cdf_all_measures.make_figure``), which is
+    not the 90th percentile of the environments listed once; ``"empirical"`` is the
+    empirical-CDF (inverted-CDF) quantile, the same for either list.
     """
     d = _clean(df, measure, target)
     frames = []
@@ -379,8 +420,18 @@ def robust_sign_error(
     errors = envs.loc[envs["kept"].astype(bool), "sign_error"].to_numpy(float)
     if len(errors) == 0:
         return SignErrorResult(envs, math.nan, math.nan, math.nan)
-    p90 = float(np.quantile(errors, 0.9, method="inverted_cdf"))
+    p90 = sign_error_quantile(errors, 0.9, quantile)
     return SignErrorResult(envs, float(errors.mean()), p90, float(errors.max()))
+
+
+def sign_error_quantile(errors: np.ndarray, q: float, quantile: str = "reference") -> float:
+    """The ``q`` quantile of environments' sign errors, each environment listed once:
+    ``reference`` lists each twice and interpolates linearly, as Dziugaite et al.'s figures
+    do (``np.percentile`` over both orders of every environment); ``empirical`` is the
+    inverted-CDF quantile."""
+    if quantile == "reference":
+        return float(np.percentile(np.repeat(errors, 2), 100 * q))
+    return float(np.quantile(errors, q, method="inverted_cdf"))
 
 
 def sign_error_cdf(result: SignErrorResult) -> tuple[np.ndarray, np.ndarray]:
@@ -448,7 +499,7 @@ def score_table(
     n_test: int | Mapping[str, int],
     max_conditioning: int = 2,
     require_complete: bool = True,
-    min_ess: float = 12.0,
+    min_ess: float = MIN_ESS,
     match: Sequence[str] = (),
     frac: float = 0.2,
     by: Sequence[str] = (),

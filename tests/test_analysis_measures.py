@@ -4,6 +4,7 @@ hyperparameters, and the report end to end."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from shiftbench import measure_table, registry
+from shiftbench import measure_table, registry, stats
 from shiftbench.report import AnalysisContext, Report
 from shiftbench.study import load_study
 
@@ -115,8 +116,7 @@ def test_conditional_mi_of_a_perfect_or_reversed_measure_is_one(table):
 
 def test_sign_error_is_zero_for_the_gap_and_one_for_its_negation(table):
     sign = analysis("measures_sign_error")
-    assert (sign.min_ess(2), sign.min_ess(4), sign.min_ess(10)) == (2.0, 8.0, 12.0)
-    summary, results = sign.scores(table, sign.min_ess(4))
+    summary, results = sign.scores(table, stats.ScoreConfig())
     summary = summary.set_index(["measure", "target"])
     # one environment per (pair of values of h, values of the other hparam):
     # depth: 3 pairs x 2 lrs; lr: 1 pair x 3 depths
@@ -127,6 +127,30 @@ def test_sign_error_is_zero_for_the_gap_and_one_for_its_negation(table):
     assert summary.loc[("gap", "gap_ood_color"), "mean"] == pytest.approx(1.0)
     x, y = sign.stats.sign_error_cdf(results["measure.gap", "gap_iid"])
     assert x.tolist() == [0.0] * 9 and y[-1] == 1.0
+
+
+def sign_error_report(tmp_path, frame: pd.DataFrame, **score_config) -> str:
+    study = load_study(ROOT / "benchmarks" / "generalization_measures_digits.yml")
+    study = dataclasses.replace(study, score_config=score_config)
+    report = Report(tmp_path, "measures")
+    analysis("measures_sign_error").run(AnalysisContext(study, frame, report))
+    return report.finish().read_text()
+
+
+def test_sign_error_keeps_the_papers_threshold_and_says_why_nothing_passed(tmp_path):
+    two_seeds = ledger().query("seed < 2")
+    # 2 seeds: at most 4 model pairs per environment, so none reaches the paper's ESS 12
+    text = sign_error_report(tmp_path / "a", two_seeds)
+    assert "effective sample size >= 12;" in text
+    assert (
+        "gap_iid: 0 of 9 environments kept, none reaching ESS 12 (largest ESS 4.00; an "
+        "environment holds at most 4 model pairs, so ESS <= 4; with 215 test examples a pair "
+        "weighs nothing unless its gaps differ by more than 0.134)"
+    ) in text
+    # a study may lower it, and the report then says so
+    text = sign_error_report(tmp_path / "b", two_seeds, min_ess=3.5)
+    assert "effective sample size >= 3.5 (this study's score_config; Dziugaite" in text
+    assert "gap_iid: 9 of 9 environments kept" in text
 
 
 def test_selection_regret_and_hit_rate(table):

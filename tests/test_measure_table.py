@@ -134,18 +134,36 @@ def study(**extra) -> dict:
     }
 
 
-def test_measure_config_key_is_validated(tmp_path):
+@pytest.mark.parametrize(
+    "section, good, bad",
+    [
+        (
+            "measure_config",
+            {"subset": 64, "accuracy_drop": 0.05},
+            [
+                ({"subsets": 1}, "measure_config.subsets: unknown key"),
+                ({"subset": "all"}, "measure_config.subset: expected int"),
+                ({"mc_draws": 0}, "measure_config: MeasureConfig.mc_draws must be >= 1"),
+            ],
+        ),
+        (
+            "score_config",
+            {"min_ess": 4, "quantile": "empirical"},
+            [
+                ({"ess": 1}, "score_config.ess: unknown key"),
+                ({"min_ess": "12"}, "score_config.min_ess: expected float"),
+                ({"min_ess": 0}, "score_config: ScoreConfig.min_ess must be > 0"),
+            ],
+        ),
+    ],
+)
+def test_config_keys_are_validated(tmp_path, section, good, bad):
     path = tmp_path / "m.yml"
-    parsed = parse_study(study(measure_config={"subset": 64, "accuracy_drop": 0.05}), path)
-    assert parsed.measure_config == {"subset": 64, "accuracy_drop": 0.05}
-    assert parse_study(study(), path).measure_config == {}
-    for bad, key in (
-        ({"subsets": 1}, "measure_config.subsets: unknown key"),
-        ({"subset": "all"}, "measure_config.subset: expected int"),
-        ({"mc_draws": 0}, "measure_config: MeasureConfig.mc_draws must be >= 1"),
-    ):
+    assert getattr(parse_study(study(**{section: good}), path), section) == good
+    assert getattr(parse_study(study(), path), section) == {}
+    for value, key in bad:
         with pytest.raises(StudyError) as info:
-            parse_study(study(measure_config=bad), path)
+            parse_study(study(**{section: value}), path)
         assert str(info.value).startswith(f"{path}: {key}") and "\n" not in str(info.value)
 
 

@@ -296,7 +296,36 @@ def test_sign_error_ess_filter_drops_small_environments() -> None:
     kept = envs.loc[envs["kept"], "sign_error"]
     assert result.mean == pytest.approx(kept.mean())
     assert result.max == pytest.approx(kept.max())
-    assert result.p90 == pytest.approx(np.sort(kept)[math.ceil(0.9 * len(kept)) - 1])
+    # the reference's figures: np.percentile over both orders of every environment
+    assert result.p90 == pytest.approx(np.percentile([*kept, *kept], 90))
+    empirical = stats.robust_sign_error(
+        small, "noise", "gap", HPARAMS, 10**7, min_ess=12, quantile="empirical"
+    )
+    assert empirical.p90 == pytest.approx(np.sort(kept)[math.ceil(0.9 * len(kept)) - 1])
+
+
+def test_sign_error_quantile_reference_and_empirical_by_hand() -> None:
+    errors = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+    # listed twice: 12 values, position 0.9 * 11 = 9.9 between 0.4 and 0.5
+    assert stats.sign_error_quantile(errors, 0.9) == pytest.approx(0.49)
+    # inverted CDF: the ceil(0.9 * 6) = 6th smallest
+    assert stats.sign_error_quantile(errors, 0.9, "empirical") == pytest.approx(0.5)
+    # neither is linear interpolation over the list once (position 4.5: 0.45)
+    assert np.quantile(errors, 0.9) == pytest.approx(0.45)
+
+
+def test_hoeffding_threshold_is_where_the_weight_starts() -> None:
+    # 215 test examples (the digits' IID test set): 0.134, as the issue computes by hand
+    assert stats.hoeffding_threshold(215) == pytest.approx(0.1337, abs=1e-4)
+    t = stats.hoeffding_threshold(1000)
+    assert stats.hoeffding_weight(t * 0.999, 1000) == 0.0 < stats.hoeffding_weight(t * 1.001, 1000)
+
+
+def test_score_config_defaults_are_the_references() -> None:
+    config = stats.ScoreConfig()
+    assert (config.min_ess, config.quantile) == (12.0, "reference")
+    with pytest.raises(ValueError, match=r"ScoreConfig\.quantile"):
+        stats.ScoreConfig(quantile="linear")
 
 
 def test_sign_error_ties_in_the_measure_count_one_half() -> None:
