@@ -16,10 +16,10 @@ Hyperparameter values are compared exactly (round float grids beforehand).
 
 Sources:
 - Jiang et al., "Fantastic Generalization Measures and Where to Find Them",
-  ICLR 2020: Kendall tau (Eq. 2), granulated Kendall Psi (Eq. 3), conditional
-  mutual information K (Eq. 4-5), with the PGDL competition scorer
-  (google-research/google-research ``pgdl``) for the pair construction and the
-  grid completeness check.
+  ICLR 2020: Kendall tau (Eq. 2, without tie correction; tau-b is an extra),
+  granulated Kendall Psi (Eq. 3), conditional mutual information K (Eq. 4-5),
+  with the PGDL competition scorer (google-research/google-research ``pgdl``)
+  for the pair construction and the grid completeness check.
 - Dziugaite et al., "In Search of Robust Measures of Generalization", NeurIPS
   2020, and its code (nitarshan/robust-generalization-measures): coupled
   environments, Hoeffding noise weights, effective sample size filter.
@@ -88,9 +88,8 @@ def _sign(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _tau_b(x: np.ndarray, y: np.ndarray) -> float:
     """Kendall's tau-b, 0 when either side is constant (no pair is ordered on it).
 
-    Small samples (the groups of `granulated_kendall`) use the pairwise sign
-    matrices, tau-b = sum sx sy / sqrt(sum |sx| sum |sy|); large ones scipy's
-    O(n log n) algorithm.
+    Small samples use the pairwise sign matrices, tau-b = sum sx sy / sqrt(sum |sx|
+    sum |sy|); large ones scipy's O(n log n) algorithm.
     """
     if len(x) < 2:
         return math.nan
@@ -103,12 +102,40 @@ def _tau_b(x: np.ndarray, y: np.ndarray) -> float:
     return concordance / math.sqrt(float(np.sum(sx != 0)) * float(np.sum(sy != 0)))
 
 
-def kendall_tau(df: pd.DataFrame, measure: str, target: str) -> float:
-    """Kendall's tau-b between a measure and a target over all models (Jiang et al. Eq. 2).
+def _tied_pairs(values: np.ndarray) -> int:
+    """Unordered pairs with equal values."""
+    counts = np.unique(values, return_counts=True)[1].astype(np.int64)
+    return int(np.sum(counts * (counts - 1) // 2))
 
-    tau-b corrects the denominator for ties on either side, so a perfect but tied
-    ranking still scores 1. A constant measure scores 0; fewer than two models, NaN.
+
+def _tau_jiang(x: np.ndarray, y: np.ndarray) -> float:
+    """Jiang et al.'s tau (Eq. 2): the mean of sign(dx) sign(dy) over all ordered pairs of
+    distinct models, ties counted as 0 in the numerator and kept in the denominator
+    (tau-a). Computed from tau-b (O(n log n)): tau-a = tau-b sqrt((n0 - n1)(n0 - n2)) / n0,
+    with n0 the pairs and n1, n2 those tied in x, in y."""
+    n = len(x)
+    if n < 2:
+        return math.nan
+    n0 = n * (n - 1) // 2
+    untied = (n0 - _tied_pairs(x)) * (n0 - _tied_pairs(y))
+    return _tau_b(x, y) * math.sqrt(untied) / n0 if untied else 0.0
+
+
+def kendall_tau(df: pd.DataFrame, measure: str, target: str) -> float:
+    """Jiang et al.'s Kendall tau between a measure and a target over all models (ICLR 2020,
+    Eq. 2): tau = sum over ordered pairs of distinct models of sign(mu_i - mu_j)
+    sign(g_i - g_j), divided by n(n - 1). There is no tie correction: a measure tied on
+    many pairs (e.g. ``params`` on a grid where only the learning rate varies) scores
+    closer to 0 than its tau-b (`kendall_tau_b`). A constant measure scores 0; fewer than
+    two models, NaN.
     """
+    d = _clean(df, measure, target)
+    return _tau_jiang(d[measure].to_numpy(float), d[target].to_numpy(float))
+
+
+def kendall_tau_b(df: pd.DataFrame, measure: str, target: str) -> float:
+    """Kendall's tau-b (scipy's default), reported as an extra next to Jiang et al.'s tau:
+    the denominator is corrected for ties, so a perfect but tied ranking scores 1."""
     d = _clean(df, measure, target)
     return _tau_b(d[measure].to_numpy(float), d[target].to_numpy(float))
 
@@ -117,37 +144,53 @@ def kendall_tau(df: pd.DataFrame, measure: str, target: str) -> float:
 class GranulatedKendall:
     """Jiang et al.'s granulated Kendall coefficient.
 
-    ``psi`` is the mean of ``per_hparam``; ``per_hparam[h]`` is psi_h, the mean
-    within-group tau over groups of models that share every other hyperparameter.
+    ``psi`` is the mean of ``per_hparam``; ``per_hparam[h]`` is psi_h, the mean over
+    groups of models that share every other hyperparameter (and the replicate) of tau
+    over the group's pairs, which differ in h only.
     """
 
     psi: float
     per_hparam: dict[str, float]
 
 
+def _tau_across(x: np.ndarray, y: np.ndarray, codes: np.ndarray) -> float:
+    """Jiang's tau over the ordered pairs of a small group whose ``codes`` differ."""
+    across = codes[:, None] != codes[None, :]
+    sx, sy = _sign(x[:, None], x[None, :]), _sign(y[:, None], y[None, :])
+    return float(np.sum((sx * sy)[across])) / float(np.sum(across))
+
+
 def granulated_kendall(
-    df: pd.DataFrame, measure: str, target: str, hparams: Sequence[str]
+    df: pd.DataFrame,
+    measure: str,
+    target: str,
+    hparams: Sequence[str],
+    replicate: str | None = "seed",
 ) -> GranulatedKendall:
     """Granulated Kendall Psi (Jiang et al. 2020, Eq. 3).
 
-    For each hyperparameter h, models are grouped by the values of all the other
-    hyperparameters, so only h (and anything not listed, e.g. the seed) varies in
-    a group; psi_h is the mean over groups of the within-group tau-b, and Psi the
-    mean of psi_h over h. Groups with fewer than two models, or in which h takes a
-    single value, say nothing about h and are skipped; psi_h is NaN if no group is
-    left, and Psi averages the psi_h that are defined.
+    psi_h = (1 / m_h) sum over the m_h values of the other hyperparameters of tau over the
+    models that share them, where only theta_h changes: every pair in a group differs in
+    h only. Jiang et al. train one model per configuration; with replicates, the
+    ``replicate`` column (the seed; ignored when absent or None) is held fixed too, so a
+    pair of models differing only in the seed, or in the seed and h, is never counted.
+    tau is Jiang's (Eq. 2, no tie correction), over the group's pairs whose h differs.
+    Psi is the mean of psi_h over h. Groups in which h takes a single value say nothing
+    about h and are skipped; psi_h is NaN if no group is left, and Psi averages the psi_h
+    that are defined.
     """
     d = _clean(df, measure, target)
     x, y = d[measure].to_numpy(float), d[target].to_numpy(float)
+    fixed = [replicate] if replicate is not None and replicate in d else []
     per_hparam: dict[str, float] = {}
     for h in hparams:
-        others = [o for o in hparams if o != h]
+        others = [o for o in hparams if o != h] + fixed
         group = d.groupby(others, dropna=False).ngroup().to_numpy() if others else np.zeros(len(d))
         varied = _codes(d[h])[0]
         order = np.argsort(group, kind="stable")
         starts = np.flatnonzero(np.diff(group[order], prepend=-1))
         taus = [
-            _tau_b(x[rows], y[rows])
+            _tau_across(x[rows], y[rows], varied[rows])
             for rows in np.split(order, starts[1:])
             if len(rows) >= 2 and np.any(varied[rows] != varied[rows[0]])
         ]
@@ -506,7 +549,7 @@ def score_table(
 ) -> pd.DataFrame:
     """Every score for every (measure, target): one row each, the table the analyses publish.
 
-    Columns: measure, target, n_models, tau, psi, psi_<h> for each hyperparameter,
+    Columns: measure, target, n_models, tau (Jiang's), tau_b, psi, psi_<h> for each h,
     k, sign_error_mean, sign_error_p90, sign_error_max, n_environments (kept),
     regret, hit_rate. ``n_test`` is the test-set size behind every target, or a
     mapping from target name to its own size (ID and shifted test sets differ).
@@ -523,6 +566,7 @@ def score_table(
                 "target": target,
                 "n_models": len(_clean(df, measure, target)),
                 "tau": kendall_tau(df, measure, target),
+                "tau_b": kendall_tau_b(df, measure, target),
                 "psi": psi.psi,
                 **{f"psi_{h}": v for h, v in psi.per_hparam.items()},
                 "k": cmi.k,

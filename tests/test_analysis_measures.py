@@ -83,8 +83,9 @@ def test_kendall_scores_match_scipy(table):
     assert scores.loc[("measure.neg", "gap_ood_rotate-30"), "tau"] == pytest.approx(-1.0)
     ref = scipy_stats.kendalltau(models["measure.noise"], models["gap_ood_color"]).statistic
     assert scores.loc[("measure.noise", "gap_ood_color"), "tau"] == pytest.approx(ref)
-    # psi_depth: mean tau over the lr groups, each of 3 depths x 4 seeds, computed by scipy
-    groups = [g for _, g in models.groupby("hp.lr")]
+    # psi_depth: mean tau over the (lr, seed) groups, each of 3 depths, computed by scipy
+    # (no ties here, so Jiang's tau is tau-b)
+    groups = [g for _, g in models.groupby(["hp.lr", "seed"])]
     ref = np.mean(
         [scipy_stats.kendalltau(g["measure.noise"], g["gap_iid"]).statistic for g in groups]
     )
@@ -183,7 +184,7 @@ def test_report_end_to_end(tmp_path):
     tau = pd.read_csv(tmp_path / "measures_tau.csv").set_index("measure")
     assert tau.loc["gap", "gap_iid"] == pytest.approx(1.0)
     assert tau.columns.tolist() == ["gap_iid", "gap_ood_rotate-30", "gap_ood_color"]
-    for name in ("measures_psi", "measures_cmi", "measures_regret", "measures_hit_rate"):
+    for name in ("measures_psi", "measures_tau_b", "measures_cmi", "measures_regret"):
         assert (tmp_path / f"{name}.tex").read_text().startswith("\\begin{table}")
     targets = pd.read_csv(tmp_path / "measures_targets.csv").set_index("target")
     assert targets.loc["gap_iid", "n_test"] == int(int(1797 * 0.6) * 0.2)

@@ -47,21 +47,40 @@ def brute_tau_b(x: list[float], y: list[float]) -> float:
     return (concordant - discordant) / math.sqrt((n0 - ties_x) * (n0 - ties_y))
 
 
+def brute_tau_jiang(x: list[float], y: list[float]) -> float:
+    """Jiang et al.'s Eq. 2 by counting every ordered pair: sum sign sign / (n (n - 1))."""
+    total = sum(
+        np.sign(x[i] - x[j]) * np.sign(y[i] - y[j])
+        for i, j in itertools.permutations(range(len(x)), 2)
+    )
+    return total / (len(x) * (len(x) - 1))
+
+
 # Kendall tau
 
 
 @pytest.mark.parametrize("small_sample", [0, 256])
-def test_kendall_tau_matches_scipy_and_pair_count_with_ties(
+def test_kendall_tau_is_jiangs_and_tau_b_matches_scipy_with_ties(
     small_sample: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(stats, "SMALL_SAMPLE", small_sample)
     rng = np.random.default_rng(1)
     df = pd.DataFrame({"m": rng.integers(0, 4, 40), "g": rng.integers(0, 5, 40)})
     expected = scipy_stats.kendalltau(df["m"], df["g"], variant="b").statistic
-    assert stats.kendall_tau(df, "m", "g") == pytest.approx(expected)
-    assert stats.kendall_tau(df, "m", "g") == pytest.approx(
+    assert stats.kendall_tau_b(df, "m", "g") == pytest.approx(expected)
+    assert stats.kendall_tau_b(df, "m", "g") == pytest.approx(
         brute_tau_b(df["m"].tolist(), df["g"].tolist())
     )
+    assert stats.kendall_tau(df, "m", "g") == pytest.approx(
+        brute_tau_jiang(df["m"].tolist(), df["g"].tolist())
+    )
+
+
+def test_jiangs_tau_keeps_ties_in_the_denominator_by_hand() -> None:
+    # 6 pairs: the one tied in m counts 0, the other 5 are concordant
+    df = pd.DataFrame({"m": [1.0, 1.0, 2.0, 3.0], "g": [0.1, 0.2, 0.3, 0.4]})
+    assert stats.kendall_tau(df, "m", "g") == pytest.approx(5 / 6)
+    assert stats.kendall_tau_b(df, "m", "g") == pytest.approx(5 / math.sqrt(5 * 6))
 
 
 def test_kendall_tau_drops_nan_rows_and_scores_constant_measure_zero() -> None:
@@ -93,21 +112,41 @@ def test_kendall_tau_invariant_to_monotone_transform(pairs: list[tuple[int, floa
 def test_granulated_kendall_matches_explicit_loop() -> None:
     df = grid(seeds=2)
     df["m"] = df["gap"] + 0.03 * df["noise"]
-    values = {h: sorted(df[h].unique()) for h in HPARAMS}
+    values = {h: sorted(df[h].unique()) for h in [*HPARAMS, "seed"]}
     expected = {}
     for h in HPARAMS:
-        others = [o for o in HPARAMS if o != h]
+        others = [o for o in [*HPARAMS, "seed"] if o != h]
         taus = []
         for combo in itertools.product(*(values[o] for o in others)):
             mask = np.ones(len(df), dtype=bool)
             for o, v in zip(others, combo):
                 mask &= (df[o] == v).to_numpy()
             group = df[mask]
-            taus.append(brute_tau_b(group["m"].tolist(), group["gap"].tolist()))
+            taus.append(brute_tau_jiang(group["m"].tolist(), group["gap"].tolist()))
         expected[h] = sum(taus) / len(taus)
     result = stats.granulated_kendall(df, "m", "gap", HPARAMS)
     assert result.per_hparam == pytest.approx(expected)
     assert result.psi == pytest.approx(sum(expected.values()) / 3)
+
+
+def test_granulated_kendall_on_a_hand_built_grid() -> None:
+    # a, b in {0, 1}, seeds 0 and 1; psi_a compares the two models of each (b, seed) group
+    rows = [  # a, b, seed, measure, gap
+        (0, 0, 0, 1, 0.10), (1, 0, 0, 2, 0.20),  # concordant: +1
+        (0, 0, 1, 3, 0.15), (1, 0, 1, 0, 0.30),  # discordant: -1
+        (0, 1, 0, 2, 0.40), (1, 1, 0, 1, 0.50),  # discordant: -1
+        (0, 1, 1, 2, 0.60), (1, 1, 1, 3, 0.50),  # discordant: -1
+    ]  # fmt: skip
+    df = pd.DataFrame(rows, columns=["a", "b", "seed", "m", "gap"])
+    result = stats.granulated_kendall(df, "m", "gap", ["a", "b"])
+    # psi_a = (1 - 1 - 1 - 1) / 4; psi_b over the (a, seed) groups:
+    # (a0 s0) 1 -> 2 vs 0.1 -> 0.4: +1; (a1 s0) 2 -> 1 vs 0.2 -> 0.5: -1;
+    # (a0 s1) 3 -> 2 vs 0.15 -> 0.6: -1; (a1 s1) 0 -> 3 vs 0.3 -> 0.5: +1
+    assert result.per_hparam == pytest.approx({"a": -0.5, "b": 0.0})
+    assert result.psi == pytest.approx(-0.25)
+    # pooling the seeds would also count pairs that differ in the seed only
+    pooled = stats.granulated_kendall(df, "m", "gap", ["a", "b"], replicate=None)
+    assert pooled.per_hparam["a"] != pytest.approx(-0.5)
 
 
 def test_granulated_kendall_is_one_for_target_and_minus_one_for_negation() -> None:
