@@ -99,28 +99,37 @@ class MeasureConfig:
 
 @dataclass(frozen=True)
 class Measure:
-    """One registered measure: its function, family and size adjustment."""
+    """One registered measure: its function, family, size adjustment and direction.
+
+    ``direction`` is +1 when a larger value predicts a larger generalization gap (every
+    complexity measure and bound), -1 when a larger value predicts a smaller one (e.g. the
+    mean confidence): a measure selects the model with the lowest ``direction * value``.
+    """
 
     name: str
     fn: MeasureFn
     family: str
     adjustment: Adjustment
+    direction: int = 1
 
 
 REGISTRY: dict[str, Measure] = {}
 
 
 def measure(
-    name: str, family: str, adjustment: Adjustment | None = None
+    name: str, family: str, adjustment: Adjustment | None = None, direction: int = 1
 ) -> Callable[[MeasureFn], MeasureFn]:
     """Register ``fn(ctx) -> float`` as measure ``name``; the adjustment defaults to Jiang's
-    rule (``log`` for names starting with ``log_``, else ``sqrt``)."""
+    rule (``log`` for names starting with ``log_``, else ``sqrt``); ``direction`` is -1 for
+    a measure whose larger values predict a smaller gap (see :class:`Measure`)."""
     rule: Adjustment = adjustment or ("log" if name.startswith("log_") else "sqrt")
+    if direction not in (1, -1):
+        raise ValueError(f"measure {name!r}: direction must be 1 or -1, got {direction}")
 
     def wrap(fn: MeasureFn) -> MeasureFn:
         if name in REGISTRY and REGISTRY[name].fn.__qualname__ != fn.__qualname__:
             raise ValueError(f"measure {name!r} is registered twice")
-        REGISTRY[name] = Measure(name, fn, family, rule)
+        REGISTRY[name] = Measure(name, fn, family, rule, direction)
         return fn
 
     return wrap

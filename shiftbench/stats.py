@@ -9,7 +9,9 @@ when a larger measure goes with a larger target, the target being something to
 minimise (a generalization gap or an error). Correlations are then positive
 for a good measure, sign errors small, and a measure *selects* the model with
 the lowest measure value. Negate a column first to score a quantity that
-should be maximised (an accuracy) or a measure that runs the other way.
+should be maximised (an accuracy); the selection scores take the measure's declared
+``direction`` (-1: the highest value is selected), the correlations do not (a
+measure that runs the other way has a negative tau).
 
 Rows where the measure or the target is NaN are dropped by every function.
 Hyperparameter values are compared exactly (round float grids beforehand).
@@ -60,14 +62,26 @@ class ScoreConfig:
     min_ess: effective sample size an environment needs to count (Dziugaite et al.: 12).
     quantile: ``reference`` (the 90th percentile of Dziugaite et al.'s figures) or
         ``empirical`` (the empirical-CDF quantile); see `robust_sign_error`.
+    top_frac: the share of best models a selection must hit (Nakai et al.: 20%).
+    bootstrap: resamples of the bootstrap confidence intervals (`bootstrap_ci`).
+    confidence: their level.
+    seed: seeds the resampling.
     """
 
     min_ess: float = MIN_ESS
     quantile: str = "reference"
+    top_frac: float = 0.2
+    bootstrap: int = 2000
+    confidence: float = 0.95
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if not self.min_ess > 0:
             raise ValueError(f"ScoreConfig.min_ess must be > 0, got {self.min_ess}")
+        if not (0 < self.top_frac <= 1 and 0 < self.confidence < 1 and self.bootstrap >= 1):
+            raise ValueError(
+                "ScoreConfig: top_frac must be in (0, 1], confidence in (0, 1), bootstrap >= 1"
+            )
         if self.quantile not in QUANTILES:
             raise ValueError(
                 f"ScoreConfig.quantile must be one of {', '.join(QUANTILES)}, "
@@ -491,15 +505,18 @@ def _per_group(df: pd.DataFrame, by: Sequence[str]) -> list[pd.DataFrame]:
     return [g for g in groups if len(g)]
 
 
-def _selected(g: pd.DataFrame, measure: str) -> pd.DataFrame:
-    """The models a measure selects: those with the lowest measure value (ties kept)."""
-    return g[g[measure] == g[measure].min()]
+def _selected(g: pd.DataFrame, measure: str, direction: int = 1) -> pd.DataFrame:
+    """The models a measure selects: those with the lowest ``direction * measure`` (ties
+    kept), i.e. the highest value of a measure whose larger values predict a smaller gap."""
+    value = direction * g[measure]
+    return g[value == value.min()]
 
 
 def normalized_regret(
-    df: pd.DataFrame, measure: str, target: str, by: Sequence[str] = ()
+    df: pd.DataFrame, measure: str, target: str, by: Sequence[str] = (), direction: int = 1
 ) -> float:
-    """Normalized regret of selecting the model with the lowest measure (Nakai et al. 2026).
+    """Normalized regret of selecting the model a measure ranks best (Nakai et al. 2026): the
+    lowest measure, or the highest with ``direction=-1`` (`shiftbench.measures.Measure`).
 
     regret = (g(selected) - min g) / (max g - min g) in [0, 1], with g the target
     (lower is better): 0 when the measure picks the best model, 1 the worst. A tie
@@ -510,18 +527,23 @@ def normalized_regret(
     regrets = []
     for g in _per_group(_clean(df, measure, target), by):
         lo, hi = g[target].min(), g[target].max()
-        picked = _selected(g, measure)[target].mean()
+        picked = _selected(g, measure, direction)[target].mean()
         regrets.append(0.0 if hi == lo else (picked - lo) / (hi - lo))
     return float(np.mean(regrets)) if regrets else math.nan
 
 
 def top_k_hit_rate(
-    df: pd.DataFrame, measure: str, target: str, frac: float = 0.2, by: Sequence[str] = ()
+    df: pd.DataFrame,
+    measure: str,
+    target: str,
+    frac: float = 0.2,
+    by: Sequence[str] = (),
+    direction: int = 1,
 ) -> float:
     """Rate at which the selected model is among the best ``frac`` of models by the target.
 
     Our reading of Nakai et al.'s top-20% hit rate (their exact definition was
-    not available): a hit is the lowest-measure model falling among the
+    not available): a hit is the selected model (lowest ``direction * measure``) among the
     ceil(frac * n) models with the lowest target (models tied with the last of
     those count as in); ties for the lowest measure count fractionally. With
     ``by``, each group is one selection and the rate is the fraction of hits.
@@ -530,8 +552,30 @@ def top_k_hit_rate(
     for g in _per_group(_clean(df, measure, target), by):
         k = max(1, math.ceil(frac * len(g)))
         threshold = np.sort(g[target].to_numpy(float))[k - 1]
-        hits.append(float((_selected(g, measure)[target] <= threshold).mean()))
+        hits.append(float((_selected(g, measure, direction)[target] <= threshold).mean()))
     return float(np.mean(hits)) if hits else math.nan
+
+
+def bootstrap_ci(
+    values: Sequence[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (NaN dropped), each value one
+    independent unit (scipy.stats.bootstrap); NaN when fewer than two units."""
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    if len(x) < 2:
+        return math.nan, math.nan
+    if np.all(x == x[0]):
+        return float(x[0]), float(x[0])
+    result = scipy_stats.bootstrap(
+        (x,),
+        np.mean,
+        confidence_level=confidence,
+        n_resamples=resamples,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def score_table(

@@ -155,7 +155,8 @@ def test_sign_error_keeps_the_papers_threshold_and_says_why_nothing_passed(tmp_p
 
 
 def test_selection_regret_and_hit_rate(table):
-    scores = analysis("measures_selection").scores(table).set_index(["measure", "target"])
+    scores = analysis("measures_selection").scores(table, stats.ScoreConfig())
+    scores = scores.set_index(["measure", "target"])[["regret", "hit_rate"]]
     assert scores.loc[("measure.gap", "gap_iid")].tolist() == [0.0, 1.0]
     assert scores.loc[("measure.neg", "gap_iid")].tolist() == [1.0, 0.0]
     # err_ood_color = 0.9 - gap / 2: the smallest gap is the worst model there
@@ -166,6 +167,30 @@ def test_selection_regret_and_hit_rate(table):
     regret = scores.loc[("measure.noise", "gap_iid"), "regret"]
     assert regret == pytest.approx((picked - lo) / (hi - lo))
     assert scores.loc[("measure.none", "gap_iid")].isna().all()  # undefined on every model
+
+
+def test_selection_follows_each_measures_direction_and_counts_each_shift_once():
+    frame = ledger()
+    gap = frame["measure.gap"]
+    # registered calibration measures: a larger confidence predicts a smaller gap
+    frame = frame.assign(**{"measure.confidence_train": -gap, "measure.ece_train": gap})
+    table = measure_table.build(frame)
+    selection = analysis("measures_selection")
+    config = stats.ScoreConfig()
+    long = selection.scores(table, config).set_index(["measure", "target"])
+    assert long.loc[("measure.confidence_train", "gap_iid"), "direction"] == -1
+    assert long.loc[("measure.confidence_train", "gap_iid"), "regret"] == 0.0  # its highest
+    assert long.loc[("measure.confidence_train", "gap_iid"), "hit_rate"] == 1.0
+    by_measure = selection.summary(long.reset_index(), table, config, "measure")
+    row = by_measure.set_index("measure").loc["gap"]
+    # regret 0 under rotate-30 (gap ordered as gap_iid) and 1 under color: mean 0.5 over
+    # the two shifts, for the gap and the error alike (not 0.4 over five columns)
+    assert (row["regret_iid"], row["regret_gap_ood"], row["regret_err_ood"]) == (0.0, 0.5, 0.5)
+    # two shifts with regrets 0 and 1: resampled means 0, 1/2, 1 (1/4, 1/2, 1/4)
+    assert (row["regret_gap_ood_lo"], row["regret_gap_ood_hi"]) == (0.0, 1.0)
+    families = selection.summary(long.reset_index(), table, config, "family")
+    calibration = families.set_index("family").loc["calibration"]
+    assert (calibration["regret_iid"], calibration["regret_gap_ood"]) == (0.0, 0.5)
 
 
 def test_report_end_to_end(tmp_path):

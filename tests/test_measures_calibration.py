@@ -54,3 +54,11 @@ def test_perfectly_calibrated_case_has_zero_ece():
     v = measures.compute(lookup_model(probs), (x, y), names=["ece_train", "mce_train"])
     assert v["ece_train"] == pytest.approx(0.0, abs=1e-6)
     assert v["mce_train"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_only_the_confidence_predicts_a_smaller_gap():
+    table = measures.registry()
+    runs_the_other_way = {name for name, entry in table.items() if entry.direction == -1}
+    assert runs_the_other_way == {"confidence_train", "confidence_heldout"}
+    with pytest.raises(ValueError, match="direction must be 1 or -1"):
+        measures.measure("x", family="norms", direction=0)

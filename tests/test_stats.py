@@ -360,6 +360,22 @@ def test_hoeffding_threshold_is_where_the_weight_starts() -> None:
     assert stats.hoeffding_weight(t * 0.999, 1000) == 0.0 < stats.hoeffding_weight(t * 1.001, 1000)
 
 
+def test_bootstrap_interval_by_hand() -> None:
+    # two units 0 and 1: resampled means 0, 1/2, 1 with probabilities 1/4, 1/2, 1/4
+    assert stats.bootstrap_ci([0.0, 1.0]) == (0.0, 1.0)
+    assert stats.bootstrap_ci([0.3, 0.3, math.nan]) == (0.3, 0.3)
+    assert all(math.isnan(v) for v in stats.bootstrap_ci([0.3]))
+    lo, hi = stats.bootstrap_ci(np.random.default_rng(0).normal(size=400))
+    assert lo < 0 < hi and hi - lo == pytest.approx(2 * 1.96 / 20, rel=0.2)
+
+
+def test_selection_takes_the_measures_direction() -> None:
+    df = pd.DataFrame({"m": [1.0, 2.0, 3.0, 4.0, 5.0], "g": [0.5, 0.4, 0.3, 0.2, 0.1]})
+    assert stats.normalized_regret(df, "m", "g") == 1.0
+    assert stats.normalized_regret(df, "m", "g", direction=-1) == 0.0
+    assert stats.top_k_hit_rate(df, "m", "g", direction=-1) == 1.0
+
+
 def test_score_config_defaults_are_the_references() -> None:
     config = stats.ScoreConfig()
     assert (config.min_ess, config.quantile) == (12.0, "reference")
