@@ -193,6 +193,35 @@ def test_selection_follows_each_measures_direction_and_counts_each_shift_once():
     assert (calibration["regret_iid"], calibration["regret_gap_ood"]) == (0.0, 0.5)
 
 
+def test_overview_states_the_split_the_settings_and_why_aic_is_no_finding(tmp_path):
+    frame = ledger()
+    params = 100.0 * frame["obj.depth"]
+    frame = frame.assign(
+        **{
+            "measure.params": params,
+            "measure.aic": 2 * params + 0.01 * frame["seed"],  # -2 log L: small, near equal
+            "n_train_examples": 648,
+            "n_measure_examples": 215,
+            "n_iid_test_examples": 215,
+            "measure_config.bisection_depth": 8,
+            "measure_config.mc_draws": 10,
+        }
+    )
+    study = load_study(ROOT / "benchmarks" / "generalization_measures_digits.yml")
+    report = Report(tmp_path, "measures")
+    analysis("measures_overview").run(AnalysisContext(study, frame, report))
+    text = report.finish().read_text()
+    assert (
+        "three disjoint parts: 648 trained on, 215 for the *_heldout measures, 215 IID test "
+        "set (gap_iid)."
+    ) in text
+    assert "Measure settings (ledger `measure_config.*`): bisection_depth 8 (reference" in text
+    assert "mc_draws" not in text.split("Measure settings")[1].split("\n")[0]  # the default
+    # 3 depths x 8 models: tied pairs within a depth count 0 in Jiang's tau
+    tau = (3 * 8 * 8) * 2 / (24 * 23)
+    assert f"Kendall tau with `params` over the converged models: aic {tau:.3f}." in text
+
+
 def test_report_end_to_end(tmp_path):
     study = load_study(ROOT / "benchmarks" / "generalization_measures_digits.yml")
     report = Report(tmp_path, "measures")

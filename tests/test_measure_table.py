@@ -172,6 +172,10 @@ def test_runner_passes_the_measure_config_to_the_measures(tmp_path):
     runner = TrialRunner({})
     done = runner.run(trial, "m", measures=("params", "mce_train"), measure_config={"seed": 3})
     assert done.status == "done" and done.rows[-1]["measure.params"] > 0
+    # the settings every measure ran with are in the ledger: the study's, else the defaults
+    last = done.rows[-1]
+    assert last["measure_config.seed"] == 3
+    assert (last["measure_config.bisection_depth"], last["measure_config.mc_draws"]) == (15, 10)
     bad = runner.run(trial, "m", measures=("params",), measure_config={"mc_draws": 0})
     assert bad.status == "failed" and "MeasureConfig.mc_draws" in bad.error
 

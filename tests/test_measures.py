@@ -105,7 +105,10 @@ def test_missing_context_gives_nan_with_reason():
     assert math.isnan(values["fro_dist"]) and "init_model" in reasons["fro_dist"]
     assert "history" in reasons["steps_to_ce_0p1"]
     assert "heldout" in reasons["ece_heldout"]
-    assert values["params"] == sum(p.numel() for p in model.parameters())
+    # the BatchNorm-folded model's count (omega), not the trainable one
+    folded = mu.fold_batchnorm(model, x[:2])
+    assert values["params"] == sum(p.numel() for p in folded.parameters())
+    assert values["params"] < sum(p.numel() for p in model.parameters())
     assert "params" not in reasons
 
 
