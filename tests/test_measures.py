@@ -3,6 +3,7 @@ and BatchNorm folding."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -152,15 +153,14 @@ def test_full_suite_is_deterministic_and_leaves_the_model_unchanged():
 
 def test_seed_changes_random_measures_only():
     model, (x, y) = bn_net(), data()
-    names = ["pacbayes_flatness", "log_prod_of_fro"]
-    a = measures.compute(model, (x, y), names=names, config=FAST)
-    b = measures.compute(
-        model,
-        (x, y),
-        names=names,
-        config=MeasureConfig(bisection_depth=4, mc_draws=2, subset=64, ascent_steps=2, seed=7),
-    )
+    names = ["pacbayes_flatness", "sharpness_flatness", "log_prod_of_fro"]
+    # a fine search, so that other draws move the critical scale by more than its step
+    fine = dataclasses.replace(FAST, bisection_depth=12, drop_tolerance=0.0)
+    a = measures.compute(model, (x, y), names=names, config=fine)
+    b = measures.compute(model, (x, y), names=names, config=dataclasses.replace(fine, seed=7))
     assert a["log_prod_of_fro"] == b["log_prod_of_fro"]
+    assert a["pacbayes_flatness"] != b["pacbayes_flatness"]
+    assert a["sharpness_flatness"] != b["sharpness_flatness"]
 
 
 def test_config_rejects_impossible_values():
