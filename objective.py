@@ -18,6 +18,10 @@ timm model trains from scratch) or the path of a local weights file (ImageNet we
 ``obj.pretrained`` column says which. ``irm_loss`` is IRM's loss after the penalty switches
 on: ``domainbed`` (DomainBed's ``IRM.update``, the default) or ``irm_paper`` (divided by the
 penalty weight, as the IRM paper's script); see :class:`shiftbench.algorithms.IRM`.
+
+``measure_envs`` are the examples the generalization measures may use (the dataset's
+``measure_fraction`` of each training environment), disjoint from the training part and
+from the held-out part behind ``id_acc``, so no measure sees the IID target's examples.
 """
 
 from pathlib import Path
@@ -106,6 +110,7 @@ class Objective(BaseObjective):
         ]
         self.training = data.training_indices
         self.train_envs = [self.splits[i][0] for i in self.training]
+        self.measure_envs = data.measure_sets(self.torch_device)
 
     def build_model(self):
         """The trial's model at initialization (seeded, so the same for every solver)."""

@@ -1,6 +1,7 @@
 """Kendall's tau and the granulated Kendall coefficient Psi (Jiang et al. 2020, Eq. 2-3) of
 every measure against the generalization gap, in distribution and under each shift, over
-the converged models; a heat map of tau by measure and shift."""
+the converged models; a heat map of tau by measure and shift. tau is Jiang's (no tie
+correction); tau-b is a labelled extra table."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from shiftbench.report import AnalysisContext
 
 
 def scores(table: measure_table.MeasureTable) -> pd.DataFrame:
-    """Long table: measure, target, tau, psi and psi_<h> for each varied hyperparameter."""
+    """Long table: measure, target, tau (Jiang's), tau_b, psi and psi_<h> for each varied
+    hyperparameter."""
     models = table.models()
     rows = []
     for measure in table.measures:
@@ -24,6 +26,7 @@ def scores(table: measure_table.MeasureTable) -> pd.DataFrame:
                     "measure": measure,
                     "target": target,
                     "tau": stats.kendall_tau(models, measure, target),
+                    "tau_b": stats.kendall_tau_b(models, measure, target),
                     "psi": psi.psi,
                     **{f"psi_{h.split('.', 1)[-1]}": v for h, v in psi.per_hparam.items()},
                 }
@@ -54,7 +57,15 @@ def run(context: AnalysisContext) -> None:
     long = scores(table)
     tau = measure_table.wide(long, "tau", table.gap_targets)
     context.report.table(
-        "measures_tau", tau, "Kendall tau of each measure with the generalization gap (IID, shift)"
+        "measures_tau",
+        tau,
+        "Kendall tau (Jiang et al. Eq. 2, no tie correction) of each measure with the "
+        "generalization gap (IID, shifts)",
+    )
+    context.report.table(
+        "measures_tau_b",
+        measure_table.wide(long, "tau_b", table.gap_targets),
+        "Extra: Kendall tau-b (tie-corrected) of each measure with the generalization gap",
     )
     context.report.table(
         "measures_psi",
@@ -63,7 +74,9 @@ def run(context: AnalysisContext) -> None:
     )
     context.report.table(
         "measures_psi_components",
-        long.drop(columns="tau").assign(measure=long["measure"].map(measure_table.short)),
+        long.drop(columns=["tau", "tau_b"]).assign(
+            measure=long["measure"].map(measure_table.short)
+        ),
         "Granulated Kendall: Psi and psi_h per varied hyperparameter h, per measure and target",
     )
     context.report.figure("measures_tau_heatmap", heat_map(tau), "Kendall tau, measure x shift")

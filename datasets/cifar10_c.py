@@ -8,7 +8,8 @@ set under ``corruption`` at ``severity`` (1-5), read from the released
 test environment (1, 2, ...) of one trial, trained on environment 0 only, so one model is
 evaluated under every shift (the measures study's OOD targets, ``env<i>_acc``).
 ``train_size`` > 0 trains on a seeded subset of that many clean images (the training-set-size
-axis of the measures study).
+axis of the measures study). ``measure_fraction`` > 0 sets that part of the clean training
+images aside for the ``*_heldout`` measures, disjoint from the training and IID test parts.
 """
 
 import numpy as np
@@ -34,6 +35,7 @@ class Dataset(BaseDataset):
         "data_home": [None],
         "shifts": [""],
         "train_size": [0],
+        "measure_fraction": [0.0],
     }
     environments = ("clean", "corrupted")
 
@@ -63,6 +65,7 @@ class Dataset(BaseDataset):
             self.holdout_fraction,
             self.split_seed,
             train_envs=(0,) if self.shifts else None,
+            measure_fraction=self.measure_fraction,
         )
         return {"data": data}
 

@@ -4,7 +4,9 @@ Environment 0 holds 60% of the bundled 8x8 digits (grey, as RGB) and is the only
 training environment; every other environment is the remaining 40% under one shift
 (``rotate-<degrees>``, ``color``, or a CIFAR-10-C corruption ``<name>-<severity>``).
 The objective records the accuracy on each (``env<i>_acc``): the measures study's
-OOD targets.
+OOD targets. Of the clean environment, ``holdout_fraction`` is the IID test set (``id_acc``,
+the target ``gap_iid``), a disjoint ``measure_fraction`` the examples the ``*_heldout``
+measures use, and the rest the training set.
 """
 
 from benchopt import BaseDataset
@@ -20,6 +22,7 @@ class Dataset(BaseDataset):
         "shifts": [DEFAULT_SHIFTS],
         "test_env": [1],
         "holdout_fraction": [0.2],
+        "measure_fraction": [0.2],
         "split_seed": [0],
     }
 
@@ -36,5 +39,6 @@ class Dataset(BaseDataset):
             self.holdout_fraction,
             self.split_seed,
             train_envs=(0,),
+            measure_fraction=self.measure_fraction,
         )
         return {"data": data}

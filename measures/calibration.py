@@ -4,6 +4,10 @@ training data (``*_train``) and on the held-out ID split (``*_heldout``, when
 
 ECE and MCE use 15 equal-width confidence bins ``((b-1)/15, b/15]`` (Guo, Pleiss, Sun &
 Weinberger, ICML 2017, Eq. 3 and 5; Naeini et al. 2015).
+
+Direction: ECE, MCE, NLL, Brier and entropy grow with miscalibration and uncertainty and
+predict a larger gap (+1); the mean confidence predicts a smaller one (-1): a model that is
+confident on data it was not trained on tends to generalize (Hendrycks & Gimpel 2017).
 """
 
 from __future__ import annotations
@@ -66,6 +70,8 @@ def entropy(logits: Tensor, y: Tensor) -> float:
 
 
 STATISTICS = (ece, mce, nll, brier, confidence, entropy)
+DIRECTIONS = {"confidence": -1}
+"""Statistics whose larger values predict a smaller gap; the others predict a larger one."""
 
 
 def _register(stat, split: str) -> None:
@@ -75,7 +81,12 @@ def _register(stat, split: str) -> None:
 
     value.__doc__ = f"{stat.__doc__.rstrip('.')}, on the {split} data."
     value.__qualname__ = f"{stat.__name__}_{split}"
-    measure(f"{stat.__name__}_{split}", family="calibration", adjustment="none")(value)
+    measure(
+        f"{stat.__name__}_{split}",
+        family="calibration",
+        adjustment="none",
+        direction=DIRECTIONS.get(stat.__name__, 1),
+    )(value)
 
 
 for _stat in STATISTICS:

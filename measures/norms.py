@@ -30,8 +30,9 @@ def _dist_weights(ctx: MeasureContext) -> torch.Tensor:
 
 @measure("params", family="norms")
 def params(ctx: MeasureContext) -> float:
-    """Number of trainable parameters ``omega`` (VC-dimension proxy; Jiang eq. 20)."""
-    return float(sum(p.numel() for p in ctx.model.parameters() if p.requires_grad))
+    """Number of parameters ``omega`` of the BatchNorm-folded model (VC-dimension proxy;
+    Jiang eq. 20; :attr:`shiftbench.measures.MeasureContext.omega`)."""
+    return float(ctx.omega)
 
 
 @measure("l2", family="norms")

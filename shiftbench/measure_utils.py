@@ -374,7 +374,7 @@ def magnitude_aware_bound(
     ``1/4 sum_i log((eps^2 + coefficient ||r||^2 / omega) / (eps^2 + scale^2 offsets_i^2))
     + log(m / scale) + 10``, with ``offsets = w - w^0`` per parameter (``w^0`` the prior's
     centre: the initialization, or 0), ``||r||^2 = reference_sq_norm`` their squared norm and
-    ``omega`` their number;
+    ``omega`` their number (``MeasureContext.omega`` for the folded model's parameters);
     ``coefficient`` is ``sigma^2 + 1`` (PAC-Bayes) or ``alpha^2 + 4 log(2 omega / alpha)``
     (sharpness). As in the reference implementation, the confidence ``delta`` of
     ``log(m / delta)`` is the found scale itself."""

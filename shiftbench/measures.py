@@ -11,6 +11,14 @@ Where to Find Them", Sec. 6 / App. C): a measure named ``log_*`` becomes
 ``0.5 * (value - log m)``, any other complexity measure ``sqrt(value / m)``, with ``m`` the
 number of training examples; empirical quantities (calibration, optimization speed,
 information criteria) are registered with ``adjustment="none"``.
+
+One parameter count ``omega`` (:attr:`MeasureContext.omega`) serves every measure that
+counts parameters (``params``, AIC, BIC, the magnitude-aware bounds): the number of
+parameters of the BatchNorm-folded model, weights and biases, i.e. of the function the
+model computes at evaluation time and of the vector the perturbation measures perturb.
+A BatchNorm's scale and shift fold into the preceding layer, so they are not counted
+again. The reference implementation (``get_all_measures``: ``num_params``) counts the
+folded weights without the biases; the difference is one bias per output unit.
 """
 
 from __future__ import annotations
@@ -51,8 +59,11 @@ class MeasureConfig:
     """Parameters of the measures that need a search, sampling or a data subset.
 
     bisection_depth: halvings of the (geometric) search for the PAC-Bayes sigma and the
-        sharpness alpha (Jiang et al. 2020, App. C.6; the reference uses 15).
-    mc_draws: Monte-Carlo weight perturbations per bisection step (reference: 10).
+        sharpness alpha (Jiang et al. 2020, App. C.6; the reference's ``_pacbayes_sigma``
+        ``search_depth=15``, the default).
+    mc_draws: Monte-Carlo weight perturbations per bisection step (the reference's
+        ``montecarlo_samples=10``, the default). Cheaper settings are a study's choice
+        (``measure_config``), recorded in the ledger's ``measure_config.*`` columns.
     subset: training examples used by the perturbation, gradient and Hessian measures.
     accuracy_drop: target drop of training accuracy that defines sigma / alpha (0.1).
     drop_tolerance: stop the bisection once the drop is this close to the target.
@@ -64,8 +75,8 @@ class MeasureConfig:
     seed: seeds every random draw (one ``torch.Generator`` per measure).
     """
 
-    bisection_depth: int = 8
-    mc_draws: int = 3
+    bisection_depth: int = 15
+    mc_draws: int = 10
     subset: int = 512
     accuracy_drop: float = 0.1
     drop_tolerance: float = 0.01
@@ -99,28 +110,37 @@ class MeasureConfig:
 
 @dataclass(frozen=True)
 class Measure:
-    """One registered measure: its function, family and size adjustment."""
+    """One registered measure: its function, family, size adjustment and direction.
+
+    ``direction`` is +1 when a larger value predicts a larger generalization gap (every
+    complexity measure and bound), -1 when a larger value predicts a smaller one (e.g. the
+    mean confidence): a measure selects the model with the lowest ``direction * value``.
+    """
 
     name: str
     fn: MeasureFn
     family: str
     adjustment: Adjustment
+    direction: int = 1
 
 
 REGISTRY: dict[str, Measure] = {}
 
 
 def measure(
-    name: str, family: str, adjustment: Adjustment | None = None
+    name: str, family: str, adjustment: Adjustment | None = None, direction: int = 1
 ) -> Callable[[MeasureFn], MeasureFn]:
     """Register ``fn(ctx) -> float`` as measure ``name``; the adjustment defaults to Jiang's
-    rule (``log`` for names starting with ``log_``, else ``sqrt``)."""
+    rule (``log`` for names starting with ``log_``, else ``sqrt``); ``direction`` is -1 for
+    a measure whose larger values predict a smaller gap (see :class:`Measure`)."""
     rule: Adjustment = adjustment or ("log" if name.startswith("log_") else "sqrt")
+    if direction not in (1, -1):
+        raise ValueError(f"measure {name!r}: direction must be 1 or -1, got {direction}")
 
     def wrap(fn: MeasureFn) -> MeasureFn:
         if name in REGISTRY and REGISTRY[name].fn.__qualname__ != fn.__qualname__:
             raise ValueError(f"measure {name!r} is registered twice")
-        REGISTRY[name] = Measure(name, fn, family, rule)
+        REGISTRY[name] = Measure(name, fn, family, rule, direction)
         return fn
 
     return wrap
@@ -289,6 +309,11 @@ class MeasureContext:
     def flat_params(self) -> Tensor:
         """Every parameter of the folded model, flattened in name order."""
         return mu.flat(mu.trainable(self.folded))
+
+    @cached_property
+    def omega(self) -> int:
+        """The parameter count of every measure (module docstring): the folded model's."""
+        return self.flat_params.numel()
 
     @cached_property
     def flat_init_params(self) -> Tensor:

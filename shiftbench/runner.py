@@ -13,7 +13,7 @@ import math
 import time
 import traceback
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -199,19 +199,29 @@ class TrialRunner:
         train = objective.train_envs
         x = torch.cat([env.x for env in train])
         y = torch.cat([env.y for env in train])
-        # the held-out (ID) part of the training environments only, never a shifted one
-        heldout = [out for i, (_, out) in enumerate(objective.splits) if i in objective.training]
+        # the measure part of the training environments: neither trained on nor the IID
+        # test set (the out split) that defines gap_iid, and never a shifted environment
+        heldout = objective.measure_envs
+        settings = measures.MeasureConfig(**config)
         values, reasons = measures.compute_with_reasons(
             model,
             (x, y),
             init_model=init_model,
             names=list(names),
-            config=measures.MeasureConfig(**config),
+            config=settings,
             history=[(p["step"], p["train_loss"]) for p in curve],
-            heldout_data=(torch.cat([e.x for e in heldout]), torch.cat([e.y for e in heldout])),
+            heldout_data=(
+                (torch.cat([e.x for e in heldout]), torch.cat([e.y for e in heldout]))
+                if heldout
+                else None
+            ),
             optimizer=solver.optimizer,
         )
         out: dict[str, Any] = {f"measure.{k}": float(v) for k, v in values.items()}
+        out["n_train_examples"] = len(x)
+        out["n_measure_examples"] = sum(len(e) for e in heldout)
+        out["n_iid_test_examples"] = sum(len(objective.splits[i][1]) for i in objective.training)
+        out.update({f"measure_config.{k}": v for k, v in asdict(settings).items()})
         if reasons:
             out["measure_errors"] = "; ".join(f"{k}: {v}" for k, v in sorted(reasons.items()))
         return out

@@ -9,17 +9,19 @@ when a larger measure goes with a larger target, the target being something to
 minimise (a generalization gap or an error). Correlations are then positive
 for a good measure, sign errors small, and a measure *selects* the model with
 the lowest measure value. Negate a column first to score a quantity that
-should be maximised (an accuracy) or a measure that runs the other way.
+should be maximised (an accuracy); the selection scores take the measure's declared
+``direction`` (-1: the highest value is selected), the correlations do not (a
+measure that runs the other way has a negative tau).
 
 Rows where the measure or the target is NaN are dropped by every function.
 Hyperparameter values are compared exactly (round float grids beforehand).
 
 Sources:
 - Jiang et al., "Fantastic Generalization Measures and Where to Find Them",
-  ICLR 2020: Kendall tau (Eq. 2), granulated Kendall Psi (Eq. 3), conditional
-  mutual information K (Eq. 4-5), with the PGDL competition scorer
-  (google-research/google-research ``pgdl``) for the pair construction and the
-  grid completeness check.
+  ICLR 2020: Kendall tau (Eq. 2, without tie correction; tau-b is an extra),
+  granulated Kendall Psi (Eq. 3), conditional mutual information K (Eq. 4-5),
+  with the PGDL competition scorer (google-research/google-research ``pgdl``)
+  for the pair construction and the grid completeness check.
 - Dziugaite et al., "In Search of Robust Measures of Generalization", NeurIPS
   2020, and its code (nitarshan/robust-generalization-measures): coupled
   environments, Hoeffding noise weights, effective sample size filter.
@@ -44,6 +46,48 @@ PAIR_BLOCK = 2_000_000
 SMALL_SAMPLE = 256
 """Largest sample whose Kendall tau is computed from the full pairwise sign matrices."""
 
+MIN_ESS = 12.0
+"""Dziugaite et al.'s (2020) effective-sample-size threshold for an environment (Sec. 6;
+``min_ess=12.`` in the reference's ``figure_cdf_all_measures.get_all_losses``)."""
+
+QUANTILES = ("reference", "empirical")
+"""How the 90th-percentile sign error is taken; see `robust_sign_error`."""
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """How the measures study scores its measures (a study file's ``score_config``); the
+    defaults are the references', and a study that changes one says so in its report.
+
+    min_ess: effective sample size an environment needs to count (Dziugaite et al.: 12).
+    quantile: ``reference`` (the 90th percentile of Dziugaite et al.'s figures) or
+        ``empirical`` (the empirical-CDF quantile); see `robust_sign_error`.
+    top_frac: the share of best models a selection must hit (Nakai et al.: 20%).
+    bootstrap: resamples of the bootstrap confidence intervals (`bootstrap_ci`).
+    confidence: their level.
+    seed: seeds the resampling.
+    """
+
+    min_ess: float = MIN_ESS
+    quantile: str = "reference"
+    top_frac: float = 0.2
+    bootstrap: int = 2000
+    confidence: float = 0.95
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.min_ess > 0:
+            raise ValueError(f"ScoreConfig.min_ess must be > 0, got {self.min_ess}")
+        if not (0 < self.top_frac <= 1 and 0 < self.confidence < 1 and self.bootstrap >= 1):
+            raise ValueError(
+                "ScoreConfig: top_frac must be in (0, 1], confidence in (0, 1), bootstrap >= 1"
+            )
+        if self.quantile not in QUANTILES:
+            raise ValueError(
+                f"ScoreConfig.quantile must be one of {', '.join(QUANTILES)}, "
+                f"got {self.quantile!r}"
+            )
+
 
 def _clean(df: pd.DataFrame, measure: str, target: str) -> pd.DataFrame:
     """The rows where both the measure and the target are known."""
@@ -58,9 +102,8 @@ def _sign(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _tau_b(x: np.ndarray, y: np.ndarray) -> float:
     """Kendall's tau-b, 0 when either side is constant (no pair is ordered on it).
 
-    Small samples (the groups of `granulated_kendall`) use the pairwise sign
-    matrices, tau-b = sum sx sy / sqrt(sum |sx| sum |sy|); large ones scipy's
-    O(n log n) algorithm.
+    Small samples use the pairwise sign matrices, tau-b = sum sx sy / sqrt(sum |sx|
+    sum |sy|); large ones scipy's O(n log n) algorithm.
     """
     if len(x) < 2:
         return math.nan
@@ -73,12 +116,40 @@ def _tau_b(x: np.ndarray, y: np.ndarray) -> float:
     return concordance / math.sqrt(float(np.sum(sx != 0)) * float(np.sum(sy != 0)))
 
 
-def kendall_tau(df: pd.DataFrame, measure: str, target: str) -> float:
-    """Kendall's tau-b between a measure and a target over all models (Jiang et al. Eq. 2).
+def _tied_pairs(values: np.ndarray) -> int:
+    """Unordered pairs with equal values."""
+    counts = np.unique(values, return_counts=True)[1].astype(np.int64)
+    return int(np.sum(counts * (counts - 1) // 2))
 
-    tau-b corrects the denominator for ties on either side, so a perfect but tied
-    ranking still scores 1. A constant measure scores 0; fewer than two models, NaN.
+
+def _tau_jiang(x: np.ndarray, y: np.ndarray) -> float:
+    """Jiang et al.'s tau (Eq. 2): the mean of sign(dx) sign(dy) over all ordered pairs of
+    distinct models, ties counted as 0 in the numerator and kept in the denominator
+    (tau-a). Computed from tau-b (O(n log n)): tau-a = tau-b sqrt((n0 - n1)(n0 - n2)) / n0,
+    with n0 the pairs and n1, n2 those tied in x, in y."""
+    n = len(x)
+    if n < 2:
+        return math.nan
+    n0 = n * (n - 1) // 2
+    untied = (n0 - _tied_pairs(x)) * (n0 - _tied_pairs(y))
+    return _tau_b(x, y) * math.sqrt(untied) / n0 if untied else 0.0
+
+
+def kendall_tau(df: pd.DataFrame, measure: str, target: str) -> float:
+    """Jiang et al.'s Kendall tau between a measure and a target over all models (ICLR 2020,
+    Eq. 2): tau = sum over ordered pairs of distinct models of sign(mu_i - mu_j)
+    sign(g_i - g_j), divided by n(n - 1). There is no tie correction: a measure tied on
+    many pairs (e.g. ``params`` on a grid where only the learning rate varies) scores
+    closer to 0 than its tau-b (`kendall_tau_b`). A constant measure scores 0; fewer than
+    two models, NaN.
     """
+    d = _clean(df, measure, target)
+    return _tau_jiang(d[measure].to_numpy(float), d[target].to_numpy(float))
+
+
+def kendall_tau_b(df: pd.DataFrame, measure: str, target: str) -> float:
+    """Kendall's tau-b (scipy's default), reported as an extra next to Jiang et al.'s tau:
+    the denominator is corrected for ties, so a perfect but tied ranking scores 1."""
     d = _clean(df, measure, target)
     return _tau_b(d[measure].to_numpy(float), d[target].to_numpy(float))
 
@@ -87,37 +158,53 @@ def kendall_tau(df: pd.DataFrame, measure: str, target: str) -> float:
 class GranulatedKendall:
     """Jiang et al.'s granulated Kendall coefficient.
 
-    ``psi`` is the mean of ``per_hparam``; ``per_hparam[h]`` is psi_h, the mean
-    within-group tau over groups of models that share every other hyperparameter.
+    ``psi`` is the mean of ``per_hparam``; ``per_hparam[h]`` is psi_h, the mean over
+    groups of models that share every other hyperparameter (and the replicate) of tau
+    over the group's pairs, which differ in h only.
     """
 
     psi: float
     per_hparam: dict[str, float]
 
 
+def _tau_across(x: np.ndarray, y: np.ndarray, codes: np.ndarray) -> float:
+    """Jiang's tau over the ordered pairs of a small group whose ``codes`` differ."""
+    across = codes[:, None] != codes[None, :]
+    sx, sy = _sign(x[:, None], x[None, :]), _sign(y[:, None], y[None, :])
+    return float(np.sum((sx * sy)[across])) / float(np.sum(across))
+
+
 def granulated_kendall(
-    df: pd.DataFrame, measure: str, target: str, hparams: Sequence[str]
+    df: pd.DataFrame,
+    measure: str,
+    target: str,
+    hparams: Sequence[str],
+    replicate: str | None = "seed",
 ) -> GranulatedKendall:
     """Granulated Kendall Psi (Jiang et al. 2020, Eq. 3).
 
-    For each hyperparameter h, models are grouped by the values of all the other
-    hyperparameters, so only h (and anything not listed, e.g. the seed) varies in
-    a group; psi_h is the mean over groups of the within-group tau-b, and Psi the
-    mean of psi_h over h. Groups with fewer than two models, or in which h takes a
-    single value, say nothing about h and are skipped; psi_h is NaN if no group is
-    left, and Psi averages the psi_h that are defined.
+    psi_h = (1 / m_h) sum over the m_h values of the other hyperparameters of tau over the
+    models that share them, where only theta_h changes: every pair in a group differs in
+    h only. Jiang et al. train one model per configuration; with replicates, the
+    ``replicate`` column (the seed; ignored when absent or None) is held fixed too, so a
+    pair of models differing only in the seed, or in the seed and h, is never counted.
+    tau is Jiang's (Eq. 2, no tie correction), over the group's pairs whose h differs.
+    Psi is the mean of psi_h over h. Groups in which h takes a single value say nothing
+    about h and are skipped; psi_h is NaN if no group is left, and Psi averages the psi_h
+    that are defined.
     """
     d = _clean(df, measure, target)
     x, y = d[measure].to_numpy(float), d[target].to_numpy(float)
+    fixed = [replicate] if replicate is not None and replicate in d else []
     per_hparam: dict[str, float] = {}
     for h in hparams:
-        others = [o for o in hparams if o != h]
+        others = [o for o in hparams if o != h] + fixed
         group = d.groupby(others, dropna=False).ngroup().to_numpy() if others else np.zeros(len(d))
         varied = _codes(d[h])[0]
         order = np.argsort(group, kind="stable")
         starts = np.flatnonzero(np.diff(group[order], prepend=-1))
         taus = [
-            _tau_b(x[rows], y[rows])
+            _tau_across(x[rows], y[rows], varied[rows])
             for rows in np.split(order, starts[1:])
             if len(rows) >= 2 and np.any(varied[rows] != varied[rows[0]])
         ]
@@ -281,6 +368,13 @@ def hoeffding_weight(
     return np.maximum(p - min_weight, 0.0)
 
 
+def hoeffding_threshold(n_test: int, min_weight: float = 0.5) -> float:
+    """The smallest gap difference whose `hoeffding_weight` is positive: p > ``min_weight``
+    means 1 - 2 exp(-n delta^2 / 2) > sqrt(min_weight), i.e. delta > sqrt(2 ln(2 / (1 -
+    sqrt(min_weight))) / n) (0.134 for n = 215 and the reference's 0.5)."""
+    return math.sqrt(2.0 * math.log(2.0 / (1.0 - math.sqrt(min_weight))) / n_test)
+
+
 @dataclass(frozen=True)
 class SignErrorResult:
     """Dziugaite et al.'s robust sign error of a measure.
@@ -326,9 +420,10 @@ def robust_sign_error(
     target: str,
     hparams: Sequence[str],
     n_test: int,
-    min_ess: float = 12.0,
+    min_ess: float = MIN_ESS,
     match: Sequence[str] = (),
     min_weight: float = 0.5,
+    quantile: str = "reference",
 ) -> SignErrorResult:
     """Robust sign error over coupled environments (Dziugaite et al. 2020, Sec. 5-6).
 
@@ -345,8 +440,11 @@ def robust_sign_error(
     test set the target was measured on. An environment's sign error is the
     weighted mean; environments with effective sample size below ``min_ess``
     are dropped from the summary. Each unordered pair of configurations is one
-    environment (the reference lists both orders, which leaves the distribution
-    unchanged); ``p90`` is the empirical-CDF quantile, which is the same for both.
+    environment (the reference lists both orders). ``p90`` with ``quantile="reference"``
+    is the reference figures' ``np.percentile(losses, q=90)`` (linear interpolation) over
+    that list, each environment twice (``figure_cdf_all_measures.make_figure``), which is
+    not the 90th percentile of the environments listed once; ``"empirical"`` is the
+    empirical-CDF (inverted-CDF) quantile, the same for either list.
     """
     d = _clean(df, measure, target)
     frames = []
@@ -379,8 +477,18 @@ def robust_sign_error(
     errors = envs.loc[envs["kept"].astype(bool), "sign_error"].to_numpy(float)
     if len(errors) == 0:
         return SignErrorResult(envs, math.nan, math.nan, math.nan)
-    p90 = float(np.quantile(errors, 0.9, method="inverted_cdf"))
+    p90 = sign_error_quantile(errors, 0.9, quantile)
     return SignErrorResult(envs, float(errors.mean()), p90, float(errors.max()))
+
+
+def sign_error_quantile(errors: np.ndarray, q: float, quantile: str = "reference") -> float:
+    """The ``q`` quantile of environments' sign errors, each environment listed once:
+    ``reference`` lists each twice and interpolates linearly, as Dziugaite et al.'s figures
+    do (``np.percentile`` over both orders of every environment); ``empirical`` is the
+    inverted-CDF quantile."""
+    if quantile == "reference":
+        return float(np.percentile(np.repeat(errors, 2), 100 * q))
+    return float(np.quantile(errors, q, method="inverted_cdf"))
 
 
 def sign_error_cdf(result: SignErrorResult) -> tuple[np.ndarray, np.ndarray]:
@@ -397,15 +505,18 @@ def _per_group(df: pd.DataFrame, by: Sequence[str]) -> list[pd.DataFrame]:
     return [g for g in groups if len(g)]
 
 
-def _selected(g: pd.DataFrame, measure: str) -> pd.DataFrame:
-    """The models a measure selects: those with the lowest measure value (ties kept)."""
-    return g[g[measure] == g[measure].min()]
+def _selected(g: pd.DataFrame, measure: str, direction: int = 1) -> pd.DataFrame:
+    """The models a measure selects: those with the lowest ``direction * measure`` (ties
+    kept), i.e. the highest value of a measure whose larger values predict a smaller gap."""
+    value = direction * g[measure]
+    return g[value == value.min()]
 
 
 def normalized_regret(
-    df: pd.DataFrame, measure: str, target: str, by: Sequence[str] = ()
+    df: pd.DataFrame, measure: str, target: str, by: Sequence[str] = (), direction: int = 1
 ) -> float:
-    """Normalized regret of selecting the model with the lowest measure (Nakai et al. 2026).
+    """Normalized regret of selecting the model a measure ranks best (Nakai et al. 2026): the
+    lowest measure, or the highest with ``direction=-1`` (`shiftbench.measures.Measure`).
 
     regret = (g(selected) - min g) / (max g - min g) in [0, 1], with g the target
     (lower is better): 0 when the measure picks the best model, 1 the worst. A tie
@@ -416,18 +527,23 @@ def normalized_regret(
     regrets = []
     for g in _per_group(_clean(df, measure, target), by):
         lo, hi = g[target].min(), g[target].max()
-        picked = _selected(g, measure)[target].mean()
+        picked = _selected(g, measure, direction)[target].mean()
         regrets.append(0.0 if hi == lo else (picked - lo) / (hi - lo))
     return float(np.mean(regrets)) if regrets else math.nan
 
 
 def top_k_hit_rate(
-    df: pd.DataFrame, measure: str, target: str, frac: float = 0.2, by: Sequence[str] = ()
+    df: pd.DataFrame,
+    measure: str,
+    target: str,
+    frac: float = 0.2,
+    by: Sequence[str] = (),
+    direction: int = 1,
 ) -> float:
     """Rate at which the selected model is among the best ``frac`` of models by the target.
 
     Our reading of Nakai et al.'s top-20% hit rate (their exact definition was
-    not available): a hit is the lowest-measure model falling among the
+    not available): a hit is the selected model (lowest ``direction * measure``) among the
     ceil(frac * n) models with the lowest target (models tied with the last of
     those count as in); ties for the lowest measure count fractionally. With
     ``by``, each group is one selection and the rate is the fraction of hits.
@@ -436,8 +552,30 @@ def top_k_hit_rate(
     for g in _per_group(_clean(df, measure, target), by):
         k = max(1, math.ceil(frac * len(g)))
         threshold = np.sort(g[target].to_numpy(float))[k - 1]
-        hits.append(float((_selected(g, measure)[target] <= threshold).mean()))
+        hits.append(float((_selected(g, measure, direction)[target] <= threshold).mean()))
     return float(np.mean(hits)) if hits else math.nan
+
+
+def bootstrap_ci(
+    values: Sequence[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (NaN dropped), each value one
+    independent unit (scipy.stats.bootstrap); NaN when fewer than two units."""
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    if len(x) < 2:
+        return math.nan, math.nan
+    if np.all(x == x[0]):
+        return float(x[0]), float(x[0])
+    result = scipy_stats.bootstrap(
+        (x,),
+        np.mean,
+        confidence_level=confidence,
+        n_resamples=resamples,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def score_table(
@@ -448,14 +586,14 @@ def score_table(
     n_test: int | Mapping[str, int],
     max_conditioning: int = 2,
     require_complete: bool = True,
-    min_ess: float = 12.0,
+    min_ess: float = MIN_ESS,
     match: Sequence[str] = (),
     frac: float = 0.2,
     by: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Every score for every (measure, target): one row each, the table the analyses publish.
 
-    Columns: measure, target, n_models, tau, psi, psi_<h> for each hyperparameter,
+    Columns: measure, target, n_models, tau (Jiang's), tau_b, psi, psi_<h> for each h,
     k, sign_error_mean, sign_error_p90, sign_error_max, n_environments (kept),
     regret, hit_rate. ``n_test`` is the test-set size behind every target, or a
     mapping from target name to its own size (ID and shifted test sets differ).
@@ -472,6 +610,7 @@ def score_table(
                 "target": target,
                 "n_models": len(_clean(df, measure, target)),
                 "tau": kendall_tau(df, measure, target),
+                "tau_b": kendall_tau_b(df, measure, target),
                 "psi": psi.psi,
                 **{f"psi_{h}": v for h, v in psi.per_hparam.items()},
                 "k": cmi.k,

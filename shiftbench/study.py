@@ -38,6 +38,7 @@ TOP_LEVEL_KEYS = {
     "seeds": "list of integer trial seeds",
     "measures": "list of measure names, or 'all' (every measure but the optimizer probes)",
     "measure_config": "mapping: MeasureConfig field (bisection_depth, subset, ...) -> value",
+    "score_config": "mapping: ScoreConfig field (min_ess, quantile, bootstrap, ...) -> value",
     "analyses": "list of analysis names",
     "retries": "how often a failed trial is retried (integer >= 0)",
     "resources": "mapping with cpus and gpus per trial (gpus: a fraction, or auto: packed by "
@@ -100,6 +101,8 @@ class Study:
     timeout_s: float | None = None
     # MeasureConfig fields for the measures computed at the end of each trial
     measure_config: dict[str, Any] = field(default_factory=dict)
+    # shiftbench.stats.ScoreConfig fields for the measures study's statistics
+    score_config: dict[str, Any] = field(default_factory=dict)
     ensemble: str | int = "auto"
     accel: Accel = AUTO
     # dataset -> its ``objective:`` variants (one mapping, or a list of them), each
@@ -303,6 +306,7 @@ def parse_study(raw: Any, path: Path, trial_limit: int | None = None) -> Study:
         check.fail("seeds", "seeds must be distinct")
     measures = check.measures(raw.get("measures", []))
     measure_config = check.measure_config(raw.get("measure_config") or {})
+    score_config = check.score_config(raw.get("score_config") or {})
     analyses = check.names(raw.get("analyses", []), "analyses", "analysis")
     retries = check.integer(raw.get("retries", 2), "retries", minimum=0)
     resources = check.resources(raw.get("resources") or {})
@@ -337,6 +341,7 @@ def parse_study(raw: Any, path: Path, trial_limit: int | None = None) -> Study:
         resources=resources,
         timeout_s=None if timeout_s is None else float(timeout_s),
         measure_config=measure_config,
+        score_config=score_config,
         ensemble=ensemble,
         accel=accel,
         dataset_objectives=dataset_objectives,
@@ -486,22 +491,32 @@ class _Checker:
         return tuple(value)
 
     def measure_config(self, value: Any) -> dict[str, Any]:
-        """``{field: value}`` of :class:`shiftbench.measures.MeasureConfig`, checked by
-        building the config (unknown field, wrong type or impossible value fail here)."""
-        from dataclasses import fields
-
+        """``{field: value}`` of :class:`shiftbench.measures.MeasureConfig`."""
         from shiftbench.measures import MeasureConfig
 
-        self.mapping(value, "measure_config")
-        allowed = {f.name: f.default for f in fields(MeasureConfig)}
+        return self.config(value, "measure_config", MeasureConfig)
+
+    def score_config(self, value: Any) -> dict[str, Any]:
+        """``{field: value}`` of :class:`shiftbench.stats.ScoreConfig`."""
+        from shiftbench.stats import ScoreConfig
+
+        return self.config(value, "score_config", ScoreConfig)
+
+    def config(self, value: Any, name: str, cls: type) -> dict[str, Any]:
+        """``{field: value}`` of the frozen dataclass ``cls``, checked by building it
+        (unknown field, wrong type or impossible value fail here)."""
+        from dataclasses import fields
+
+        self.mapping(value, name)
+        allowed = {f.name: f.default for f in fields(cls)}
         for key, v in value.items():
             if key not in allowed:
-                self.fail(f"measure_config.{key}", f"unknown key; allowed: {', '.join(allowed)}")
-            self.same_type(v, allowed[key], f"measure_config.{key}")
+                self.fail(f"{name}.{key}", f"unknown key; allowed: {', '.join(allowed)}")
+            self.same_type(v, allowed[key], f"{name}.{key}")
         try:
-            MeasureConfig(**value)
+            cls(**value)
         except ValueError as exc:
-            self.fail("measure_config", str(exc))
+            self.fail(name, str(exc))
         return dict(value)
 
     def resources(self, value: Any) -> Resources:

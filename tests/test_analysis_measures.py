@@ -4,6 +4,7 @@ hyperparameters, and the report end to end."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from shiftbench import measure_table, registry
+from shiftbench import measure_table, registry, stats
 from shiftbench.report import AnalysisContext, Report
 from shiftbench.study import load_study
 
@@ -82,8 +83,9 @@ def test_kendall_scores_match_scipy(table):
     assert scores.loc[("measure.neg", "gap_ood_rotate-30"), "tau"] == pytest.approx(-1.0)
     ref = scipy_stats.kendalltau(models["measure.noise"], models["gap_ood_color"]).statistic
     assert scores.loc[("measure.noise", "gap_ood_color"), "tau"] == pytest.approx(ref)
-    # psi_depth: mean tau over the lr groups, each of 3 depths x 4 seeds, computed by scipy
-    groups = [g for _, g in models.groupby("hp.lr")]
+    # psi_depth: mean tau over the (lr, seed) groups, each of 3 depths, computed by scipy
+    # (no ties here, so Jiang's tau is tau-b)
+    groups = [g for _, g in models.groupby(["hp.lr", "seed"])]
     ref = np.mean(
         [scipy_stats.kendalltau(g["measure.noise"], g["gap_iid"]).statistic for g in groups]
     )
@@ -115,8 +117,7 @@ def test_conditional_mi_of_a_perfect_or_reversed_measure_is_one(table):
 
 def test_sign_error_is_zero_for_the_gap_and_one_for_its_negation(table):
     sign = analysis("measures_sign_error")
-    assert (sign.min_ess(2), sign.min_ess(4), sign.min_ess(10)) == (2.0, 8.0, 12.0)
-    summary, results = sign.scores(table, sign.min_ess(4))
+    summary, results = sign.scores(table, stats.ScoreConfig())
     summary = summary.set_index(["measure", "target"])
     # one environment per (pair of values of h, values of the other hparam):
     # depth: 3 pairs x 2 lrs; lr: 1 pair x 3 depths
@@ -129,8 +130,33 @@ def test_sign_error_is_zero_for_the_gap_and_one_for_its_negation(table):
     assert x.tolist() == [0.0] * 9 and y[-1] == 1.0
 
 
+def sign_error_report(tmp_path, frame: pd.DataFrame, **score_config) -> str:
+    study = load_study(ROOT / "benchmarks" / "generalization_measures_digits.yml")
+    study = dataclasses.replace(study, score_config=score_config)
+    report = Report(tmp_path, "measures")
+    analysis("measures_sign_error").run(AnalysisContext(study, frame, report))
+    return report.finish().read_text()
+
+
+def test_sign_error_keeps_the_papers_threshold_and_says_why_nothing_passed(tmp_path):
+    two_seeds = ledger().query("seed < 2")
+    # 2 seeds: at most 4 model pairs per environment, so none reaches the paper's ESS 12
+    text = sign_error_report(tmp_path / "a", two_seeds)
+    assert "effective sample size >= 12;" in text
+    assert (
+        "gap_iid: 0 of 9 environments kept, none reaching ESS 12 (largest ESS 4.00; an "
+        "environment holds at most 4 model pairs, so ESS <= 4; with 215 test examples a pair "
+        "weighs nothing unless its gaps differ by more than 0.134)"
+    ) in text
+    # a study may lower it, and the report then says so
+    text = sign_error_report(tmp_path / "b", two_seeds, min_ess=3.5)
+    assert "effective sample size >= 3.5 (this study's score_config; Dziugaite" in text
+    assert "gap_iid: 9 of 9 environments kept" in text
+
+
 def test_selection_regret_and_hit_rate(table):
-    scores = analysis("measures_selection").scores(table).set_index(["measure", "target"])
+    scores = analysis("measures_selection").scores(table, stats.ScoreConfig())
+    scores = scores.set_index(["measure", "target"])[["regret", "hit_rate"]]
     assert scores.loc[("measure.gap", "gap_iid")].tolist() == [0.0, 1.0]
     assert scores.loc[("measure.neg", "gap_iid")].tolist() == [1.0, 0.0]
     # err_ood_color = 0.9 - gap / 2: the smallest gap is the worst model there
@@ -141,6 +167,59 @@ def test_selection_regret_and_hit_rate(table):
     regret = scores.loc[("measure.noise", "gap_iid"), "regret"]
     assert regret == pytest.approx((picked - lo) / (hi - lo))
     assert scores.loc[("measure.none", "gap_iid")].isna().all()  # undefined on every model
+
+
+def test_selection_follows_each_measures_direction_and_counts_each_shift_once():
+    frame = ledger()
+    gap = frame["measure.gap"]
+    # registered calibration measures: a larger confidence predicts a smaller gap
+    frame = frame.assign(**{"measure.confidence_train": -gap, "measure.ece_train": gap})
+    table = measure_table.build(frame)
+    selection = analysis("measures_selection")
+    config = stats.ScoreConfig()
+    long = selection.scores(table, config).set_index(["measure", "target"])
+    assert long.loc[("measure.confidence_train", "gap_iid"), "direction"] == -1
+    assert long.loc[("measure.confidence_train", "gap_iid"), "regret"] == 0.0  # its highest
+    assert long.loc[("measure.confidence_train", "gap_iid"), "hit_rate"] == 1.0
+    by_measure = selection.summary(long.reset_index(), table, config, "measure")
+    row = by_measure.set_index("measure").loc["gap"]
+    # regret 0 under rotate-30 (gap ordered as gap_iid) and 1 under color: mean 0.5 over
+    # the two shifts, for the gap and the error alike (not 0.4 over five columns)
+    assert (row["regret_iid"], row["regret_gap_ood"], row["regret_err_ood"]) == (0.0, 0.5, 0.5)
+    # two shifts with regrets 0 and 1: resampled means 0, 1/2, 1 (1/4, 1/2, 1/4)
+    assert (row["regret_gap_ood_lo"], row["regret_gap_ood_hi"]) == (0.0, 1.0)
+    families = selection.summary(long.reset_index(), table, config, "family")
+    calibration = families.set_index("family").loc["calibration"]
+    assert (calibration["regret_iid"], calibration["regret_gap_ood"]) == (0.0, 0.5)
+
+
+def test_overview_states_the_split_the_settings_and_why_aic_is_no_finding(tmp_path):
+    frame = ledger()
+    params = 100.0 * frame["obj.depth"]
+    frame = frame.assign(
+        **{
+            "measure.params": params,
+            "measure.aic": 2 * params + 0.01 * frame["seed"],  # -2 log L: small, near equal
+            "n_train_examples": 648,
+            "n_measure_examples": 215,
+            "n_iid_test_examples": 215,
+            "measure_config.bisection_depth": 8,
+            "measure_config.mc_draws": 10,
+        }
+    )
+    study = load_study(ROOT / "benchmarks" / "generalization_measures_digits.yml")
+    report = Report(tmp_path, "measures")
+    analysis("measures_overview").run(AnalysisContext(study, frame, report))
+    text = report.finish().read_text()
+    assert (
+        "three disjoint parts: 648 trained on, 215 for the *_heldout measures, 215 IID test "
+        "set (gap_iid)."
+    ) in text
+    assert "Measure settings (ledger `measure_config.*`): bisection_depth 8 (reference" in text
+    assert "mc_draws" not in text.split("Measure settings")[1].split("\n")[0]  # the default
+    # 3 depths x 8 models: tied pairs within a depth count 0 in Jiang's tau
+    tau = (3 * 8 * 8) * 2 / (24 * 23)
+    assert f"Kendall tau with `params` over the converged models: aic {tau:.3f}." in text
 
 
 def test_report_end_to_end(tmp_path):
@@ -159,7 +238,7 @@ def test_report_end_to_end(tmp_path):
     tau = pd.read_csv(tmp_path / "measures_tau.csv").set_index("measure")
     assert tau.loc["gap", "gap_iid"] == pytest.approx(1.0)
     assert tau.columns.tolist() == ["gap_iid", "gap_ood_rotate-30", "gap_ood_color"]
-    for name in ("measures_psi", "measures_cmi", "measures_regret", "measures_hit_rate"):
+    for name in ("measures_psi", "measures_tau_b", "measures_cmi", "measures_regret"):
         assert (tmp_path / f"{name}.tex").read_text().startswith("\\begin{table}")
     targets = pd.read_csv(tmp_path / "measures_targets.csv").set_index("target")
     assert targets.loc["gap_iid", "n_test"] == int(int(1797 * 0.6) * 0.2)

@@ -134,18 +134,36 @@ def study(**extra) -> dict:
     }
 
 
-def test_measure_config_key_is_validated(tmp_path):
+@pytest.mark.parametrize(
+    "section, good, bad",
+    [
+        (
+            "measure_config",
+            {"subset": 64, "accuracy_drop": 0.05},
+            [
+                ({"subsets": 1}, "measure_config.subsets: unknown key"),
+                ({"subset": "all"}, "measure_config.subset: expected int"),
+                ({"mc_draws": 0}, "measure_config: MeasureConfig.mc_draws must be >= 1"),
+            ],
+        ),
+        (
+            "score_config",
+            {"min_ess": 4, "quantile": "empirical"},
+            [
+                ({"ess": 1}, "score_config.ess: unknown key"),
+                ({"min_ess": "12"}, "score_config.min_ess: expected float"),
+                ({"min_ess": 0}, "score_config: ScoreConfig.min_ess must be > 0"),
+            ],
+        ),
+    ],
+)
+def test_config_keys_are_validated(tmp_path, section, good, bad):
     path = tmp_path / "m.yml"
-    parsed = parse_study(study(measure_config={"subset": 64, "accuracy_drop": 0.05}), path)
-    assert parsed.measure_config == {"subset": 64, "accuracy_drop": 0.05}
-    assert parse_study(study(), path).measure_config == {}
-    for bad, key in (
-        ({"subsets": 1}, "measure_config.subsets: unknown key"),
-        ({"subset": "all"}, "measure_config.subset: expected int"),
-        ({"mc_draws": 0}, "measure_config: MeasureConfig.mc_draws must be >= 1"),
-    ):
+    assert getattr(parse_study(study(**{section: good}), path), section) == good
+    assert getattr(parse_study(study(), path), section) == {}
+    for value, key in bad:
         with pytest.raises(StudyError) as info:
-            parse_study(study(measure_config=bad), path)
+            parse_study(study(**{section: value}), path)
         assert str(info.value).startswith(f"{path}: {key}") and "\n" not in str(info.value)
 
 
@@ -154,6 +172,10 @@ def test_runner_passes_the_measure_config_to_the_measures(tmp_path):
     runner = TrialRunner({})
     done = runner.run(trial, "m", measures=("params", "mce_train"), measure_config={"seed": 3})
     assert done.status == "done" and done.rows[-1]["measure.params"] > 0
+    # the settings every measure ran with are in the ledger: the study's, else the defaults
+    last = done.rows[-1]
+    assert last["measure_config.seed"] == 3
+    assert (last["measure_config.bisection_depth"], last["measure_config.mc_draws"]) == (15, 10)
     bad = runner.run(trial, "m", measures=("params",), measure_config={"mc_draws": 0})
     assert bad.status == "failed" and "MeasureConfig.mc_draws" in bad.error
 
@@ -171,3 +193,14 @@ def test_cifar10_c_shifts_are_separate_test_environments(tmp_path):
         make(shifts="fog-9")
     with pytest.raises(ValueError, match=r"train_size must be in 1\.\.20"):
         make(train_size=21)
+
+
+def test_runner_gives_the_measures_their_own_examples_and_records_the_sizes(tmp_path):
+    spec = study(datasets={"shifted_digits": {"shifts": SHIFTS}}, measures=["nll_heldout"])
+    trial = parse_study(spec, tmp_path / "m.yml").trials()[0]
+    done = TrialRunner({}).run(trial, "m", measures=("nll_heldout",))
+    last = done.rows[-1]
+    # 1,078 clean digits: 20% IID test set, a disjoint 20% for the measures, the rest trained on
+    assert (last["n_iid_test_examples"], last["n_measure_examples"]) == (215, 215)
+    assert last["n_train_examples"] == 1078 - 2 * 215
+    assert math.isfinite(last["measure.nll_heldout"])

@@ -3,6 +3,7 @@ and BatchNorm folding."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -105,7 +106,10 @@ def test_missing_context_gives_nan_with_reason():
     assert math.isnan(values["fro_dist"]) and "init_model" in reasons["fro_dist"]
     assert "history" in reasons["steps_to_ce_0p1"]
     assert "heldout" in reasons["ece_heldout"]
-    assert values["params"] == sum(p.numel() for p in model.parameters())
+    # the BatchNorm-folded model's count (omega), not the trainable one
+    folded = mu.fold_batchnorm(model, x[:2])
+    assert values["params"] == sum(p.numel() for p in folded.parameters())
+    assert values["params"] < sum(p.numel() for p in model.parameters())
     assert "params" not in reasons
 
 
@@ -149,15 +153,14 @@ def test_full_suite_is_deterministic_and_leaves_the_model_unchanged():
 
 def test_seed_changes_random_measures_only():
     model, (x, y) = bn_net(), data()
-    names = ["pacbayes_flatness", "log_prod_of_fro"]
-    a = measures.compute(model, (x, y), names=names, config=FAST)
-    b = measures.compute(
-        model,
-        (x, y),
-        names=names,
-        config=MeasureConfig(bisection_depth=4, mc_draws=2, subset=64, ascent_steps=2, seed=7),
-    )
+    names = ["pacbayes_flatness", "sharpness_flatness", "log_prod_of_fro"]
+    # a fine search, so that other draws move the critical scale by more than its step
+    fine = dataclasses.replace(FAST, bisection_depth=12, drop_tolerance=0.0)
+    a = measures.compute(model, (x, y), names=names, config=fine)
+    b = measures.compute(model, (x, y), names=names, config=dataclasses.replace(fine, seed=7))
     assert a["log_prod_of_fro"] == b["log_prod_of_fro"]
+    assert a["pacbayes_flatness"] != b["pacbayes_flatness"]
+    assert a["sharpness_flatness"] != b["sharpness_flatness"]
 
 
 def test_config_rejects_impossible_values():

@@ -82,17 +82,18 @@ def data() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 NAMES = [
-    "log_prod_of_spec",
-    "log_prod_of_spec_fft",
-    "log_sum_of_spec_fft",
-    "fro_over_spec",
-    "fro_over_spec_fft",
-    "dist_spec_init",
-    "dist_spec_init_fft",
-    "log_spec_init_main",
-    "log_spec_orig_main_fft",
-    "log_prod_of_spec_over_margin_fft",
-    "inverse_margin",
+    f"{name}{variant}"
+    for variant in ("", "_fft")
+    for name in (
+        "log_prod_of_spec",
+        "log_prod_of_spec_over_margin",
+        "log_sum_of_spec",
+        "log_sum_of_spec_over_margin",
+        "fro_over_spec",
+        "log_spec_init_main",
+        "log_spec_orig_main",
+        "dist_spec_init",
+    )
 ]
 
 
@@ -123,26 +124,41 @@ def test_spectral_measures_match_direct_computation():
         dist_exact.append(
             float(torch.linalg.matrix_norm(conv_matrix(delta, w.shape[1], size), ord=2)) ** 2
         )
-    margin_term = -math.log(v["inverse_margin"])  # = 2 log gamma
+    # gamma: the 10th-percentile training margin, from the logits (Jiang et al.)
+    logits = model(x).detach()
+    true = logits.gather(1, y[:, None])[:, 0]
+    others = logits.scatter(1, y[:, None], -math.inf).max(1).values
+    gamma = float(torch.sort(true - others).values[math.ceil(0.1 * len(x)) - 1])
+    margin_term = 2 * math.log(gamma)
     assert v["log_prod_of_spec"] == pytest.approx(sum(map(math.log, mats)), rel=1e-5)
     assert v["log_prod_of_spec_fft"] == pytest.approx(sum(map(math.log, exact)), rel=1e-4)
-    assert v["log_sum_of_spec_fft"] == pytest.approx(
-        math.log(3) + sum(map(math.log, exact)) / 3, rel=1e-4
-    )
     assert v["fro_over_spec"] == pytest.approx(sum(f / s for f, s in zip(fro, mats)), rel=1e-4)
     assert v["fro_over_spec_fft"] == pytest.approx(
         sum(f / s for f, s in zip(fro, exact)), rel=1e-4
     )
     assert v["dist_spec_init_fft"] == pytest.approx(sum(dist_exact), rel=1e-4)
-    assert v["log_spec_init_main"] == pytest.approx(
-        sum(map(math.log, mats))
-        - margin_term
-        + math.log(sum(f / s for f, s in zip(dist_fro, mats))),
-        rel=1e-4,
-    )
-    assert v["log_spec_orig_main_fft"] == pytest.approx(
-        v["log_prod_of_spec_over_margin_fft"] + math.log(v["fro_over_spec_fft"]), rel=1e-6
-    )
+    for suffix, spec in (("", mats), ("_fft", exact)):
+        log_prod = sum(map(math.log, spec))
+        assert v[f"log_prod_of_spec_over_margin{suffix}"] == pytest.approx(
+            log_prod - margin_term, rel=1e-4
+        )
+        assert v[f"log_sum_of_spec{suffix}"] == pytest.approx(math.log(3) + log_prod / 3, rel=1e-4)
+        assert v[f"log_sum_of_spec_over_margin{suffix}"] == pytest.approx(
+            math.log(3) + (log_prod - margin_term) / 3, rel=1e-4
+        )
+        assert v[f"log_spec_init_main{suffix}"] == pytest.approx(
+            log_prod - margin_term + math.log(sum(f / s for f, s in zip(dist_fro, spec))),
+            rel=1e-4,
+        )
+        assert v[f"log_spec_orig_main{suffix}"] == pytest.approx(
+            log_prod - margin_term + math.log(sum(f / s for f, s in zip(fro, spec))), rel=1e-4
+        )
+    # the plain variant: each layer's weight reshaped to a matrix (the reference's)
+    dist_mats = [
+        float(torch.linalg.matrix_norm((a.weight - b.weight).detach().flatten(1), ord=2)) ** 2
+        for a, b in zip([model[0], model[2], model[5]], [init[0], init[2], init[5]])
+    ]
+    assert v["dist_spec_init"] == pytest.approx(sum(dist_mats), rel=1e-4)
 
 
 def test_product_of_spectral_norms_is_invariant_to_layer_rescaling():

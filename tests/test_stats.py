@@ -47,21 +47,40 @@ def brute_tau_b(x: list[float], y: list[float]) -> float:
     return (concordant - discordant) / math.sqrt((n0 - ties_x) * (n0 - ties_y))
 
 
+def brute_tau_jiang(x: list[float], y: list[float]) -> float:
+    """Jiang et al.'s Eq. 2 by counting every ordered pair: sum sign sign / (n (n - 1))."""
+    total = sum(
+        np.sign(x[i] - x[j]) * np.sign(y[i] - y[j])
+        for i, j in itertools.permutations(range(len(x)), 2)
+    )
+    return total / (len(x) * (len(x) - 1))
+
+
 # Kendall tau
 
 
 @pytest.mark.parametrize("small_sample", [0, 256])
-def test_kendall_tau_matches_scipy_and_pair_count_with_ties(
+def test_kendall_tau_is_jiangs_and_tau_b_matches_scipy_with_ties(
     small_sample: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(stats, "SMALL_SAMPLE", small_sample)
     rng = np.random.default_rng(1)
     df = pd.DataFrame({"m": rng.integers(0, 4, 40), "g": rng.integers(0, 5, 40)})
     expected = scipy_stats.kendalltau(df["m"], df["g"], variant="b").statistic
-    assert stats.kendall_tau(df, "m", "g") == pytest.approx(expected)
-    assert stats.kendall_tau(df, "m", "g") == pytest.approx(
+    assert stats.kendall_tau_b(df, "m", "g") == pytest.approx(expected)
+    assert stats.kendall_tau_b(df, "m", "g") == pytest.approx(
         brute_tau_b(df["m"].tolist(), df["g"].tolist())
     )
+    assert stats.kendall_tau(df, "m", "g") == pytest.approx(
+        brute_tau_jiang(df["m"].tolist(), df["g"].tolist())
+    )
+
+
+def test_jiangs_tau_keeps_ties_in_the_denominator_by_hand() -> None:
+    # 6 pairs: the one tied in m counts 0, the other 5 are concordant
+    df = pd.DataFrame({"m": [1.0, 1.0, 2.0, 3.0], "g": [0.1, 0.2, 0.3, 0.4]})
+    assert stats.kendall_tau(df, "m", "g") == pytest.approx(5 / 6)
+    assert stats.kendall_tau_b(df, "m", "g") == pytest.approx(5 / math.sqrt(5 * 6))
 
 
 def test_kendall_tau_drops_nan_rows_and_scores_constant_measure_zero() -> None:
@@ -93,21 +112,41 @@ def test_kendall_tau_invariant_to_monotone_transform(pairs: list[tuple[int, floa
 def test_granulated_kendall_matches_explicit_loop() -> None:
     df = grid(seeds=2)
     df["m"] = df["gap"] + 0.03 * df["noise"]
-    values = {h: sorted(df[h].unique()) for h in HPARAMS}
+    values = {h: sorted(df[h].unique()) for h in [*HPARAMS, "seed"]}
     expected = {}
     for h in HPARAMS:
-        others = [o for o in HPARAMS if o != h]
+        others = [o for o in [*HPARAMS, "seed"] if o != h]
         taus = []
         for combo in itertools.product(*(values[o] for o in others)):
             mask = np.ones(len(df), dtype=bool)
             for o, v in zip(others, combo):
                 mask &= (df[o] == v).to_numpy()
             group = df[mask]
-            taus.append(brute_tau_b(group["m"].tolist(), group["gap"].tolist()))
+            taus.append(brute_tau_jiang(group["m"].tolist(), group["gap"].tolist()))
         expected[h] = sum(taus) / len(taus)
     result = stats.granulated_kendall(df, "m", "gap", HPARAMS)
     assert result.per_hparam == pytest.approx(expected)
     assert result.psi == pytest.approx(sum(expected.values()) / 3)
+
+
+def test_granulated_kendall_on_a_hand_built_grid() -> None:
+    # a, b in {0, 1}, seeds 0 and 1; psi_a compares the two models of each (b, seed) group
+    rows = [  # a, b, seed, measure, gap
+        (0, 0, 0, 1, 0.10), (1, 0, 0, 2, 0.20),  # concordant: +1
+        (0, 0, 1, 3, 0.15), (1, 0, 1, 0, 0.30),  # discordant: -1
+        (0, 1, 0, 2, 0.40), (1, 1, 0, 1, 0.50),  # discordant: -1
+        (0, 1, 1, 2, 0.60), (1, 1, 1, 3, 0.50),  # discordant: -1
+    ]  # fmt: skip
+    df = pd.DataFrame(rows, columns=["a", "b", "seed", "m", "gap"])
+    result = stats.granulated_kendall(df, "m", "gap", ["a", "b"])
+    # psi_a = (1 - 1 - 1 - 1) / 4; psi_b over the (a, seed) groups:
+    # (a0 s0) 1 -> 2 vs 0.1 -> 0.4: +1; (a1 s0) 2 -> 1 vs 0.2 -> 0.5: -1;
+    # (a0 s1) 3 -> 2 vs 0.15 -> 0.6: -1; (a1 s1) 0 -> 3 vs 0.3 -> 0.5: +1
+    assert result.per_hparam == pytest.approx({"a": -0.5, "b": 0.0})
+    assert result.psi == pytest.approx(-0.25)
+    # pooling the seeds would also count pairs that differ in the seed only
+    pooled = stats.granulated_kendall(df, "m", "gap", ["a", "b"], replicate=None)
+    assert pooled.per_hparam["a"] != pytest.approx(-0.5)
 
 
 def test_granulated_kendall_is_one_for_target_and_minus_one_for_negation() -> None:
@@ -296,7 +335,52 @@ def test_sign_error_ess_filter_drops_small_environments() -> None:
     kept = envs.loc[envs["kept"], "sign_error"]
     assert result.mean == pytest.approx(kept.mean())
     assert result.max == pytest.approx(kept.max())
-    assert result.p90 == pytest.approx(np.sort(kept)[math.ceil(0.9 * len(kept)) - 1])
+    # the reference's figures: np.percentile over both orders of every environment
+    assert result.p90 == pytest.approx(np.percentile([*kept, *kept], 90))
+    empirical = stats.robust_sign_error(
+        small, "noise", "gap", HPARAMS, 10**7, min_ess=12, quantile="empirical"
+    )
+    assert empirical.p90 == pytest.approx(np.sort(kept)[math.ceil(0.9 * len(kept)) - 1])
+
+
+def test_sign_error_quantile_reference_and_empirical_by_hand() -> None:
+    errors = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+    # listed twice: 12 values, position 0.9 * 11 = 9.9 between 0.4 and 0.5
+    assert stats.sign_error_quantile(errors, 0.9) == pytest.approx(0.49)
+    # inverted CDF: the ceil(0.9 * 6) = 6th smallest
+    assert stats.sign_error_quantile(errors, 0.9, "empirical") == pytest.approx(0.5)
+    # neither is linear interpolation over the list once (position 4.5: 0.45)
+    assert np.quantile(errors, 0.9) == pytest.approx(0.45)
+
+
+def test_hoeffding_threshold_is_where_the_weight_starts() -> None:
+    # 215 test examples (the digits' IID test set): 0.134, as the issue computes by hand
+    assert stats.hoeffding_threshold(215) == pytest.approx(0.1337, abs=1e-4)
+    t = stats.hoeffding_threshold(1000)
+    assert stats.hoeffding_weight(t * 0.999, 1000) == 0.0 < stats.hoeffding_weight(t * 1.001, 1000)
+
+
+def test_bootstrap_interval_by_hand() -> None:
+    # two units 0 and 1: resampled means 0, 1/2, 1 with probabilities 1/4, 1/2, 1/4
+    assert stats.bootstrap_ci([0.0, 1.0]) == (0.0, 1.0)
+    assert stats.bootstrap_ci([0.3, 0.3, math.nan]) == (0.3, 0.3)
+    assert all(math.isnan(v) for v in stats.bootstrap_ci([0.3]))
+    lo, hi = stats.bootstrap_ci(np.random.default_rng(0).normal(size=400))
+    assert lo < 0 < hi and hi - lo == pytest.approx(2 * 1.96 / 20, rel=0.2)
+
+
+def test_selection_takes_the_measures_direction() -> None:
+    df = pd.DataFrame({"m": [1.0, 2.0, 3.0, 4.0, 5.0], "g": [0.5, 0.4, 0.3, 0.2, 0.1]})
+    assert stats.normalized_regret(df, "m", "g") == 1.0
+    assert stats.normalized_regret(df, "m", "g", direction=-1) == 0.0
+    assert stats.top_k_hit_rate(df, "m", "g", direction=-1) == 1.0
+
+
+def test_score_config_defaults_are_the_references() -> None:
+    config = stats.ScoreConfig()
+    assert (config.min_ess, config.quantile) == (12.0, "reference")
+    with pytest.raises(ValueError, match=r"ScoreConfig\.quantile"):
+        stats.ScoreConfig(quantile="linear")
 
 
 def test_sign_error_ties_in_the_measure_count_one_half() -> None:

@@ -50,6 +50,7 @@ def domain_data(
     holdout_fraction: float,
     split_seed: int,
     train_envs: tuple[int, ...] | None = None,
+    measure_fraction: float = 0.0,
 ) -> DomainData:
     """Wrap recipe environments as the ``DomainData`` a dataset plugin returns."""
     return DomainData(
@@ -60,6 +61,7 @@ def domain_data(
         holdout_fraction=holdout_fraction,
         split_seed=split_seed,
         train_envs=train_envs,
+        measure_fraction=measure_fraction,
     )
 
 

@@ -69,11 +69,34 @@ def split_holdout(env: Environment, fraction: float, seed: int) -> tuple[Environ
 
     Returns ``(in_split, out_split)``; the out split is the validation part.
     """
+    inn, out, _ = split_parts(env, fraction, seed)
+    return inn, out
+
+
+def split_parts(
+    env: Environment, fraction: float, seed: int, measure_fraction: float = 0.0
+) -> tuple[Environment, Environment, Environment]:
+    """:func:`split_holdout` with a third, disjoint part: ``(in, out, measure)``.
+
+    The seeded permutation's first ``fraction`` is the out split (the same examples as
+    :func:`split_holdout`'s), the next ``measure_fraction`` the examples the measures may
+    use (the measures study's ``*_heldout`` measures), the rest the in split: the data a
+    measure sees is then never the data that defines the IID gap nor trained on.
+    """
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"holdout_fraction must be in [0, 1), got {fraction}")
+    if not 0.0 <= measure_fraction < 1.0 - fraction:
+        raise ValueError(
+            f"measure_fraction must be in [0, 1 - {fraction}), got {measure_fraction}"
+        )
     perm = np.random.RandomState(seed).permutation(len(env))
     n_out = int(len(env) * fraction)
-    return env.subset(perm[n_out:], f"{env.name}_in"), env.subset(perm[:n_out], f"{env.name}_out")
+    n_measure = n_out + int(len(env) * measure_fraction)
+    return (
+        env.subset(perm[n_measure:], f"{env.name}_in"),
+        env.subset(perm[:n_out], f"{env.name}_out"),
+        env.subset(perm[n_out:n_measure], f"{env.name}_measure"),
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,6 +111,8 @@ class DomainData:
     training as well. Environment ``i`` is split with the seed ``split_seed + i``, or DomainBed's
     ``seed_hash(split_seed, i)`` when ``domainbed_split_seeds``
     (:func:`shiftbench.data.seeds.split_seeds`).
+    ``measure_fraction`` > 0 takes a third part of each training environment, disjoint
+    from both, for the generalization measures (:meth:`measure_sets`).
     """
 
     name: str
@@ -99,7 +124,8 @@ class DomainData:
     train_envs: tuple[int, ...] | None = None
     domainbed_split_seeds: bool = False
     val_env: int = -1
-    _splits: dict[str, list[tuple[Environment, Environment]]] = field(
+    measure_fraction: float = 0.0
+    _splits: dict[str, list[tuple[Environment, Environment, Environment]]] = field(
         default_factory=dict, init=False, repr=False
     )
 
@@ -111,6 +137,11 @@ class DomainData:
             raise ValueError(f"{self.name}: test_env={self.test_env} out of range 0..{n - 1}")
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ValueError(f"{self.name}: holdout_fraction must be in (0, 1)")
+        if not 0.0 <= self.measure_fraction < 1.0 - self.holdout_fraction:
+            raise ValueError(
+                f"{self.name}: measure_fraction must be in [0, 1 - holdout_fraction), got "
+                f"{self.measure_fraction}"
+            )
         if self.train_envs is not None and (
             not self.train_envs
             or self.test_env in self.train_envs
@@ -146,6 +177,15 @@ class DomainData:
     def splits(self, device: torch.device | str = "cpu") -> list[tuple[Environment, Environment]]:
         """(in, out) split of every environment on ``device``, seeded per environment as
         DomainBed does; computed once per device and reused by every trial of a worker."""
+        return [(inn, out) for inn, out, _ in self._parts(device)]
+
+    def measure_sets(self, device: torch.device | str = "cpu") -> list[Environment]:
+        """The measure part of each training environment (empty when ``measure_fraction``
+        is 0): examples neither trained on nor in the out split that defines ``id_acc``."""
+        parts = self._parts(device)
+        return [parts[i][2] for i in self.training_indices if len(parts[i][2])]
+
+    def _parts(self, device: torch.device | str) -> list[tuple[Environment, ...]]:
         key = str(device)
         n = len(self.environments)
         seeds = (
@@ -154,11 +194,17 @@ class DomainData:
             else [self.split_seed + i for i in range(n)]
         )
         if key not in self._splits:
+            training = self.training_indices
             self._splits[key] = [
-                (inn.to(device), out.to(device))
-                for inn, out in (
-                    split_holdout(env, self.holdout_fraction, seed)
-                    for env, seed in zip(self.environments, seeds, strict=True)
+                tuple(part.to(device) for part in parts)
+                for parts in (
+                    split_parts(
+                        env,
+                        self.holdout_fraction,
+                        seeds[i],
+                        self.measure_fraction if i in training else 0.0,
+                    )
+                    for i, env in enumerate(self.environments)
                 )
             ]
         return self._splits[key]
