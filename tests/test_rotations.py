@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from shiftbench.models import create_model
 from shiftbench.rotations import SCOPES, BlockRotation, RotatedOptimizer, haar_rotation
 
 STEPS = 20
@@ -301,3 +302,48 @@ def test_bad_arguments_are_rejected() -> None:
     optimizer = RotatedOptimizer(MODEL.parameters(), torch.optim.SGD, lr=0.1)
     with pytest.raises(NotImplementedError):
         optimizer.add_param_group({"params": [torch.zeros(2, requires_grad=True)]})
+
+
+def _line(name: str, shape: torch.Size, index: tuple[int, ...], scope: str) -> tuple:
+    """Where ``scope`` may move a unit value at ``index`` of a timm parameter: the intended
+    axis, written out per parameter kind (the rule of the rotations module doc)."""
+    if name == "pos_embed":  # (1, N, D): a table of positions, one feature across positions
+        _, n, d = index
+        return (0, slice(None), d) if scope == "output" else (0, n, slice(None))
+    if scope == "output":  # the weights ending at one output neuron
+        return (index[0], *[slice(None)] * (len(shape) - 1))
+    return (slice(None), *index[1:])  # the weights leaving one input coordinate
+
+
+@pytest.mark.parametrize("model_name", ["timm_vit", "timm_resnet"])
+@pytest.mark.parametrize("scope", ["output", "input"])
+def test_matrix_scopes_act_within_the_intended_axis_of_every_timm_parameter(
+    model_name: str, scope: str
+) -> None:
+    """Every parameter of a timm ViT and ResNet: a unit value on one coordinate is mixed only
+    along the intended axis (pos_embed never mixes the whole table; cls_token, biases and
+    norms stay put), and mixed at all where that axis is longer than one."""
+    torch.manual_seed(0)
+    model = create_model(model_name, (1, 8, 8), 4, depth=1, width=8).double()
+    optimizer = RotatedOptimizer(
+        model.named_parameters(), torch.optim.SGD, scope=scope, block_size=4, module=model, lr=0.1
+    )
+    generator = torch.Generator().manual_seed(1)
+    for name, p in model.named_parameters():
+        index = tuple(int(torch.randint(n, (), generator=generator)) for n in p.shape)
+        value = torch.zeros_like(p)
+        value[index] = 1.0
+        (shadow,) = _nonzero_shadows(optimizer, {p: value})
+        if p.squeeze().ndim < 2:  # a bias, a norm, cls_token (1, 1, D): not rotated
+            torch.testing.assert_close(shadow, value, rtol=0, atol=0, msg=name)
+            continue
+        if shadow.shape != p.shape:  # one of Q, K, V of a fused weight
+            third = p.shape[0] // 3
+            value = value[index[0] // third * third :][:third]
+            index = (index[0] % third, *index[1:])
+        keep = torch.zeros_like(shadow, dtype=torch.bool)
+        keep[_line(name, shadow.shape, index, scope)] = True
+        assert shadow[~keep].abs().max() == 0, f"{name} mixes across the {scope} axis"
+        if keep.sum() > 1:
+            assert (shadow[keep] != 0).sum() > 1, f"{name} is not rotated in {scope}"
+        torch.testing.assert_close(shadow.norm(), value.norm())
