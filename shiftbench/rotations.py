@@ -77,8 +77,10 @@ from torch import Tensor, nn
 
 SCOPES = ("none", "global", "layer", "output", "input", "svd")
 FUSED_QKV_MODULES = ("qkv", "c_attn")
-DEFAULT_BLOCK_SIZE = 1024
-DEFAULT_SVD_EVERY = 10
+# Zhang, Maes et al. (NeurIPS 2025), appendices: Haar blocks of 768 (GPT-2's width), SVD bases
+# recomputed every 250 steps.
+DEFAULT_BLOCK_SIZE = 768
+DEFAULT_SVD_EVERY = 250
 
 
 def haar_rotation(

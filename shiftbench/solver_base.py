@@ -16,21 +16,18 @@ import torch
 from benchopt import BaseSolver
 
 from shiftbench.accel import PLAIN, Accel
+from shiftbench.rotations import DEFAULT_BLOCK_SIZE, DEFAULT_SVD_EVERY, RotatedOptimizer
 from shiftbench.search import IntUniform, LogOneMinus, LogUniform, Space
 from shiftbench.training import LR_SCHEDULES, EnvSampler, lr_factor
 
 SCOPES = ("none", "global", "layer", "output", "input", "svd")
-# Zhang, Maes et al. (NeurIPS 2025), App. B: Haar blocks of 768 (GPT-2's width) and SVD bases
-# recomputed every 250 steps.
-PAPER_BLOCK_SIZE = 768
-PAPER_SVD_EVERY = 250
 COMMON_PARAMETERS: dict[str, list[Any]] = {
     "lr": [0.01],
     "weight_decay": [0.0],
     "batch_size": [64],
     "rotation": ["none"],
-    "rotation_block_size": [PAPER_BLOCK_SIZE],
-    "svd_every": [PAPER_SVD_EVERY],
+    "rotation_block_size": [DEFAULT_BLOCK_SIZE],
+    "svd_every": [DEFAULT_SVD_EVERY],
     "lr_schedule": ["constant"],
     "warmup_steps": [0],
     "min_lr_ratio": [0.1],
@@ -106,8 +103,6 @@ class TorchSolver(BaseSolver):
         kwargs = self.optimizer_kwargs()
         if self.rotation == "none":
             return self.optimizer_class(params, **kwargs)
-        from shiftbench.rotations import RotatedOptimizer
-
         return RotatedOptimizer(
             params,
             self.optimizer_class,

@@ -347,3 +347,116 @@ def test_matrix_scopes_act_within_the_intended_axis_of_every_timm_parameter(
         if keep.sum() > 1:
             assert (shadow[keep] != 0).sum() > 1, f"{name} is not rotated in {scope}"
         torch.testing.assert_close(shadow.norm(), value.norm())
+
+
+def test_step_with_a_closure_returns_its_loss_and_steps_on_its_gradient() -> None:
+    model = copy.deepcopy(MODEL)
+    optimizer = _rotated("global", torch.optim.SGD, lr=0.1)(model)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(X), Y)
+        loss.backward()
+        return loss
+
+    loss = optimizer.step(closure)
+    assert loss == nn.functional.cross_entropy(MODEL(X), Y)
+    expected = _train(lambda m: torch.optim.SGD(m.parameters(), lr=0.1), steps=1)
+    torch.testing.assert_close(_flat(model), _flat(expected), rtol=0, atol=1e-12)
+
+
+def test_parameters_without_a_gradient() -> None:
+    """A unit without any gradient is not stepped (no state, weights unchanged); a missing
+    gradient inside a unit counts as zero (the same step as an explicit zero gradient)."""
+
+    def train(scope: str, missing: str) -> tuple[nn.Module, RotatedOptimizer]:
+        model = copy.deepcopy(MODEL)
+        optimizer = _rotated(scope, torch.optim.Adam, lr=0.01)(model)
+        for _ in range(3):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(X), Y).backward()
+            if missing == "none":
+                model.fc.bias.grad = None
+            else:
+                model.fc.bias.grad.zero_()
+            optimizer.step()
+        return model, optimizer
+
+    model, optimizer = train("output", "none")
+    torch.testing.assert_close(model.fc.bias, MODEL.fc.bias, rtol=0, atol=0)
+    shadows = optimizer.base.param_groups[0]["params"]
+    assert [bool(optimizer.base.state.get(shadow)) for shadow in shadows] == [True] * 6 + [False]
+    with_none, _ = train("global", "none")
+    with_zero, _ = train("global", "zero")
+    torch.testing.assert_close(_flat(with_none), _flat(with_zero), rtol=0, atol=0)
+    assert not torch.equal(with_none.fc.bias, MODEL.fc.bias)  # the global rotation moves it
+
+
+def test_sparse_gradients_are_rejected() -> None:
+    table = nn.Embedding(5, 3, sparse=True)
+    optimizer = RotatedOptimizer(table.parameters(), torch.optim.Adam, scope="global", lr=0.1)
+    table(torch.tensor([0, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match="sparse"):
+        optimizer.step()
+
+
+def test_fused_qkv_names_split_other_parameters() -> None:
+    attention = nn.MultiheadAttention(4, 1)
+    named = list(attention.named_parameters())
+    plain = RotatedOptimizer(named, torch.optim.SGD, scope="layer", lr=0.1)
+    fused = RotatedOptimizer(
+        named, torch.optim.SGD, scope="layer", lr=0.1, fused_qkv={"in_proj_weight"}
+    )
+    sizes = sorted(p.numel() for p in plain.base.param_groups[0]["params"])
+    assert sizes == [12, 20, 48]  # in_proj_bias, out_proj (weight and bias), in_proj_weight
+    sizes = sorted(p.numel() for p in fused.base.param_groups[0]["params"])
+    assert sizes == [12, 16, 16, 16, 20]  # Q, K, V of in_proj_weight (4 x 4 each) apart
+    with pytest.raises(ValueError, match="multiple of 3"):
+        RotatedOptimizer(
+            [("w", torch.zeros(4, 2, requires_grad=True))],
+            torch.optim.SGD,
+            fused_qkv={"w"},
+            lr=0.1,
+        )
+
+
+@pytest.mark.parametrize(
+    ("change", "match"), [({"scope": "layer"}, "scope"), ({"block_size": 4}, "block_size")]
+)
+def test_state_dict_of_another_scope_or_block_size_is_refused(change: dict, match: str) -> None:
+    model = copy.deepcopy(MODEL)
+    settings = {"scope": "global", "block_size": 3}
+    optimizer = RotatedOptimizer(model.parameters(), torch.optim.Adam, lr=0.01, **settings)
+    nn.functional.cross_entropy(model(X), Y).backward()
+    optimizer.step()
+    other = RotatedOptimizer(
+        model.parameters(), torch.optim.Adam, lr=0.01, **{**settings, **change}
+    )
+    with pytest.raises(ValueError, match=match):
+        other.load_state_dict(optimizer.state_dict())
+
+
+def test_svd_basis_refresh_keeps_the_moments_of_the_old_basis() -> None:
+    """SVD-Adam with the basis recomputed every 2 steps while the moments are non-zero, against
+    numpy: the moments live in whatever basis is current (not transformed at a refresh), the
+    step is U (m-hat / (sqrt(v-hat) + eps)) V^T with the current U, V."""
+    generator = torch.Generator().manual_seed(5)
+    weight = torch.randn(4, 3, dtype=torch.float64, generator=generator, requires_grad=True)
+    grads = [torch.randn(4, 3, dtype=torch.float64, generator=generator) for _ in range(5)]
+    w = weight.detach().numpy().copy()
+    lr, (b1, b2), eps = 0.1, (0.9, 0.99), 1e-6  # eps >> the null space's rounding noise
+    optimizer = RotatedOptimizer(
+        [weight], torch.optim.Adam, scope="svd", svd_every=2, lr=lr, betas=(b1, b2), eps=eps
+    )
+    m = v = np.zeros((4, 3))
+    for t, gradient in enumerate(grads, start=1):
+        weight.grad = gradient
+        optimizer.step()
+        g = gradient.numpy()
+        if t % 2 == 1:  # steps 0, 2, 4 (0-based) recompute the basis
+            u, _, vt = np.linalg.svd(g, full_matrices=True)
+        rotated = u.T @ g @ vt.T
+        m, v = b1 * m + (1 - b1) * rotated, b2 * v + (1 - b2) * rotated**2
+        step = (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+        w = w - lr * u @ step @ vt
+        np.testing.assert_allclose(weight.detach().numpy(), w, rtol=0, atol=1e-9)
