@@ -404,6 +404,11 @@ class RotatedOptimizer(torch.optim.Optimizer):
         self.defaults = {**self.base.defaults, "weight_decay": weight_decay}
         self._frozen = True
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything, the base optimizer and the rotations included (torch keeps only the
+        defaults, state and groups), so that ``copy.deepcopy`` and pickle give a working copy."""
+        return {**super().__getstate__(), **self.__dict__}
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Only during construction: the rotations are fixed once built."""
         if self._frozen:

@@ -56,7 +56,9 @@ def trained(optimizer_factory):
 
 
 def probe(model, data, optimizer):
-    config = measures.MeasureConfig(noise_batch_size=32, subset=512)  # every batch = all data
+    config = measures.MeasureConfig(  # every batch = all data
+        noise_batch_size=32, linf_batches=4, hessian_batches=2, orthogonality_steps=2
+    )
     return measures.compute_with_reasons(
         model, data, names=PROBES, config=config, optimizer=optimizer
     )
@@ -77,16 +79,27 @@ def full_hessian(model, x, y) -> np.ndarray:
 
 def test_adam_probes_match_direct_computations():
     model, (x, y), adam = trained(lambda m: torch.optim.Adam(m.parameters(), lr=0.05))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     values, reasons = probe(model, (x, y), adam)
     (beta1, beta2), eps = adam.defaults["betas"], adam.defaults["eps"]
-    for name, layer in (("mlp", model.fc), ("head", model.head)):
-        state = adam.state[layer.weight]
-        step = float(state["step"])
-        m_hat = state["exp_avg"].numpy() / (1 - beta1**step)
-        v_hat = state["exp_avg_sq"].numpy() / (1 - beta2**step)
-        singular = np.linalg.svd(m_hat / (np.sqrt(v_hat) + eps), compute_uv=False)
-        expected = singular.std() / singular.mean()
-        assert values[f"update_orthogonality_{name}"] == pytest.approx(expected, rel=1e-5)
+    # two steps of resumed training on all the data, each step's CV averaged
+    resumed, resumed_adam = trained(lambda m: torch.optim.Adam(m.parameters(), lr=0.05))[::2]
+    cvs = {"mlp": [], "head": []}
+    for _ in range(2):
+        resumed_adam.zero_grad()
+        F.cross_entropy(resumed(x), y).backward()
+        resumed_adam.step()
+        for name, layer in (("mlp", resumed.fc), ("head", resumed.head)):
+            state = resumed_adam.state[layer.weight]
+            step = float(state["step"])
+            m_hat = state["exp_avg"].numpy() / (1 - beta1**step)
+            v_hat = state["exp_avg_sq"].numpy() / (1 - beta2**step)
+            singular = np.linalg.svd(m_hat / (np.sqrt(v_hat) + eps), compute_uv=False)
+            cvs[name].append(singular.std() / singular.mean())
+    for name, expected in cvs.items():
+        assert values[f"update_orthogonality_{name}"] == pytest.approx(np.mean(expected), rel=1e-5)
+    for key, value in model.state_dict().items():  # resumed on a copy
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
     assert math.isnan(values["update_orthogonality_embed"])
     assert "no embed weight matrix" in reasons["update_orthogonality_embed"]
     model.eval()
@@ -149,7 +162,7 @@ def test_the_runner_gives_the_trials_optimizer_to_the_measures(tmp_path):
     names = ("update_orthogonality_conv", "adam_v_log10_q50")
     rows = {}
     for trial in parse_study(raw, tmp_path / "r.yml").trials():
-        outcome = runner.run(trial, "r", measures=names)
+        outcome = runner.run(trial, "r", measures=names, measure_config={"orthogonality_steps": 3})
         assert outcome.status == "done", outcome.error
         rows[(trial.solver, dict(trial.solver_params)["rotation"])] = outcome.rows[-1]
     for key in (("adam", "none"), ("adam", "output")):

@@ -460,3 +460,18 @@ def test_svd_basis_refresh_keeps_the_moments_of_the_old_basis() -> None:
         step = (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
         w = w - lr * u @ step @ vt
         np.testing.assert_allclose(weight.detach().numpy(), w, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("scope", ["global", "svd"])
+def test_a_deep_copy_with_its_model_continues_the_same_trajectory(scope: str) -> None:
+    make = _rotated(scope, torch.optim.Adam, lr=0.01, svd_every=2)
+    straight = _train(make, steps=6)
+    model = copy.deepcopy(MODEL)
+    optimizer = make(model)
+    for step in range(6):
+        if step == 3:
+            model, optimizer = copy.deepcopy((model, optimizer))
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(X), Y).backward()
+        optimizer.step()
+    torch.testing.assert_close(_flat(model), _flat(straight), rtol=0, atol=1e-12)
