@@ -17,6 +17,10 @@ basis, else the standard one), at the paper's estimator with its sample sizes as
 - ``hessian_11_norm``: the (1,1)-norm of the expected Hessian, from ``hessian_coordinates``
   sampled rows each averaged over ``hessian_batches`` minibatches of ``noise_batch_size``
   examples before its L1 norm, on the model in eval mode.
+- ``hessian_<block>_share`` / ``_mean`` (block: neuron, layer, other): Table 1's
+  block-diagonality, in the standard basis from the same sampled rows: the share of the
+  (1,1)-norm, and the mean |H_ij| per entry, within one neuron, within one layer across
+  neurons, and across layers.
 - ``adam_v_log10_q10`` / ``_q50`` / ``_q90``: quantiles of log10 of Adam's (raw) second
   moments v over its positive entries.
 
@@ -129,6 +133,41 @@ def hessian_11_norm(ctx: MeasureContext) -> float:
             generator,
             basis(optimizer),
         )
+
+
+def hessian_block_share(ctx: MeasureContext, key: str) -> float:
+    """One entry of ``probes.hessian_block_shares`` in the standard basis (Table 1 of Zhang,
+    Maes et al.), from the rows and minibatches of ``hessian_11_norm``'s settings; for any
+    optimizer (the Hessian is the model's)."""
+
+    def shares() -> dict[str, float]:
+        batches = minibatches(ctx, "hessian_11_norm", ctx.config.hessian_batches)
+        generator = torch.Generator().manual_seed(ctx.config.seed)
+        with sdpa_kernel(SDPBackend.MATH):
+            return probes.hessian_block_shares(
+                ctx.model, cross_entropy, batches, ctx.config.hessian_coordinates, generator
+            )
+
+    return ctx.memo("hessian_block_shares", shares)[key]
+
+
+def _register_hessian_block(key: str) -> None:
+    def fn(ctx: MeasureContext) -> float:
+        return hessian_block_share(ctx, key)
+
+    block, _, mean = key.partition("_")
+    fn.__qualname__ = fn.__name__ = f"hessian_{block}_{'mean' if mean else 'share'}"
+    fn.__doc__ = (
+        f"Mean |H_ij| of one {block}-block entry of the Hessian (standard basis)."
+        if mean
+        else f"Share of the Hessian's (1,1)-norm in its {block} blocks (standard basis)."
+    )
+    measure(fn.__name__, family=FAMILY, adjustment="none")(fn)
+
+
+for _block in probes.HESSIAN_BLOCKS:
+    _register_hessian_block(_block)
+    _register_hessian_block(f"{_block}_mean")
 
 
 def second_moment_quantile(ctx: MeasureContext, q: float) -> float:

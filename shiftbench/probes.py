@@ -239,6 +239,35 @@ def linf_gradient_bound(
     return bound
 
 
+def mean_hessian_rows(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Sequence[Any],
+    n_samples: int,
+    generator: torch.Generator,
+    basis: RotatedOptimizer | None = None,
+) -> tuple[list[int], Tensor]:
+    """``n_samples`` coordinates i drawn uniformly without replacement (all of them when
+    n_samples >= d) and the rows H e_i of the minibatch Hessians averaged over ``batches``,
+    as a (samples, d) tensor, in ``basis``'s coordinates when given (R H R^T: e_i rotated
+    back before the Hessian-vector product, the product rotated forward)."""
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    if not batches:
+        raise ValueError("the Hessian probes need at least one batch")
+    params = [p for p in model.parameters() if p.requires_grad]
+    coords = _Coordinates(params, basis)
+    chosen = torch.randperm(coords.size, generator=generator)[: min(n_samples, coords.size)]
+    vectors = [coords.to_standard(coords.unit_vector(index)) for index in chosen.tolist()]
+    rows = torch.zeros(len(vectors), coords.size, dtype=torch.float64)
+    for batch in batches:
+        grads = torch.autograd.grad(loss_fn(model, batch), params, create_graph=True)
+        for k, vector in enumerate(vectors):
+            row = coords.from_standard(_hessian_vector_product(grads, params, vector))
+            rows[k] += torch.cat([v.detach().reshape(-1) for v in row]).double().cpu()
+    return chosen.tolist(), rows / len(batches)
+
+
 def hessian_11_norm(
     model: nn.Module,
     loss_fn: LossFn,
@@ -248,30 +277,82 @@ def hessian_11_norm(
     basis: RotatedOptimizer | None = None,
 ) -> float:
     """Estimate ||H||_{1,1} = sum_i ||H e_i||_1 of the loss's expected Hessian H as d * mean
-    of ||H e_i||_1 over ``n_samples`` coordinates i drawn uniformly without replacement (exact
-    when n_samples >= d, the number of coordinates), each row H e_i being the mean of the
-    minibatch Hessians' rows over ``batches`` before its L1 norm, as Zhang, Maes et al.
-    average rows over minibatches. With ``basis`` the Hessian is R H R^T in that optimizer's
-    coordinates: e_i is rotated back before the Hessian-vector product and the product
-    rotated forward."""
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-    if not batches:
-        raise ValueError("hessian_11_norm needs at least one batch")
-    params = [p for p in model.parameters() if p.requires_grad]
-    coords = _Coordinates(params, basis)
-    d = coords.size
-    chosen = torch.randperm(d, generator=generator)[: min(n_samples, d)].tolist()
-    vectors = [coords.to_standard(coords.unit_vector(index)) for index in chosen]
-    rows: list[list[Tensor] | None] = [None] * len(chosen)
-    for batch in batches:
-        grads = torch.autograd.grad(loss_fn(model, batch), params, create_graph=True)
-        for k, vector in enumerate(vectors):
-            row = coords.from_standard(_hessian_vector_product(grads, params, vector))
-            current = rows[k]
-            rows[k] = row if current is None else [a + b for a, b in zip(current, row)]
-    total = sum(sum(v.abs().sum().item() for v in row) for row in rows if row is not None)
-    return d * total / (len(chosen) * len(batches))
+    of ||H e_i||_1 over sampled coordinates (``mean_hessian_rows``: exact when n_samples >= d),
+    each row being the mean of the minibatch Hessians' rows before its L1 norm, as Zhang,
+    Maes et al. average rows over minibatches (a single minibatch's L1 norm is biased upward
+    by its noise)."""
+    _, rows = mean_hessian_rows(model, loss_fn, batches, n_samples, generator, basis)
+    return rows.shape[1] * rows.abs().sum().item() / rows.shape[0]
+
+
+HESSIAN_BLOCKS = ("neuron", "layer", "other")
+
+
+def coordinate_blocks(model: nn.Module) -> tuple[Tensor, Tensor]:
+    """For each coordinate of ``model``'s trainable parameters (in ``parameters()`` order):
+    its layer (the parameter's module; the Q, K and V blocks of a fused weight apart) and its
+    neuron (the output feature it feeds: a matrix's row under ``module_layouts``, an entry
+    of a bias or norm vector), as integer ids numbered from 0 in order of appearance."""
+    layouts = module_layouts(model)
+    layer_keys: list[Tensor] = []
+    neuron_keys: list[Tensor] = []
+    modules: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        layout = layouts[name]
+        module = name.rpartition(".")[0] or name
+        index = modules.setdefault(module, len(modules))
+        if layout is None:
+            features = torch.arange(p.numel())
+        elif layout.table:  # the table's columns are its features
+            features = torch.arange(layout.shape[1]).expand(layout.shape)
+        else:
+            features = torch.arange(layout.shape[0])[:, None].expand(layout.shape)
+        features = features.reshape(-1)
+        part = torch.zeros_like(features)
+        out = p.shape[0] if p.ndim else 1
+        if module.rpartition(".")[2] in FUSED_QKV_MODULES and out % 3 == 0:
+            part = features // (out // 3)
+        layer_keys.append(index * 3 + part)
+        neuron_keys.append(index * (1 << 40) + features)
+    return _dense_ids(torch.cat(layer_keys)), _dense_ids(torch.cat(neuron_keys))
+
+
+def _dense_ids(keys: Tensor) -> Tensor:
+    """Keys renumbered 0, 1, ... in order of first appearance."""
+    unique, inverse = torch.unique(keys, return_inverse=True)
+    first = torch.full((len(unique),), len(keys), dtype=torch.long)
+    first.scatter_reduce_(0, inverse, torch.arange(len(keys)), reduce="amin")
+    rank = torch.empty_like(first)
+    rank[torch.argsort(first)] = torch.arange(len(unique))
+    return rank[inverse]
+
+
+def hessian_block_shares(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Sequence[Any],
+    n_samples: int,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """How the (1,1)-norm of the expected Hessian splits between its blocks, as Zhang, Maes
+    et al.'s Table 1: the share of sum |H_ij| (over sampled rows i, averaged over minibatches)
+    where j feeds the same neuron as i (``neuron``), the same layer but another neuron
+    (``layer``), or another layer (``other``); plus ``<block>_mean``, the mean |H_ij| of one
+    entry of each block (off-diagonal blocks are small per entry but many)."""
+    chosen, rows = mean_hessian_rows(model, loss_fn, batches, n_samples, generator)
+    layer, neuron = coordinate_blocks(model)
+    same_neuron = neuron[chosen][:, None] == neuron[None, :]
+    same_layer = (layer[chosen][:, None] == layer[None, :]) & ~same_neuron
+    masks = {"neuron": same_neuron, "layer": same_layer, "other": ~(same_neuron | same_layer)}
+    mass = rows.abs()
+    total = mass.sum().item()
+    out = {}
+    for block, mask in masks.items():
+        out[block] = mass[mask].sum().item() / total if total > 0 else float("nan")
+        out[f"{block}_mean"] = mass[mask].mean().item() if mask.any() else float("nan")
+    return out
 
 
 def _hessian_vector_product(

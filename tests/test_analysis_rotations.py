@@ -25,6 +25,12 @@ PROBES = [
     "update_orthogonality_embed",
     "linf_gradient_bound",
     "hessian_11_norm",
+    "hessian_neuron_share",
+    "hessian_layer_share",
+    "hessian_other_share",
+    "hessian_neuron_mean",
+    "hessian_layer_mean",
+    "hessian_other_mean",
     "adam_v_log10_q10",
     "adam_v_log10_q50",
     "adam_v_log10_q90",
@@ -106,8 +112,17 @@ def test_adam_probes_match_direct_computations():
     grads = torch.autograd.grad(F.cross_entropy(model(x), y), list(model.parameters()))
     expected_linf = max(g.abs().max().item() for g in grads)
     assert values["linf_gradient_bound"] == pytest.approx(expected_linf, rel=1e-5)
-    hessian = full_hessian(model, x, y)
-    assert values["hessian_11_norm"] == pytest.approx(np.abs(hessian).sum(), rel=1e-4)
+    hessian = np.abs(full_hessian(model, x, y))
+    assert values["hessian_11_norm"] == pytest.approx(hessian.sum(), rel=1e-4)
+    neuron = np.array([0, 0, 1, 1, 0, 1, 2, 2, 3, 3, 2, 3])  # fc.weight rows, fc.bias, head
+    layer = np.array([0] * 6 + [1] * 6)
+    same_neuron = neuron[:, None] == neuron[None, :]
+    same_layer = (layer[:, None] == layer[None, :]) & ~same_neuron
+    other = ~(same_neuron | same_layer)
+    for block, mask in (("neuron", same_neuron), ("layer", same_layer), ("other", other)):
+        share = hessian[mask].sum() / hessian.sum()
+        assert values[f"hessian_{block}_share"] == pytest.approx(share, rel=1e-4)
+        assert values[f"hessian_{block}_mean"] == pytest.approx(hessian[mask].mean(), rel=1e-4)
     v = np.concatenate([s["exp_avg_sq"].numpy().ravel() for s in adam.state.values()])
     logs = np.log10(v[v > 0].astype(np.float64))
     for q, name in ((0.1, "q10"), (0.5, "q50"), (0.9, "q90")):
@@ -145,8 +160,11 @@ def test_probes_are_nan_with_a_reason_without_adam_moments():
     model, data, sgd = trained(lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9))
     for optimizer, why in ((sgd, "SGD keeps no Adam moments"), (None, "no optimizer given")):
         values, reasons = probe(model, data, optimizer)
-        assert all(math.isnan(values[name]) for name in PROBES)
-        assert all(why in reasons[name] for name in PROBES)
+        adam_only = [name for name in PROBES if not name.startswith("hessian_")]
+        assert all(math.isnan(values[name]) for name in adam_only)
+        assert all(why in reasons[name] for name in adam_only)
+        # the Hessian is the model's, whatever trained it
+        assert all(np.isfinite(values[f"hessian_{b}_share"]) for b in ("neuron", "layer"))
 
 
 def test_the_runner_gives_the_trials_optimizer_to_the_measures(tmp_path):

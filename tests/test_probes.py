@@ -12,7 +12,9 @@ from torch.func import functional_call
 
 from shiftbench.models import create_model
 from shiftbench.probes import (
+    coordinate_blocks,
     hessian_11_norm,
+    hessian_block_shares,
     layer_type,
     linf_gradient_bound,
     matrix_role,
@@ -373,3 +375,41 @@ def test_vit_positional_table_is_a_matrix_and_cls_token_a_vector() -> None:
     result = update_orthogonality(optimizer, model)
     assert "cls_token" not in result.per_param
     assert result.per_param["pos_embed"] > 0.01
+
+
+def test_hessian_block_shares_split_the_exact_hessian_by_neuron_and_layer() -> None:
+    """The 26 coordinates of Linear(3, 4) -> Linear(4, 2), labelled by hand: a weight row and
+    its bias entry feed one neuron; every coordinate sampled, so the shares are exact."""
+    model, batch = _tiny()
+    neuron = np.array(
+        [o for o in range(4) for _ in range(3)]
+        + list(range(4))
+        + [4 + o for o in range(2) for _ in range(4)]
+        + [4, 5]
+    )
+    layer = np.array([0] * 16 + [1] * 10)
+    got_layer, got_neuron = coordinate_blocks(model)
+    assert got_neuron.tolist() == neuron.tolist() and got_layer.tolist() == layer.tolist()
+    hessian = np.abs(_exact_hessian(model, batch).numpy())
+    same_neuron = neuron[:, None] == neuron[None, :]
+    same_layer = (layer[:, None] == layer[None, :]) & ~same_neuron
+    other = ~(same_neuron | same_layer)
+    shares = hessian_block_shares(model, _loss, [batch], 26, torch.Generator().manual_seed(0))
+    for block, mask in (("neuron", same_neuron), ("layer", same_layer), ("other", other)):
+        assert shares[block] == pytest.approx(hessian[mask].sum() / hessian.sum(), rel=1e-9)
+        assert shares[f"{block}_mean"] == pytest.approx(hessian[mask].mean(), rel=1e-9)
+    assert shares["neuron"] + shares["layer"] + shares["other"] == pytest.approx(1.0)
+
+
+def test_coordinate_blocks_of_fused_qkv_and_vit_tables() -> None:
+    model = FusedLayer()
+    layer, neuron = coordinate_blocks(model)
+    assert layer.reshape(12, 4)[:, 0].tolist() == [0] * 4 + [1] * 4 + [2] * 4  # Q, K, V apart
+    assert neuron.reshape(12, 4).tolist() == [[o] * 4 for o in range(12)]
+    vit = create_model("timm_vit", (1, 8, 8), 4, depth=1, width=8)
+    names = [name for name, _ in vit.named_parameters()]
+    sizes = [p.numel() for p in vit.parameters()]
+    start = sum(sizes[: names.index("pos_embed")])
+    _, neuron = coordinate_blocks(vit)
+    table = neuron[start : start + sizes[names.index("pos_embed")]].reshape(17, 8)
+    assert (table == table[0]).all() and len(set(table[0].tolist())) == 8  # one per feature
