@@ -217,6 +217,11 @@ def ledger() -> pd.DataFrame:
                 rows[-1]["measure.update_orthogonality_mlp"] = 1.0 + seed + (scope == "global")
                 rows[-1]["measure.update_orthogonality_conv"] = math.nan
                 rows[-1]["measure.linf_gradient_bound"] = 10.0 * (seed + 1)
+                rows[-1]["measure.hessian_neuron_share"] = 0.2 + 0.1 * seed
+                rows[-1]["measure.hessian_layer_share"] = 0.3
+                rows[-1]["measure.hessian_other_share"] = 0.5 - 0.1 * seed
+                rows[-1]["measure.hessian_neuron_mean"] = 1e-2
+                rows[-1]["measure.hessian_other_mean"] = 1e-4 * (seed + 1)
     probes = {c: math.nan for c in rows[-1] if c.startswith("measure.")}
     sgd = dict(rows[-1], trial_id="sgd", solver="sgd", **probes)
     return pd.DataFrame([*rows, sgd])
@@ -268,8 +273,17 @@ def test_slowdown_keeps_the_models_of_one_data_set_apart(tmp_path):
     assert (tmp_path / "rotation_curves.png").is_file()
 
 
+def test_hessian_block_table_averages_seeds(tmp_path):
+    run_analysis("rotation_hessian_blocks", ledger(), tmp_path)
+    table = pd.read_csv(tmp_path / "rotation_hessian_blocks.csv").set_index(["task", "scope"])
+    assert table["neuron_share_mean"].tolist() == pytest.approx([0.25] * 4)
+    assert table["other_share_std"].tolist() == pytest.approx([np.std([0.5, 0.4], ddof=1)] * 4)
+    assert table["other_entry_vs_neuron_entry"].tolist() == pytest.approx([0.015] * 4)
+    assert "sgd" not in set(table["solver"])
+
+
 def test_analyses_say_so_when_nothing_was_probed(tmp_path):
     frame = ledger().drop(columns=[c for c in ledger() if c.startswith("measure.")])
-    for name in ("rotation_orthogonality", "rotation_probes"):
+    for name in ("rotation_orthogonality", "rotation_probes", "rotation_hessian_blocks"):
         report = run_analysis(name, frame, tmp_path / name)
         assert report.sections and "No run measured" in report.sections[0]
