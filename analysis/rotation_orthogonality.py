@@ -1,22 +1,23 @@
-"""Update orthogonality per layer type and rotation scope (Zhang, Maes et al. 2025): the
-coefficient of variation of the singular values of Adam's normalized update at the final
-checkpoint (0 = orthogonal), mean and std over seeds; layer types absent everywhere are left
-out."""
+"""Update orthogonality per layer type, per transformer matrix (Q, K, V, O, W1, W2) and
+rotation scope (Zhang, Maes et al. 2025): the coefficient of variation of the singular values
+of Adam's normalized update averaged over steps resumed from the final checkpoint (0 =
+orthogonal), mean and std over seeds; kinds absent everywhere are left out."""
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from shiftbench.probes import LAYER_TYPES
+from shiftbench.probes import LAYER_TYPES, MATRIX_ROLES
 from shiftbench.report import AnalysisContext
 from shiftbench.rotation_analysis import probe_summary
 
-COLUMNS = [f"update_orthogonality_{kind}" for kind in LAYER_TYPES]
+KINDS = [*LAYER_TYPES, *MATRIX_ROLES]
+COLUMNS = [f"update_orthogonality_{kind}" for kind in KINDS]
 
 
 def run(context: AnalysisContext) -> None:
     summary = probe_summary(context.ledger, COLUMNS)
-    kinds = [k for k in LAYER_TYPES if _measured(summary, f"update_orthogonality_{k}")]
+    kinds = [k for k in KINDS if _measured(summary, f"update_orthogonality_{k}")]
     if not kinds:
         context.report.text("No run measured update orthogonality (Adam runs with the probes).")
         return
@@ -27,7 +28,8 @@ def run(context: AnalysisContext) -> None:
     context.report.table(
         "rotation_orthogonality",
         summary,
-        "Update orthogonality (singular-value CV of Adam's update) per layer type and scope",
+        "Update orthogonality (singular-value CV of Adam's update) per layer type, per "
+        "matrix role (q, k, v, o, w1, w2) and scope",
     )
     panels = sorted(summary.groupby(["task", "solver"]).groups)
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
@@ -42,12 +44,12 @@ def run(context: AnalysisContext) -> None:
             )
         ax.set_xticks(x + 0.4 - width / 2, panel["scope"])
         ax.set(title=f"{task} / {solver}", xlabel="rotation", ylabel="singular-value CV")
-        ax.legend(fontsize=8, title="layer type")
+        ax.legend(fontsize=8, title="layer type / matrix")
         ax.grid(alpha=0.3, axis="y")
     context.report.figure(
         "rotation_orthogonality",
         fig,
-        "Update orthogonality per layer type and rotation scope (mean, std over seeds)",
+        "Update orthogonality per layer type / matrix and rotation scope (mean, std over seeds)",
     )
 
 

@@ -1,5 +1,7 @@
 """Slowdown % per rotation scope (extra steps to reach the unrotated run's final training
-loss), mean and std over seeds, per task (data set and model) and optimizer; and the loss
+loss), mean and std over seeds, per task (data set and model) and optimizer; a verdict per
+task (the paper's ordering for Adam, invariance for the equivariant controls), said to be
+vacuous where the comparison cannot tell; and the training and validation (held-out ID) loss
 curves per scope."""
 
 import matplotlib.pyplot as plt
@@ -8,6 +10,8 @@ from shiftbench.report import AnalysisContext
 from shiftbench.rotation_analysis import (
     SCOPE_ORDER,
     TIE,
+    UNTRAINED,
+    invariance_verdict,
     ordering_verdict,
     slowdowns,
     task_label,
@@ -25,7 +29,7 @@ def run(context: AnalysisContext) -> None:
     table = table.merge(half[[*keys, "slowdown_half_pct"]], on=keys)
     summary = (
         table.groupby(["task", "solver", "scope"])[
-            ["final_loss", "slowdown_pct", "slowdown_half_pct"]
+            ["initial_loss", "final_loss", "slowdown_pct", "slowdown_half_pct"]
         ]
         .agg(["mean", "std"])
         .reset_index()
@@ -41,29 +45,40 @@ def run(context: AnalysisContext) -> None:
         "final loss (slowdown_pct) and to its loss at half the budget (slowdown_half_pct)",
     )
     verdicts = [
-        f"- {task} ({solver}): {ordering_verdict(group)}"
+        f"- {task} ({solver}): "
+        + (ordering_verdict(group) if solver.startswith("adam") else invariance_verdict(group))
         for (task, solver), group in summary.groupby(["task", "solver"])
-        if solver.startswith("adam")
     ]
     context.report.text(
         "**Does the paper's ordering hold here?** Rule: no scope in none ~ output <= input "
         "<= layer <= global ends more than one pooled std of final loss below the scope "
         "before it (none and output within one std); SVD helps when its final loss is more "
-        f"than one std below none's; differences under {TIE} nats are ties.\n\n"
+        f"than one std below none's; differences under {TIE} nats are ties. A comparison is "
+        f"vacuous, and gets no verdict, when the unrotated run did not train (final loss >= "
+        f"{UNTRAINED} x initial), when every scope saturated (all under {TIE} nats) or when "
+        "all scopes tie. Rotation-equivariant controls (SGD) are checked for invariance.\n\n"
         + "\n".join(verdicts)
     )
     curves = rows[rows["step"] >= 0]
     curves = curves.assign(task=task_label(curves))
     panels = sorted(curves.groupby(["task", "solver"]).groups)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
-    for ax, (task, solver) in zip(axes[0], panels):
-        panel = curves[(curves["task"] == task) & (curves["solver"] == solver)]
-        for scope in [s for s in SCOPE_ORDER if s in set(panel["hp.rotation"])]:
-            mean = panel[panel["hp.rotation"] == scope].groupby("step")["train_loss"].mean()
-            ax.plot(mean.index, mean.to_numpy(), label=scope)
-        ax.set(title=f"{task} / {solver}", xlabel="step", ylabel="training loss", yscale="log")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, title="rotation")
+    metrics = [m for m in ("train_loss", "id_loss") if m in curves]
+    fig, axes = plt.subplots(
+        len(metrics), len(panels), figsize=(4.5 * len(panels), 3.6 * len(metrics)), squeeze=False
+    )
+    for row, metric in zip(axes, metrics):
+        for ax, (task, solver) in zip(row, panels):
+            panel = curves[(curves["task"] == task) & (curves["solver"] == solver)]
+            for scope in [s for s in SCOPE_ORDER if s in set(panel["hp.rotation"])]:
+                mean = panel[panel["hp.rotation"] == scope].groupby("step")[metric].mean()
+                ax.plot(mean.index, mean.to_numpy(), label=scope)
+            label = "training loss" if metric == "train_loss" else "validation (ID) loss"
+            ax.set(title=f"{task} / {solver}", xlabel="step", ylabel=label, yscale="log")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8, title="rotation")
     context.report.figure(
-        "rotation_curves", fig, "Training loss per rotation scope (mean over seeds)"
+        "rotation_curves",
+        fig,
+        "Training loss (top) and validation loss on the held-out ID split (bottom) per "
+        "rotation scope (mean over seeds)",
     )

@@ -2,15 +2,25 @@
 checkpoint, read from the trial's optimizer (``MeasureContext.optimizer``).
 
 Each probe works in the basis the optimizer steps in (a ``RotatedOptimizer``'s rotated
-basis, else the standard one), on the model in eval mode:
+basis, else the standard one), at the paper's estimator with its sample sizes as
+``MeasureConfig`` settings (a study file's ``measure_config`` records smaller ones):
 
-- ``update_orthogonality_<type>``: mean over the weight matrices of one layer type
-  (``shiftbench.probes.LAYER_TYPES``) of the coefficient of variation of the singular
-  values of Adam's normalized update; NaN when the model has no matrix of that type.
-- ``linf_gradient_bound``: max of ||g||_inf over ``LINF_BATCHES`` training minibatches of
-  ``config.noise_batch_size`` examples.
-- ``hessian_11_norm``: the (1,1)-norm of the Hessian on ``config.subset`` examples,
-  estimated from ``HESSIAN_SAMPLES`` sampled coordinates.
+- ``update_orthogonality_<type>`` / ``_<role>``: the coefficient of variation of the
+  singular values of Adam's normalized update, averaged over ``orthogonality_steps`` steps
+  of resumed training on minibatches of ``noise_batch_size`` training examples (a copy of
+  the model and optimizer; the trial's are left as they are), then over the weight matrices
+  of one layer type (``shiftbench.probes.LAYER_TYPES``) or one transformer matrix role
+  (``shiftbench.probes.MATRIX_ROLES``: Q, K, V, O, W1, W2, a fused QKV weight split); NaN
+  when the model has no such matrix.
+- ``linf_gradient_bound``: max of ||g||_inf over ``linf_batches`` training minibatches of
+  ``noise_batch_size`` examples, on the model in eval mode.
+- ``hessian_11_norm``: the (1,1)-norm of the expected Hessian, from ``hessian_coordinates``
+  sampled rows each averaged over ``hessian_batches`` minibatches of ``noise_batch_size``
+  examples before its L1 norm, on the model in eval mode.
+- ``hessian_<block>_share`` / ``_mean`` (block: neuron, layer, other): Table 1's
+  block-diagonality, in the standard basis from the same sampled rows: the share of the
+  (1,1)-norm, and the mean |H_ij| per entry, within one neuron, within one layer across
+  neurons, and across layers.
 - ``adam_v_log10_q10`` / ``_q50`` / ``_q90``: quantiles of log10 of Adam's (raw) second
   moments v over its positive entries.
 
@@ -32,8 +42,6 @@ from shiftbench.measures import MeasureContext, Undefined, measure
 from shiftbench.rotations import RotatedOptimizer
 from shiftbench.training import flat_predictions
 
-LINF_BATCHES = 8
-HESSIAN_SAMPLES = 16
 FAMILY = "rotation_probes"
 
 
@@ -59,20 +67,37 @@ def cross_entropy(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
     return F.cross_entropy(*flat_predictions(model(x), y))
 
 
-def orthogonality(ctx: MeasureContext, kind: str) -> float:
-    """Mean update orthogonality of the weight matrices of layer type ``kind``."""
+def minibatches(ctx: MeasureContext, name: str, count: int) -> list[tuple[Tensor, Tensor]]:
+    """``count`` minibatches of ``noise_batch_size`` training examples, each drawn without
+    replacement, from the generator of measure ``name``."""
+    generator = ctx.generator(name)
+    size = min(ctx.config.noise_batch_size, ctx.m)
+    batches = []
+    for _ in range(count):
+        keep = torch.randperm(ctx.m, generator=generator, device=ctx.x.device)[:size]
+        batches.append((ctx.x[keep], ctx.y[keep]))
+    return batches
+
+
+def orthogonality(ctx: MeasureContext, group: str, kind: str) -> float:
+    """Mean update orthogonality over resumed steps of the weight matrices of one layer
+    type (``group == "type"``) or matrix role (``"role"``)."""
     optimizer = adam_optimizer(ctx)
-    per_type = ctx.memo(
-        "update_orthogonality", lambda: probes.update_orthogonality(optimizer, ctx.model)
-    ).per_type
-    if kind not in per_type:
+
+    def resume() -> probes.Orthogonality:
+        batches = minibatches(ctx, "update_orthogonality", ctx.config.orthogonality_steps)
+        return probes.update_orthogonality_over_steps(optimizer, ctx.model, cross_entropy, batches)
+
+    result = ctx.memo("update_orthogonality", resume)
+    values = result.per_type if group == "type" else result.per_role
+    if kind not in values:
         raise Undefined(f"the model has no {kind} weight matrix with Adam state")
-    return per_type[kind]
+    return values[kind]
 
 
-def _register_orthogonality(kind: str) -> None:
+def _register_orthogonality(group: str, kind: str) -> None:
     def fn(ctx: MeasureContext) -> float:
-        return orthogonality(ctx, kind)
+        return orthogonality(ctx, group, kind)
 
     fn.__qualname__ = fn.__name__ = f"update_orthogonality_{kind}"
     fn.__doc__ = f"Update orthogonality (singular-value CV) of the {kind} weight matrices."
@@ -80,31 +105,69 @@ def _register_orthogonality(kind: str) -> None:
 
 
 for _kind in probes.LAYER_TYPES:
-    _register_orthogonality(_kind)
+    _register_orthogonality("type", _kind)
+for _role in probes.MATRIX_ROLES:
+    _register_orthogonality("role", _role)
 
 
 @measure("linf_gradient_bound", family=FAMILY, adjustment="none")
 def linf_gradient_bound(ctx: MeasureContext) -> float:
     """Max over minibatches of the largest gradient coordinate, in the optimizer's basis."""
     optimizer = adam_optimizer(ctx)
-    generator = ctx.generator("linf_gradient_bound")
-    size = min(ctx.config.noise_batch_size, ctx.m)
-    batches = []
-    for _ in range(LINF_BATCHES):
-        keep = torch.randperm(ctx.m, generator=generator, device=ctx.x.device)[:size]
-        batches.append((ctx.x[keep], ctx.y[keep]))
+    batches = minibatches(ctx, "linf_gradient_bound", ctx.config.linf_batches)
     return probes.linf_gradient_bound(ctx.model, cross_entropy, batches, basis(optimizer))
 
 
 @measure("hessian_11_norm", family=FAMILY, adjustment="none")
 def hessian_11_norm(ctx: MeasureContext) -> float:
-    """Estimate of the Hessian's (1,1)-norm on ``subset``, in the optimizer's basis."""
+    """Estimate of the expected Hessian's (1,1)-norm, in the optimizer's basis."""
     optimizer = adam_optimizer(ctx)
+    batches = minibatches(ctx, "hessian_11_norm", ctx.config.hessian_batches)
     generator = torch.Generator().manual_seed(ctx.config.seed)
     with sdpa_kernel(SDPBackend.MATH):  # the fused attention kernels have no double backward
         return probes.hessian_11_norm(
-            ctx.model, cross_entropy, ctx.subset, HESSIAN_SAMPLES, generator, basis(optimizer)
+            ctx.model,
+            cross_entropy,
+            batches,
+            ctx.config.hessian_coordinates,
+            generator,
+            basis(optimizer),
         )
+
+
+def hessian_block_share(ctx: MeasureContext, key: str) -> float:
+    """One entry of ``probes.hessian_block_shares`` in the standard basis (Table 1 of Zhang,
+    Maes et al.), from the rows and minibatches of ``hessian_11_norm``'s settings; for any
+    optimizer (the Hessian is the model's)."""
+
+    def shares() -> dict[str, float]:
+        batches = minibatches(ctx, "hessian_11_norm", ctx.config.hessian_batches)
+        generator = torch.Generator().manual_seed(ctx.config.seed)
+        with sdpa_kernel(SDPBackend.MATH):
+            return probes.hessian_block_shares(
+                ctx.model, cross_entropy, batches, ctx.config.hessian_coordinates, generator
+            )
+
+    return ctx.memo("hessian_block_shares", shares)[key]
+
+
+def _register_hessian_block(key: str) -> None:
+    def fn(ctx: MeasureContext) -> float:
+        return hessian_block_share(ctx, key)
+
+    block, _, mean = key.partition("_")
+    fn.__qualname__ = fn.__name__ = f"hessian_{block}_{'mean' if mean else 'share'}"
+    fn.__doc__ = (
+        f"Mean |H_ij| of one {block}-block entry of the Hessian (standard basis)."
+        if mean
+        else f"Share of the Hessian's (1,1)-norm in its {block} blocks (standard basis)."
+    )
+    measure(fn.__name__, family=FAMILY, adjustment="none")(fn)
+
+
+for _block in probes.HESSIAN_BLOCKS:
+    _register_hessian_block(_block)
+    _register_hessian_block(f"{_block}_mean")
 
 
 def second_moment_quantile(ctx: MeasureContext, q: float) -> float:

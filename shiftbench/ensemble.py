@@ -319,7 +319,8 @@ def train_ensemble(objective: Any, solvers: Sequence[Any], seeds: Sequence[int])
 
 def ensemble_key(trial: Trial) -> Hashable | None:
     """What a trial must share with others to be vectorized with them, or None if it cannot
-    be vectorized (IRM, rotation, dropout, a model with BatchNorm, an unsupported optimizer)."""
+    be vectorized (IRM, rotation, a learning-rate schedule or gradient clipping, dropout, a
+    model with BatchNorm, an unsupported optimizer)."""
     obj = dict(trial.objective_params)
     solver_params = dict(trial.solver_params)
     if (
@@ -327,6 +328,9 @@ def ensemble_key(trial: Trial) -> Hashable | None:
         or obj.get("model") not in ENSEMBLE_MODELS
         or obj.get("dropout", 0.0) != 0
         or solver_params.get("rotation", "none") != "none"
+        or solver_params.get("lr_schedule", "constant") != "constant"
+        or solver_params.get("warmup_steps", 0) != 0
+        or solver_params.get("max_grad_norm", 0.0) != 0
     ):
         return None
     solver_cls = registry.solver_class(trial.solver)

@@ -73,6 +73,11 @@ class MeasureConfig:
     noise_batch_size: minibatch size whose gradient variance is the gradient noise.
     eval_batch_size: examples per forward pass when evaluating a whole dataset.
     seed: seeds every random draw (one ``torch.Generator`` per measure).
+    linf_batches: minibatches of Study 3's L-inf gradient bound (the paper: 1,000).
+    hessian_batches: minibatches whose Hessian rows Study 3's (1,1)-norm averages.
+    hessian_coordinates: sampled rows of that (1,1)-norm estimate.
+    orthogonality_steps: steps of resumed training over which Study 3's update orthogonality
+        is averaged (the paper: 500).
     """
 
     bisection_depth: int = 15
@@ -86,6 +91,10 @@ class MeasureConfig:
     noise_batch_size: int = 32
     eval_batch_size: int = 1024
     seed: int = 0
+    linf_batches: int = 1000
+    hessian_batches: int = 100
+    hessian_coordinates: int = 16
+    orthogonality_steps: int = 500
 
     def __post_init__(self) -> None:
         for key in (
@@ -95,6 +104,10 @@ class MeasureConfig:
             "ascent_steps",
             "noise_batch_size",
             "eval_batch_size",
+            "linf_batches",
+            "hessian_batches",
+            "hessian_coordinates",
+            "orthogonality_steps",
         ):
             if getattr(self, key) < 1:
                 raise ValueError(f"MeasureConfig.{key} must be >= 1, got {getattr(self, key)}")

@@ -5,12 +5,16 @@ basis sensitivity. Each probe here measures one of them, in the standard basis
 or, with ``basis=`` a ``RotatedOptimizer``, in the basis that optimizer uses:
 
 - ``update_orthogonality``: the coefficient of variation (std / mean, population
-  std) of the singular values of Adam's normalized update m-hat / (sqrt(v-hat) + eps)
-  mapped to the standard basis, per weight matrix and averaged per layer type;
-  0 means an orthogonal update, as Muon's.
+  std) of the singular values of Adam's normalized update A = m-hat / (sqrt(v-hat) + eps)
+  mapped to the standard basis, per weight matrix (a fused QKV weight as its Q, K and V
+  blocks; each parameter viewed as a matrix by ``shiftbench.rotations.matrix_layout``),
+  averaged per layer type and per transformer matrix role (Q, K, V, O, W1, W2); 0 means an
+  orthogonal update, as Muon's. ``update_orthogonality_over_steps`` is the paper's
+  estimator: resume training a copy for some steps and average each matrix's CV over them.
 - ``linf_gradient_bound``: max over minibatches of ||g||_inf.
-- ``hessian_11_norm``: an unbiased estimate of ||H||_{1,1} = sum_i ||H e_i||_1 from
-  Hessian-vector products with sampled basis vectors.
+- ``hessian_11_norm``: an estimate of ||H||_{1,1} = sum_i ||H e_i||_1 of the expected
+  Hessian: each sampled row H e_i is averaged over minibatches before its L1 norm (the L1
+  norm of a single minibatch's row is biased upward by its noise).
 - ``second_moment_histogram``: log-spaced histogram of Adam's second moments v.
 
 ``loss_fn(model, batch) -> scalar`` evaluates the model as it is: put it in eval mode
@@ -19,8 +23,9 @@ first for probes free of dropout noise.
 
 from __future__ import annotations
 
+import copy
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,10 +33,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from shiftbench.rotations import RotatedOptimizer
+from shiftbench.rotations import FUSED_QKV_MODULES, RotatedOptimizer, module_layouts
 
 LossFn = Callable[[nn.Module, Any], Tensor]
 LAYER_TYPES = ("embed", "head", "attn", "mlp", "conv", "other")
+MATRIX_ROLES = ("q", "k", "v", "o", "w1", "w2")
 
 
 def layer_type(name: str, param: Tensor) -> str:
@@ -51,6 +57,35 @@ def layer_type(name: str, param: Tensor) -> str:
     if param.ndim == 4 or any(token.startswith("conv") for token in tokens):
         return "conv"
     return "other"
+
+
+def matrix_role(name: str) -> str | None:
+    """A transformer weight matrix's role from its name: ``q``/``k``/``v`` for the blocks of a
+    fused QKV weight (named ``<weight>:q`` etc.) or q_proj/k_proj/v_proj, ``o`` for the
+    attention output (proj, c_proj, out_proj, o_proj under an attention module), ``w1``/``w2``
+    for an MLP's first and second matrices (fc1/c_fc/fc/up_proj, fc2/c_proj/proj/down_proj
+    under an MLP module); None for any other matrix."""
+    path, _, block = name.partition(":")
+    if block in ("q", "k", "v"):
+        return block
+    tokens = path.lower().split(".")
+    module = tokens[-2] if len(tokens) > 1 else ""
+    parents = set(tokens[:-2])
+    if module in ("q_proj", "k_proj", "v_proj"):
+        return module[0]
+    if parents & {"attn", "attention", "self_attn"} and module in (
+        "proj",
+        "c_proj",
+        "out_proj",
+        "o_proj",
+    ):
+        return "o"
+    if parents & {"mlp", "ffn"}:
+        if module in ("fc1", "c_fc", "fc", "up_proj"):
+            return "w1"
+        if module in ("fc2", "c_proj", "proj", "down_proj"):
+            return "w2"
+    return None
 
 
 def adam_direction(state: Mapping[str, Any], group: Mapping[str, Any]) -> Tensor | None:
@@ -85,17 +120,39 @@ def normalized_updates(optimizer: torch.optim.Optimizer) -> dict[Tensor, Tensor]
 
 
 def singular_value_cv(matrix: Tensor) -> float:
-    """std / mean of the singular values of ``matrix`` viewed as (rows, rest)."""
-    values = torch.linalg.svdvals(matrix.detach().reshape(matrix.shape[0], -1).double())
+    """std / mean of the singular values of ``matrix`` (a 2-d tensor)."""
+    values = torch.linalg.svdvals(matrix.detach().double())
     return (values.std(correction=0) / values.mean()).item()
 
 
 @dataclass(frozen=True)
 class Orthogonality:
-    """Update orthogonality: per weight-matrix name, and averaged per layer type."""
+    """Update orthogonality: per weight matrix (``name`` or ``name:q`` etc. for the blocks of
+    a fused QKV weight), averaged per layer type and per matrix role (``MATRIX_ROLES``)."""
 
     per_param: dict[str, float]
     per_type: dict[str, float]
+    per_role: dict[str, float]
+
+
+def weight_matrices(model: nn.Module, updates: Mapping[Tensor, Tensor]) -> dict[str, Tensor]:
+    """Each weight matrix of ``model`` with an entry in ``updates``, that entry as a matrix:
+    parameters viewed by ``rotations.module_layouts`` (vectors, such as timm's cls_token,
+    left out), fused QKV weights split into their Q, K and V row blocks."""
+    layouts = module_layouts(model)
+    matrices = {}
+    for name, p in model.named_parameters():
+        layout = layouts[name]
+        if layout is None or p not in updates:
+            continue
+        matrix = updates[p].reshape(layout.shape)
+        matrix = matrix.mT if layout.table else matrix
+        if name.rpartition(".")[0].rpartition(".")[2] in FUSED_QKV_MODULES:
+            for part, block in zip("qkv", matrix.chunk(3)):
+                matrices[f"{name}:{part}"] = block
+        else:
+            matrices[name] = matrix
+    return matrices
 
 
 def update_orthogonality(
@@ -103,25 +160,64 @@ def update_orthogonality(
     model: nn.Module,
     classify: Callable[[str, Tensor], str] = layer_type,
 ) -> Orthogonality:
-    """The coefficient of variation of the singular values of each weight matrix's (any
-    tensor of 2+ dims) normalized Adam update, named as in ``model``, and the mean per layer
-    type (``classify(name, param)``; the classifier a timm model declares through
-    ``get_classifier()``, such as a ResNet's ``fc``, is ``head`` whatever its name).
-    Parameters without Adam state are left out."""
+    """The coefficient of variation of the singular values of each weight matrix's
+    (``weight_matrices``) normalized Adam update, and the means per layer type
+    (``classify(name, param)``; the classifier a timm model declares through
+    ``get_classifier()``, such as a ResNet's ``fc``, is ``head`` whatever its name) and per
+    matrix role. Parameters without Adam state are left out."""
     updates = normalized_updates(optimizer)
+    per_param = {
+        name: singular_value_cv(matrix) for name, matrix in weight_matrices(model, updates).items()
+    }
+    return _orthogonality(model, per_param, classify)
+
+
+def update_orthogonality_over_steps(
+    optimizer: torch.optim.Optimizer,
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Iterable[Any],
+    classify: Callable[[str, Tensor], str] = layer_type,
+) -> Orthogonality:
+    """Zhang, Maes et al.'s estimator: resume training copies of ``model`` (in train mode)
+    and ``optimizer`` for one step per batch, take ``update_orthogonality`` after each step
+    and average each matrix's CV over the steps (then per type and role). ``model`` and
+    ``optimizer`` are left as they are."""
+    resumed_model, resumed = copy.deepcopy((model, optimizer))
+    resumed_model.train()
+    sums: dict[str, list[float]] = {}
+    for batch in batches:
+        resumed.zero_grad(set_to_none=True)
+        loss_fn(resumed_model, batch).backward()
+        resumed.step()
+        for name, cv in update_orthogonality(resumed, resumed_model, classify).per_param.items():
+            sums.setdefault(name, []).append(cv)
+    if not sums:
+        raise ValueError("no batch to resume training on")
+    per_param = {name: float(np.mean(cvs)) for name, cvs in sums.items()}
+    return _orthogonality(model, per_param, classify)
+
+
+def _orthogonality(
+    model: nn.Module, per_param: dict[str, float], classify: Callable[[str, Tensor], str]
+) -> Orthogonality:
     declared = model.get_classifier() if hasattr(model, "get_classifier") else None
     head = {id(p) for p in declared.parameters()} if isinstance(declared, nn.Module) else set()
-    per_param = {
-        name: singular_value_cv(updates[p])
-        for name, p in model.named_parameters()
-        if p.ndim >= 2 and p in updates
-    }
-    by_type: dict[str, list[float]] = {}
     params = dict(model.named_parameters())
+    by_type: dict[str, list[float]] = {}
+    by_role: dict[str, list[float]] = {}
     for name, cv in per_param.items():
-        kind = "head" if id(params[name]) in head else classify(name, params[name])
+        param = params[name.partition(":")[0]]
+        kind = "head" if id(param) in head else classify(name, param)
         by_type.setdefault(kind, []).append(cv)
-    return Orthogonality(per_param, {kind: float(np.mean(cvs)) for kind, cvs in by_type.items()})
+        role = matrix_role(name)
+        if role is not None:
+            by_role.setdefault(role, []).append(cv)
+    return Orthogonality(
+        per_param,
+        {kind: float(np.mean(cvs)) for kind, cvs in by_type.items()},
+        {role: float(np.mean(cvs)) for role, cvs in by_role.items()},
+    )
 
 
 def linf_gradient_bound(
@@ -143,32 +239,120 @@ def linf_gradient_bound(
     return bound
 
 
+def mean_hessian_rows(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Sequence[Any],
+    n_samples: int,
+    generator: torch.Generator,
+    basis: RotatedOptimizer | None = None,
+) -> tuple[list[int], Tensor]:
+    """``n_samples`` coordinates i drawn uniformly without replacement (all of them when
+    n_samples >= d) and the rows H e_i of the minibatch Hessians averaged over ``batches``,
+    as a (samples, d) tensor, in ``basis``'s coordinates when given (R H R^T: e_i rotated
+    back before the Hessian-vector product, the product rotated forward)."""
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    if not batches:
+        raise ValueError("the Hessian probes need at least one batch")
+    params = [p for p in model.parameters() if p.requires_grad]
+    coords = _Coordinates(params, basis)
+    chosen = torch.randperm(coords.size, generator=generator)[: min(n_samples, coords.size)]
+    vectors = [coords.to_standard(coords.unit_vector(index)) for index in chosen.tolist()]
+    rows = torch.zeros(len(vectors), coords.size, dtype=torch.float64)
+    for batch in batches:
+        grads = torch.autograd.grad(loss_fn(model, batch), params, create_graph=True)
+        for k, vector in enumerate(vectors):
+            row = coords.from_standard(_hessian_vector_product(grads, params, vector))
+            rows[k] += torch.cat([v.detach().reshape(-1) for v in row]).double().cpu()
+    return chosen.tolist(), rows / len(batches)
+
+
 def hessian_11_norm(
     model: nn.Module,
     loss_fn: LossFn,
-    batch: Any,
+    batches: Sequence[Any],
     n_samples: int,
     generator: torch.Generator,
     basis: RotatedOptimizer | None = None,
 ) -> float:
-    """Estimate ||H||_{1,1} = sum_i ||H e_i||_1 of the loss on ``batch`` as d * mean of
-    ||H e_i||_1 over ``n_samples`` coordinates i drawn uniformly without replacement
-    (unbiased; exact when n_samples >= d, the number of coordinates). With ``basis`` the
-    Hessian is R H R^T in that optimizer's coordinates: e_i is rotated back before the
-    Hessian-vector product and the product rotated forward."""
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-    params = [p for p in model.parameters() if p.requires_grad]
-    grads = torch.autograd.grad(loss_fn(model, batch), params, create_graph=True)
-    coords = _Coordinates(params, basis)
-    d = coords.size
-    chosen = torch.randperm(d, generator=generator)[: min(n_samples, d)]
-    total = 0.0
-    for index in chosen.tolist():
-        vector = coords.to_standard(coords.unit_vector(index))
-        hvp = _hessian_vector_product(grads, params, vector)
-        total += sum(v.abs().sum().item() for v in coords.from_standard(hvp))
-    return d * total / len(chosen)
+    """Estimate ||H||_{1,1} = sum_i ||H e_i||_1 of the loss's expected Hessian H as d * mean
+    of ||H e_i||_1 over sampled coordinates (``mean_hessian_rows``: exact when n_samples >= d),
+    each row being the mean of the minibatch Hessians' rows before its L1 norm, as Zhang,
+    Maes et al. average rows over minibatches (a single minibatch's L1 norm is biased upward
+    by its noise)."""
+    _, rows = mean_hessian_rows(model, loss_fn, batches, n_samples, generator, basis)
+    return rows.shape[1] * rows.abs().sum().item() / rows.shape[0]
+
+
+HESSIAN_BLOCKS = ("neuron", "layer", "other")
+
+
+def coordinate_blocks(model: nn.Module) -> tuple[Tensor, Tensor]:
+    """For each coordinate of ``model``'s trainable parameters (in ``parameters()`` order):
+    its layer (the parameter's module; the Q, K and V blocks of a fused weight apart) and its
+    neuron (the output feature it feeds: a matrix's row under ``module_layouts``, an entry
+    of a bias or norm vector), as integer ids numbered from 0 in order of appearance."""
+    layouts = module_layouts(model)
+    layer_keys: list[Tensor] = []
+    neuron_keys: list[Tensor] = []
+    modules: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        layout = layouts[name]
+        module = name.rpartition(".")[0] or name
+        index = modules.setdefault(module, len(modules))
+        if layout is None:
+            features = torch.arange(p.numel())
+        elif layout.table:  # the table's columns are its features
+            features = torch.arange(layout.shape[1]).expand(layout.shape)
+        else:
+            features = torch.arange(layout.shape[0])[:, None].expand(layout.shape)
+        features = features.reshape(-1)
+        part = torch.zeros_like(features)
+        out = p.shape[0] if p.ndim else 1
+        if module.rpartition(".")[2] in FUSED_QKV_MODULES and out % 3 == 0:
+            part = features // (out // 3)
+        layer_keys.append(index * 3 + part)
+        neuron_keys.append(index * (1 << 40) + features)
+    return _dense_ids(torch.cat(layer_keys)), _dense_ids(torch.cat(neuron_keys))
+
+
+def _dense_ids(keys: Tensor) -> Tensor:
+    """Keys renumbered 0, 1, ... in order of first appearance."""
+    unique, inverse = torch.unique(keys, return_inverse=True)
+    first = torch.full((len(unique),), len(keys), dtype=torch.long)
+    first.scatter_reduce_(0, inverse, torch.arange(len(keys)), reduce="amin")
+    rank = torch.empty_like(first)
+    rank[torch.argsort(first)] = torch.arange(len(unique))
+    return rank[inverse]
+
+
+def hessian_block_shares(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Sequence[Any],
+    n_samples: int,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """How the (1,1)-norm of the expected Hessian splits between its blocks, as Zhang, Maes
+    et al.'s Table 1: the share of sum |H_ij| (over sampled rows i, averaged over minibatches)
+    where j feeds the same neuron as i (``neuron``), the same layer but another neuron
+    (``layer``), or another layer (``other``); plus ``<block>_mean``, the mean |H_ij| of one
+    entry of each block (off-diagonal blocks are small per entry but many)."""
+    chosen, rows = mean_hessian_rows(model, loss_fn, batches, n_samples, generator)
+    layer, neuron = coordinate_blocks(model)
+    same_neuron = neuron[chosen][:, None] == neuron[None, :]
+    same_layer = (layer[chosen][:, None] == layer[None, :]) & ~same_neuron
+    masks = {"neuron": same_neuron, "layer": same_layer, "other": ~(same_neuron | same_layer)}
+    mass = rows.abs()
+    total = mass.sum().item()
+    out = {}
+    for block, mask in masks.items():
+        out[block] = mass[mask].sum().item() / total if total > 0 else float("nan")
+        out[f"{block}_mean"] = mass[mask].mean().item() if mask.any() else float("nan")
+    return out
 
 
 def _hessian_vector_product(

@@ -66,6 +66,7 @@ def slowdowns(
                 {
                     **dict(zip(RUN, key)),
                     "scope": scope,
+                    "initial_loss": float(curve["train_loss"].iloc[0]),
                     "final_loss": float(curve["train_loss"].iloc[-1]),
                     "target_loss": target,
                     "steps": steps,
@@ -104,17 +105,71 @@ PAPER_ORDER = ["output", "input", "layer", "global"]
 
 
 TIE = 0.01  # nats of final training loss: a smaller difference is no ordering
+UNTRAINED = 0.95  # a run whose final loss is >= this fraction of its initial loss did not train
+
+
+def vacuous(summary: pd.DataFrame, scopes: list[str], ties: bool = True) -> str | None:
+    """Why comparing ``scopes`` by final loss says nothing, or None: the unrotated run did not
+    train (final loss >= ``UNTRAINED`` x its initial loss), every scope saturated (final
+    losses all under ``TIE`` nats), or the final losses of all scopes span no more than
+    sqrt(2) x their largest std over seeds, nor more than ``TIE`` (a tie: no ordering either
+    holds or fails; only with ``ties``: a two-way comparison that ties is a finding)."""
+    by_scope = summary.set_index("scope")
+    final = by_scope.loc[scopes, "final_loss_mean"]
+    if "initial_loss_mean" in by_scope and "none" in scopes:
+        start, end = (
+            by_scope.loc["none", "initial_loss_mean"],
+            by_scope.loc["none", "final_loss_mean"],
+        )
+        if end >= UNTRAINED * start:
+            return f"the unrotated run did not train (loss {start:.3f} -> {end:.3f})"
+    if (final < TIE).all():
+        return f"every scope saturated (final losses all under {TIE} nats)"
+    sd = math.sqrt(2) * float(by_scope.loc[scopes, "final_loss_std"].fillna(0).max())
+    if ties and final.max() - final.min() <= max(sd, TIE):
+        return (
+            f"all {len(scopes)} scopes tie (final losses {final.min():.3f}-{final.max():.3f}, "
+            f"a spread within {sd:.3f})"
+        )
+    return None
+
+
+def invariance_verdict(summary: pd.DataFrame) -> str:
+    """For a rotation-equivariant optimizer (SGD): whether its rotated runs end within one
+    pooled std (or ``TIE``) of the unrotated one, said as vacuous when it did not train."""
+    by_scope = summary.set_index("scope")
+    scopes = [s for s in SCOPE_ORDER if s in by_scope.index]
+    if "none" not in scopes or len(scopes) < 2:
+        return "not enough scopes to judge"
+    start = by_scope.loc["none"].get("initial_loss_mean", math.inf)
+    end = by_scope.loc["none", "final_loss_mean"]
+    if end >= UNTRAINED * start:
+        return (
+            f"vacuous: the unrotated run did not train (loss {start:.3f} -> {end:.3f}), so its "
+            "invariance is not tested"
+        )
+    parts = []
+    for scope in scopes[1:]:
+        d = by_scope.loc[scope, "final_loss_mean"] - end
+        sd = float(
+            np.hypot(by_scope.loc["none", "final_loss_std"], by_scope.loc[scope, "final_loss_std"])
+        )
+        same = abs(d) <= max(sd, TIE)
+        parts.append(f"{scope} {'matches' if same else 'differs from'} none ({d:+.3f} nats)")
+    return "invariance: " + ", ".join(parts)
 
 
 def ordering_verdict(summary: pd.DataFrame) -> str:
     """Whether one task's Adam runs follow Zhang, Maes et al.'s ordering, by a stated rule.
 
     ``summary`` has one row per scope with ``final_loss_mean`` and ``final_loss_std`` (over
-    seeds). The ordering none ~ output <= input <= layer <= global holds when no scope in
-    that chain ends more than one (pooled) standard deviation *below* the scope before it,
-    and none and output are within one standard deviation; SVD helps when its final loss is
-    more than one standard deviation below the unrotated run's. Differences under ``TIE``
-    nats count as ties whatever the spread (runs that all reach a loss near 0 tie).
+    seeds), and ``initial_loss_mean`` when known. The ordering none ~ output <= input <=
+    layer <= global holds when no scope in that chain ends more than one (pooled) standard
+    deviation *below* the scope before it, and none and output are within one standard
+    deviation; SVD helps when its final loss is more than one standard deviation below the
+    unrotated run's. Differences under ``TIE`` nats count as ties whatever the spread. A
+    comparison that cannot tell (``vacuous``: untrained baseline, saturated losses, all
+    scopes tied) is said to be vacuous instead of given a verdict.
     """
     by_scope = summary.set_index("scope")
 
@@ -124,7 +179,10 @@ def ordering_verdict(summary: pd.DataFrame) -> str:
         return float(mean), max(sd, TIE)
 
     parts = []
-    if {"none", *PAPER_ORDER} <= set(by_scope.index):
+    chain_scopes = ["none", *PAPER_ORDER]
+    if set(chain_scopes) <= set(by_scope.index) and (why := vacuous(summary, chain_scopes)):
+        parts.append(f"the ordering none ~ output <= input <= layer <= global is vacuous: {why}")
+    elif set(chain_scopes) <= set(by_scope.index):
         chain = [gap(a, b) for a, b in itertools.pairwise(PAPER_ORDER)]
         near, near_sd = gap("none", "output")
         holds = all(d >= -sd for d, sd in chain) and abs(near) <= near_sd
@@ -136,7 +194,11 @@ def ordering_verdict(summary: pd.DataFrame) -> str:
             )
             + ")"
         )
-    if {"none", "svd"} <= set(by_scope.index):
+    if {"none", "svd"} <= set(by_scope.index) and (
+        why := vacuous(summary, ["none", "svd"], ties=False)
+    ):
+        parts.append(f"the SVD comparison is vacuous: {why}")
+    elif {"none", "svd"} <= set(by_scope.index):
         d, sd = gap("none", "svd")
         parts.append(
             f"SVD {'helps' if d < -sd else 'does not clearly help'} "

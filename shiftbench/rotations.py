@@ -31,12 +31,25 @@ hyperparameters may differ):
   vocabularies) are recomputed from the current gradient every ``svd_every``
   steps; the base optimizer's moments are not transformed then.
 
-In ``output``, ``input`` and ``svd`` a weight is any tensor of two or more
-dimensions, viewed as a matrix (out, rest) (a conv kernel (out, in, kh, kw)
-is (out, in*kh*kw)); an ``nn.Embedding`` table (vocab, dim) is transposed
-first so that its rows are output features too. Vectors (biases, norms) are
-left in the standard basis there. A fused QKV weight (and bias) is split
-into its Q, K, V row blocks, each rotated on its own, in every scope.
+In ``output``, ``input`` and ``svd`` each parameter is a vector, a matrix or a
+table by one rule per shape (``matrix_layout``):
+
+- a vector (a bias, a norm's scale, any tensor of fewer than two dimensions)
+  stays in the standard basis;
+- a layer's weight (any tensor of two or more dimensions) is the matrix
+  (out, rest): a conv kernel (out, in, kh, kw) is (out, in*kh*kw);
+- an ``nn.Embedding`` table (vocab, dim) is the linear map from a one-hot
+  entry to its vector, so it is transposed to (dim, vocab): its rows are
+  output features too, as the paper treats embeddings;
+- a free parameter (one not owned by an ``nn.Linear``, a convolution or an
+  embedding, which only ``module=`` reveals) first drops its leading
+  broadcast dimensions of size 1: timm's ``cls_token`` (1, 1, D) is then a
+  vector, and its ``pos_embed`` (1, N, D) a table of N positions, transposed
+  like an embedding, so ``output`` mixes one feature across positions and
+  ``input`` the features of one position (never the whole table).
+
+A fused QKV weight (and bias) is split into its Q, K, V row blocks, each
+rotated on its own, in every scope.
 
 Large dimensions use a ``BlockRotation``: a fixed random permutation then one
 Haar-random rotation of size ``block_size`` applied block-diagonally (plus a
@@ -54,6 +67,7 @@ with the module.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,8 +77,10 @@ from torch import Tensor, nn
 
 SCOPES = ("none", "global", "layer", "output", "input", "svd")
 FUSED_QKV_MODULES = ("qkv", "c_attn")
-DEFAULT_BLOCK_SIZE = 1024
-DEFAULT_SVD_EVERY = 10
+# Zhang, Maes et al. (NeurIPS 2025), appendices: Haar blocks of 768 (GPT-2's width), SVD bases
+# recomputed every 250 steps.
+DEFAULT_BLOCK_SIZE = 768
+DEFAULT_SVD_EVERY = 250
 
 
 def haar_rotation(
@@ -155,27 +171,58 @@ class BlockRotation:
         return torch.cat([head, x[..., split:] @ residual], dim=-1)
 
 
+@dataclass(frozen=True)
+class MatrixLayout:
+    """How a parameter is seen as a matrix: reshaped to ``shape`` (entries, features for a
+    table), then transposed when ``table`` so that rows are always output features."""
+
+    shape: tuple[int, int]
+    table: bool = False
+
+
+def matrix_layout(
+    shape: Sequence[int], *, embedding: bool = False, free: bool = False
+) -> MatrixLayout | None:
+    """The matrix view of a tensor of ``shape`` (None: a vector), by the rules of the module
+    doc. ``embedding``: an ``nn.Embedding`` table; ``free``: a parameter owned by no linear,
+    convolution or embedding layer, whose leading size-1 dimensions are broadcast ones."""
+    dims = list(shape)
+    if free and len(dims) >= 3:
+        while len(dims) > 1 and dims[0] == 1:
+            dims.pop(0)
+        if len(dims) == 2:
+            return MatrixLayout((dims[0], dims[1]), table=True)
+    if len(dims) < 2:
+        return None
+    if embedding:
+        return MatrixLayout((math.prod(dims[:-1]), dims[-1]), table=True)
+    return MatrixLayout((dims[0], math.prod(dims[1:])))
+
+
 @dataclass(frozen=True, eq=False)
 class _Piece:
-    """A parameter, or a block of its rows (one of Q, K, V of a fused weight)."""
+    """A parameter, or a block of its rows (one of Q, K, V of a fused weight), with its
+    matrix view (None: a vector)."""
 
     param: Tensor
     rows: slice | None = None
-    transpose: bool = False
+    layout: MatrixLayout | None = None
 
     def view(self, full: Tensor) -> Tensor:
         """The piece's part of a tensor shaped like the parameter (a view: writes go through)."""
         return full if self.rows is None else full[self.rows]
 
     def matrix(self, value: Tensor) -> Tensor:
-        """A piece-shaped value as a matrix (out, rest), transposed for embedding tables."""
-        matrix = value.reshape(value.shape[0], -1)
-        return matrix.mT if self.transpose else matrix
+        """A piece-shaped value as a matrix (out, rest), transposed for tables."""
+        assert self.layout is not None
+        matrix = value.reshape(self.layout.shape)
+        return matrix.mT if self.layout.table else matrix
 
     def from_matrix(self, matrix: Tensor) -> Tensor:
         """Inverse of ``matrix``: back to the piece's shape."""
+        assert self.layout is not None
         shape = self.view(self.param).shape
-        return (matrix.mT if self.transpose else matrix).reshape(shape)
+        return (matrix.mT if self.layout.table else matrix).reshape(shape)
 
 
 class _Unit:
@@ -327,14 +374,19 @@ class RotatedOptimizer(torch.optim.Optimizer):
         self._frozen = False
         weight_decay = base_kwargs.pop("weight_decay", 0.0)
         super().__init__(params, {**base_kwargs, "weight_decay": weight_decay})
-        names, embeddings = _module_info(module)
+        names, layouts = _module_info(module)
         generator = torch.Generator().manual_seed(seed)
         self._units: list[list[_Unit]] = []
         base_groups = []
         for group in self.param_groups:
             group_names = group.get("param_names") or [names.get(p) for p in group["params"]]
             pieces = [
-                _pieces(p, name, p in embeddings, set(fused_qkv))
+                _pieces(
+                    p,
+                    name,
+                    layouts[p] if p in layouts else matrix_layout(p.shape),
+                    set(fused_qkv),
+                )
                 for p, name in zip(group["params"], group_names)
             ]
             units = _build_units(scope, pieces, generator, block_size)
@@ -351,6 +403,11 @@ class RotatedOptimizer(torch.optim.Optimizer):
                     group.setdefault(key, value)
         self.defaults = {**self.base.defaults, "weight_decay": weight_decay}
         self._frozen = True
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything, the base optimizer and the rotations included (torch keeps only the
+        defaults, state and groups), so that ``copy.deepcopy`` and pickle give a working copy."""
+        return {**super().__getstate__(), **self.__dict__}
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Only during construction: the rotations are fixed once built."""
@@ -467,30 +524,53 @@ def _load_shadow(unit: _Unit, refresh_svd: bool) -> bool:
     return True
 
 
-def _module_info(module: nn.Module | None) -> tuple[dict[Tensor, str], set[Tensor]]:
-    """Parameter names, and the weights of ``nn.Embedding`` tables, of ``module``."""
+LAYERS = (nn.Linear, nn.modules.conv._ConvNd, nn.Embedding)
+
+
+def module_layouts(module: nn.Module) -> dict[str, MatrixLayout | None]:
+    """The matrix view of each named parameter of ``module`` (None: a vector), by the rules
+    of the module doc: embeddings are tables, free parameters drop broadcast dimensions."""
+    owners = {
+        id(p): m for m in module.modules() for p in m.parameters(recurse=False) if m is not module
+    } | {id(p): module for p in module.parameters(recurse=False)}
+    layouts = {}
+    for name, p in module.named_parameters():
+        owner = owners[id(p)]
+        layouts[name] = matrix_layout(
+            p.shape,
+            embedding=isinstance(owner, nn.Embedding),
+            free=not isinstance(owner, LAYERS),
+        )
+    return layouts
+
+
+def _module_info(
+    module: nn.Module | None,
+) -> tuple[dict[Tensor, str], dict[Tensor, MatrixLayout | None]]:
+    """Parameter names, and each parameter's matrix view, of ``module``."""
     if module is None:
-        return {}, set()
-    names = {p: name for name, p in module.named_parameters()}
-    embeddings = {m.weight for m in module.modules() if isinstance(m, nn.Embedding)}
-    return names, embeddings
+        return {}, {}
+    layouts = module_layouts(module)
+    named = dict(module.named_parameters())
+    return {p: name for name, p in named.items()}, {p: layouts[name] for name, p in named.items()}
 
 
 def _pieces(
-    param: Tensor, name: str | None, embedding: bool, fused_names: set[str]
+    param: Tensor, name: str | None, layout: MatrixLayout | None, fused_names: set[str]
 ) -> list[tuple[str | None, _Piece]]:
     """A parameter as (layer key, piece) pairs: three row blocks for a fused QKV tensor."""
     layer = None if name is None else name.rpartition(".")[0] or name
     module_name = "" if layer is None else layer.rpartition(".")[2]
     fused = name is not None and (module_name in FUSED_QKV_MODULES or name in fused_names)
     if not fused:
-        return [(layer, _Piece(param, transpose=embedding and param.ndim == 2))]
+        return [(layer, _Piece(param, layout=layout))]
     rows = param.shape[0]
     if rows % 3 != 0:
         raise ValueError(f"fused QKV parameter {name} has {rows} rows, not a multiple of 3")
     third = rows // 3
+    block = matrix_layout((third, *param.shape[1:]))
     return [
-        (f"{layer}:{part}", _Piece(param, slice(i * third, (i + 1) * third)))
+        (f"{layer}:{part}", _Piece(param, slice(i * third, (i + 1) * third), block))
         for i, part in enumerate("qkv")
     ]
 
@@ -514,7 +594,7 @@ def _build_units(
         return [_Flat(layer, generator, block_size) for layer in layers.values()]
     units: list[_Unit] = []
     for named in pieces:
-        if named[0][1].param.ndim < 2:
+        if named[0][1].layout is None:
             units.append(_Identity(_Piece(named[0][1].param)))
             continue
         for _, piece in named:

@@ -16,8 +16,9 @@ import torch
 from benchopt import BaseSolver
 
 from shiftbench.accel import PLAIN, Accel
+from shiftbench.rotations import DEFAULT_BLOCK_SIZE, DEFAULT_SVD_EVERY, RotatedOptimizer
 from shiftbench.search import IntUniform, LogOneMinus, LogUniform, Space
-from shiftbench.training import EnvSampler
+from shiftbench.training import LR_SCHEDULES, EnvSampler, lr_factor
 
 SCOPES = ("none", "global", "layer", "output", "input", "svd")
 COMMON_PARAMETERS: dict[str, list[Any]] = {
@@ -25,6 +26,22 @@ COMMON_PARAMETERS: dict[str, list[Any]] = {
     "weight_decay": [0.0],
     "batch_size": [64],
     "rotation": ["none"],
+    "rotation_block_size": [DEFAULT_BLOCK_SIZE],
+    "svd_every": [DEFAULT_SVD_EVERY],
+    "lr_schedule": ["constant"],
+    "warmup_steps": [0],
+    "min_lr_ratio": [0.1],
+    "max_grad_norm": [0.0],
+}
+# When a hyperparameter added after the first studies ran has no effect: a trial's config then
+# leaves it out (``trial_params``), so the trials that ran before it existed keep their ids.
+INERT: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "rotation_block_size": lambda p: p["rotation"] in ("none", "svd"),
+    "svd_every": lambda p: p["rotation"] != "svd",
+    "lr_schedule": lambda p: p["lr_schedule"] == "constant",
+    "warmup_steps": lambda p: p["warmup_steps"] == 0,
+    "min_lr_ratio": lambda p: p["lr_schedule"] == "constant",
+    "max_grad_norm": lambda p: p["max_grad_norm"] == 0,
 }
 COMMON_SPACE: dict[str, Space] = {
     "weight_decay": LogUniform(1e-6, 1e-2),
@@ -51,6 +68,11 @@ class TorchSolver(BaseSolver):
         super().__init_subclass__(**kwargs)
         cls.parameters = {**COMMON_PARAMETERS, **cls.parameters}
 
+    @classmethod
+    def trial_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` (every hyperparameter) without those that have no effect (``INERT``)."""
+        return {k: v for k, v in params.items() if not (k in INERT and INERT[k](params))}
+
     def optimizer_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``optimizer_class`` from this solver's hyperparameters."""
         return {"lr": self.lr, "weight_decay": self.weight_decay}
@@ -65,6 +87,22 @@ class TorchSolver(BaseSolver):
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.rotation not in SCOPES:
             raise ValueError(f"rotation must be one of {', '.join(SCOPES)}, got {self.rotation!r}")
+        if int(self.rotation_block_size) < 1 or int(self.svd_every) < 1:
+            raise ValueError(
+                f"rotation_block_size and svd_every must be >= 1, got "
+                f"{self.rotation_block_size}, {self.svd_every}"
+            )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
+            )
+        if int(self.warmup_steps) < 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(
+                f"need warmup_steps >= 0 and 0 <= min_lr_ratio <= 1, got "
+                f"{self.warmup_steps}, {self.min_lr_ratio}"
+            )
+        if not 0 <= self.max_grad_norm < float("inf"):
+            raise ValueError(f"max_grad_norm must be >= 0 and finite, got {self.max_grad_norm}")
 
     def build_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         """The optimizer, in a rotated basis when ``rotation`` is not ``none`` (weight decay is
@@ -72,13 +110,13 @@ class TorchSolver(BaseSolver):
         kwargs = self.optimizer_kwargs()
         if self.rotation == "none":
             return self.optimizer_class(params, **kwargs)
-        from shiftbench.rotations import RotatedOptimizer
-
         return RotatedOptimizer(
             params,
             self.optimizer_class,
             scope=self.rotation,
+            block_size=int(self.rotation_block_size),
             seed=self.seed,
+            svd_every=int(self.svd_every),
             module=self.model,
             **kwargs,
         )
@@ -102,18 +140,29 @@ class TorchSolver(BaseSolver):
 
     def run(self, callback: Callable[[], bool]) -> None:
         """Train until the callback says stop: no host synchronisation between its calls
-        (data, sampling and optimizer state all live on the device)."""
+        (data, sampling and optimizer state all live on the device). The learning rate
+        follows ``lr_schedule`` after ``warmup_steps`` (``shiftbench.training.lr_factor``);
+        with ``max_grad_norm`` > 0 the gradient is clipped to that global norm first."""
         self.model.train()
         step = 0
+        scheduled = self.lr_schedule != "constant" or int(self.warmup_steps) > 0
         while callback():
             if step == self.steps:
                 break
             if step == self.algorithm.reset_at:
                 self.optimizer = self.reset_optimizer()
+            if scheduled:
+                factor = lr_factor(
+                    step, self.steps, int(self.warmup_steps), self.lr_schedule, self.min_lr_ratio
+                )
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self.lr * factor
             with self.accel.autocast(self.device):
                 loss = self.algorithm.loss(self.train_model, next(self.sampler), step)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
             self.optimizer.step()
             step += 1
 

@@ -227,12 +227,12 @@ class Study:
         base = registry.defaults(cls)
         if self.search_kind == "grid":
             spaces = {k: parse_space(v) for k, v in overrides.items()}
-            return [{**base, **s} for s in grid_samples(spaces)]
+            return [cls.trial_params({**base, **s}) for s in grid_samples(spaces)]
         spaces = {**cls.search_space, **{k: parse_space(v) for k, v in overrides.items()}}
         samples = random_samples(
             spaces, self.trials_per_solver, seed=self.search_seed, scope=(dataset, solver)
         )
-        return [{**base, **s} for s in samples]
+        return [cls.trial_params({**base, **s}) for s in samples]
 
 
 def _as_spaces(grid: Mapping[str, list[Any]]) -> dict[str, Choice]:

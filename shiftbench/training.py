@@ -6,6 +6,7 @@ index draw and a gather, never a DataLoader.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -22,6 +23,30 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(
+    step: int,
+    steps: int,
+    warmup_steps: int = 0,
+    schedule: str = "constant",
+    min_ratio: float = 0.1,
+) -> float:
+    """The learning rate of step ``step`` (0-based) of ``steps`` as a fraction of the peak, as
+    nanoGPT's ``train.py:get_lr``: a linear warm-up ``(step + 1) / (warmup_steps + 1)`` for
+    the first ``warmup_steps`` steps, then constant, or (``cosine``) a half cosine from 1 down
+    to ``min_ratio`` (nanoGPT: min_lr = lr / 10) reached at the last step."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    if schedule == "constant":
+        return 1.0
+    if schedule != "cosine":
+        raise ValueError(f"unknown lr schedule {schedule!r}; expected one of {LR_SCHEDULES}")
+    progress = min(1.0, (step - warmup_steps) / max(1, steps - 1 - warmup_steps))
+    return min_ratio + 0.5 * (1.0 + math.cos(math.pi * progress)) * (1.0 - min_ratio)
 
 
 def pick_device(requested: str = "auto") -> torch.device:

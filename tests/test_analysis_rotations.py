@@ -25,6 +25,12 @@ PROBES = [
     "update_orthogonality_embed",
     "linf_gradient_bound",
     "hessian_11_norm",
+    "hessian_neuron_share",
+    "hessian_layer_share",
+    "hessian_other_share",
+    "hessian_neuron_mean",
+    "hessian_layer_mean",
+    "hessian_other_mean",
     "adam_v_log10_q10",
     "adam_v_log10_q50",
     "adam_v_log10_q90",
@@ -56,7 +62,9 @@ def trained(optimizer_factory):
 
 
 def probe(model, data, optimizer):
-    config = measures.MeasureConfig(noise_batch_size=32, subset=512)  # every batch = all data
+    config = measures.MeasureConfig(  # every batch = all data
+        noise_batch_size=32, linf_batches=4, hessian_batches=2, orthogonality_steps=2
+    )
     return measures.compute_with_reasons(
         model, data, names=PROBES, config=config, optimizer=optimizer
     )
@@ -77,24 +85,44 @@ def full_hessian(model, x, y) -> np.ndarray:
 
 def test_adam_probes_match_direct_computations():
     model, (x, y), adam = trained(lambda m: torch.optim.Adam(m.parameters(), lr=0.05))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     values, reasons = probe(model, (x, y), adam)
     (beta1, beta2), eps = adam.defaults["betas"], adam.defaults["eps"]
-    for name, layer in (("mlp", model.fc), ("head", model.head)):
-        state = adam.state[layer.weight]
-        step = float(state["step"])
-        m_hat = state["exp_avg"].numpy() / (1 - beta1**step)
-        v_hat = state["exp_avg_sq"].numpy() / (1 - beta2**step)
-        singular = np.linalg.svd(m_hat / (np.sqrt(v_hat) + eps), compute_uv=False)
-        expected = singular.std() / singular.mean()
-        assert values[f"update_orthogonality_{name}"] == pytest.approx(expected, rel=1e-5)
+    # two steps of resumed training on all the data, each step's CV averaged
+    resumed, resumed_adam = trained(lambda m: torch.optim.Adam(m.parameters(), lr=0.05))[::2]
+    cvs = {"mlp": [], "head": []}
+    for _ in range(2):
+        resumed_adam.zero_grad()
+        F.cross_entropy(resumed(x), y).backward()
+        resumed_adam.step()
+        for name, layer in (("mlp", resumed.fc), ("head", resumed.head)):
+            state = resumed_adam.state[layer.weight]
+            step = float(state["step"])
+            m_hat = state["exp_avg"].numpy() / (1 - beta1**step)
+            v_hat = state["exp_avg_sq"].numpy() / (1 - beta2**step)
+            singular = np.linalg.svd(m_hat / (np.sqrt(v_hat) + eps), compute_uv=False)
+            cvs[name].append(singular.std() / singular.mean())
+    for name, expected in cvs.items():
+        assert values[f"update_orthogonality_{name}"] == pytest.approx(np.mean(expected), rel=1e-5)
+    for key, value in model.state_dict().items():  # resumed on a copy
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
     assert math.isnan(values["update_orthogonality_embed"])
     assert "no embed weight matrix" in reasons["update_orthogonality_embed"]
     model.eval()
     grads = torch.autograd.grad(F.cross_entropy(model(x), y), list(model.parameters()))
     expected_linf = max(g.abs().max().item() for g in grads)
     assert values["linf_gradient_bound"] == pytest.approx(expected_linf, rel=1e-5)
-    hessian = full_hessian(model, x, y)
-    assert values["hessian_11_norm"] == pytest.approx(np.abs(hessian).sum(), rel=1e-4)
+    hessian = np.abs(full_hessian(model, x, y))
+    assert values["hessian_11_norm"] == pytest.approx(hessian.sum(), rel=1e-4)
+    neuron = np.array([0, 0, 1, 1, 0, 1, 2, 2, 3, 3, 2, 3])  # fc.weight rows, fc.bias, head
+    layer = np.array([0] * 6 + [1] * 6)
+    same_neuron = neuron[:, None] == neuron[None, :]
+    same_layer = (layer[:, None] == layer[None, :]) & ~same_neuron
+    other = ~(same_neuron | same_layer)
+    for block, mask in (("neuron", same_neuron), ("layer", same_layer), ("other", other)):
+        share = hessian[mask].sum() / hessian.sum()
+        assert values[f"hessian_{block}_share"] == pytest.approx(share, rel=1e-4)
+        assert values[f"hessian_{block}_mean"] == pytest.approx(hessian[mask].mean(), rel=1e-4)
     v = np.concatenate([s["exp_avg_sq"].numpy().ravel() for s in adam.state.values()])
     logs = np.log10(v[v > 0].astype(np.float64))
     for q, name in ((0.1, "q10"), (0.5, "q50"), (0.9, "q90")):
@@ -132,8 +160,11 @@ def test_probes_are_nan_with_a_reason_without_adam_moments():
     model, data, sgd = trained(lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9))
     for optimizer, why in ((sgd, "SGD keeps no Adam moments"), (None, "no optimizer given")):
         values, reasons = probe(model, data, optimizer)
-        assert all(math.isnan(values[name]) for name in PROBES)
-        assert all(why in reasons[name] for name in PROBES)
+        adam_only = [name for name in PROBES if not name.startswith("hessian_")]
+        assert all(math.isnan(values[name]) for name in adam_only)
+        assert all(why in reasons[name] for name in adam_only)
+        # the Hessian is the model's, whatever trained it
+        assert all(np.isfinite(values[f"hessian_{b}_share"]) for b in ("neuron", "layer"))
 
 
 def test_the_runner_gives_the_trials_optimizer_to_the_measures(tmp_path):
@@ -149,7 +180,7 @@ def test_the_runner_gives_the_trials_optimizer_to_the_measures(tmp_path):
     names = ("update_orthogonality_conv", "adam_v_log10_q50")
     rows = {}
     for trial in parse_study(raw, tmp_path / "r.yml").trials():
-        outcome = runner.run(trial, "r", measures=names)
+        outcome = runner.run(trial, "r", measures=names, measure_config={"orthogonality_steps": 3})
         assert outcome.status == "done", outcome.error
         rows[(trial.solver, dict(trial.solver_params)["rotation"])] = outcome.rows[-1]
     for key in (("adam", "none"), ("adam", "output")):
@@ -186,6 +217,11 @@ def ledger() -> pd.DataFrame:
                 rows[-1]["measure.update_orthogonality_mlp"] = 1.0 + seed + (scope == "global")
                 rows[-1]["measure.update_orthogonality_conv"] = math.nan
                 rows[-1]["measure.linf_gradient_bound"] = 10.0 * (seed + 1)
+                rows[-1]["measure.hessian_neuron_share"] = 0.2 + 0.1 * seed
+                rows[-1]["measure.hessian_layer_share"] = 0.3
+                rows[-1]["measure.hessian_other_share"] = 0.5 - 0.1 * seed
+                rows[-1]["measure.hessian_neuron_mean"] = 1e-2
+                rows[-1]["measure.hessian_other_mean"] = 1e-4 * (seed + 1)
     probes = {c: math.nan for c in rows[-1] if c.startswith("measure.")}
     sgd = dict(rows[-1], trial_id="sgd", solver="sgd", **probes)
     return pd.DataFrame([*rows, sgd])
@@ -237,8 +273,17 @@ def test_slowdown_keeps_the_models_of_one_data_set_apart(tmp_path):
     assert (tmp_path / "rotation_curves.png").is_file()
 
 
+def test_hessian_block_table_averages_seeds(tmp_path):
+    run_analysis("rotation_hessian_blocks", ledger(), tmp_path)
+    table = pd.read_csv(tmp_path / "rotation_hessian_blocks.csv").set_index(["task", "scope"])
+    assert table["neuron_share_mean"].tolist() == pytest.approx([0.25] * 4)
+    assert table["other_share_std"].tolist() == pytest.approx([np.std([0.5, 0.4], ddof=1)] * 4)
+    assert table["other_entry_vs_neuron_entry"].tolist() == pytest.approx([0.015] * 4)
+    assert "sgd" not in set(table["solver"])
+
+
 def test_analyses_say_so_when_nothing_was_probed(tmp_path):
     frame = ledger().drop(columns=[c for c in ledger() if c.startswith("measure.")])
-    for name in ("rotation_orthogonality", "rotation_probes"):
+    for name in ("rotation_orthogonality", "rotation_probes", "rotation_hessian_blocks"):
         report = run_analysis(name, frame, tmp_path / name)
         assert report.sections and "No run measured" in report.sections[0]

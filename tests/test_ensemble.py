@@ -116,6 +116,9 @@ def test_groups() -> None:
         make_trial("adam", {}, 0, model="nin"),
         make_trial("adam", {}, 0, algorithm="irm"),
         make_trial("adam", {"rotation": "global"}, 0),
+        make_trial("adam", {"lr_schedule": "cosine"}, 0),
+        make_trial("adam", {"warmup_steps": 5}, 0),
+        make_trial("adam", {"max_grad_norm": 1.0}, 0),
     ]
     trials = [*base[:2], other_batch, *blocked, *base[2:], other_solver]
     groups = ensemble_groups(trials, max_k=3)

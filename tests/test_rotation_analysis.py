@@ -6,7 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shiftbench.rotation_analysis import ordering_verdict, slowdowns, steps_to_reach
+from shiftbench.rotation_analysis import (
+    invariance_verdict,
+    ordering_verdict,
+    slowdowns,
+    steps_to_reach,
+)
 
 
 def curve(steps, losses):
@@ -98,3 +103,28 @@ def test_ordering_verdict_ties_differences_under_the_tie_threshold():
     assert "holds" in text and "SVD" not in text
     broken = {**converged, "layer": 0.06}
     assert "does not hold" in ordering_verdict(summary(broken, std=1e-6))
+
+
+def test_vacuous_comparisons_get_no_verdict():
+    paper = {"none": 1.0, "output": 1.0, "input": 1.1, "layer": 1.2, "global": 1.3, "svd": 0.8}
+    untrained = summary(paper).assign(initial_loss_mean=1.02)
+    text = ordering_verdict(untrained)
+    assert "vacuous: the unrotated run did not train (loss 1.020 -> 1.000)" in text
+    assert "holds" not in text and "help" not in text
+    trained = summary(paper).assign(initial_loss_mean=2.3)
+    assert "vacuous" not in ordering_verdict(trained)
+    saturated = {scope: 1e-4 * (i + 1) for i, scope in enumerate(paper)}
+    text = ordering_verdict(summary(saturated, std=1e-5))
+    assert text.count("every scope saturated") == 2 and "holds" not in text
+    tied = {"none": 1.0, "output": 1.003, "input": 1.0, "layer": 1.004, "global": 1.002}
+    text = ordering_verdict(summary(tied))
+    assert "vacuous: all 5 scopes tie" in text and "holds" not in text
+
+
+def test_invariance_verdict_of_an_equivariant_control():
+    frame = summary({"none": 0.5, "global": 0.503}).assign(initial_loss_mean=2.3)
+    assert invariance_verdict(frame) == "invariance: global matches none (+0.003 nats)"
+    frame = summary({"none": 0.5, "global": 0.7}).assign(initial_loss_mean=2.3)
+    assert "global differs from none (+0.200 nats)" in invariance_verdict(frame)
+    stuck = summary({"none": 2.29, "global": 2.30}).assign(initial_loss_mean=2.30)
+    assert invariance_verdict(stuck).startswith("vacuous: the unrotated run did not train")

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from shiftbench.models import create_model
 from shiftbench.rotations import SCOPES, BlockRotation, RotatedOptimizer, haar_rotation
 
 STEPS = 20
@@ -301,3 +302,176 @@ def test_bad_arguments_are_rejected() -> None:
     optimizer = RotatedOptimizer(MODEL.parameters(), torch.optim.SGD, lr=0.1)
     with pytest.raises(NotImplementedError):
         optimizer.add_param_group({"params": [torch.zeros(2, requires_grad=True)]})
+
+
+def _line(name: str, shape: torch.Size, index: tuple[int, ...], scope: str) -> tuple:
+    """Where ``scope`` may move a unit value at ``index`` of a timm parameter: the intended
+    axis, written out per parameter kind (the rule of the rotations module doc)."""
+    if name == "pos_embed":  # (1, N, D): a table of positions, one feature across positions
+        _, n, d = index
+        return (0, slice(None), d) if scope == "output" else (0, n, slice(None))
+    if scope == "output":  # the weights ending at one output neuron
+        return (index[0], *[slice(None)] * (len(shape) - 1))
+    return (slice(None), *index[1:])  # the weights leaving one input coordinate
+
+
+@pytest.mark.parametrize("model_name", ["timm_vit", "timm_resnet"])
+@pytest.mark.parametrize("scope", ["output", "input"])
+def test_matrix_scopes_act_within_the_intended_axis_of_every_timm_parameter(
+    model_name: str, scope: str
+) -> None:
+    """Every parameter of a timm ViT and ResNet: a unit value on one coordinate is mixed only
+    along the intended axis (pos_embed never mixes the whole table; cls_token, biases and
+    norms stay put), and mixed at all where that axis is longer than one."""
+    torch.manual_seed(0)
+    model = create_model(model_name, (1, 8, 8), 4, depth=1, width=8).double()
+    optimizer = RotatedOptimizer(
+        model.named_parameters(), torch.optim.SGD, scope=scope, block_size=4, module=model, lr=0.1
+    )
+    generator = torch.Generator().manual_seed(1)
+    for name, p in model.named_parameters():
+        index = tuple(int(torch.randint(n, (), generator=generator)) for n in p.shape)
+        value = torch.zeros_like(p)
+        value[index] = 1.0
+        (shadow,) = _nonzero_shadows(optimizer, {p: value})
+        if p.squeeze().ndim < 2:  # a bias, a norm, cls_token (1, 1, D): not rotated
+            torch.testing.assert_close(shadow, value, rtol=0, atol=0, msg=name)
+            continue
+        if shadow.shape != p.shape:  # one of Q, K, V of a fused weight
+            third = p.shape[0] // 3
+            value = value[index[0] // third * third :][:third]
+            index = (index[0] % third, *index[1:])
+        keep = torch.zeros_like(shadow, dtype=torch.bool)
+        keep[_line(name, shadow.shape, index, scope)] = True
+        assert shadow[~keep].abs().max() == 0, f"{name} mixes across the {scope} axis"
+        if keep.sum() > 1:
+            assert (shadow[keep] != 0).sum() > 1, f"{name} is not rotated in {scope}"
+        torch.testing.assert_close(shadow.norm(), value.norm())
+
+
+def test_step_with_a_closure_returns_its_loss_and_steps_on_its_gradient() -> None:
+    model = copy.deepcopy(MODEL)
+    optimizer = _rotated("global", torch.optim.SGD, lr=0.1)(model)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(X), Y)
+        loss.backward()
+        return loss
+
+    loss = optimizer.step(closure)
+    assert loss == nn.functional.cross_entropy(MODEL(X), Y)
+    expected = _train(lambda m: torch.optim.SGD(m.parameters(), lr=0.1), steps=1)
+    torch.testing.assert_close(_flat(model), _flat(expected), rtol=0, atol=1e-12)
+
+
+def test_parameters_without_a_gradient() -> None:
+    """A unit without any gradient is not stepped (no state, weights unchanged); a missing
+    gradient inside a unit counts as zero (the same step as an explicit zero gradient)."""
+
+    def train(scope: str, missing: str) -> tuple[nn.Module, RotatedOptimizer]:
+        model = copy.deepcopy(MODEL)
+        optimizer = _rotated(scope, torch.optim.Adam, lr=0.01)(model)
+        for _ in range(3):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(X), Y).backward()
+            if missing == "none":
+                model.fc.bias.grad = None
+            else:
+                model.fc.bias.grad.zero_()
+            optimizer.step()
+        return model, optimizer
+
+    model, optimizer = train("output", "none")
+    torch.testing.assert_close(model.fc.bias, MODEL.fc.bias, rtol=0, atol=0)
+    shadows = optimizer.base.param_groups[0]["params"]
+    assert [bool(optimizer.base.state.get(shadow)) for shadow in shadows] == [True] * 6 + [False]
+    with_none, _ = train("global", "none")
+    with_zero, _ = train("global", "zero")
+    torch.testing.assert_close(_flat(with_none), _flat(with_zero), rtol=0, atol=0)
+    assert not torch.equal(with_none.fc.bias, MODEL.fc.bias)  # the global rotation moves it
+
+
+def test_sparse_gradients_are_rejected() -> None:
+    table = nn.Embedding(5, 3, sparse=True)
+    optimizer = RotatedOptimizer(table.parameters(), torch.optim.Adam, scope="global", lr=0.1)
+    table(torch.tensor([0, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match="sparse"):
+        optimizer.step()
+
+
+def test_fused_qkv_names_split_other_parameters() -> None:
+    attention = nn.MultiheadAttention(4, 1)
+    named = list(attention.named_parameters())
+    plain = RotatedOptimizer(named, torch.optim.SGD, scope="layer", lr=0.1)
+    fused = RotatedOptimizer(
+        named, torch.optim.SGD, scope="layer", lr=0.1, fused_qkv={"in_proj_weight"}
+    )
+    sizes = sorted(p.numel() for p in plain.base.param_groups[0]["params"])
+    assert sizes == [12, 20, 48]  # in_proj_bias, out_proj (weight and bias), in_proj_weight
+    sizes = sorted(p.numel() for p in fused.base.param_groups[0]["params"])
+    assert sizes == [12, 16, 16, 16, 20]  # Q, K, V of in_proj_weight (4 x 4 each) apart
+    with pytest.raises(ValueError, match="multiple of 3"):
+        RotatedOptimizer(
+            [("w", torch.zeros(4, 2, requires_grad=True))],
+            torch.optim.SGD,
+            fused_qkv={"w"},
+            lr=0.1,
+        )
+
+
+@pytest.mark.parametrize(
+    ("change", "match"), [({"scope": "layer"}, "scope"), ({"block_size": 4}, "block_size")]
+)
+def test_state_dict_of_another_scope_or_block_size_is_refused(change: dict, match: str) -> None:
+    model = copy.deepcopy(MODEL)
+    settings = {"scope": "global", "block_size": 3}
+    optimizer = RotatedOptimizer(model.parameters(), torch.optim.Adam, lr=0.01, **settings)
+    nn.functional.cross_entropy(model(X), Y).backward()
+    optimizer.step()
+    other = RotatedOptimizer(
+        model.parameters(), torch.optim.Adam, lr=0.01, **{**settings, **change}
+    )
+    with pytest.raises(ValueError, match=match):
+        other.load_state_dict(optimizer.state_dict())
+
+
+def test_svd_basis_refresh_keeps_the_moments_of_the_old_basis() -> None:
+    """SVD-Adam with the basis recomputed every 2 steps while the moments are non-zero, against
+    numpy: the moments live in whatever basis is current (not transformed at a refresh), the
+    step is U (m-hat / (sqrt(v-hat) + eps)) V^T with the current U, V."""
+    generator = torch.Generator().manual_seed(5)
+    weight = torch.randn(4, 3, dtype=torch.float64, generator=generator, requires_grad=True)
+    grads = [torch.randn(4, 3, dtype=torch.float64, generator=generator) for _ in range(5)]
+    w = weight.detach().numpy().copy()
+    lr, (b1, b2), eps = 0.1, (0.9, 0.99), 1e-6  # eps >> the null space's rounding noise
+    optimizer = RotatedOptimizer(
+        [weight], torch.optim.Adam, scope="svd", svd_every=2, lr=lr, betas=(b1, b2), eps=eps
+    )
+    m = v = np.zeros((4, 3))
+    for t, gradient in enumerate(grads, start=1):
+        weight.grad = gradient
+        optimizer.step()
+        g = gradient.numpy()
+        if t % 2 == 1:  # steps 0, 2, 4 (0-based) recompute the basis
+            u, _, vt = np.linalg.svd(g, full_matrices=True)
+        rotated = u.T @ g @ vt.T
+        m, v = b1 * m + (1 - b1) * rotated, b2 * v + (1 - b2) * rotated**2
+        step = (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+        w = w - lr * u @ step @ vt
+        np.testing.assert_allclose(weight.detach().numpy(), w, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("scope", ["global", "svd"])
+def test_a_deep_copy_with_its_model_continues_the_same_trajectory(scope: str) -> None:
+    make = _rotated(scope, torch.optim.Adam, lr=0.01, svd_every=2)
+    straight = _train(make, steps=6)
+    model = copy.deepcopy(MODEL)
+    optimizer = make(model)
+    for step in range(6):
+        if step == 3:
+            model, optimizer = copy.deepcopy((model, optimizer))
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(X), Y).backward()
+        optimizer.step()
+    torch.testing.assert_close(_flat(model), _flat(straight), rtol=0, atol=1e-12)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from shiftbench import registry
 from shiftbench.data.seeds import seed_hash
+from shiftbench.solver_base import INERT
 from shiftbench.study import Study, StudyError, load_study, parse_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ def test_quickstart_expands_to_datasets_x_solvers_x_trials_x_seeds():
     # every trial is fully resolved: defaults filled in, overrides applied
     for t in trials:
         solver_params = dict(t.solver_params)
-        assert set(solver_params) == set(registry.solver_class(t.solver).parameters)
+        assert set(solver_params) == set(registry.solver_class(t.solver).parameters) - set(INERT)
         assert dict(t.objective_params)["steps"] == 300
         assert "seed" not in dict(t.objective_params)
         if t.solver in ("sgd",):
@@ -66,6 +67,33 @@ def test_grid_search_is_the_product_of_the_lists(tmp_path):
     assert len({t.trial_id for t in trials}) == len(trials)
     lrs = {dict(t.solver_params)["lr"] for t in trials if t.solver == "sgd"}
     assert lrs == {0.1, 0.01, 0.001}
+
+
+def test_hyperparameters_without_effect_are_left_out_of_trial_ids(tmp_path):
+    """The rotation settings, schedule and clipping are in a trial's config only where they
+    act, so a trial without them has the id it had before they existed."""
+    raw = {
+        "name": "r",
+        "datasets": {"rotated_digits": {"test_env": 0}},
+        "solvers": {
+            "sgd": {"lr": 0.1},
+            "adam": {"rotation": ["global", "svd"], "max_grad_norm": [0.0, 1.0]},
+        },
+        "search": {"kind": "grid"},
+        "seeds": [0],
+    }
+    trials = parse_study(raw, tmp_path / "r.yml").trials()
+    by_solver = {(t.solver, dict(t.solver_params).get("rotation")): t for t in trials}
+    sgd = dict(by_solver["sgd", "none"].solver_params)
+    assert sgd == {"lr": 0.1, "weight_decay": 0.0, "batch_size": 64, "rotation": "none"}
+    # the id of a plain SGD trial as it was computed before these hyperparameters existed
+    assert by_solver["sgd", "none"].trial_id == "ddff6341b45d5786"
+    params = [dict(t.solver_params) for t in trials if t.solver == "adam"]
+    assert {(p["rotation"], p.get("rotation_block_size"), p.get("svd_every")) for p in params} == {
+        ("global", 768, None),
+        ("svd", None, 250),
+    }
+    assert sorted(p.get("max_grad_norm", 0.0) for p in params) == [0.0, 0.0, 1.0, 1.0]
 
 
 def test_equal_configurations_are_one_trial(tmp_path):

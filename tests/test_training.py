@@ -10,7 +10,7 @@ from torch import nn
 
 from shiftbench.data.digits import rotated_digit_environments
 from shiftbench.data.environments import Environment
-from shiftbench.training import EnvSampler, evaluate, pick_device, seed_everything
+from shiftbench.training import EnvSampler, evaluate, lr_factor, pick_device, seed_everything
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -126,3 +126,20 @@ def test_pick_device():
     assert pick_device("cpu") == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert pick_device("auto").type == expected
+
+
+def test_lr_factor_is_nanogpts_warmup_and_cosine_by_hand():
+    # 10 steps, 2 of warm-up: 1/3, 2/3, then cos from 1 (step 2) to 0.1 (step 9)
+    assert lr_factor(0, 10, 2, "cosine") == pytest.approx(1 / 3)
+    assert lr_factor(1, 10, 2, "cosine") == pytest.approx(2 / 3)
+    assert lr_factor(2, 10, 2, "cosine") == pytest.approx(1.0)
+    # step 5 of 11 with 2 of warm-up: 3/8 of the way down
+    assert lr_factor(5, 11, 2, "cosine") == pytest.approx(
+        0.1 + 0.5 * 0.9 * (1 + np.cos(np.pi * 3 / 8))
+    )
+    assert lr_factor(9, 10, 2, "cosine") == pytest.approx(0.1)
+    assert lr_factor(9, 10, 2, "cosine", min_ratio=0.0) == pytest.approx(0.0, abs=1e-12)
+    assert [lr_factor(s, 10, 3) for s in range(5)] == pytest.approx([0.25, 0.5, 0.75, 1, 1])
+    assert lr_factor(7, 10) == 1.0
+    with pytest.raises(ValueError, match="schedule"):
+        lr_factor(5, 10, 0, "linear")
