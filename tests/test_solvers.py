@@ -3,6 +3,7 @@ sampler and optimizer, weight decay written out by hand: coupled L2 for SGD, RMS
 Adam, decoupled for AdamW), names equal file stems, search spaces sample valid values, and a
 trial's numbers are deterministic."""
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,9 @@ def hand_data(seed_split=0, fraction=0.2, test_env=2):
     envs = data.environments
     splits = []
     for i, env in enumerate(envs):
-        perm = np.random.RandomState(seed_split + i).permutation(len(env))
+        # DomainBed's train.py: seed_hash(trial_seed, env_i) = md5(str(args)) mod 2**31
+        digest = hashlib.md5(str((seed_split, i)).encode()).hexdigest()
+        perm = np.random.RandomState(int(digest, 16) % 2**31).permutation(len(env))
         n_out = int(len(env) * fraction)
         splits.append((perm[n_out:], perm[:n_out]))
     train = [
