@@ -82,11 +82,11 @@ def run(
     study = _load(study_file, trial_limit)
     if workers is not None and workers < 0:
         raise click.ClickException("--workers must be >= 0")
+    todo = plan(study, store_dir)
     try:
-        study.check_data()
+        study.check_data(todo.pending[:max_trials])
     except StudyError as exc:
         raise click.ClickException(str(exc)) from None
-    todo = plan(study, store_dir)
     click.echo(
         f"{study.name}: {len(todo.trials)} trials, "
         f"{len(todo.trials) - len(todo.pending) - len(todo.exhausted)} already in the "

@@ -244,7 +244,8 @@ def test_a_folder_dataset_whose_files_are_there_passes_the_check(tmp_path):
     for env in ("art_painting", "cartoon", "photo", "sketch"):
         (tmp_path / "PACS" / env / "dog").mkdir(parents=True)
     raw = {**TINY, "datasets": {"pacs": {"data_home": str(tmp_path)}}}
-    load_study(write(tmp_path / "pacs.yml", raw)).check_data()
+    study = load_study(write(tmp_path / "pacs.yml", raw))
+    study.check_data(study.trials())
 
 
 def test_a_study_of_27_million_trials_is_refused_by_run_status_and_report(tmp_path):
