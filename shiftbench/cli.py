@@ -177,11 +177,12 @@ def _echo_failures(ledger, study_file: str, trial_ids: set[str]) -> None:
     help="The study file the trial belongs to.",
 )
 @_store_option
-def rerun(trial_id: str, study_file: str, store_dir: Path) -> None:
+@_limit_option
+def rerun(trial_id: str, study_file: str, store_dir: Path, trial_limit: int | None) -> None:
     """Rerun one trial in this process; exit 0 if its numbers match the ledger's."""
     from shiftbench.sweep import rerun_trial
 
-    study = _load(study_file)
+    study = _load(study_file, trial_limit)
     try:
         result = rerun_trial(study, store_dir, trial_id)
     except KeyError as exc:
@@ -258,11 +259,12 @@ def _params(parameters: dict) -> str:
     help="Parquet file name with Benchopt's result columns, written in the benchmark's "
     "outputs/ folder (the only place `benchopt plot` opens results from).",
 )
-def export(study_file: str, store_dir: Path, out: Path) -> None:
+@_limit_option
+def export(study_file: str, store_dir: Path, out: Path, trial_limit: int | None) -> None:
     """Write the study's checkpoints with Benchopt's result columns."""
     from shiftbench.benchopt_results import result_path, to_benchopt
 
-    study = _load(study_file)
+    study = _load(study_file, trial_limit)
     try:
         target = result_path(out)
     except ValueError as exc:
