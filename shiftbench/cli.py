@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import click
 
-from shiftbench import registry, store
+from shiftbench import expansion_cache, registry, store
 from shiftbench.lock import StudyLocked
 from shiftbench.study import DEFAULT_TRIAL_LIMIT, StudyError, load_study
 
@@ -81,11 +82,11 @@ def run(
     study = _load(study_file, trial_limit)
     if workers is not None and workers < 0:
         raise click.ClickException("--workers must be >= 0")
+    todo = plan(study, store_dir)
     try:
-        study.check_data()
+        study.check_data(todo.pending[:max_trials])
     except StudyError as exc:
         raise click.ClickException(str(exc)) from None
-    todo = plan(study, store_dir)
     click.echo(
         f"{study.name}: {len(todo.trials)} trials, "
         f"{len(todo.trials) - len(todo.pending) - len(todo.exhausted)} already in the "
@@ -106,7 +107,10 @@ def run(
     click.echo(f"ran {summary.ran} trials in {summary.seconds:.1f}s: {counts}")
     after = plan(study, store_dir)
     if after.exhausted or any(summary.counts.get(s) for s in store.FAILED):
-        _echo_failures(store_dir, study, after.trials)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", store.LedgerWarning)
+            ledger = store.read(store_dir, study.name)
+        _echo_failures(ledger, study_file, {t.trial_id for t in after.trials})
     if summary.interrupted:
         click.echo(
             f"interrupted: {len(after.pending)} trials left; run the same command to resume"
@@ -127,38 +131,36 @@ def run(
 @_limit_option
 def status(study_file: str, store_dir: Path, trial_limit: int | None) -> None:
     """Done / failed / diverged / pending counts of a study."""
-    from shiftbench.sweep import plan
-
-    study = _load(study_file, trial_limit)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", store.LedgerWarning)
-        todo = plan(study, store_dir)
-    counts: dict[str, int] = {}
-    for trial in todo.trials:
-        state = todo.states.get(trial.trial_id, "pending")
-        counts[state] = counts.get(state, 0) + 1
-    click.echo(f"{study.name}: {len(todo.trials)} trials")
-    for state in ("done", "diverged", "failed", "timeout", "pending"):
-        click.echo(f"  {state:<9}{counts.get(state, 0):>7}")
-    if todo.exhausted:
-        click.echo(
-            f"  ({len(todo.exhausted)} failed trials have used all {study.retries + 1} attempts)"
-        )
-    for path, reason in store.skipped_files(store_dir, study.name).items():
-        click.echo(f"  unreadable ledger file left untouched: {path}: {reason}")
-    if any(counts.get(s) for s in store.FAILED):
-        _echo_failures(store_dir, study, todo.trials)
-
-
-def _echo_failures(store_dir: Path, study, trials) -> None:
-    """The distinct reasons why the study's failed trials failed, with counts and an example."""
+    study = expansion_cache.lookup(study_file, trial_limit) or expansion_cache.remember(
+        study_file, trial_limit, _load(study_file, trial_limit)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", store.LedgerWarning)
         ledger = store.read(store_dir, study.name)
-    reasons = store.failure_reasons(ledger, {t.trial_id for t in trials})
+    states = store.trial_states(ledger).set_index("trial_id")
+    latest = states["status"].to_dict() if len(states) else {}
+    attempts = states["attempts"].to_dict() if len(states) else {}
+    counts = Counter(latest.get(tid, "pending") for tid in study.trial_ids)
+    exhausted = sum(
+        latest.get(tid) in store.FAILED and attempts[tid] > study.retries
+        for tid in study.trial_ids
+    )
+    click.echo(f"{study.name}: {len(study.trial_ids)} trials")
+    for state in ("done", "diverged", "failed", "timeout", "pending"):
+        click.echo(f"  {state:<9}{counts.get(state, 0):>7}")
+    if exhausted:
+        click.echo(f"  ({exhausted} failed trials have used all {study.retries + 1} attempts)")
+    for path, reason in store.skipped_files(store_dir, study.name).items():
+        click.echo(f"  unreadable ledger file left untouched: {path}: {reason}")
+    _echo_failures(ledger, study_file, set(study.trial_ids))
+
+
+def _echo_failures(ledger, study_file: str, trial_ids: set[str]) -> None:
+    """The distinct reasons why the study's failed trials failed, with counts and an example."""
+    reasons = store.failure_reasons(ledger, trial_ids)
     if reasons:
         click.echo(
-            f"failures (last line of the error; `shiftbench rerun ID --study {study.path}`"
+            f"failures (last line of the error; `shiftbench rerun ID --study {study_file}`"
             " shows it all):"
         )
     for reason, count, trial_id in reasons:
@@ -175,11 +177,12 @@ def _echo_failures(store_dir: Path, study, trials) -> None:
     help="The study file the trial belongs to.",
 )
 @_store_option
-def rerun(trial_id: str, study_file: str, store_dir: Path) -> None:
+@_limit_option
+def rerun(trial_id: str, study_file: str, store_dir: Path, trial_limit: int | None) -> None:
     """Rerun one trial in this process; exit 0 if its numbers match the ledger's."""
     from shiftbench.sweep import rerun_trial
 
-    study = _load(study_file)
+    study = _load(study_file, trial_limit)
     try:
         result = rerun_trial(study, store_dir, trial_id)
     except KeyError as exc:
@@ -256,11 +259,12 @@ def _params(parameters: dict) -> str:
     help="Parquet file name with Benchopt's result columns, written in the benchmark's "
     "outputs/ folder (the only place `benchopt plot` opens results from).",
 )
-def export(study_file: str, store_dir: Path, out: Path) -> None:
+@_limit_option
+def export(study_file: str, store_dir: Path, out: Path, trial_limit: int | None) -> None:
     """Write the study's checkpoints with Benchopt's result columns."""
     from shiftbench.benchopt_results import result_path, to_benchopt
 
-    study = _load(study_file)
+    study = _load(study_file, trial_limit)
     try:
         target = result_path(out)
     except ValueError as exc:

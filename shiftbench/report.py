@@ -7,6 +7,7 @@ An analysis is a file ``analysis/<name>.py`` with ``run(context)``; it reads
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
-from tabulate import tabulate
 
 from shiftbench import registry, store
 from shiftbench.study import Study
@@ -31,24 +31,18 @@ def latex_escape(text: str) -> str:
 
 def fit_width(frame: pd.DataFrame, width: int) -> str:
     """``frame`` as a plain-text table at most ``width`` characters wide where it can be, for
-    a terminal: empty columns are left out, headers wrap at spaces (``_`` reads as a space),
-    then the column with the longest cells is cut (ending in "~") until the table fits or
-    no cell is longer than 8 characters (short numbers are never cut)."""
+    a terminal: empty columns are left out, headers wrap onto lines of 8 (``_`` reads as a
+    space), then the column with the longest cells is cut (ending in "~") until the table
+    fits or no cell is longer than 8 characters (short numbers are never cut)."""
     cells = frame.astype(str)
     cells = cells.loc[:, (cells != "").any()]
-    headers = [str(c).replace("_", " ") for c in cells]
-    wrap = None
+    names = [str(c).replace("_", " ") for c in cells]
+    heads = [[name] for name in names]
     while True:
-        text = tabulate(
-            cells.values.tolist(),
-            headers,
-            tablefmt="simple",
-            disable_numparse=True,
-            maxheadercolwidths=wrap,
-        )
+        text = _plain_table(cells, heads)
         excess = max(map(len, text.splitlines())) - width
-        if excess > 0 and wrap is None:
-            wrap = 8
+        if excess > 0 and any(len(h) == 1 and len(h[0]) > 8 for h in heads):
+            heads = [textwrap.wrap(name, 8) or [""] for name in names]
             continue
         room = {c: int(cells[c].str.len().max()) - 8 for c in cells}
         column = max(room, key=room.get, default=None)
@@ -57,6 +51,16 @@ def fit_width(frame: pd.DataFrame, width: int) -> str:
         keep = int(cells[column].str.len().max()) - min(excess, room[column]) - 1
         long = cells[column].str.len() > keep + 1
         cells.loc[long, column] = cells.loc[long, column].str[:keep] + "~"
+
+
+def _plain_table(cells: pd.DataFrame, heads: list[list[str]]) -> str:
+    """Columns two spaces apart, multi-line headers on top, a rule of dashes below them."""
+    depth = max(map(len, heads), default=1)
+    columns = [[*head, *[""] * (depth - len(head)), *cells[c]] for head, c in zip(heads, cells)]
+    widths = [max(map(len, column)) for column in columns]
+    rows = [list(row) for row in zip(*columns)]
+    rows.insert(depth, ["-" * w for w in widths])
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows)
 
 
 @dataclass

@@ -206,18 +206,16 @@ class Study:
         )
         return total, [(key, factors[key]) for key in keys]
 
-    def check_data(self) -> None:
-        """Run each dataset configuration's ``check_data()`` hook (a plugin's cheap check that
-        its files are there), so missing data stops the study in one line naming the path
-        and where to get it, before any trial starts, instead of failing every trial."""
-        for dataset, grid in self.datasets.items():
+    def check_data(self, trials: list[Trial]) -> None:
+        """Run the ``check_data()`` hook (a plugin's cheap check that its files are there) of
+        each dataset configuration these trials load, so missing data stops the study in one
+        line naming the path and where to get it, before any trial starts, instead of
+        failing every trial."""
+        for dataset, params in dict.fromkeys(t.data_key for t in trials):
             cls = registry.dataset_class(dataset)
-            if not hasattr(cls, "check_data"):
-                continue
-            defaults = registry.defaults(cls)
-            for params in grid_samples(_as_spaces(grid)):
+            if hasattr(cls, "check_data"):
                 try:
-                    cls.get_instance(**{**defaults, **params}).check_data()
+                    cls.get_instance(**dict(params)).check_data()
                 except (FileNotFoundError, ValueError) as exc:
                     raise StudyError(self.path, f"datasets.{dataset}", str(exc)) from None
 

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from shiftbench import store
+from shiftbench.expansion_cache import CACHE_ENV
 from shiftbench.study import Study
 from shiftbench.sweep import result_differences
 
@@ -35,6 +36,15 @@ TINY_STUDY: dict[str, Any] = {
     "retries": 1,
 }
 CHECKPOINTS = [0, 10, 20]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def expansion_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """`shiftbench status` caches expansions: tests (and the commands they start) keep theirs
+    in a temporary folder, not the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("expansion_cache")))
+        yield
 
 
 @pytest.fixture

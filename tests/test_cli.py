@@ -244,10 +244,11 @@ def test_a_folder_dataset_whose_files_are_there_passes_the_check(tmp_path):
     for env in ("art_painting", "cartoon", "photo", "sketch"):
         (tmp_path / "PACS" / env / "dog").mkdir(parents=True)
     raw = {**TINY, "datasets": {"pacs": {"data_home": str(tmp_path)}}}
-    load_study(write(tmp_path / "pacs.yml", raw)).check_data()
+    study = load_study(write(tmp_path / "pacs.yml", raw))
+    study.check_data(study.trials())
 
 
-def test_a_study_of_27_million_trials_is_refused_by_run_status_and_report(tmp_path):
+def test_a_study_of_27_million_trials_is_refused_by_every_command(tmp_path):
     """Three lists of 300 values: counted, not expanded; one line naming the keys."""
     values = list(range(1, 301))
     raw = {
@@ -259,8 +260,14 @@ def test_a_study_of_27_million_trials_is_refused_by_run_status_and_report(tmp_pa
     }
     path = write(tmp_path / "huge.yml", raw)
     store_dir = tmp_path / "store"
-    for command in ("run", "status", "report"):
-        result = CliRunner().invoke(main, [command, str(path), "--store", str(store_dir)])
+    for args in (
+        ["run", str(path)],
+        ["status", str(path)],
+        ["report", str(path)],
+        ["export", str(path), "--benchopt", "huge.parquet"],
+        ["rerun", "0123456789abcdef", "--study", str(path)],
+    ):
+        result = CliRunner().invoke(main, [*args, "--store", str(store_dir)])
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert result.exit_code == 1 and len(lines) == 1, result.output
         assert "expands to 27,000,000 trials, over the limit of 100,000" in lines[0]

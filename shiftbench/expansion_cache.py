@@ -1,0 +1,78 @@
+"""A cache of each study file's validated expansion (name, retries, trial ids), so that
+``shiftbench status`` answers in about a second.
+
+Validating and expanding a study loads the plugins, which import torch and Benchopt
+(seconds), while the counts need only the trial ids. An entry's key is a hash of everything
+the expansion depends on: the study file's bytes, the ``--trial-limit`` given, and every
+source file of the benchmark (``objective.py`` and the plugin folders) and of the engine
+(``shiftbench/``): any edit makes a new key, so an entry is never stale. Entries live in
+``$SHIFTBENCH_CACHE`` (default ``~/.cache/shiftbench``) and are written atomically; a cache
+that cannot be read or written is not used, never an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from shiftbench import __version__
+from shiftbench.plugins import KINDS, benchmark_root
+
+CACHE_ENV = "SHIFTBENCH_CACHE"
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """What ``status`` needs of a study: its name, its retries and its trials' ids."""
+
+    name: str
+    retries: int
+    trial_ids: tuple[str, ...]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "shiftbench")
+
+
+def _key(study_file: Path, trial_limit: int | None) -> str:
+    """The hash of the study file, the limit and every source file the expansion runs."""
+    digest = hashlib.sha256(f"{__version__}\0{trial_limit}\0".encode())
+    digest.update(study_file.read_bytes())
+    root = benchmark_root()
+    sources = [
+        root / "objective.py",
+        *(path for kind in KINDS for path in sorted((root / kind).glob("*.py"))),
+        *sorted(Path(__file__).parent.rglob("*.py")),
+    ]
+    for path in sources:
+        digest.update(f"\0{path}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def lookup(study_file: str | Path, trial_limit: int | None = None) -> Expansion | None:
+    """The cached expansion of this exact study file and code, or None."""
+    try:
+        path = cache_dir() / f"{_key(Path(study_file), trial_limit)}.json"
+        data = json.loads(path.read_text())
+        return Expansion(data["name"], int(data["retries"]), tuple(data["trial_ids"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def remember(study_file: str | Path, trial_limit: int | None, study) -> Expansion:
+    """Expand a validated :class:`shiftbench.study.Study` and cache the result."""
+    expansion = Expansion(study.name, study.retries, tuple(t.trial_id for t in study.trials()))
+    try:
+        folder = cache_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{_key(Path(study_file), trial_limit)}.json"
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(asdict(expansion)))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return expansion
