@@ -77,7 +77,7 @@ def run(
     trial_limit: int | None,
 ) -> None:
     """Run or resume a study: only trials the ledger does not hold yet are run."""
-    from shiftbench.sweep import plan, run_study
+    from shiftbench.sweep import ClusterError, plan, run_study
 
     study = _load(study_file, trial_limit)
     if workers is not None and workers < 0:
@@ -101,7 +101,7 @@ def run(
             max_trials=max_trials,
             progress=not quiet,
         )
-    except StudyLocked as exc:
+    except (StudyLocked, StudyError, ClusterError) as exc:
         raise click.ClickException(str(exc)) from None
     counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items())) or "nothing new"
     click.echo(f"ran {summary.ran} trials in {summary.seconds:.1f}s: {counts}")

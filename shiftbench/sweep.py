@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -44,7 +45,7 @@ from shiftbench.packing import gpu_fraction, trials_per_gpu
 from shiftbench.plugins import benchmark_root
 from shiftbench.provenance import static_provenance
 from shiftbench.runner import TrialOutcome, TrialRunner, ledger_rows
-from shiftbench.study import Resources, Study
+from shiftbench.study import Resources, Study, StudyError
 from shiftbench.trial import Trial
 
 IN_FLIGHT_PER_WORKER = 2
@@ -61,6 +62,8 @@ LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # job's config, whose runtime_env ray.init merges with the driver's (ray/_private/worker.py,
 # init; ray/dashboard/modules/job/job_supervisor.py, _get_driver_env_vars).
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
+TOKEN_SETTINGS = "RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token"
 
 Finished = Callable[[TrialOutcome], None]
 Group = list[Trial]
@@ -313,14 +316,24 @@ def _timeout_text(study: Study) -> str:
     return f"stopped after timeout_s={study.timeout_s:g} seconds"
 
 
+class ClusterError(RuntimeError):
+    """The Ray cluster cannot be joined (one line saying what to set)."""
+
+
 def _start_ray(workers: int | None, address: str | None) -> None:
     """Start an embedded local cluster (bound to 127.0.0.1, no dashboard), or join ``address``.
 
     Ray resolves a node address of 127.0.0.1 to the machine's external address and binds its
     servers there unless its single-machine mode is on (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``,
     read when Ray is imported), so the embedded cluster turns that mode on.
+
+    An unset (or empty) ``RAY_AUTH_MODE`` is ``disabled`` for the embedded cluster; to join
+    one it is ``token`` when a token is at hand, as ``ray start`` decides for the clusters it
+    starts (ray/_private/authentication/authentication_token_setup.py,
+    maybe_enable_token_auth_if_token_available), else ``disabled``.
     """
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if not os.environ.get(AUTH_MODE_ENV):
+        os.environ[AUTH_MODE_ENV] = "token" if address and _token_source() else "disabled"
     if not address:
         os.environ.setdefault(LOCAL_ONLY_ENV, "0")
     import ray
@@ -330,7 +343,7 @@ def _start_ray(workers: int | None, address: str | None) -> None:
         return
     with _sigterm_kept():
         if address:
-            ray.init(address=address, runtime_env=_runtime_env(), log_to_driver=False)
+            _join(address)
             return
         if os.environ[LOCAL_ONLY_ENV] == "0":  # Ray may have been imported before the variable
             ray_constants.ENABLE_RAY_CLUSTER = False
@@ -342,6 +355,59 @@ def _start_ray(workers: int | None, address: str | None) -> None:
             logging_level="ERROR",
             _node_ip_address="127.0.0.1",
         )
+
+
+def _join(address: str) -> None:
+    """Connect to the cluster at ``address``; a refused token or mode, or no cluster there,
+    is a :class:`ClusterError` (Ray retries for about 20 s, then raises a bare
+    ``ConnectionError``)."""
+    import ray
+    from ray.exceptions import RayError
+
+    host, _, port = address.rpartition(":")
+    if host and port.isdigit():  # HOST:PORT; Ray would wait many minutes for nothing there
+        try:
+            socket.create_connection((host, int(port)), timeout=10).close()
+        except OSError as exc:
+            raise ClusterError(_join_failure(address, str(exc))) from None
+    try:
+        ray.init(address=address, runtime_env=_runtime_env(), log_to_driver=False)
+    except (ConnectionError, RayError) as exc:
+        raise ClusterError(_join_failure(address, f"{exc} {exc.__cause__}")) from None
+
+
+def _join_failure(address: str, error: str) -> str:
+    """What to set, given the error text of a failed connection to ``address``."""
+    mode, source = os.environ.get(AUTH_MODE_ENV), _token_source()
+    if "Authentication" not in error:
+        return (
+            f"no Ray cluster answers at {address} ({error.strip()}): check the address and "
+            f"that the cluster is up (ray status --address {address})"
+        )
+    if mode != "token":
+        return (
+            f"the Ray cluster at {address} requires a token and this driver has "
+            f"{AUTH_MODE_ENV}={mode}: export {AUTH_MODE_ENV}=token and the cluster's token in "
+            f"{TOKEN_SETTINGS}"
+        )
+    if source is None:
+        return f"{AUTH_MODE_ENV}=token but no token: set the cluster's token in {TOKEN_SETTINGS}"
+    return (
+        f"the Ray cluster at {address} refused this driver's token (from {source}): set the "
+        f"cluster's token in {TOKEN_SETTINGS} (the first one set is used), or "
+        f"{AUTH_MODE_ENV}=disabled if the cluster runs without tokens"
+    )
+
+
+def _token_source() -> str | None:
+    """Where Ray reads this process's cluster token from, in Ray's order, or None."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if path:
+        return f"RAY_AUTH_TOKEN_PATH={path}"
+    default = Path.home() / ".ray" / "auth_token"
+    return str(default) if default.is_file() else None
 
 
 @contextmanager
@@ -375,7 +441,8 @@ def _runtime_env() -> dict[str, Any] | None:
 
 def worker_count(workers: int | None, resources: Resources, cluster: dict[str, float]) -> int:
     """How many worker actors fit the cluster at once (each holds one trial's resources),
-    at most ``workers``; an actor that cannot be placed would hang its trials forever."""
+    at most ``workers``; an actor that cannot be placed would hang its trials forever, so one
+    trial larger than the cluster is a ``ValueError``."""
     fits = [
         cluster.get(name, 0.0) / need + 1e-9
         for name, need in (("CPU", resources.cpus), ("GPU", resources.gpus))
@@ -383,7 +450,7 @@ def worker_count(workers: int | None, resources: Resources, cluster: dict[str, f
     ]
     n = int(min(fits)) if fits else workers or int(cluster.get("CPU", 1))
     if n < 1:
-        raise RuntimeError(
+        raise ValueError(
             f"one trial needs {resources.cpus:g} CPUs and {resources.gpus:g} "
             f"GPUs; the Ray cluster has {cluster.get('CPU', 0):g} CPUs and "
             f"{cluster.get('GPU', 0):g} GPUs"
@@ -408,14 +475,12 @@ def run_on_ray(
     address: str | None,
 ) -> None:
     """Run the groups of trials on worker actors of an embedded or existing Ray cluster."""
-    import ray
 
     _start_ray(workers, address)
     sweep = RaySweep(study, attempts, provenance, finished)
     if study.resources.pack_gpus:
         pending = sweep.pack(pending)
-    n_workers = worker_count(workers, sweep.resources, ray.cluster_resources())
-    sweep.run(pending, n_workers)
+    sweep.run(pending, sweep.workers_that_fit(workers))
     sweep.retry_alone()
 
 
@@ -462,6 +527,20 @@ class RaySweep:
             options["runtime_env"] = {"env_vars": faults.worker_env()}
         return options
 
+    def workers_that_fit(self, workers: int | None) -> int:
+        """:func:`worker_count` on the cluster; one trial too large for it is a
+        :class:`StudyError` on ``resources``, before any trial runs."""
+        import ray
+
+        try:
+            return worker_count(workers, self.resources, ray.cluster_resources())
+        except ValueError as exc:
+            raise StudyError(
+                self.study.path,
+                "resources",
+                f"{exc}: ask for less, or join a larger cluster with --address",
+            ) from None
+
     def pack(self, pending: list[Group]) -> list[Group]:
         """``gpus: auto``: run the first group alone on a whole GPU, then set each worker's
         GPU fraction from its peak memory (:mod:`shiftbench.packing`); returns the rest.
@@ -473,7 +552,7 @@ class RaySweep:
             notice(f"{self.study.name}: gpus: auto, but the cluster has no GPU; using CPUs")
             return pending
         self.resources = replace(self.resources, gpus=1.0)
-        self.run(pending[:1], 1)
+        self.run(pending[:1], self.workers_that_fit(1))
         if not self.device_memory:  # it failed first, or its worker saw no CUDA device
             notice(f"{self.study.name}: no GPU memory measured; one trial per GPU")
             return pending[1:]

@@ -201,3 +201,46 @@ def test_run_as_the_entrypoint_of_deploy_rayjob(head, tmp_path):
     assert code == 0 and "1 done" in out, out
     assert_exactly_once(load_study(study), store_dir, {"done"})
     assert store.read(store_dir, "job")["ray_node"].notna().all()
+
+
+def test_a_driver_that_the_cluster_refuses_says_what_to_set(head, driver, tmp_path):
+    """A wrong token, and a driver without token mode, each end in one line saying what to
+    set; with RAY_AUTH_MODE unset, the token that `ray get-auth-token --generate` wrote to
+    ~/.ray/auth_token puts the driver in token mode, as it does `ray start`."""
+    cluster, address = head
+    spec = {**TINY_STUDY, "name": "auth", "seeds": [0]}
+    path = tmp_path / "auth.yml"
+    path.write_text(yaml.safe_dump({**spec, "search": {**spec["search"], "trials_per_solver": 1}}))
+    args = ["run", str(path), "--store", str(tmp_path / "store"), "--address", address]
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    unset = {"RAY_AUTH_MODE": "", "RAY_AUTH_TOKEN": "", "HOME": str(home)}
+    refused = {
+        "the Ray cluster at {} refused this driver's token (from RAY_AUTH_TOKEN): set the "
+        "cluster's token in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token (the first "
+        "one set is used), or RAY_AUTH_MODE=disabled if the cluster runs without tokens": {
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": secrets.token_hex(16),
+        },
+        "the Ray cluster at {} requires a token and this driver has RAY_AUTH_MODE=disabled: "
+        "export RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN, "
+        "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token": unset,
+    }
+    for message, env in refused.items():
+        code, out = driver.run(*args, **env)
+        assert code == 1 and "Traceback" not in out, out
+        assert out.splitlines()[-1] == "Error: " + message.format(address), out
+    (home / ".ray" / "auth_token").write_text(cluster.token)
+    code, out = driver.run(*args, "--quiet", **unset)
+    assert code == 0 and "1 done" in out, out
+
+
+def test_a_driver_with_no_cluster_at_its_address_says_so_at_once(driver, tmp_path):
+    path = tmp_path / "none.yml"
+    path.write_text(yaml.safe_dump(TINY_STUDY))
+    address = f"127.0.0.1:{free_port()}"
+    code, out = driver.run(
+        "run", str(path), "--store", str(tmp_path / "store"), "--address", address
+    )
+    assert code == 1, out
+    assert out.splitlines()[-1].startswith(f"Error: no Ray cluster answers at {address} ("), out

@@ -2,8 +2,11 @@
 fit, ``gpus: auto`` in a study file, and its fallback to CPUs on a cluster without a GPU."""
 
 import pytest
+from click.testing import CliRunner
 from conftest import assert_exactly_once
 
+from shiftbench import store
+from shiftbench.cli import main
 from shiftbench.packing import CONTEXT_BYTES, HEADROOM, MAX_PER_GPU, gpu_fraction, trials_per_gpu
 from shiftbench.study import Resources, StudyError, load_study, parse_study
 from shiftbench.sweep import run_study
@@ -54,3 +57,22 @@ def test_gpus_auto_without_a_gpu_runs_on_cpus(ray_cluster, make_study, store_dir
     assert summary.counts == {"done": 4}
     assert_exactly_once(study, store_dir, {"done"})
     assert "gpus: auto, but the cluster has no GPU; using CPUs" in capsys.readouterr().err
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize(
+    "resources, needs",
+    [({"cpus": 64}, "64 CPUs and 0 GPUs"), ({"gpus": 2}, "1 CPUs and 2 GPUs")],
+)
+def test_resources_larger_than_the_cluster_stop_the_run_in_one_line(
+    ray_cluster, make_study, store_dir, resources, needs
+):
+    path = make_study(resources=resources)
+    args = ["run", str(path), "--store", str(store_dir), "--workers", "2", "--quiet"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines()[-1] == (
+        f"Error: {path}: resources: one trial needs {needs}; the Ray cluster has 2 CPUs and 0 "
+        "GPUs: ask for less, or join a larger cluster with --address"
+    )
+    assert store.read(store_dir, "tiny").empty  # before any trial ran
