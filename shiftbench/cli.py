@@ -167,17 +167,20 @@ def rerun(trial_id: str, study_file: str, store_dir: Path) -> None:
     default=None,
     help="Report folder (default: STORE/reports/STUDY).",
 )
-def report(study_file: str, store_dir: Path, out: Path | None) -> None:
-    """Run every analysis the study names: Markdown, LaTeX, CSV and PNG."""
+@click.option("--html", is_flag=True, help="Also write the HTML site (index.html) there.")
+def report(study_file: str, store_dir: Path, out: Path | None, html: bool) -> None:
+    """Run every analysis the study names: Markdown, LaTeX, CSV and PNG (and HTML)."""
     from shiftbench.report import build_report
 
     study = _load(study_file)
     try:
-        built = build_report(study, store_dir, out)
+        built = build_report(study, store_dir, out, html=html)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo("\n".join(built.sections))
     click.echo(f"report written to {built.out / 'report.md'}")
+    if built.site:
+        click.echo(built.site.summary())
 
 
 @main.command(name="list")

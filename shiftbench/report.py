@@ -2,13 +2,16 @@
 
 An analysis is a file ``analysis/<name>.py`` with ``run(context)``; it reads
 ``context.ledger`` (the latest attempt of each trial) and writes through
-``context.report``, which keeps every format in step and builds the index.
+``context.report``, which keeps every format in step and builds the index. The report
+also keeps every table, figure and text in ``items`` (with the analysis that wrote it), so
+the HTML site (``shiftbench.site``) shows the very same tables and figures.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -19,6 +22,9 @@ import pandas as pd
 from shiftbench import registry, store
 from shiftbench.study import Study
 
+if TYPE_CHECKING:
+    from shiftbench.site import Site
+
 LATEX_SPECIAL = {"_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$"}
 
 
@@ -27,14 +33,38 @@ def latex_escape(text: str) -> str:
     return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
 
 
+@dataclass(frozen=True, eq=False)
+class Item:
+    """One table, figure or text of a report, as the HTML site shows it.
+
+    ``kind`` is ``table`` (``frame``: the cells as the Markdown shows them), ``figure``
+    (``path``: the PNG; ``plotly``: the same figure as a plotly dict, when the report keeps
+    them) or ``text`` (``markdown``)."""
+
+    kind: str
+    analysis: str
+    name: str = ""
+    caption: str = ""
+    frame: pd.DataFrame | None = None
+    path: Path | None = None
+    plotly: dict | None = None
+    markdown: str = ""
+
+
 @dataclass
 class Report:
-    """Writes tables and figures under ``out`` and collects them into ``report.md``."""
+    """Writes tables and figures under ``out`` and collects them into ``report.md``.
+
+    With ``interactive``, each figure is also kept as a plotly dict for the HTML site."""
 
     out: Path
     title: str
     sections: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    interactive: bool = False
+    analysis: str = ""
+    items: list[Item] = field(default_factory=list)
+    site: Site | None = None
 
     def __post_init__(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -56,19 +86,27 @@ class Report:
         (self.out / f"{name}.tex").write_text(latex)
         self.files += [self.out / f"{name}.{ext}" for ext in ("md", "tex", "csv")]
         self.sections.append(f"## {caption}\n\n{markdown}\n")
+        self.items.append(Item("table", self.analysis, name, caption, frame=shown))
         return markdown
 
     def figure(self, name: str, fig: plt.Figure, caption: str) -> Path:
         """Save ``fig`` as ``name``.png (and close it)."""
         path = self.out / f"{name}.png"
         fig.savefig(path, dpi=150, bbox_inches="tight")
+        plotly = None
+        if self.interactive:
+            from shiftbench.site import plotly_figure
+
+            plotly = plotly_figure(fig)
         plt.close(fig)
+        self.items.append(Item("figure", self.analysis, name, caption, path=path, plotly=plotly))
         self.files.append(path)
         self.sections.append(f"## {caption}\n\n![{caption}]({path.name})\n")
         return path
 
     def text(self, markdown: str) -> None:
         self.sections.append(markdown.rstrip() + "\n")
+        self.items.append(Item("text", self.analysis, markdown=markdown))
 
     def finish(self) -> Path:
         index = self.out / "report.md"
@@ -85,9 +123,12 @@ class AnalysisContext:
     report: Report
 
 
-def build_report(study: Study, store_dir: Path, out: Path | None = None) -> Report:
+def build_report(
+    study: Study, store_dir: Path, out: Path | None = None, html: bool = False
+) -> Report:
     """Run every analysis the study names over its ledger: the rows of the trials the study
-    file names now (a trial dropped from the file stays in the ledger but not the report)."""
+    file names now (a trial dropped from the file stays in the ledger but not the report).
+    ``html`` also writes the study's HTML site beside the report (``report.site``)."""
     out = Path(out) if out else Path(store_dir) / "reports" / study.name
     ledger = store.final_rows(store.read(store_dir, study.name))
     if not ledger.empty:
@@ -97,9 +138,14 @@ def build_report(study: Study, store_dir: Path, out: Path | None = None) -> Repo
             f"{study.path}: no results in {store_dir} for study "
             f"{study.name!r}; run `shiftbench run {study.path}` first"
         )
-    report = Report(out, f"{study.name}: {study.description}".rstrip(": "))
+    report = Report(out, f"{study.name}: {study.description}".rstrip(": "), interactive=html)
     context = AnalysisContext(study, ledger, report)
     for name in study.analyses:
+        report.analysis = name
         registry.analysis(name).run(context)
     report.finish()
+    if html:
+        from shiftbench.site import write_site
+
+        report.site = write_site(context, Path(store_dir))
     return report

@@ -1,0 +1,640 @@
+"""The HTML site of a study: a static, self-contained copy of its report to look, filter and
+click through (``shiftbench report STUDY --html``), and an index over a folder of reports.
+
+The site shows the report's own items (``shiftbench.report.Item``): the tables the analyses
+wrote, as sortable, filterable DataTables (itables), and their matplotlib figures redrawn
+by plotly from the figure's artists (``plotly_figure``), so nothing is computed twice. A
+scatter whose points carry trial ids as matplotlib URLs (``ax.scatter(..., urls=ids)``)
+names each trial on hover and opens its page on click.
+
+Everything the pages need is written once into ``assets/`` (plotly.js, the DataTables
+bundle of itables, a style sheet) and read by relative paths: the site works offline and
+from ``file://``. At 10,000 trials the index stays small (the analyses aggregate); the
+trial list is one DataTable that pages through the rows in the browser, and each trial has a
+page of a few KB that loads plotly.js from ``assets/`` (``perf/site.py`` measures both).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import itables.options
+import jinja2
+import numpy as np
+import pandas as pd
+import plotly.io as pio
+from itables import to_html_datatable
+from itables.javascript import generate_init_offline_itables_html
+from markdown_it import MarkdownIt
+from markupsafe import Markup, escape
+from matplotlib import colors as mcolors
+from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection, PathCollection, PolyCollection
+from matplotlib.container import BarContainer
+from matplotlib.figure import Figure
+from plotly.offline import get_plotlyjs
+
+if TYPE_CHECKING:
+    from shiftbench.report import AnalysisContext, Item
+
+ASSETS = "assets"
+PLOTLY_JS = "plotly.min.js"
+ITABLES_JS = "itables.js"
+STATUSES = ("done", "diverged", "failed", "timeout", "pending")
+CURVES = {
+    "loss": ("train_loss", "id_loss", "ood_loss"),
+    "accuracy": ("train_acc", "id_acc", "ood_acc", "oracle_acc"),
+}
+CONFIG_PREFIXES = ("ds.", "obj.", "hp.", "accel.")  # shown in the trial's config
+CONFIG_COLUMNS = ("attempt", "seed", "sample", "worker_pid")
+PROVENANCE = (
+    "shiftbench_version",
+    "git_commit",
+    "git_dirty",
+    "torch_version",
+    "python_version",
+    "hostname",
+    "device",
+)
+DASHES = {"--": "dash", ":": "dot", "-.": "dashdot"}
+STEPS = {"steps-post": "hv", "steps-pre": "vh", "steps": "vh", "steps-mid": "hvh"}
+SYMBOLS = {"o": "circle", "s": "square", "^": "triangle-up", "v": "triangle-down", "D": "diamond"}
+SYMBOLS |= {"x": "x-thin", "+": "cross-thin", "_": "line-ew", "|": "line-ns", "*": "star"}
+NO_STYLE = ("None", "none", "", " ", None)
+PX_PER_PT = 100 / 72  # plotly draws at about 100 px per matplotlib inch
+MARKDOWN = MarkdownIt("commonmark").enable("table")
+
+
+# --- matplotlib figure -> plotly figure ------------------------------------------------
+
+
+def _colour(colour, alpha: float | None = None) -> str:
+    r, g, b, a = mcolors.to_rgba(colour, alpha)
+    return f"rgba({round(r * 255)},{round(g * 255)},{round(b * 255)},{a:.3g})"
+
+
+def _values(values: Iterable) -> list:
+    """JSON-ready values: floats with NaN as null, or the labels of a categorical axis."""
+    array = np.ma.filled(np.ma.asarray(values, dtype=object), None).ravel()
+    try:
+        floats = np.asarray(array, dtype=float)
+    except (TypeError, ValueError):
+        return [str(v) for v in array]
+    return [float(v) if np.isfinite(v) else None for v in floats]
+
+
+def _one_or_many(values) -> object:
+    """One value for every point, or one per point (matplotlib keeps one when all share it)."""
+    values = list(values)
+    return values if len(values) > 1 else values[0]
+
+
+def _polyline(segments: Iterable[np.ndarray]) -> tuple[list, list]:
+    """Several (n, 2) arrays as one x/y pair with null between them."""
+    x: list = []
+    y: list = []
+    for segment in segments:
+        points = np.asarray(segment, dtype=float).reshape(-1, 2)
+        x += [*_values(points[:, 0]), None]
+        y += [*_values(points[:, 1]), None]
+    return x, y
+
+
+def _outline(segments: Iterable[np.ndarray], name: str | None, **style) -> dict:
+    """Line segments or polygons as one plotly line trace (no hover: they are not data)."""
+    x, y = _polyline(segments)
+    return {"type": "scatter", "mode": "lines", "x": x, "y": y, "name": name} | {
+        "hoverinfo": "skip",
+        **style,
+    }
+
+
+def _label(artist) -> str | None:
+    label = str(artist.get_label())
+    return None if label.startswith("_") else label
+
+
+def _line_traces(ax: Axes) -> list[dict]:
+    traces = []
+    for line in ax.get_lines():
+        styled = line.get_linestyle() not in NO_STYLE
+        marked = line.get_marker() not in NO_STYLE
+        if not line.get_visible() or not (styled or marked):
+            continue
+        colour = _colour(line.get_color(), line.get_alpha())
+        symbol = SYMBOLS.get(str(line.get_marker()), "circle")
+        traces.append(
+            {
+                "type": "scatter",
+                "x": _values(line.get_xdata()),
+                "y": _values(line.get_ydata()),
+                "mode": "+".join(m for m, on in (("lines", styled), ("markers", marked)) if on),
+                "name": _label(line),
+                "line": {
+                    "color": colour,
+                    "width": line.get_linewidth() * PX_PER_PT,
+                    "dash": DASHES.get(line.get_linestyle(), "solid"),
+                    "shape": STEPS.get(line.get_drawstyle(), "linear"),
+                },
+                "marker": {
+                    "symbol": symbol,
+                    "size": line.get_markersize() * PX_PER_PT,
+                    "color": _colour(line.get_markerfacecolor(), line.get_alpha()),
+                    "line": {"color": colour, "width": 1 if symbol.startswith("line") else 0},
+                },
+            }
+        )
+    return traces
+
+
+def _collection_traces(ax: Axes) -> list[dict]:
+    traces = []
+    for coll in ax.collections:
+        if not coll.get_visible():
+            continue
+        faces = [_colour(c) for c in coll.get_facecolors()] or ["rgba(0,0,0,0)"]
+        if isinstance(coll, PathCollection):
+            urls = coll.get_urls()
+            trace = {
+                "type": "scatter",
+                "mode": "markers",
+                "x": _values(coll.get_offsets()[:, 0]),
+                "y": _values(coll.get_offsets()[:, 1]),
+                "name": _label(coll),
+                "marker": {
+                    "color": _one_or_many(faces),
+                    "size": _one_or_many(np.sqrt(coll.get_sizes()) * PX_PER_PT),
+                },
+            }
+            if any(urls):
+                trace["customdata"] = list(urls)
+            traces.append(trace)
+        elif isinstance(coll, LineCollection):
+            width = coll.get_linewidths()
+            line = {
+                "color": _colour(coll.get_colors()[0]),
+                "width": float(width[0] if len(width) else 1) * PX_PER_PT,
+            }
+            traces.append(_outline(coll.get_segments(), _label(coll), line=line))
+        elif isinstance(coll, PolyCollection):
+            paths = [path.vertices for path in coll.get_paths()]
+            fill = {"fill": "toself", "fillcolor": faces[0], "line": {"width": 0}}
+            traces.append(_outline(paths, _label(coll), **fill))
+    return traces
+
+
+def _patch_traces(ax: Axes) -> list[dict]:
+    """Bars of ``ax.bar`` as plotly bars; any other patch as a filled outline."""
+    traces, in_bars = [], set()
+    for container in ax.containers:
+        if not isinstance(container, BarContainer):
+            continue
+        rects = container.patches
+        in_bars |= {id(r) for r in rects}
+        vertical = container.orientation == "vertical"
+        centre = [
+            r.get_x() + r.get_width() / 2 if vertical else r.get_y() + r.get_height() / 2
+            for r in rects
+        ]
+        length = [r.get_height() if vertical else r.get_width() for r in rects]
+        traces.append(
+            {
+                "type": "bar",
+                "orientation": "v" if vertical else "h",
+                "name": _label(container),
+                "marker": {"color": [_colour(r.get_facecolor()) for r in rects]},
+                "x" if vertical else "y": centre,
+                "y" if vertical else "x": length,
+                "base": [r.get_y() if vertical else r.get_x() for r in rects],
+                "width": [r.get_width() if vertical else r.get_height() for r in rects],
+            }
+        )
+    to_data = ax.transData.inverted()
+    for patch in ax.patches:
+        if id(patch) in in_bars or not patch.get_visible():
+            continue
+        fill = {"fill": "toself", "fillcolor": _colour(patch.get_facecolor())}
+        line = {"color": _colour(patch.get_edgecolor()), "width": 1}
+        verts = [to_data.transform(patch.get_verts())]
+        traces.append(_outline(verts, _label(patch), line=line, **fill))
+    return traces
+
+
+def _image_traces(ax: Axes) -> list[dict]:
+    traces = []
+    for image in ax.get_images():
+        values = np.ma.filled(np.ma.asarray(image.get_array(), dtype=float), np.nan)
+        if values.ndim != 2:
+            continue
+        left, right, bottom, top = image.get_extent()
+        first, last = (top, bottom) if image.origin == "upper" else (bottom, top)
+        rows, cols = values.shape
+        cmap = image.get_cmap()
+        traces.append(
+            {
+                "type": "heatmap",
+                "z": [_values(row) for row in values],
+                "x": (left + (np.arange(cols) + 0.5) * (right - left) / cols).tolist(),
+                "y": (first + (np.arange(rows) + 0.5) * (last - first) / rows).tolist(),
+                "zmin": float(image.norm.vmin),
+                "zmax": float(image.norm.vmax),
+                "colorscale": [[t, _colour(cmap(t))] for t in np.linspace(0, 1, 11).tolist()],
+                "showscale": image.colorbar is not None,
+            }
+        )
+    return traces
+
+
+def _axis(ax: Axes, which: str, anchor: str, domain: list[float]) -> dict:
+    axis = getattr(ax, f"{which}axis")
+    log = axis.get_scale() == "log"
+    low, high = ax.get_xlim() if which == "x" else ax.get_ylim()
+    out = {
+        "domain": domain,
+        "anchor": anchor,
+        "title": {"text": axis.get_label_text()},
+        "type": "log" if log else "linear",
+        "range": np.log10([low, high]).tolist() if log else [low, high],
+        "showline": True,
+        "mirror": True,
+        "linecolor": "#444",
+        "gridcolor": "#e8e8e8",
+        "zeroline": False,
+    }
+    ticks = [(loc, t.get_text()) for loc, t in zip(axis.get_ticklocs(), axis.get_ticklabels())]
+    texts = [text.replace("\N{MINUS SIGN}", "-") for _, text in ticks]
+    if (
+        ticks
+        and all(texts)
+        and not all(re.fullmatch(r"[-+0-9.eE$^{}\\times ]+", t) for t in texts)
+    ):
+        out["tickvals"] = [float(loc) for loc, _ in ticks]
+        out["ticktext"] = [text for _, text in ticks]
+        out["tickangle"] = -axis.get_ticklabels()[0].get_rotation()
+    return out
+
+
+def plotly_figure(fig: Figure) -> dict:
+    """The matplotlib figure ``fig`` as a plotly figure dict: each axes at its place, with
+    its lines, scatters (trial ids from the points' URLs as ``customdata``), error bars,
+    bands, bars, images, texts, titles, labels, scales and categorical ticks."""
+    data: list[dict] = []
+    height = fig.get_size_inches()[1] * 100
+    layout: dict = {
+        "height": round(height) + 60,
+        "margin": {"l": 60, "r": 20, "t": 40, "b": 60},
+        "hovermode": "closest",
+        "plot_bgcolor": "white",
+        "barmode": "overlay",
+        "annotations": [],
+        "legend": {"itemclick": "toggleothers"},
+        "showlegend": any(ax.get_legend() for ax in fig.axes) or bool(fig.legends),
+    }
+    named: set[str] = set()
+    axes = [ax for ax in fig.axes if ax.axison and ax.get_label() != "<colorbar>"]
+    for number, ax in enumerate(axes, start=1):
+        suffix = "" if number == 1 else str(number)
+        box = ax.get_position()
+        layout[f"xaxis{suffix}"] = _axis(ax, "x", f"y{suffix}", [box.x0, box.x1])
+        layout[f"yaxis{suffix}"] = _axis(ax, "y", f"x{suffix}", [box.y0, box.y1])
+        for trace in (
+            _image_traces(ax) + _patch_traces(ax) + _collection_traces(ax) + _line_traces(ax)
+        ):
+            name = trace.pop("name", None)
+            trace |= {"xaxis": f"x{suffix}", "yaxis": f"y{suffix}", "showlegend": False}
+            if name:
+                trace |= {"name": name, "legendgroup": name, "showlegend": name not in named}
+                named.add(name)
+            data.append(trace)
+        for text, x, y, anchor in _texts(ax):
+            layout["annotations"].append(
+                {
+                    "text": text.replace("\n", "<br>"),
+                    "x": x,
+                    "y": y,
+                    "xref": f"x{suffix} domain",
+                    "yref": f"y{suffix} domain",
+                    "xanchor": anchor,
+                    "yanchor": "bottom" if y >= 1 else "middle",
+                    "showarrow": False,
+                }
+            )
+    return {"data": data, "layout": layout}
+
+
+def _texts(ax: Axes) -> list[tuple[str, float, float, str]]:
+    """The axes' title and texts, at their place in axes fractions."""
+    out = [(ax.get_title(), 0.5, 1.0, "center")] if ax.get_title() else []
+    to_axes = ax.transAxes.inverted()
+    for text in ax.texts:
+        x, y = to_axes.transform(text.get_transform().transform(text.get_position()))
+        out.append((text.get_text(), float(x), float(y), text.get_horizontalalignment()))
+    return out
+
+
+# --- the site -------------------------------------------------------------------------
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 0 auto; max-width: 1200px; padding: 1em;
+       color: #222; }
+nav { margin-bottom: 1em; } nav a { margin-right: 1em; }
+h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
+figure { margin: 1em 0; } figcaption { color: #555; font-size: .9em; }
+pre { background: #f6f6f6; padding: .6em; overflow-x: auto; }
+table.facts td, table.facts th { text-align: left; padding: .1em .8em .1em 0; }
+.error { color: #a00; white-space: pre-wrap; }
+"""
+
+PAGE = jinja2.Template(
+    """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
+<link rel="stylesheet" href="{{ root }}assets/site.css">
+<script src="{{ root }}assets/plotly.min.js"></script>
+{% if tables %}<script src="{{ root }}assets/itables.js"></script>{% endif %}
+</head><body>
+<nav>{% for href, text in nav %}<a href="{{ root }}{{ href }}">{{ text }}</a>{% endfor %}</nav>
+<h1>{{ title }}</h1>
+{{ body }}
+</body></html>
+""",
+    autoescape=True,
+)
+
+STUDY = jinja2.Template(
+    """{% if description %}<p>{{ description }}</p>{% endif %}
+<p>Reproduce:</p><pre>{{ reproduce }}</pre>
+<h2 id="state">State</h2>
+{{ counts }}
+<p>Wall time: {{ wall }}.</p>
+<h2 id="provenance">Provenance</h2>
+{{ provenance }}
+{% for analysis, items in sections %}
+<h2 id="{{ analysis }}">{{ analysis }}</h2>
+{% for item in items %}{{ item }}
+{% endfor %}{% endfor %}
+""",
+    autoescape=True,
+)
+
+TRIAL = jinja2.Template(
+    """<p>{{ status }}{% if error %}: <span class="error">{{ error }}</span>{% endif %}</p>
+{{ curves }}
+<h2>Final measurements</h2>
+{{ final }}
+<h2>Config</h2>
+<pre>{{ config }}</pre>
+<h2>Provenance</h2>
+{{ provenance }}
+""",
+    autoescape=True,
+)
+
+
+@dataclass(frozen=True)
+class Site:
+    """A written site: its index page, how many pages and how many bytes in all."""
+
+    index: Path
+    pages: int
+    size: int
+
+    def summary(self) -> str:
+        return f"site written to {self.index} ({self.pages} pages, {self.size / 1e6:.1f} MB)"
+
+
+def _facts(rows: Iterable[tuple[str, object]]) -> str:
+    """A two-column table of labels and values (escaped)."""
+    frame = pd.DataFrame(list(rows), columns=["", "value"])
+    return frame.to_html(index=False, header=False, classes="facts", border=0)
+
+
+def _datatable(frame: pd.DataFrame, table_id: str, links: bool = False) -> str:
+    """A sortable, filterable, paginated table (itables' DataTables, offline bundle)."""
+    return to_html_datatable(
+        frame,
+        table_id=table_id,
+        connected=False,
+        maxBytes=0,
+        showIndex=False,
+        allow_html=links,
+        column_filters="footer",
+        display_logo_when_loading=False,
+        pageLength=25,
+        scrollX=True,
+        classes="display compact",
+    )
+
+
+def _figure_html(figure: dict, div_id: str, root: str) -> str:
+    """A plotly figure in a page that already loads plotly.js; a click on a point that
+    names a trial opens the trial's page."""
+    click = (
+        "document.getElementById('{plot_id}').on('plotly_click', e => {"
+        " const id = e.points[0].customdata;"
+        f" if (id) window.location.href = '{root}trials/' + id + '.html'; }});"
+    )
+    return pio.to_html(
+        figure,
+        include_plotlyjs=False,
+        full_html=False,
+        validate=False,
+        div_id=div_id,
+        post_script=click,
+        config={"displaylogo": False, "responsive": True},
+    )
+
+
+def _hover_text(rows: pd.DataFrame) -> dict[str, str]:
+    """Per trial id, what a hover shows: the id, the solver, the seed, the hyperparameters."""
+    last = rows.drop_duplicates("trial_id", keep="last").set_index("trial_id")
+    params = [c for c in last.columns if c.startswith(("hp.", "ds."))]
+    out = {}
+    for trial_id, row in last.iterrows():
+        shown = [f"{c.split('.', 1)[1]}={_short(row[c])}" for c in params if pd.notna(row[c])]
+        head = f"trial {trial_id}<br>{row.get('dataset', '')} {row.get('solver', '')}"
+        out[str(trial_id)] = f"{head} seed {row.get('seed', '')}<br>" + "<br>".join(shown)
+    return out
+
+
+def _short(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _with_trials(figure: dict, hover: dict[str, str]) -> dict:
+    """The figure with each trial-linked point's hover naming its trial."""
+    for trace in figure["data"]:
+        if "customdata" in trace:
+            trace["text"] = [hover.get(str(t), f"trial {t}") for t in trace["customdata"]]
+            trace["hovertemplate"] = "%{text}<br>(%{x:.4g}, %{y:.4g})<extra></extra>"
+    return figure
+
+
+def _item_html(item: Item, number: int, hover: dict[str, str]) -> str:
+    caption = escape(item.caption)
+    if item.kind == "text":
+        return MARKDOWN.render(item.markdown)
+    if item.kind == "table":
+        table = _datatable(item.frame, f"table-{item.name}")
+        return f"<h3>{caption}</h3>\n{table}"
+    png = f'<a href="{item.path.name}">PNG</a>'
+    if item.plotly is None:
+        return f'<figure><img src="{item.path.name}" alt="{caption}"></figure>'
+    plot = _figure_html(_with_trials(item.plotly, hover), f"figure-{number}", "")
+    return f"<figure>{plot}<figcaption>{caption} ({png})</figcaption></figure>"
+
+
+def _wall_time(rows: pd.DataFrame) -> str:
+    """Summed trial time (start to end of each trial's latest attempt) and elapsed time."""
+    times = rows.drop_duplicates("trial_id", keep="last")[["start_time", "end_time"]].dropna()
+    if times.empty:
+        return "unknown"
+    summed = (times["end_time"] - times["start_time"]).sum().total_seconds()
+    elapsed = (times["end_time"].max() - times["start_time"].min()).total_seconds()
+    return f"{summed / 3600:.2f} h summed over trials, {elapsed / 3600:.2f} h elapsed"
+
+
+def _provenance(rows: pd.DataFrame) -> str:
+    """Each provenance column's distinct values, with how many trials had each."""
+    last = rows.drop_duplicates("trial_id", keep="last")
+    facts = []
+    for column in PROVENANCE:
+        if column in last:
+            counts = last[column].astype(str).value_counts()
+            facts.append((column, ", ".join(f"{v} ({n})" for v, n in counts.items())))
+    return _facts(facts)
+
+
+def _counts(rows: pd.DataFrame, n_trials: int) -> dict[str, int]:
+    """Trials per status; ``pending`` are the study's trials not in the ledger."""
+    states = rows.drop_duplicates("trial_id", keep="last")["status"].value_counts()
+    counts = {status: int(states.get(status, 0)) for status in STATUSES}
+    counts["pending"] = n_trials - int(states.sum())
+    return counts
+
+
+def _write_assets(site: Path) -> None:
+    """plotly.js, the itables bundle and the style sheet, written once per site."""
+    assets = site / ASSETS
+    assets.mkdir(parents=True, exist_ok=True)
+    if not (assets / PLOTLY_JS).exists():
+        (assets / PLOTLY_JS).write_text(get_plotlyjs())
+    offline = generate_init_offline_itables_html(itables.options.dt_bundle)
+    script = re.search(r"<script>(.*?)</script>", offline, re.DOTALL)
+    (assets / ITABLES_JS).write_text(script.group(1))
+    (assets / "site.css").write_text(CSS)
+
+
+def _page(title: str, body: str, root: str, tables: bool) -> str:
+    nav = [("index.html", "study"), ("trials.html", "trials")]
+    return PAGE.render(title=title, body=Markup(body), root=root, nav=nav, tables=tables)
+
+
+def _trial_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial: a link to its page, what it ran, and its final numbers."""
+    last = rows.drop_duplicates("trial_id", keep="last")
+    varying = [
+        c
+        for c in last.columns
+        if c.startswith(("ds.", "obj.", "hp.")) and last[c].astype(str).nunique() > 1
+    ]
+    metrics = [c for c in ("step", "train_loss", "train_acc", "id_acc", "ood_acc") if c in last]
+    table = last[["trial_id", "status", "dataset", "solver", *varying, "seed", *metrics]].copy()
+    table["trial_id"] = [f'<a href="trials/{t}.html">{t}</a>' for t in table["trial_id"]]
+    for column in table.select_dtypes("float").columns:
+        table[column] = table[column].round(4)
+    return table.rename(columns=lambda c: c.split(".", 1)[-1])
+
+
+def _curves(trial: pd.DataFrame) -> dict:
+    """Loss and accuracy against step, one panel each (the checkpoints the ledger holds)."""
+    data, layout = [], {"height": 360, "margin": {"t": 30}, "plot_bgcolor": "white"}
+    for number, (panel, columns) in enumerate(CURVES.items(), start=1):
+        suffix = "" if number == 1 else str(number)
+        left = (number - 1) / len(CURVES)
+        layout[f"xaxis{suffix}"] = {
+            "domain": [left + 0.04, left + 1 / len(CURVES) - 0.04],
+            "anchor": f"y{suffix}",
+            "title": {"text": "step"},
+            "gridcolor": "#e8e8e8",
+        }
+        layout[f"yaxis{suffix}"] = {
+            "anchor": f"x{suffix}",
+            "title": {"text": panel},
+            "gridcolor": "#e8e8e8",
+        }
+        for column in columns:
+            if column in trial and trial[column].notna().any():
+                data.append(
+                    {
+                        "type": "scatter",
+                        "mode": "lines+markers",
+                        "name": column,
+                        "x": _values(trial["step"]),
+                        "y": _values(trial[column]),
+                        "xaxis": f"x{suffix}",
+                        "yaxis": f"y{suffix}",
+                    }
+                )
+    return {"data": data, "layout": layout}
+
+
+def _trial_page(trial_id: str, trial: pd.DataFrame) -> str:
+    trial = trial.sort_values("step")
+    last = trial.iloc[-1]
+    measured = [
+        (c, _short(last[c]))
+        for c in trial.select_dtypes("number").columns
+        if pd.notna(last[c]) and not c.startswith(CONFIG_PREFIXES) and c not in CONFIG_COLUMNS
+    ]
+    provenance = [(c, last[c]) for c in (*PROVENANCE, "start_time", "end_time") if c in last]
+    config = json.dumps(json.loads(last["config"]), indent=2) if "config" in last else ""
+    body = TRIAL.render(
+        status=last["status"],
+        error=last.get("error") or "",
+        curves=Markup(_figure_html(_curves(trial), "curves", "../")),
+        final=Markup(_facts(measured)),
+        config=config,
+        provenance=Markup(_facts(provenance)),
+    )
+    title = f"trial {trial_id}: {last['solver']} seed {last['seed']} on {last['dataset']}"
+    return _page(title, body, "../", tables=False)
+
+
+def write_site(context: AnalysisContext, store_dir: Path) -> Site:
+    """Write the study's site beside its report: ``index.html`` (state, provenance, one
+    section per analysis), ``trials.html`` and ``trials/<id>.html``."""
+    study, report, rows = context.study, context.report, context.ledger
+    site = report.out
+    _write_assets(site)
+    hover = _hover_text(rows)
+    sections: dict[str, list[str]] = {}
+    for number, item in enumerate(report.items):
+        sections.setdefault(item.analysis, []).append(_item_html(item, number, hover))
+    counts = _counts(rows, len(study.trials()))
+    state = pd.DataFrame([counts]).to_html(index=False, border=0, classes="facts")
+    body = STUDY.render(
+        description=study.description,
+        reproduce=(
+            f"shiftbench run {study.path} --store {store_dir}\n"
+            f"shiftbench report {study.path} --store {store_dir} --out {site} --html"
+        ),
+        counts=Markup(state),
+        wall=_wall_time(rows),
+        provenance=Markup(_provenance(rows)),
+        sections=[(a, [Markup(h) for h in html]) for a, html in sections.items()],
+    )
+    (site / "index.html").write_text(_page(report.title, body, "", tables=True))
+    trials = _datatable(_trial_table(rows), "table-trials", links=True)
+    (site / "trials.html").write_text(_page(f"{study.name}: trials", trials, "", tables=True))
+    pages = site / "trials"
+    pages.mkdir(exist_ok=True)
+    for trial_id, trial in rows.groupby("trial_id", sort=False):
+        (pages / f"{trial_id}.html").write_text(_trial_page(str(trial_id), trial))
+    html = [site / "index.html", site / "trials.html", *pages.glob("*.html")]
+    files = [*html, *(site / ASSETS).iterdir(), *(i.path for i in report.items if i.path)]
+    return Site(site / "index.html", len(html), sum(f.stat().st_size for f in files))
