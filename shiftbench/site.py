@@ -67,6 +67,7 @@ SYMBOLS = {"o": "circle", "s": "square", "^": "triangle-up", "v": "triangle-down
 SYMBOLS |= {"x": "x-thin", "+": "cross-thin", "_": "line-ew", "|": "line-ns", "*": "star"}
 NO_STYLE = ("None", "none", "", " ", None)
 PX_PER_PT = 100 / 72  # plotly draws at about 100 px per matplotlib inch
+WEBGL_POINTS = 2000
 MARKDOWN = MarkdownIt("commonmark").enable("table")
 
 
@@ -395,6 +396,14 @@ TRIAL = jinja2.Template(
 )
 
 
+FACTS = jinja2.Template(
+    """<table class="facts">{% for label, value in rows %}
+<tr><th>{{ label }}</th><td>{{ value }}</td></tr>{% endfor %}
+</table>""",
+    autoescape=True,
+)
+
+
 @dataclass(frozen=True)
 class Site:
     """A written site: its index page, how many pages and how many bytes in all."""
@@ -407,10 +416,9 @@ class Site:
         return f"site written to {self.index} ({self.pages} pages, {self.size / 1e6:.1f} MB)"
 
 
-def _facts(rows: Iterable[tuple[str, object]]) -> str:
+def _facts(rows: Iterable[tuple[str, object]]) -> Markup:
     """A two-column table of labels and values (escaped)."""
-    frame = pd.DataFrame(list(rows), columns=["", "value"])
-    return frame.to_html(index=False, header=False, classes="facts", border=0)
+    return Markup(FACTS.render(rows=rows))
 
 
 def _datatable(frame: pd.DataFrame, table_id: str, links: bool = False) -> str:
@@ -449,10 +457,18 @@ def _figure_html(figure: dict, div_id: str, root: str) -> str:
     )
 
 
+def _varying(last: pd.DataFrame, prefixes: tuple[str, ...]) -> list[str]:
+    """The configuration columns (by prefix) whose value differs between trials."""
+    return [
+        c for c in last.columns if c.startswith(prefixes) and last[c].astype(str).nunique() > 1
+    ]
+
+
 def _hover_text(rows: pd.DataFrame) -> dict[str, str]:
-    """Per trial id, what a hover shows: the id, the solver, the seed, the hyperparameters."""
+    """Per trial id, what a hover shows: the id, the data set, the solver, the seed and the
+    hyperparameters that vary in the study."""
     last = rows.drop_duplicates("trial_id", keep="last").set_index("trial_id")
-    params = [c for c in last.columns if c.startswith(("hp.", "ds."))]
+    params = _varying(last, ("ds.", "hp."))
     out = {}
     for trial_id, row in last.iterrows():
         shown = [f"{c.split('.', 1)[1]}={_short(row[c])}" for c in params if pd.notna(row[c])]
@@ -466,11 +482,14 @@ def _short(value: object) -> str:
 
 
 def _with_trials(figure: dict, hover: dict[str, str]) -> dict:
-    """The figure with each trial-linked point's hover naming its trial."""
-    for trace in figure["data"]:
-        if "customdata" in trace:
-            trace["text"] = [hover.get(str(t), f"trial {t}") for t in trace["customdata"]]
-            trace["hovertemplate"] = "%{text}<br>(%{x:.4g}, %{y:.4g})<extra></extra>"
+    """The figure with each trial-linked point's hover naming its trial; drawn with WebGL
+    when it has more than ``WEBGL_POINTS`` of them (SVG slows down past a few thousand)."""
+    linked = [trace for trace in figure["data"] if "customdata" in trace]
+    webgl = sum(len(trace["customdata"]) for trace in linked) > WEBGL_POINTS
+    for trace in linked:
+        trace["text"] = [hover.get(str(t), f"trial {t}") for t in trace["customdata"]]
+        trace["hovertemplate"] = "%{text}<br>(%{x:.4g}, %{y:.4g})<extra></extra>"
+        trace["type"] = "scattergl" if webgl else trace["type"]
     return figure
 
 
@@ -498,7 +517,7 @@ def _wall_time(rows: pd.DataFrame) -> str:
     return f"{summed / 3600:.2f} h summed over trials, {elapsed / 3600:.2f} h elapsed"
 
 
-def _provenance(rows: pd.DataFrame) -> str:
+def _provenance(rows: pd.DataFrame) -> Markup:
     """Each provenance column's distinct values, with how many trials had each."""
     last = rows.drop_duplicates("trial_id", keep="last")
     facts = []
@@ -537,11 +556,7 @@ def _page(title: str, body: str, root: str, tables: bool) -> str:
 def _trial_table(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: a link to its page, what it ran, and its final numbers."""
     last = rows.drop_duplicates("trial_id", keep="last")
-    varying = [
-        c
-        for c in last.columns
-        if c.startswith(("ds.", "obj.", "hp.")) and last[c].astype(str).nunique() > 1
-    ]
+    varying = _varying(last, ("ds.", "obj.", "hp."))
     metrics = [c for c in ("step", "train_loss", "train_acc", "id_acc", "ood_acc") if c in last]
     table = last[["trial_id", "status", "dataset", "solver", *varying, "seed", *metrics]].copy()
     table["trial_id"] = [f'<a href="trials/{t}.html">{t}</a>' for t in table["trial_id"]]
@@ -550,7 +565,7 @@ def _trial_table(rows: pd.DataFrame) -> pd.DataFrame:
     return table.rename(columns=lambda c: c.split(".", 1)[-1])
 
 
-def _curves(trial: pd.DataFrame) -> dict:
+def _curves(trial: dict[str, np.ndarray]) -> dict:
     """Loss and accuracy against step, one panel each (the checkpoints the ledger holds)."""
     data, layout = [], {"height": 360, "margin": {"t": 30}, "plot_bgcolor": "white"}
     for number, (panel, columns) in enumerate(CURVES.items(), start=1):
@@ -568,14 +583,15 @@ def _curves(trial: pd.DataFrame) -> dict:
             "gridcolor": "#e8e8e8",
         }
         for column in columns:
-            if column in trial and trial[column].notna().any():
+            values = _values(trial.get(column, []))
+            if any(v is not None for v in values):
                 data.append(
                     {
                         "type": "scatter",
                         "mode": "lines+markers",
                         "name": column,
                         "x": _values(trial["step"]),
-                        "y": _values(trial[column]),
+                        "y": values,
                         "xaxis": f"x{suffix}",
                         "yaxis": f"y{suffix}",
                     }
@@ -583,26 +599,42 @@ def _curves(trial: pd.DataFrame) -> dict:
     return {"data": data, "layout": layout}
 
 
-def _trial_page(trial_id: str, trial: pd.DataFrame) -> str:
-    trial = trial.sort_values("step")
-    last = trial.iloc[-1]
-    measured = [
-        (c, _short(last[c]))
-        for c in trial.select_dtypes("number").columns
-        if pd.notna(last[c]) and not c.startswith(CONFIG_PREFIXES) and c not in CONFIG_COLUMNS
-    ]
+def _trial_page(trial_id: str, trial: dict[str, np.ndarray], measured: list[str]) -> str:
+    """A trial's page from its columns (its checkpoints in step order)."""
+    last = {column: values[-1] for column, values in trial.items()}
+    final = [(c, _short(last[c])) for c in measured if pd.notna(last[c])]
     provenance = [(c, last[c]) for c in (*PROVENANCE, "start_time", "end_time") if c in last]
     config = json.dumps(json.loads(last["config"]), indent=2) if "config" in last else ""
     body = TRIAL.render(
         status=last["status"],
         error=last.get("error") or "",
         curves=Markup(_figure_html(_curves(trial), "curves", "../")),
-        final=Markup(_facts(measured)),
+        final=_facts(final),
         config=config,
-        provenance=Markup(_facts(provenance)),
+        provenance=_facts(provenance),
     )
     title = f"trial {trial_id}: {last['solver']} seed {last['seed']} on {last['dataset']}"
     return _page(title, body, "../", tables=False)
+
+
+def _write_trial_pages(rows: pd.DataFrame, folder: Path) -> list[Path]:
+    """``folder/<trial id>.html`` for every trial (columns sliced per trial, for speed)."""
+    folder.mkdir(exist_ok=True)
+    rows = rows.sort_values(["trial_id", "step"], kind="stable")
+    measured = [
+        c
+        for c in rows.select_dtypes("number").columns
+        if not c.startswith(CONFIG_PREFIXES) and c not in CONFIG_COLUMNS
+    ]
+    columns = {column: rows[column].to_numpy() for column in rows.columns}
+    ids = columns["trial_id"]
+    starts = [0, *(np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist()]
+    paths = []
+    for start, end in zip(starts, [*starts[1:], len(ids)]):
+        trial = {column: values[start:end] for column, values in columns.items()}
+        paths.append(folder / f"{ids[start]}.html")
+        paths[-1].write_text(_trial_page(str(ids[start]), trial, measured))
+    return paths
 
 
 def write_site(context: AnalysisContext, store_dir: Path) -> Site:
@@ -625,16 +657,12 @@ def write_site(context: AnalysisContext, store_dir: Path) -> Site:
         ),
         counts=Markup(state),
         wall=_wall_time(rows),
-        provenance=Markup(_provenance(rows)),
+        provenance=_provenance(rows),
         sections=[(a, [Markup(h) for h in html]) for a, html in sections.items()],
     )
     (site / "index.html").write_text(_page(report.title, body, "", tables=True))
     trials = _datatable(_trial_table(rows), "table-trials", links=True)
     (site / "trials.html").write_text(_page(f"{study.name}: trials", trials, "", tables=True))
-    pages = site / "trials"
-    pages.mkdir(exist_ok=True)
-    for trial_id, trial in rows.groupby("trial_id", sort=False):
-        (pages / f"{trial_id}.html").write_text(_trial_page(str(trial_id), trial))
-    html = [site / "index.html", site / "trials.html", *pages.glob("*.html")]
+    html = [site / "index.html", site / "trials.html", *_write_trial_pages(rows, site / "trials")]
     files = [*html, *(site / ASSETS).iterdir(), *(i.path for i in report.items if i.path)]
     return Site(site / "index.html", len(html), sum(f.stat().st_size for f in files))
