@@ -11,7 +11,7 @@ Everything the pages need is written once into ``assets/`` (plotly.js, the DataT
 bundle of itables, a style sheet) and read by relative paths: the site works offline and
 from ``file://``. At 10,000 trials the index stays small (the analyses aggregate); the
 trial list is one DataTable that pages through the rows in the browser, and each trial has a
-page of a few KB that loads plotly.js from ``assets/`` (``perf/site.py`` measures both).
+page of a few KB that loads plotly.js from ``assets/`` (``perf/html_site.py`` measures both).
 """
 
 from __future__ import annotations

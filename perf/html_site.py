@@ -6,7 +6,7 @@ ColoredDigits), writes a synthetic ledger for it with the real row and store cod
 made-up accuracies), then times ``shiftbench report --html`` on it (the report's analyses
 and the site) and prints the site's size, the weight of the index and trial-list pages
 (each with the scripts it loads) and of one trial page.
-Run: ``python perf/site.py [--trials 10000] [--keep DIR]`` (about a minute on 2 CPU cores).
+Run: ``python perf/html_site.py [--trials 10000] [--keep DIR]`` (about a minute on 2 CPU cores).
 """
 
 from __future__ import annotations
