@@ -9,7 +9,10 @@ the HTML site (``shiftbench.site``) shows the very same tables and figures.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -149,3 +152,43 @@ def build_report(
 
         report.site = write_site(context, Path(store_dir))
     return report
+
+
+def _ledger_files(store_dir: Path, study: str) -> list[tuple[str, int, int]]:
+    """Name, size and modification time of each of the study's ledger files."""
+    files = []
+    for path in sorted(store.study_dir(store_dir, study).glob("*.parquet")):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # compacted meanwhile: the next look sees the part
+            continue
+        files.append((path.name, stat.st_size, stat.st_mtime_ns))
+    return files
+
+
+def watch_report(
+    study: Study,
+    store_dir: Path,
+    out: Path | None,
+    html: bool,
+    every: float,
+    echo: Callable[[str], None] = print,
+) -> None:
+    """Rebuild the report (and the site) each time the study's ledger files change, looking
+    every ``every`` seconds, until interrupted (Ctrl-C): a long run can be watched."""
+    seen = None
+    try:
+        while True:
+            files = _ledger_files(store_dir, study.name)
+            if files != seen:
+                seen = files
+                try:
+                    built = build_report(study, store_dir, out, html=html)
+                except ValueError as exc:
+                    echo(f"waiting: {exc}")
+                else:
+                    done = built.site.summary() if built.site else f"{built.out / 'report.md'}"
+                    echo(f"{datetime.now():%H:%M:%S} rebuilt: {done}")
+            time.sleep(every)
+    except KeyboardInterrupt:
+        echo("stopped watching")

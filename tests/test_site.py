@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -16,12 +17,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import SHIFTBENCH
+from conftest import SHIFTBENCH, wait_for
 from playwright.sync_api import expect, sync_playwright
 
 from shiftbench import store
 from shiftbench.report import Report
-from shiftbench.site import plotly_figure
+from shiftbench.site import plotly_figure, write_index
 
 SITE_STUDY = {
     "name": "sitetiny",
@@ -282,3 +283,63 @@ def test_site_in_a_browser(site, browser, tmp_path):
     assert problems == []
     assert [u for u in fetched if not u.startswith(("file:", "data:", "blob:"))] == []
     print(f"screenshot: {tmp_path / 'site.png'}")
+
+
+def test_index_lists_reports_and_ledger_states(site):
+    out, _ = site
+    folder = out.parent
+    done = subprocess.run(
+        [str(SHIFTBENCH), "index", str(folder)], check=True, capture_output=True, text=True
+    )
+    assert done.stdout.strip() == f"index written to {folder / 'index.html'}"
+    index = (folder / "index.html").read_text()
+    assert '<a href="report/report.html">report</a>' in index
+    assert '<a href="report/index.html">site</a>' in index
+    page = (out / "report.html").read_text()
+    assert '<a href="../index.html">all reports</a>' in page
+    assert "<table>" in page and "ID vs OOD accuracy per optimizer" in page
+    # a store: each study's ledger state, linked to the report of the same name
+    store_index = write_index(folder / "store")
+    assert re.search(
+        r"<td>sitetiny</td><td>8</td>\s*<td>8</td><td>0</td>", store_index.read_text()
+    )
+    (folder / "store" / "reports" / "sitetiny").mkdir(parents=True)
+    shutil.copy(out / "report.md", folder / "store" / "reports" / "sitetiny")
+    linked = write_index(folder / "store").read_text()
+    assert '<a href="reports/sitetiny/report.html">sitetiny</a>' in linked
+
+
+def test_published_index_is_current(tmp_path):
+    """results/published/index.html (which the README links) and its report pages are what
+    `shiftbench index results/published` writes from the committed reports."""
+    published = Path(__file__).parents[1] / "results" / "published"
+    shutil.copytree(published, tmp_path / "published")
+    write_index(tmp_path / "published")
+    for page in [
+        Path("index.html"),
+        *(p.relative_to(published) for p in published.rglob("*.html")),
+    ]:
+        assert (tmp_path / "published" / page).read_text() == (published / page).read_text(), page
+
+
+@pytest.mark.slow
+def test_watch_rebuilds_as_the_ledger_grows(tmp_path, driver):
+    study = tmp_path / "sitetiny.yml"
+    study.write_text(yaml.safe_dump(SITE_STUDY))
+    store_dir, out = tmp_path / "store", tmp_path / "report"
+    where = ("--store", str(store_dir))
+    # not one of the driver's processes: it stops those after each run
+    watch = ["report", str(study), *where, "--out", str(out), "--html", "--watch", "0.2"]
+    watcher = subprocess.Popen(
+        [str(SHIFTBENCH), *watch], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    pages = out / "trials"
+    assert driver.run("run", str(study), *where, "--workers", "0", "--max-trials", "3")[0] == 1
+    wait_for(lambda: len(list(pages.glob("*.html"))) == 3, "the site of the first 3 trials", 120)
+    assert driver.run("run", str(study), *where, "--workers", "0")[0] == 0
+    wait_for(lambda: len(list(pages.glob("*.html"))) == 8, "the site of all 8 trials", 120)
+    watcher.send_signal(signal.SIGINT)
+    output, _ = watcher.communicate(timeout=120)
+    assert watcher.returncode == 0, output
+    assert output.splitlines()[0].startswith(f"waiting: {study}: no results")
+    assert "rebuilt: site written to" in output and output.rstrip().endswith("stopped watching")
