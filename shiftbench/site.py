@@ -71,6 +71,7 @@ SYMBOLS |= {"x": "x-thin", "+": "cross-thin", "_": "line-ew", "|": "line-ns", "*
 NO_STYLE = ("None", "none", "", " ", None)
 PX_PER_PT = 100 / 72  # plotly draws at about 100 px per matplotlib inch
 WEBGL_POINTS = 2000
+MIN_HEIGHT = 320  # px: a short matplotlib figure (a heat map of few rows) stays readable
 MARKDOWN = MarkdownIt("commonmark").enable("table")
 
 
@@ -290,7 +291,7 @@ def plotly_figure(fig: Figure) -> dict:
     data: list[dict] = []
     height = fig.get_size_inches()[1] * 100
     layout: dict = {
-        "height": round(height) + 60,
+        "height": max(round(height) + 60, MIN_HEIGHT),
         "margin": {"l": 60, "r": 20, "t": 40, "b": 60},
         "hovermode": "closest",
         "plot_bgcolor": "white",
