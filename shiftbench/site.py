@@ -518,7 +518,11 @@ def _wall_time(rows: pd.DataFrame) -> str:
         return "unknown"
     summed = (times["end_time"] - times["start_time"]).sum().total_seconds()
     elapsed = (times["end_time"].max() - times["start_time"].min()).total_seconds()
-    return f"{summed / 3600:.2f} h summed over trials, {elapsed / 3600:.2f} h elapsed"
+    return f"{_duration(summed)} summed over trials, {_duration(elapsed)} elapsed"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds:.1f} s"
 
 
 def _provenance(rows: pd.DataFrame) -> Markup:

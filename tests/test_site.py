@@ -159,6 +159,10 @@ def test_site_shows_the_report_and_every_trial(site):
     assert {p.stem for p in (out / "trials").glob("*.html")} == trials
     # the state: 8 trials, all done; one section per analysis, in the study's order
     assert re.search(r"<td>8</td>\s*<td>0</td>\s*<td>0</td>\s*<td>0</td>\s*<td>0</td>", index)
+    trial = rows.drop_duplicates("trial_id")
+    summed = (trial["end_time"] - trial["start_time"]).sum().total_seconds()
+    elapsed = (trial["end_time"].max() - trial["start_time"].min()).total_seconds()
+    assert f"Wall time: {summed:.1f} s summed over trials, {elapsed:.1f} s elapsed." in index
     sections = re.findall(r'<h2 id="([a-z_0-9]+)">', index)
     assert sections == ["state", "provenance", *SITE_STUDY["analyses"]]
     # the table is the Markdown's: same cells
