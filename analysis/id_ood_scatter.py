@@ -1,6 +1,7 @@
 """Scatter of ID accuracy vs OOD accuracy of every trial (checkpoint chosen by
 training-domain validation), one panel per condition (dataset, test environment and any
-other varying parameter such as the algorithm), one colour per optimizer."""
+other varying parameter such as the algorithm), one colour per optimizer. Each point carries
+its trial id as its matplotlib URL, so the HTML site links it to the trial's page."""
 
 import matplotlib.pyplot as plt
 
@@ -27,6 +28,7 @@ def run(context: AnalysisContext) -> None:
                 alpha=0.75,
                 color=colours[solver],
                 label=solver,
+                urls=points["trial_id"].tolist(),
             )
         title = ", ".join(f"{c.split('.', 1)[-1]}={v}" for c, v in zip(condition[1:], key[1:]))
         ax.set(title=f"{key[0]}\n{title}", xlabel="ID accuracy", ylabel="OOD accuracy")

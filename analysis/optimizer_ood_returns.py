@@ -129,7 +129,15 @@ def _figure(points: pd.DataFrame, condition: list[str]) -> plt.Figure:
     for ax, (key, panel) in zip(axes[0], panels):
         for solver, part in panel.groupby("solver"):
             x, y = part["id_acc"].to_numpy(), part["ood_acc"].to_numpy()
-            ax.scatter(x, y, s=14, alpha=0.7, color=colours[solver], label=solver)
+            ax.scatter(
+                x,
+                y,
+                s=14,
+                alpha=0.7,
+                color=colours[solver],
+                label=solver,
+                urls=part["trial_id"].tolist(),  # the HTML site links each point to its trial
+            )
             if returns_shape(x, y)["shape"] == "undetermined":
                 continue
             fit = ols(quadratic_design(x, x.mean()), y)

@@ -1,4 +1,4 @@
-"""The ``shiftbench`` command: run, status, report and list."""
+"""The ``shiftbench`` command: run, status, report, index and list."""
 
 from __future__ import annotations
 
@@ -207,17 +207,47 @@ def rerun(trial_id: str, study_file: str, store_dir: Path, trial_limit: int | No
     help="Report folder (default: STORE/reports/STUDY).",
 )
 @_limit_option
-def report(study_file: str, store_dir: Path, out: Path | None, trial_limit: int | None) -> None:
-    """Run every analysis the study names: Markdown, LaTeX, CSV and PNG."""
-    from shiftbench.report import build_report
+@click.option("--html", is_flag=True, help="Also write the HTML site (index.html) there.")
+@click.option(
+    "--watch",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    metavar="SECONDS",
+    help="Rebuild whenever the ledger changes, looking every SECONDS, until Ctrl-C.",
+)
+def report(
+    study_file: str,
+    store_dir: Path,
+    out: Path | None,
+    trial_limit: int | None,
+    html: bool,
+    watch: float | None,
+) -> None:
+    """Run every analysis the study names: Markdown, LaTeX, CSV and PNG (and HTML)."""
+    from shiftbench.report import build_report, watch_report
 
     study = _load(study_file, trial_limit)
+    if watch:
+        watch_report(study, store_dir, out, html, watch, click.echo)
+        return
     try:
-        built = build_report(study, store_dir, out)
+        built = build_report(study, store_dir, out, html=html)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo("\n".join(built.printed))
     click.echo(f"report written to {built.out / 'report.md'}")
+    if built.site:
+        click.echo(built.site.summary())
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def index(folder: Path) -> None:
+    """Write FOLDER/index.html: every report under FOLDER, and each study's ledger state when
+    FOLDER is a store."""
+    from shiftbench.site import write_index
+
+    click.echo(f"index written to {write_index(folder)}")
 
 
 @main.command(name="list")

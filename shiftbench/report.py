@@ -2,14 +2,20 @@
 
 An analysis is a file ``analysis/<name>.py`` with ``run(context)``; it reads
 ``context.ledger`` (the latest attempt of each trial) and writes through
-``context.report``, which keeps every format in step and builds the index.
+``context.report``, which keeps every format in step and builds the index. The report
+also keeps every table, figure and text in ``items`` (with the analysis that wrote it), so
+the HTML site (``shiftbench.site``) shows the very same tables and figures.
 """
 
 from __future__ import annotations
 
 import textwrap
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -21,6 +27,9 @@ from shiftbench import registry, store
 from shiftbench.study import Study
 
 TERMINAL_COLUMNS = 100  # the printed tables fit an ordinary terminal; files keep every character
+if TYPE_CHECKING:
+    from shiftbench.site import Site
+
 LATEX_SPECIAL = {"_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$"}
 
 
@@ -63,9 +72,29 @@ def _plain_table(cells: pd.DataFrame, heads: list[list[str]]) -> str:
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows)
 
 
+@dataclass(frozen=True, eq=False)
+class Item:
+    """One table, figure or text of a report, as the HTML site shows it.
+
+    ``kind`` is ``table`` (``frame``: the cells as the Markdown shows them), ``figure``
+    (``path``: the PNG; ``plotly``: the same figure as a plotly dict, when the report keeps
+    them) or ``text`` (``markdown``)."""
+
+    kind: str
+    analysis: str
+    name: str = ""
+    caption: str = ""
+    frame: pd.DataFrame | None = None
+    path: Path | None = None
+    plotly: dict | None = None
+    markdown: str = ""
+
+
 @dataclass
 class Report:
-    """Writes tables and figures under ``out`` and collects them into ``report.md``."""
+    """Writes tables and figures under ``out`` and collects them into ``report.md``.
+
+    With ``interactive``, each figure is also kept as a plotly dict for the HTML site."""
 
     out: Path
     title: str
@@ -73,6 +102,10 @@ class Report:
     files: list[Path] = field(default_factory=list)
     # what the CLI prints: the sections, with tables cut to TERMINAL_COLUMNS
     printed: list[str] = field(default_factory=list)
+    interactive: bool = False
+    analysis: str = ""
+    items: list[Item] = field(default_factory=list)
+    site: Site | None = None
 
     def __post_init__(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -95,13 +128,20 @@ class Report:
         self.files += [self.out / f"{name}.{ext}" for ext in ("md", "tex", "csv")]
         self.sections.append(f"## {caption}\n\n{markdown}\n")
         self.printed.append(f"## {caption}\n\n{fit_width(shown, TERMINAL_COLUMNS)}\n")
+        self.items.append(Item("table", self.analysis, name, caption, frame=shown))
         return markdown
 
     def figure(self, name: str, fig: plt.Figure, caption: str) -> Path:
         """Save ``fig`` as ``name``.png (and close it)."""
         path = self.out / f"{name}.png"
         fig.savefig(path, dpi=150, bbox_inches="tight")
+        plotly = None
+        if self.interactive:
+            from shiftbench.site import plotly_figure
+
+            plotly = plotly_figure(fig)
         plt.close(fig)
+        self.items.append(Item("figure", self.analysis, name, caption, path=path, plotly=plotly))
         self.files.append(path)
         self.sections.append(f"## {caption}\n\n![{caption}]({path.name})\n")
         self.printed.append(f"## {caption}\n\n{path}\n")
@@ -110,6 +150,7 @@ class Report:
     def text(self, markdown: str) -> None:
         self.sections.append(markdown.rstrip() + "\n")
         self.printed.append(markdown.rstrip() + "\n")
+        self.items.append(Item("text", self.analysis, markdown=markdown))
 
     def finish(self) -> Path:
         index = self.out / "report.md"
@@ -126,9 +167,12 @@ class AnalysisContext:
     report: Report
 
 
-def build_report(study: Study, store_dir: Path, out: Path | None = None) -> Report:
+def build_report(
+    study: Study, store_dir: Path, out: Path | None = None, html: bool = False
+) -> Report:
     """Run every analysis the study names over its ledger: the rows of the trials the study
-    file names now (a trial dropped from the file stays in the ledger but not the report)."""
+    file names now (a trial dropped from the file stays in the ledger but not the report).
+    ``html`` also writes the study's HTML site beside the report (``report.site``)."""
     out = Path(out) if out else Path(store_dir) / "reports" / study.name
     ledger = store.final_rows(store.read(store_dir, study.name))
     if not ledger.empty:
@@ -138,9 +182,54 @@ def build_report(study: Study, store_dir: Path, out: Path | None = None) -> Repo
             f"{study.path}: no results in {store_dir} for study "
             f"{study.name!r}; run `shiftbench run {study.path} --store {store_dir}` first"
         )
-    report = Report(out, f"{study.name}: {study.description}".rstrip(": "))
+    report = Report(out, f"{study.name}: {study.description}".rstrip(": "), interactive=html)
     context = AnalysisContext(study, ledger, report)
     for name in study.analyses:
+        report.analysis = name
         registry.analysis(name).run(context)
     report.finish()
+    if html:
+        from shiftbench.site import write_site
+
+        report.site = write_site(context, Path(store_dir))
     return report
+
+
+def _ledger_files(store_dir: Path, study: str) -> list[tuple[str, int, int]]:
+    """Name, size and modification time of each of the study's ledger files."""
+    files = []
+    for path in sorted(store.study_dir(store_dir, study).glob("*.parquet")):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # compacted meanwhile: the next look sees the part
+            continue
+        files.append((path.name, stat.st_size, stat.st_mtime_ns))
+    return files
+
+
+def watch_report(
+    study: Study,
+    store_dir: Path,
+    out: Path | None,
+    html: bool,
+    every: float,
+    echo: Callable[[str], None] = print,
+) -> None:
+    """Rebuild the report (and the site) each time the study's ledger files change, looking
+    every ``every`` seconds, until interrupted (Ctrl-C): a long run can be watched."""
+    seen = None
+    try:
+        while True:
+            files = _ledger_files(store_dir, study.name)
+            if files != seen:
+                seen = files
+                try:
+                    built = build_report(study, store_dir, out, html=html)
+                except ValueError as exc:
+                    echo(f"waiting: {exc}")
+                else:
+                    done = built.site.summary() if built.site else f"{built.out / 'report.md'}"
+                    echo(f"{datetime.now():%H:%M:%S} rebuilt: {done}")
+            time.sleep(every)
+    except KeyboardInterrupt:
+        echo("stopped watching")

@@ -224,11 +224,12 @@ def test_overview_states_the_split_the_settings_and_why_aic_is_no_finding(tmp_pa
 
 def test_report_end_to_end(tmp_path):
     study = load_study(ROOT / "benchmarks" / "generalization_measures_digits.yml")
-    report = Report(tmp_path, "measures")
+    report = Report(tmp_path, "measures", interactive=True)  # the HTML site's figures too
     context = AnalysisContext(study, ledger(), report)
     for name in ANALYSES:
         analysis(name).run(context)
     text = report.finish().read_text()
+    assert all(item.plotly["data"] for item in report.items if item.kind == "figure")
     assert "25 trained models; 1 did not reach 99% training accuracy" in text
     assert text.split("\n\n")[1] == "Reproduce:"
     assert "generalization_measures_digits.yml --store results\n" in text

@@ -149,11 +149,12 @@ def test_top10_mean_and_standard_error_by_hand():
 def test_report_on_a_synthetic_ledger_states_finding_one(tmp_path):
     ledger = _ledger(np.random.default_rng(5))
     study = load_study(ROOT / "benchmarks" / "optimizer_ood_digits.yml")
-    report = Report(tmp_path, "synthetic")
+    report = Report(tmp_path, "synthetic", interactive=True)  # the HTML site's figures too
     context = AnalysisContext(study, ledger, report)
     for name in study.analyses:
         registry.analysis(name).run(context)
     report.finish()
+    assert all(item.plotly["data"] for item in report.items if item.kind == "figure")
     text = (tmp_path / "report.md").read_text()
     assert text.index("shiftbench run ") < text.index("## ")  # the reproduce command first
     assert "dataset=toy, test_env=2, algorithm=erm: d = -0.0" in text

@@ -228,8 +228,9 @@ def ledger() -> pd.DataFrame:
 
 
 def run_analysis(name: str, frame: pd.DataFrame, tmp_path) -> Report:
-    report = Report(tmp_path, "t")
+    report = Report(tmp_path, "t", interactive=True)  # the HTML site's figures too
     registry.analysis(name).run(AnalysisContext(None, frame, report))
+    assert all(item.plotly["data"] for item in report.items if item.kind == "figure")
     return report
 
 
