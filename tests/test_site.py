@@ -301,7 +301,7 @@ def test_index_lists_reports_and_ledger_states(site):
     assert '<a href="report/index.html">site</a>' in index
     page = (out / "report.html").read_text()
     assert '<a href="../index.html">all reports</a>' in page
-    assert "<table>" in page and "ID vs OOD accuracy per optimizer" in page
+    assert "<table>" in page and "Test-environment accuracy per optimizer" in page
     # a store: each study's ledger state, linked to the report of the same name
     store_index = write_index(folder / "store")
     assert re.search(
