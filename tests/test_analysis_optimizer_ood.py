@@ -159,8 +159,15 @@ def test_report_on_a_synthetic_ledger_states_finding_one(tmp_path):
     assert "dataset=toy, test_env=2, algorithm=erm: d = -0.0" in text
     assert text.count(": adaptive worse.") == 3  # both algorithms and the pooled residuals
     assert (
-        "worse OOD at matched ID accuracy in 2 of 2 tested conditions; the finding holds" in text
+        "worse OOD at matched ID accuracy in 2 of 2 tested, non-vacuous conditions; the finding "
+        "holds" in text
     )
+    # the paper's adaptive family is Adam and RMSProp; AdamW (an extension) is tested apart
+    paper = pd.read_csv(tmp_path / "optimizer_ood_adaptive.csv")
+    assert (paper.loc[paper["dataset"] == "toy", "n_adaptive"] == 2 * 4 * 2).all()
+    apart = pd.read_csv(tmp_path / "optimizer_ood_adaptive_adamw.csv")
+    assert (apart.loc[apart["dataset"] == "toy", "n_adaptive"] == 4 * 2).all()
+    assert "Extension, not in the paper: AdamW" in text
     table = pd.read_csv(tmp_path / "optimizer_ood_best.csv")
     assert {"training_domain_ood", "training_domain_err", "oracle_ood"} <= set(table.columns)
     assert "population std (ddof=0) / sqrt(seeds)" in text
@@ -177,6 +184,15 @@ def test_report_on_a_synthetic_ledger_states_finding_one(tmp_path):
     assert len(table) == 12  # 2 algorithms x 6 optimizers
     for name in ("optimizer_ood_returns", "optimizer_ood_budget", "optimizer_ood_top10"):
         assert (tmp_path / f"{name}.png").is_file() and (tmp_path / f"{name}.tex").is_file()
+
+
+def test_a_flat_condition_is_called_vacuous():
+    ledger = _ledger(np.random.default_rng(6))
+    # every trial at the same OOD accuracy (a shortcut), up to noise below 0.01
+    ledger["ood_acc"] = 0.1 + np.random.default_rng(7).uniform(0, 0.004, len(ledger))
+    text = adaptive.summary(adaptive.comparison(ledger))
+    assert text.count("Vacuous: every trial's OOD accuracy lies within") == 2
+    assert "in 0 of 0 tested, non-vacuous conditions; the finding does not hold" in text
 
 
 def test_full_study_validates_with_per_dataset_objectives():
