@@ -97,6 +97,7 @@ def test_budget_curve_by_hand():
     curve = budget.budget_curve(samples, top=2)
     assert curve["best_ood"].tolist() == [0.1, 0.3, 0.3]
     assert curve["top10_ood"].tolist() == pytest.approx([0.1, 0.2, 0.25])
+    assert curve["all_ood"].tolist() == pytest.approx([0.1, 0.2, 0.2])
 
 
 def _ledger(rng):
@@ -181,9 +182,11 @@ def test_report_on_a_synthetic_ledger_states_finding_one(tmp_path):
     got = table[(table["algorithm"] == "erm") & (table["solver"] == "sgd")].iloc[0]
     assert got["training_domain_ood"] == pytest.approx(np.mean(per_seed))
     assert got["training_domain_err"] == pytest.approx(np.std(per_seed) / np.sqrt(2))
+    assert got["max_ood"] == pytest.approx(erm_sgd["env2_in_acc"].max())
     assert len(table) == 12  # 2 algorithms x 6 optimizers
     for name in ("optimizer_ood_returns", "optimizer_ood_budget", "optimizer_ood_top10"):
         assert (tmp_path / f"{name}.png").is_file() and (tmp_path / f"{name}.tex").is_file()
+    assert (tmp_path / "optimizer_ood_all_trials.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_flat_condition_is_called_vacuous():
