@@ -19,6 +19,7 @@ adaptive = registry.analysis("optimizer_ood_adaptive")
 budget = registry.analysis("optimizer_ood_budget")
 top10 = registry.analysis("optimizer_ood_top10")
 best = registry.analysis("optimizer_ood_best")
+reliability = registry.analysis("optimizer_ood_reliability")
 
 
 def test_ols_matches_scipy_linregress_and_the_two_sample_t_test():
@@ -128,6 +129,7 @@ def _ledger(rng):
                                 "ood_acc": ood + rng.normal(0, 0.005),
                                 "oracle_acc": ood,
                                 "env2_in_acc": ood + 0.01,
+                                "env2_out_acc": ood - 0.02,
                                 "config": "{}",
                             }
                         )
@@ -228,3 +230,24 @@ def test_dataset_objective_override_expands_and_reports_bad_keys(tmp_path):
     raw["datasets"]["colored_digits"]["objective"] = {"steps": 0}
     with pytest.raises(StudyError, match=r"o\.yml: datasets\.colored_digits\.objective: "):
         parse_study(raw, tmp_path / "o.yml")
+
+
+def test_reliability_bins_by_hand():
+    points = pd.DataFrame(
+        {"id_acc": [0.15, 0.18, 0.5, 0.55, 0.95], "avg_test_acc": [0.1, 0.3, 0.9, 0.4, 0.7]}
+    )
+    table = reliability.reliability(points)
+    # 0.5 sits on a bound: in no bin, as the notebook's strict inequalities
+    assert table["lower"].tolist() == pytest.approx([0.1, 0.5, 0.9])
+    assert table["n"].tolist() == [2, 1, 1]
+    assert table["ood_mean"].tolist() == pytest.approx([0.2, 0.4, 0.7])
+
+
+def test_reliability_uses_the_last_checkpoint_of_main_runs():
+    ledger = _ledger(np.random.default_rng(8))
+    points, condition = reliability.final_points(ledger)
+    assert condition == ["dataset", "ds.test_env", "obj.algorithm"]
+    assert len(points) == ledger["trial_id"].nunique() and (points["step"] == 20).all()
+    final = ledger[ledger["step"] == 20]
+    expected = (0.8 * final["env2_in_acc"] + 0.2 * final["env2_out_acc"]).mean()
+    assert points["avg_test_acc"].mean() == pytest.approx(expected)
