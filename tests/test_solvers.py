@@ -13,6 +13,7 @@ from torch import nn
 
 from shiftbench import registry
 from shiftbench.algorithms import IRM
+from shiftbench.data.seeds import seed_hash
 from shiftbench.runner import TrialRunner
 from shiftbench.search import random_samples
 from shiftbench.solver_base import solver_space
@@ -71,7 +72,8 @@ def hand_data(seed_split=0, fraction=0.2, test_env=2):
     envs = data.environments
     splits = []
     for i, env in enumerate(envs):
-        perm = np.random.RandomState(seed_split + i).permutation(len(env))
+        # DomainBed's split seed, seed_hash(trial_seed, env) (checked in tests/test_study.py)
+        perm = np.random.RandomState(seed_hash(seed_split, i)).permutation(len(env))
         n_out = int(len(env) * fraction)
         splits.append((perm[n_out:], perm[:n_out]))
     train = [
