@@ -6,6 +6,8 @@ validation, the ID accuracy, the whole test environment's accuracy (``ood_acc``)
 et al.'s ``avg_test_acc``. One row per condition (dataset, test environment and any other
 varying parameter such as the algorithm) and optimizer."""
 
+import pandas as pd
+
 from shiftbench.report import AnalysisContext
 from shiftbench.selection import ERROR_BAR, METHODS, by_method, condition_columns, select
 
@@ -18,7 +20,7 @@ def run(context: AnalysisContext) -> None:
         return
     keys = [*condition_columns(table), "solver"]
     training = select(done, "training_domain", metrics=("id_acc", "ood_acc", "avg_test_acc"))
-    extra = ["id_acc_mean", "ood_acc_mean", "avg_test_acc_mean", "label"]
+    extra = ["id_acc_mean", "ood_acc_mean", "avg_test_acc_mean", "sample"]
     table = table.merge(training[[*keys, *extra]], on=keys, how="left")
     methods = [m for m in METHODS if m in table]
     condition = [c.split(".", 1)[-1] for c in keys[:-1]]
@@ -29,7 +31,7 @@ def run(context: AnalysisContext) -> None:
             *(c for m in methods for c in (m, f"{m}_err")),
             *extra[:-1],
             "seeds",
-            "label",
+            "sample",
         ]
     ].sort_values([*condition, "training_domain"], ascending=[*(True,) * len(condition), False])
     context.report.table(
@@ -37,5 +39,20 @@ def run(context: AnalysisContext) -> None:
         shown,
         "Test-environment accuracy per optimizer, DomainBed's protocol: env<t>_in_acc under "
         f"each selection method ({ERROR_BAR}); id_acc, ood_acc (whole test environment) and "
-        "avg_test_acc (Naganuma et al.) are means under training-domain validation",
+        "avg_test_acc (Naganuma et al.) are means under training-domain validation; sample: "
+        "the hyperparameter sample chosen in each trial seed",
     )
+    context.report.text(untrained(context.ledger, keys))
+
+
+def untrained(ledger: pd.DataFrame, keys: list[str]) -> str:
+    """A line per condition and solver absent from the table: no trial finished (all diverged
+    or failed), so the table cannot rank it."""
+    status = ledger.groupby(keys, dropna=False)["status"].agg(lambda s: (s == "done").any())
+    missing = status[~status]
+    if missing.empty:
+        return "Every optimizer has finished trials in every condition."
+    lines = ["Absent from the table (no trial finished: every one diverged or failed):", ""]
+    for key in missing.index:
+        lines.append("- " + ", ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in zip(keys, key)))
+    return "\n".join(lines)

