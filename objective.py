@@ -18,6 +18,11 @@ timm model trains from scratch) or the path of a local weights file (ImageNet we
 ``obj.pretrained`` column says which. ``irm_loss`` is IRM's loss after the penalty switches
 on: ``domainbed`` (DomainBed's ``IRM.update``, the default) or ``irm_paper`` (divided by the
 penalty weight, as the IRM paper's script); see :class:`shiftbench.algorithms.IRM`.
+``irm_reset_to`` is the optimizer IRM restarts with when the penalty switches on: ``adam``
+(the default: DomainBed's ``IRM.update`` and Naganuma et al.'s fork both build a fresh
+``torch.optim.Adam(lr, weight_decay)`` there, whatever optimizer the run compares) or
+``same`` (a fresh optimizer of the run's own kind: an extension, so that an IRM run keeps
+the optimizer under comparison after the switch; reports label it).
 
 ``measure_envs`` are the examples the generalization measures may use (the dataset's
 ``measure_fraction`` of each training environment), disjoint from the training part and
@@ -55,7 +60,7 @@ class Objective(BaseObjective):
         "algorithm": ["erm"],
         "irm_lambda": [100.0],
         "irm_anneal_iters": [500],
-        "irm_reset_to": ["same"],
+        "irm_reset_to": ["adam"],
         "irm_loss": ["domainbed"],
         "seed": [0],
     }

@@ -131,7 +131,9 @@ class TorchSolver(BaseSolver):
         self.optimizer = self.build_optimizer(model.parameters())
 
     def reset_optimizer(self) -> torch.optim.Optimizer:
-        """DomainBed's IRM reset: a fresh optimizer, of the same kind or Adam (``reset_to``)."""
+        """IRM's reset at the penalty switch (``reset_to``): ``adam`` is DomainBed's
+        (``algorithms.IRM.update``: ``torch.optim.Adam(lr, weight_decay)``), ``same`` a fresh
+        optimizer of the run's own kind (an extension)."""
         if self.reset_to == "adam":
             return torch.optim.Adam(
                 self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay
