@@ -128,6 +128,13 @@ def test_sign_error_is_zero_for_the_gap_and_one_for_its_negation(table):
     assert summary.loc[("gap", "gap_ood_color"), "mean"] == pytest.approx(1.0)
     x, y = sign.stats.sign_error_cdf(results["measure.gap", "gap_iid"])
     assert x.tolist() == [0.0] * 9 and y[-1] == 1.0
+    # Dziugaite et al.'s Fig. 1 rows: over all environments, and per hyperparameter changed
+    rows = sign.per_hparam(results, table.hparams, stats.ScoreConfig())
+    rows = rows.set_index(["measure", "target", "hparam"])
+    assert rows.loc[("gap", "gap_iid"), "environments_kept"].to_dict() == {
+        "all": 9, "obj.depth": 6, "hp.lr": 3,
+    }  # fmt: skip
+    assert rows.loc[("neg", "gap_iid", "hp.lr"), ["mean", "p90", "max"]].tolist() == [1.0] * 3
 
 
 def sign_error_report(tmp_path, frame: pd.DataFrame, **score_config) -> str:
@@ -233,7 +240,11 @@ def test_report_end_to_end(tmp_path):
     assert text.split("\n\n")[1] == "Reproduce:"
     assert "generalization_measures_digits.yml --store results\n" in text
     assert "Most stable across shifts" in text
-    for name in ("measures_tau_heatmap.png", "measures_sign_error_cdf.png"):
+    for name in (
+        "measures_tau_heatmap.png",
+        "measures_sign_error_cdf.png",
+        "measures_sign_error_per_hparam_gap_iid.png",
+    ):
         assert (tmp_path / name).stat().st_size > 0
     tau = pd.read_csv(tmp_path / "measures_tau.csv").set_index("measure")
     assert tau.loc["gap", "gap_iid"] == pytest.approx(1.0)
