@@ -241,6 +241,7 @@ def test_report_end_to_end(tmp_path):
     assert "generalization_measures_digits.yml --store results\n" in text
     assert "Most stable across shifts" in text
     for name in (
+        "measures_families_tau.png",
         "measures_tau_heatmap.png",
         "measures_sign_error_cdf.png",
         "measures_sign_error_per_hparam_gap_iid.png",
@@ -249,6 +250,13 @@ def test_report_end_to_end(tmp_path):
     tau = pd.read_csv(tmp_path / "measures_tau.csv").set_index("measure")
     assert tau.loc["gap", "gap_iid"] == pytest.approx(1.0)
     assert tau.columns.tolist() == ["gap_iid", "gap_ood_rotate-30", "gap_ood_color"]
+    families = pd.read_csv(tmp_path / "measures_families_tau.csv").set_index("family")
+    # the synthetic measures are not registered: one family of four (none is all NaN)
+    assert families.loc["other", "measures"] == 4
+    taus = tau.loc[["gap", "neg", "noise"], "gap_iid"]
+    assert families.loc["other", "IID"] == pytest.approx(taus.mean())
+    psi = pd.read_csv(tmp_path / "measures_psi_jiang.csv").set_index("measure")
+    assert psi.columns.tolist() == ["psi_depth", "psi_lr", "psi", "tau"]
     for name in ("measures_psi", "measures_tau_b", "measures_cmi", "measures_regret"):
         assert (tmp_path / f"{name}.tex").read_text().startswith("\\begin{table}")
     targets = pd.read_csv(tmp_path / "measures_targets.csv").set_index("target")
