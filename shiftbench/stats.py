@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -576,6 +576,28 @@ def bootstrap_ci(
         rng=np.random.default_rng(seed),
     )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def jackknife_ci(
+    df: pd.DataFrame,
+    statistic: Callable[[pd.DataFrame], float],
+    unit: str = "seed",
+    confidence: float = 0.95,
+) -> tuple[float, float]:
+    """Normal interval statistic(df) +- z se from the jackknife over the values of ``unit``
+    (leave one out; Efron & Tibshirani 1993, Eq. 11.5): for a study on a fixed grid, the
+    seed is what varies between reruns, and leaving a whole seed out keeps every pair of
+    distinct models distinct (a bootstrap would duplicate models, and duplicated models tie,
+    which biases Jiang's tau towards 0). NaN when fewer than two units."""
+    units = df[unit].dropna().unique()
+    if len(units) < 2:
+        return math.nan, math.nan
+    full = statistic(df)
+    loo = np.array([statistic(df[df[unit] != u]) for u in units], dtype=float)
+    n = len(units)
+    se = math.sqrt((n - 1) / n * float(np.sum((loo - loo.mean()) ** 2)))
+    z = float(scipy_stats.norm.ppf(0.5 + confidence / 2))
+    return full - z * se, full + z * se
 
 
 def score_table(

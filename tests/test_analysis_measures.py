@@ -104,6 +104,12 @@ def test_stability_is_the_spread_of_tau_over_shifts(table):
         assert frame.loc[measure, "tau_shift_std"] == pytest.approx(np.std(taus, ddof=1))
         assert frame.loc[measure, "tau_shift_mean"] == pytest.approx(np.mean(taus))
     assert frame.loc["gap", "tau_shift_std"] == pytest.approx(math.sqrt(2))  # +1 and -1
+    # jackknife over the 4 seeds: the gap's tau is 1 without any seed, so no spread
+    assert frame.loc["gap", ["tau_iid_lo", "tau_iid_hi"]].tolist() == pytest.approx([1, 1])
+    noise = frame.loc["noise"]
+    assert noise["tau_iid_lo"] < noise["tau_iid"] < noise["tau_iid_hi"]
+    # color's gap is rotate-30's reversed: the mean tau over the two is 0 on every subset
+    assert noise[["tau_shift_mean_lo", "tau_shift_mean_hi"]].tolist() == pytest.approx([0, 0])
     assert frame.loc["gap", "tau_iid"] == pytest.approx(1.0)
     assert frame["tau_shift_std"].is_monotonic_increasing
 
