@@ -612,6 +612,7 @@ def score_table(
     match: Sequence[str] = (),
     frac: float = 0.2,
     by: Sequence[str] = (),
+    directions: Mapping[str, int] | None = None,
 ) -> pd.DataFrame:
     """Every score for every (measure, target): one row each, the table the analyses publish.
 
@@ -619,10 +620,13 @@ def score_table(
     k, sign_error_mean, sign_error_p90, sign_error_max, n_environments (kept),
     regret, hit_rate. ``n_test`` is the test-set size behind every target, or a
     mapping from target name to its own size (ID and shifted test sets differ).
+    ``directions`` maps a measure to -1 when its largest value is the one to select (the
+    selection scores; default +1, see `shiftbench.measures.Measure`).
     """
     rows = []
     for measure, target in itertools.product(measures, targets):
         n = n_test[target] if isinstance(n_test, Mapping) else n_test
+        direction = (directions or {}).get(measure, 1)
         psi = granulated_kendall(df, measure, target, hparams)
         cmi = conditional_mi(df, measure, target, hparams, max_conditioning, require_complete)
         sign = robust_sign_error(df, measure, target, hparams, n, min_ess, match)
@@ -640,8 +644,8 @@ def score_table(
                 "sign_error_p90": sign.p90,
                 "sign_error_max": sign.max,
                 "n_environments": int(sign.environments["kept"].astype(bool).sum()),
-                "regret": normalized_regret(df, measure, target, by),
-                "hit_rate": top_k_hit_rate(df, measure, target, frac, by),
+                "regret": normalized_regret(df, measure, target, by, direction),
+                "hit_rate": top_k_hit_rate(df, measure, target, frac, by, direction),
             }
         )
     return pd.DataFrame(rows)

@@ -449,6 +449,10 @@ def test_score_table_rows_and_columns_agree_with_functions() -> None:
     assert (oracle["tau"], oracle["psi"], oracle["k"], oracle["regret"]) == pytest.approx(
         (1.0, 1.0, 1.0, 0.0)
     )
+    assert oracle["tau_b"] == pytest.approx(1.0)
+    # a measure declared to run the other way selects its largest value: the worst model
+    flipped = stats.score_table(df, ["gap"], ["gap"], HPARAMS, 10_000, directions={"gap": -1})
+    assert flipped.loc[0, "regret"] == 1.0 and flipped.loc[0, "hit_rate"] == 0.0
 
 
 def test_selection_scores_are_nan_when_the_measure_is_missing_everywhere():
