@@ -49,8 +49,12 @@ def heat_map(tau: pd.DataFrame) -> plt.Figure:
 
 
 def family_table(long: pd.DataFrame, targets: tuple[str, ...]) -> pd.DataFrame:
-    """Family x target: the mean of its measures' tau (and how many measures it has)."""
-    frame = long.assign(family=long["measure"].map(measure_table.family))
+    """Family x target: the mean of its measures' tau, each oriented by the measure's declared
+    direction (a confidence's tau counts negated), and how many measures it has."""
+    direction = long["measure"].map(measure_table.direction)
+    frame = long.assign(
+        family=long["measure"].map(measure_table.family), tau=long["tau"] * direction
+    )
     table = frame.pivot_table(index="family", columns="target", values="tau", aggfunc="mean")
     table = table[list(targets)].rename(columns=_label)
     table.insert(0, "measures", frame.groupby("family")["measure"].nunique())
@@ -118,7 +122,8 @@ def run(context: AnalysisContext) -> None:
     context.report.table(
         "measures_families_tau",
         families,
-        "Measure families across shifts: mean Kendall tau of the family's measures per target",
+        "Measure families across shifts: mean Kendall tau of the family's measures per target "
+        "(each oriented by its declared direction)",
     )
     context.report.figure(
         "measures_families_tau", family_figure(families), "Measure families across shifts"

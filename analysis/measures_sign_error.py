@@ -144,7 +144,7 @@ def per_hparam_figure(
             ax.plot([i - 0.5, i + 0.5], [errors.max()] * 2, color="limegreen", lw=0.8)
         image = ax.imshow(
             grid, origin="lower", aspect="auto", cmap="Blues_r", vmin=0.5, vmax=1,
-            extent=(-0.5, len(order) - 0.5, 0, 1),
+            interpolation="nearest", extent=(-0.5, len(order) - 0.5, 0, 1),
         )  # fmt: skip
         ax.set_ylabel(f"{h.split('.', 1)[-1]}\n({len(kept) if order else 0})", fontsize=7)
         ax.set_yticks([0, 0.5, 1])

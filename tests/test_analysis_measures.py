@@ -204,6 +204,10 @@ def test_selection_follows_each_measures_direction_and_counts_each_shift_once():
     families = selection.summary(long.reset_index(), table, config, "family")
     calibration = families.set_index("family").loc["calibration"]
     assert (calibration["regret_iid"], calibration["regret_gap_ood"]) == (0.0, 0.5)
+    # the family comparison orients tau by the direction too: -1 x -1 and +1 average to 1
+    kendall = analysis("measures_kendall")
+    taus = kendall.family_table(kendall.scores(table), table.gap_targets).set_index("family")
+    assert taus.loc["calibration", "IID"] == pytest.approx(1.0)
 
 
 def test_overview_states_the_split_the_settings_and_why_aic_is_no_finding(tmp_path):
