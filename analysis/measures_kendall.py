@@ -1,7 +1,10 @@
 """Kendall's tau and the granulated Kendall coefficient Psi (Jiang et al. 2020, Eq. 2-3) of
 every measure against the generalization gap, in distribution and under each shift, over
 the converged models; a heat map of tau by measure and shift. tau is Jiang's (no tie
-correction); tau-b is a labelled extra table."""
+correction); tau-b is a labelled extra table. Jiang et al.'s Table 1 layout (psi per
+hyperparameter, Psi and tau for the IID gap), and Nakai et al.'s comparison of measure
+families across shifts (the mean tau of each family's measures per target, table and
+figure)."""
 
 from __future__ import annotations
 
@@ -45,6 +48,32 @@ def heat_map(tau: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def family_table(long: pd.DataFrame, targets: tuple[str, ...]) -> pd.DataFrame:
+    """Family x target: the mean of its measures' tau, each oriented by the measure's declared
+    direction (a confidence's tau counts negated), and how many measures it has."""
+    direction = long["measure"].map(measure_table.direction)
+    frame = long.assign(
+        family=long["measure"].map(measure_table.family), tau=long["tau"] * direction
+    )
+    table = frame.pivot_table(index="family", columns="target", values="tau", aggfunc="mean")
+    table = table[list(targets)].rename(columns=_label)
+    table.insert(0, "measures", frame.groupby("family")["measure"].nunique())
+    return table.reset_index()
+
+
+def family_figure(families: pd.DataFrame) -> plt.Figure:
+    """One line per family: its mean tau with the IID gap, then with each shifted gap."""
+    columns = families.columns[2:]
+    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(columns), 3.6), layout="constrained")
+    for _, row in families.iterrows():
+        ax.plot(range(len(columns)), row[columns].to_numpy(float), marker="o", label=row["family"])
+    ax.axhline(0, color="0.6", lw=0.6)
+    ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right")
+    ax.set(ylabel="mean Kendall tau with the gap", ylim=(-1, 1))
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
 def _label(target: str) -> str:
     return "IID" if target == "gap_iid" else target.removeprefix("gap_ood_")
 
@@ -80,3 +109,22 @@ def run(context: AnalysisContext) -> None:
         "Granulated Kendall: Psi and psi_h per varied hyperparameter h, per measure and target",
     )
     context.report.figure("measures_tau_heatmap", heat_map(tau), "Kendall tau, measure x shift")
+    iid = long[long["target"] == "gap_iid"].drop(columns=["target", "tau_b"])
+    psi_columns = [c for c in iid.columns if c.startswith("psi_")]
+    context.report.table(
+        "measures_psi_jiang",
+        iid[["measure", *psi_columns, "psi", "tau"]].assign(
+            measure=iid["measure"].map(measure_table.short)
+        ),
+        "IID gap in Jiang et al.'s Table 1 layout: psi per hyperparameter, Psi and tau",
+    )
+    families = family_table(long, table.gap_targets)
+    context.report.table(
+        "measures_families_tau",
+        families,
+        "Measure families across shifts: mean Kendall tau of the family's measures per target "
+        "(each oriented by its declared direction)",
+    )
+    context.report.figure(
+        "measures_families_tau", family_figure(families), "Measure families across shifts"
+    )

@@ -64,7 +64,7 @@ def settings(context: AnalysisContext) -> list[str]:
     if config:
         default = measures.MeasureConfig()
         changed = [
-            f"{k} {', '.join(map(str, v))} (reference/default {getattr(default, k)})"
+            f"{k} {', '.join(f'{x:g}' for x in v)} (reference/default {getattr(default, k):g})"
             for k, v in config.items()
             if list(v) != [getattr(default, k)]
         ]

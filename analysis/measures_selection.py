@@ -18,26 +18,8 @@ import math
 
 import pandas as pd
 
-from shiftbench import measure_table, measures, stats
+from shiftbench import measure_table, stats
 from shiftbench.report import AnalysisContext
-
-FAMILIES = {
-    "norms": "norm",
-    "spectral": "spectral",
-    "margin": "margin/path",
-    "pac_bayes": "PAC-Bayes",
-    "sharpness": "sharpness",
-    "optimization": "optimization",
-    "calibration": "calibration",
-    "information": "information criteria",
-    "input_gradient": "input gradient",
-}
-"""Registry family -> the family name in Nakai et al.'s comparison."""
-
-
-def registered(column: str) -> measures.Measure | None:
-    """The registered measure behind a ``measure.<name>`` column (None for another column)."""
-    return measures.registry().get(measure_table.short(column))
 
 
 def scores(table: measure_table.MeasureTable, config: stats.ScoreConfig) -> pd.DataFrame:
@@ -46,8 +28,7 @@ def scores(table: measure_table.MeasureTable, config: stats.ScoreConfig) -> pd.D
     models = table.models()
     rows = []
     for measure in table.measures:
-        entry = registered(measure)
-        direction = entry.direction if entry else 1
+        direction = measure_table.direction(measure)
         for target in table.targets:
             known = models[[measure, target]].dropna()
             regret = hit = math.nan
@@ -59,7 +40,7 @@ def scores(table: measure_table.MeasureTable, config: stats.ScoreConfig) -> pd.D
             rows.append(
                 {
                     "measure": measure,
-                    "family": FAMILIES.get(entry.family, entry.family) if entry else "other",
+                    "family": measure_table.family(measure),
                     "direction": direction,
                     "target": target,
                     "regret": regret,

@@ -5,13 +5,18 @@ Hoeffding probability that their gaps are truly ordered (given the test-set size
 target), and environments with an effective sample size below the paper's 12 (or the
 study's ``score_config.min_ess``, which the report then names) are dropped. Summary (mean,
 90th percentile, max over environments), the number of environments kept per target with
-the reason when none is, and the empirical CDF per target."""
+the reason when none is, and the empirical CDF per target; per hyperparameter, Dziugaite et
+al.'s Fig. 1 layout (one row per hyperparameter changed and one over all environments, the
+measures ordered by their mean sign error, each column the CDF of the sign errors with the
+mean, 90th percentile and max marked; ``figure_cdf_all_measures.make_figure``) and its
+table."""
 
 from __future__ import annotations
 
 import math
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from shiftbench import measure_table, stats
@@ -81,6 +86,75 @@ def filter_summary(summary: pd.DataFrame, n_test: dict[str, int], min_ess: float
     return lines
 
 
+BINS = np.linspace(0, 1, 100)
+"""Sign-error grid of the per-hyperparameter CDF figure (the reference's 100 bins)."""
+
+
+def per_hparam(results: dict, hparams: tuple[str, ...], config: stats.ScoreConfig) -> pd.DataFrame:
+    """One row per (measure, target, hparam or ``all``): the kept environments in which that
+    hyperparameter changes, and the mean, 90th percentile and max of their sign errors."""
+    rows = []
+    for (measure, target), result in results.items():
+        envs = result.environments
+        kept = envs[envs["kept"].astype(bool)]
+        for h in ("all", *hparams):
+            errors = (kept if h == "all" else kept[kept["hparam"] == h])["sign_error"]
+            errors = errors.to_numpy(float)
+            some = len(errors) > 0
+            rows.append(
+                {
+                    "measure": measure_table.short(measure),
+                    "target": target,
+                    "hparam": h,
+                    "environments_kept": len(errors),
+                    "mean": errors.mean() if some else math.nan,
+                    "p90": stats.sign_error_quantile(errors, 0.9, config.quantile)
+                    if some
+                    else math.nan,
+                    "max": errors.max() if some else math.nan,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def per_hparam_figure(
+    results: dict, target: str, hparams: tuple[str, ...], quantile: str
+) -> plt.Figure:
+    """Dziugaite et al.'s Fig. 1 for one target: rows ``all`` and each hyperparameter,
+    columns the measures by mean sign error over all environments, colour the CDF."""
+    curves = {m: r for (m, t), r in results.items() if t == target and not math.isnan(r.mean)}
+    order = sorted(curves, key=lambda m: curves[m].mean)
+    rows = ("all", *hparams)
+    fig, axes = plt.subplots(
+        len(rows), 1, figsize=(max(6, 0.2 * len(order) + 2), 1.3 * len(rows) + 1.2),
+        sharex=True, squeeze=False, layout="constrained",
+    )  # fmt: skip
+    for ax, h in zip(axes[:, 0], rows):
+        grid = np.full((len(BINS), len(order)), np.nan)
+        for i, measure in enumerate(order):
+            envs = curves[measure].environments
+            kept = envs[envs["kept"].astype(bool) & ((envs["hparam"] == h) | (h == "all"))]
+            errors = kept["sign_error"].to_numpy(float)
+            if len(errors) == 0:
+                continue
+            grid[:, i] = (errors[None, :] <= BINS[:, None]).mean(axis=1)
+            p90 = stats.sign_error_quantile(errors, 0.9, quantile)
+            for value, style in ((errors.mean(), ":"), (p90, "--")):
+                ax.plot([i - 0.5, i + 0.5], [value, value], "k", ls=style, lw=0.8)
+            ax.plot([i - 0.5, i + 0.5], [errors.max()] * 2, color="limegreen", lw=0.8)
+        image = ax.imshow(
+            grid, origin="lower", aspect="auto", cmap="Blues_r", vmin=0.5, vmax=1,
+            interpolation="nearest", extent=(-0.5, len(order) - 0.5, 0, 1),
+        )  # fmt: skip
+        ax.set_ylabel(f"{h.split('.', 1)[-1]}\n({len(kept) if order else 0})", fontsize=7)
+        ax.set_yticks([0, 0.5, 1])
+    axes[-1, 0].set_xticks(range(len(order)), [measure_table.short(m) for m in order])
+    axes[-1, 0].tick_params(axis="x", rotation=90, labelsize=6)
+    fig.colorbar(image, ax=axes[:, 0], shrink=0.6, label="CDF of the sign error")
+    fig.suptitle(f"{target}: sign error (mean dotted, p90 dashed, max green)", fontsize=9)
+    return fig
+
+
 def cdf_figure(results: dict, targets: list[str]) -> plt.Figure:
     """One panel per target: every measure's CDF in grey, the best few in colour."""
     cols = min(3, len(targets))
@@ -137,3 +211,15 @@ def run(context: AnalysisContext) -> None:
     context.report.figure(
         "measures_sign_error_cdf", cdf_figure(results, targets), "Sign-error CDF per target"
     )
+    context.report.table(
+        "measures_sign_error_per_hparam",
+        per_hparam(results, table.hparams, config),
+        "Robust sign error per hyperparameter changed (and over all environments)",
+    )
+    for target in targets:
+        if summary.loc[summary["target"] == target, "environments_kept"].max() > 0:
+            context.report.figure(
+                f"measures_sign_error_per_hparam_{target}",
+                per_hparam_figure(results, target, table.hparams, config.quantile),
+                f"Sign-error CDF per hyperparameter, {target} (Dziugaite et al. Fig. 1)",
+            )

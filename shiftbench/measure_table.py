@@ -176,6 +176,37 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
+FAMILIES = {
+    "norms": "norm",
+    "spectral": "spectral",
+    "margin": "margin/path",
+    "pac_bayes": "PAC-Bayes",
+    "sharpness": "sharpness",
+    "optimization": "optimization",
+    "calibration": "calibration",
+    "information": "information criteria",
+    "input_gradient": "input gradient",
+}
+"""Registry family -> the family's name in Nakai et al.'s comparison."""
+
+
+def family(column: str) -> str:
+    """The measure family of a ``measure.<name>`` column (``other`` if not registered)."""
+    from shiftbench import measures
+
+    entry = measures.registry().get(short(column))
+    return FAMILIES.get(entry.family, entry.family) if entry else "other"
+
+
+def direction(column: str) -> int:
+    """The declared direction of a ``measure.<name>`` column (+1 if not registered; see
+    :class:`shiftbench.measures.Measure`)."""
+    from shiftbench import measures
+
+    entry = measures.registry().get(short(column))
+    return entry.direction if entry else 1
+
+
 def short(column: str) -> str:
     """A measure column's display name: ``measure.l2`` -> ``l2``."""
     return column.removeprefix("measure.")

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -578,6 +578,28 @@ def bootstrap_ci(
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
+def jackknife_ci(
+    df: pd.DataFrame,
+    statistic: Callable[[pd.DataFrame], float],
+    unit: str = "seed",
+    confidence: float = 0.95,
+) -> tuple[float, float]:
+    """Normal interval statistic(df) +- z se from the jackknife over the values of ``unit``
+    (leave one out; Efron & Tibshirani 1993, Eq. 11.5): for a study on a fixed grid, the
+    seed is what varies between reruns, and leaving a whole seed out keeps every pair of
+    distinct models distinct (a bootstrap would duplicate models, and duplicated models tie,
+    which biases Jiang's tau towards 0). NaN when fewer than two units."""
+    units = df[unit].dropna().unique()
+    if len(units) < 2:
+        return math.nan, math.nan
+    full = statistic(df)
+    loo = np.array([statistic(df[df[unit] != u]) for u in units], dtype=float)
+    n = len(units)
+    se = math.sqrt((n - 1) / n * float(np.sum((loo - loo.mean()) ** 2)))
+    z = float(scipy_stats.norm.ppf(0.5 + confidence / 2))
+    return full - z * se, full + z * se
+
+
 def score_table(
     df: pd.DataFrame,
     measures: Sequence[str],
@@ -590,6 +612,7 @@ def score_table(
     match: Sequence[str] = (),
     frac: float = 0.2,
     by: Sequence[str] = (),
+    directions: Mapping[str, int] | None = None,
 ) -> pd.DataFrame:
     """Every score for every (measure, target): one row each, the table the analyses publish.
 
@@ -597,10 +620,13 @@ def score_table(
     k, sign_error_mean, sign_error_p90, sign_error_max, n_environments (kept),
     regret, hit_rate. ``n_test`` is the test-set size behind every target, or a
     mapping from target name to its own size (ID and shifted test sets differ).
+    ``directions`` maps a measure to -1 when its largest value is the one to select (the
+    selection scores; default +1, see `shiftbench.measures.Measure`).
     """
     rows = []
     for measure, target in itertools.product(measures, targets):
         n = n_test[target] if isinstance(n_test, Mapping) else n_test
+        direction = (directions or {}).get(measure, 1)
         psi = granulated_kendall(df, measure, target, hparams)
         cmi = conditional_mi(df, measure, target, hparams, max_conditioning, require_complete)
         sign = robust_sign_error(df, measure, target, hparams, n, min_ess, match)
@@ -618,8 +644,8 @@ def score_table(
                 "sign_error_p90": sign.p90,
                 "sign_error_max": sign.max,
                 "n_environments": int(sign.environments["kept"].astype(bool).sum()),
-                "regret": normalized_regret(df, measure, target, by),
-                "hit_rate": top_k_hit_rate(df, measure, target, frac, by),
+                "regret": normalized_regret(df, measure, target, by, direction),
+                "hit_rate": top_k_hit_rate(df, measure, target, frac, by, direction),
             }
         )
     return pd.DataFrame(rows)

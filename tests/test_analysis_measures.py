@@ -104,6 +104,12 @@ def test_stability_is_the_spread_of_tau_over_shifts(table):
         assert frame.loc[measure, "tau_shift_std"] == pytest.approx(np.std(taus, ddof=1))
         assert frame.loc[measure, "tau_shift_mean"] == pytest.approx(np.mean(taus))
     assert frame.loc["gap", "tau_shift_std"] == pytest.approx(math.sqrt(2))  # +1 and -1
+    # jackknife over the 4 seeds: the gap's tau is 1 without any seed, so no spread
+    assert frame.loc["gap", ["tau_iid_lo", "tau_iid_hi"]].tolist() == pytest.approx([1, 1])
+    noise = frame.loc["noise"]
+    assert noise["tau_iid_lo"] < noise["tau_iid"] < noise["tau_iid_hi"]
+    # color's gap is rotate-30's reversed: the mean tau over the two is 0 on every subset
+    assert noise[["tau_shift_mean_lo", "tau_shift_mean_hi"]].tolist() == pytest.approx([0, 0])
     assert frame.loc["gap", "tau_iid"] == pytest.approx(1.0)
     assert frame["tau_shift_std"].is_monotonic_increasing
 
@@ -128,6 +134,13 @@ def test_sign_error_is_zero_for_the_gap_and_one_for_its_negation(table):
     assert summary.loc[("gap", "gap_ood_color"), "mean"] == pytest.approx(1.0)
     x, y = sign.stats.sign_error_cdf(results["measure.gap", "gap_iid"])
     assert x.tolist() == [0.0] * 9 and y[-1] == 1.0
+    # Dziugaite et al.'s Fig. 1 rows: over all environments, and per hyperparameter changed
+    rows = sign.per_hparam(results, table.hparams, stats.ScoreConfig())
+    rows = rows.set_index(["measure", "target", "hparam"])
+    assert rows.loc[("gap", "gap_iid"), "environments_kept"].to_dict() == {
+        "all": 9, "obj.depth": 6, "hp.lr": 3,
+    }  # fmt: skip
+    assert rows.loc[("neg", "gap_iid", "hp.lr"), ["mean", "p90", "max"]].tolist() == [1.0] * 3
 
 
 def sign_error_report(tmp_path, frame: pd.DataFrame, **score_config) -> str:
@@ -191,6 +204,10 @@ def test_selection_follows_each_measures_direction_and_counts_each_shift_once():
     families = selection.summary(long.reset_index(), table, config, "family")
     calibration = families.set_index("family").loc["calibration"]
     assert (calibration["regret_iid"], calibration["regret_gap_ood"]) == (0.0, 0.5)
+    # the family comparison orients tau by the direction too: -1 x -1 and +1 average to 1
+    kendall = analysis("measures_kendall")
+    taus = kendall.family_table(kendall.scores(table), table.gap_targets).set_index("family")
+    assert taus.loc["calibration", "IID"] == pytest.approx(1.0)
 
 
 def test_overview_states_the_split_the_settings_and_why_aic_is_no_finding(tmp_path):
@@ -234,11 +251,23 @@ def test_report_end_to_end(tmp_path):
     assert text.split("\n\n")[1] == "Reproduce:"
     assert "generalization_measures_digits.yml --store results\n" in text
     assert "Most stable across shifts" in text
-    for name in ("measures_tau_heatmap.png", "measures_sign_error_cdf.png"):
+    for name in (
+        "measures_families_tau.png",
+        "measures_tau_heatmap.png",
+        "measures_sign_error_cdf.png",
+        "measures_sign_error_per_hparam_gap_iid.png",
+    ):
         assert (tmp_path / name).stat().st_size > 0
     tau = pd.read_csv(tmp_path / "measures_tau.csv").set_index("measure")
     assert tau.loc["gap", "gap_iid"] == pytest.approx(1.0)
     assert tau.columns.tolist() == ["gap_iid", "gap_ood_rotate-30", "gap_ood_color"]
+    families = pd.read_csv(tmp_path / "measures_families_tau.csv").set_index("family")
+    # the synthetic measures are not registered: one family of four (none is all NaN)
+    assert families.loc["other", "measures"] == 4
+    taus = tau.loc[["gap", "neg", "noise"], "gap_iid"]
+    assert families.loc["other", "IID"] == pytest.approx(taus.mean())
+    psi = pd.read_csv(tmp_path / "measures_psi_jiang.csv").set_index("measure")
+    assert psi.columns.tolist() == ["psi_depth", "psi_lr", "psi", "tau"]
     for name in ("measures_psi", "measures_tau_b", "measures_cmi", "measures_regret"):
         assert (tmp_path / f"{name}.tex").read_text().startswith("\\begin{table}")
     targets = pd.read_csv(tmp_path / "measures_targets.csv").set_index("target")
@@ -249,6 +278,8 @@ def test_study_files_validate_without_data():
     cifar = load_study(ROOT / "benchmarks" / "generalization_measures.yml")
     assert cifar.resources.gpus > 0 and cifar.measure_config["bisection_depth"] == 15
     assert cifar.objective["target_loss"] == [0.01]
+    assert len(cifar.seeds) == 10 and cifar.datasets["cifar10_c"]["measure_fraction"] == [0.1]
     digits = load_study(ROOT / "benchmarks" / "generalization_measures_digits.yml")
-    assert digits.search_kind == "grid" and len(digits.trials()) == 3**3 * 3
+    assert digits.search_kind == "grid" and len(digits.trials()) == 2 * 2 * 3 * 10
+    assert digits.datasets["shifted_digits"]["measure_fraction"] == [0.1]
     assert set(digits.analyses) == set(ANALYSES)

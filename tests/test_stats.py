@@ -369,6 +369,16 @@ def test_bootstrap_interval_by_hand() -> None:
     assert lo < 0 < hi and hi - lo == pytest.approx(2 * 1.96 / 20, rel=0.2)
 
 
+def test_jackknife_interval_by_hand() -> None:
+    # one row per seed, values 1..4: leave-one-out means 3, 8/3, 7/3, 2; the jackknife se
+    # of a mean is the standard deviation over sqrt(n): 1.291 / 2
+    df = pd.DataFrame({"seed": [0, 1, 2, 3], "v": [1.0, 2.0, 3.0, 4.0]})
+    lo, hi = stats.jackknife_ci(df, lambda d: d["v"].mean())
+    se = np.std([1, 2, 3, 4], ddof=1) / 2
+    assert (lo, hi) == pytest.approx((2.5 - 1.959964 * se, 2.5 + 1.959964 * se))
+    assert all(math.isnan(v) for v in stats.jackknife_ci(df.head(1), lambda d: 0.0))
+
+
 def test_selection_takes_the_measures_direction() -> None:
     df = pd.DataFrame({"m": [1.0, 2.0, 3.0, 4.0, 5.0], "g": [0.5, 0.4, 0.3, 0.2, 0.1]})
     assert stats.normalized_regret(df, "m", "g") == 1.0
@@ -439,6 +449,10 @@ def test_score_table_rows_and_columns_agree_with_functions() -> None:
     assert (oracle["tau"], oracle["psi"], oracle["k"], oracle["regret"]) == pytest.approx(
         (1.0, 1.0, 1.0, 0.0)
     )
+    assert oracle["tau_b"] == pytest.approx(1.0)
+    # a measure declared to run the other way selects its largest value: the worst model
+    flipped = stats.score_table(df, ["gap"], ["gap"], HPARAMS, 10_000, directions={"gap": -1})
+    assert flipped.loc[0, "regret"] == 1.0 and flipped.loc[0, "hit_rate"] == 0.0
 
 
 def test_selection_scores_are_nan_when_the_measure_is_missing_everywhere():
