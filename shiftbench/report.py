@@ -43,7 +43,7 @@ def fit_width(frame: pd.DataFrame, width: int) -> str:
     a terminal: empty columns are left out, headers wrap onto lines of 8 (``_`` reads as a
     space), then the column with the longest cells is cut (ending in "~") until the table
     fits or no cell is longer than 8 characters (short numbers are never cut)."""
-    cells = frame.astype(str)
+    cells = frame.astype(object).fillna("").astype(str)  # missing values print blank
     cells = cells.loc[:, (cells != "").any()]
     names = [str(c).replace("_", " ") for c in cells]
     heads = [[name] for name in names]

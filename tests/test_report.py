@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shiftbench.report import Report, build_report, latex_escape
+from shiftbench.report import Report, build_report, fit_width, latex_escape
 from shiftbench.study import parse_study
 
 FRAME = pd.DataFrame(
@@ -146,3 +146,8 @@ def test_the_printed_table_fits_100_columns_and_the_files_keep_full_labels(tmp_p
     assert rows[0][4].startswith("adam[hp0=0.000") and rows[0][4].endswith("~")
     assert pd.read_csv(tmp_path / "wide.csv")["label"].tolist() == frame["label"].tolist()
     assert label in (tmp_path / "wide.md").read_text() and label in report.sections[0]
+
+
+def test_printed_tables_show_missing_values_blank():
+    frame = pd.DataFrame({"n": pd.array([1, None], dtype="Int64"), "name": ["a", None]})
+    assert fit_width(frame, 100) == "n  name\n-  ----\n1  a\n"
