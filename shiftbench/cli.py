@@ -309,3 +309,46 @@ def export(study_file: str, store_dir: Path, out: Path, trial_limit: int | None)
     frame.to_parquet(target, index=False)
     click.echo(f"{len(frame)} rows written to {target}")
     click.echo(f"view with: benchopt plot {target.parent.parent} -f {target}")
+
+
+@main.group()
+def cluster() -> None:
+    """A persistent local Ray cluster with warm workers, which `run` joins while it is up."""
+
+
+@cluster.command(name="start")
+@click.option("--workers", type=int, default=None, help="Warm workers (default: one per CPU).")
+def cluster_start(workers: int | None) -> None:
+    """Start the local cluster (127.0.0.1 only) and its warm workers."""
+    from shiftbench import cluster as local
+
+    try:
+        address, n = local.start(workers)
+    except local.ClusterCommandError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"local cluster at {address} with {n} warm workers; `shiftbench run` joins it")
+
+
+@cluster.command(name="stop")
+def cluster_stop() -> None:
+    """Stop the local cluster and everything it started."""
+    from shiftbench import cluster as local
+
+    click.echo("local cluster stopped" if local.stop() else "no local cluster was running")
+
+
+@cluster.command(name="status")
+def cluster_status() -> None:
+    """The local cluster's address and its warm workers."""
+    import ray
+
+    from shiftbench import cluster as local
+    from shiftbench.sweep import _start_ray
+
+    address = local.running()
+    if address is None:
+        click.echo("no local cluster running (`shiftbench cluster start` starts one)")
+        return
+    _start_ray(None, None)
+    pids = [pid for _, pid in ray.get([a.identity.remote() for a in local.warm_workers()])]
+    click.echo(f"local cluster at {address}: {len(pids)} warm workers (pids {pids})")

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from shiftbench import faults, store
+from shiftbench import cluster, faults, store
 from shiftbench.ensemble import plan_groups, run_group
 from shiftbench.lock import StudyLock
 from shiftbench.packing import gpu_fraction, trials_per_gpu
@@ -320,8 +320,10 @@ class ClusterError(RuntimeError):
     """The Ray cluster cannot be joined (one line saying what to set)."""
 
 
-def _start_ray(workers: int | None, address: str | None) -> None:
-    """Start an embedded local cluster (bound to 127.0.0.1, no dashboard), or join ``address``.
+def _start_ray(workers: int | None, address: str | None) -> str | None:
+    """Start an embedded local cluster (bound to 127.0.0.1, no dashboard), or join ``address``;
+    without one, join the local cluster of ``shiftbench cluster start`` while it is up (its
+    address is returned then).
 
     Ray resolves a node address of 127.0.0.1 to the machine's external address and binds its
     servers there unless its single-machine mode is on (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``,
@@ -340,13 +342,23 @@ def _start_ray(workers: int | None, address: str | None) -> None:
     from ray._private import ray_constants
 
     if ray.is_initialized():
-        return
+        return None
+    local = None if address else cluster.running()
     with _sigterm_kept():
         if address:
             _join(address)
-            return
+            return None
         if os.environ[LOCAL_ONLY_ENV] == "0":  # Ray may have been imported before the variable
             ray_constants.ENABLE_RAY_CLUSTER = False
+        if local:  # same machine: the workers load the driver's files
+            runtime_env = {"env_vars": {"SHIFTBENCH_ROOT": str(benchmark_root())}}
+            ray.init(
+                address=local,
+                runtime_env=runtime_env,
+                log_to_driver=False,
+                logging_level="ERROR",
+            )
+            return local
         ray.init(
             address="local",  # a new cluster, even where `ray start` left one running
             num_cpus=workers or os.cpu_count(),
@@ -355,6 +367,7 @@ def _start_ray(workers: int | None, address: str | None) -> None:
             logging_level="ERROR",
             _node_ip_address="127.0.0.1",
         )
+    return None
 
 
 def _join(address: str) -> None:
@@ -476,8 +489,10 @@ def run_on_ray(
 ) -> None:
     """Run the groups of trials on worker actors of an embedded or existing Ray cluster."""
 
-    _start_ray(workers, address)
-    sweep = RaySweep(study, attempts, provenance, finished)
+    local = _start_ray(workers, address)
+    if local:
+        notice(f"joined the local cluster at {local} (`shiftbench cluster stop` stops it)")
+    sweep = RaySweep(study, attempts, provenance, finished, warm=bool(local))
     if study.resources.pack_gpus:
         pending = sweep.pack(pending)
     sweep.run(pending, sweep.workers_that_fit(workers))
@@ -504,8 +519,11 @@ class RaySweep:
         attempts: dict[str, int],
         provenance: dict[str, Any],
         finished: Finished,
+        *,
+        warm: bool = False,
     ) -> None:
         self.study, self.attempts, self.finished = study, attempts, finished
+        self.warm = warm  # take the warm workers of the local cluster where they serve
         self.provenance = provenance
         self.lost_provenance = {**provenance, "device": "unknown"}
         self.resources = study.resources
@@ -579,7 +597,10 @@ class RaySweep:
         import ray
 
         self.queue.extend(pending)
-        slots = [_Slot(self._spawn()) for _ in range(min(n_workers, len(pending)))]
+        n = min(n_workers, len(pending))
+        warm = self._warm_workers(n)
+        slots = [_Slot(actor) for actor in warm]
+        slots += [_Slot(self._spawn()) for _ in range(n - len(slots))]
         try:
             ray.get([slot.actor.ready.remote() for slot in slots])
             for slot in slots:
@@ -594,8 +615,29 @@ class RaySweep:
                     if self._overran(slot):
                         self._replace(slot, _timeout_text(self.study), timed_out=True)
         finally:
-            for slot in slots:
-                ray.kill(slot.actor, no_restart=True)
+            for slot in slots:  # a warm worker stays, unless it is still busy (interrupted)
+                if slot.refs or not any(slot.actor is actor for actor in warm):
+                    ray.kill(slot.actor, no_restart=True)
+
+    def _warm_workers(self, n: int) -> list[Any]:
+        """Up to ``n`` warm workers of the local cluster, when they hold what one trial asks
+        (one CPU, no GPU), run the driver's code, and no fault is set (tests)."""
+        import ray
+
+        if not self.warm or self.resources != Resources() or faults.worker_env():
+            return []
+        actors = cluster.warm_workers()
+        code = cluster.code_fingerprint()
+        identities = ray.get([actor.identity.remote() for actor in actors])
+        fresh = [actor for actor, (theirs, _) in zip(actors, identities) if theirs == code]
+        for actor, (theirs, _) in zip(actors, identities):
+            if theirs != code:  # replaced by a warm worker that runs the driver's code
+                ray.kill(actor, no_restart=True)
+        stale = len(actors) - len(fresh)
+        chosen = (fresh + cluster.spawn_warm(stale, self.provenance))[:n]
+        replaced = f" ({stale} replaced: they ran other code)" if stale else ""
+        notice(f"{self.study.name}: {len(chosen)} warm workers{replaced}")
+        return chosen
 
     def _spawn(self) -> Any:
         from shiftbench.worker import TrialWorker
@@ -607,7 +649,12 @@ class RaySweep:
             group = self.queue.popleft()
             attempts = [self.attempts[t.trial_id] for t in group]
             ref = slot.actor.run.remote(
-                group, self.study.name, attempts, self.study.measures, self.study.measure_config
+                group,
+                self.study.name,
+                attempts,
+                self.study.measures,
+                self.study.measure_config,
+                (self.provenance, self.study.accel),
             )
             if not slot.refs:
                 slot.since = time.monotonic()

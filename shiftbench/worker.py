@@ -13,6 +13,7 @@ from typing import Any
 import ray
 
 from shiftbench.accel import Accel
+from shiftbench.cluster import code_fingerprint
 from shiftbench.ensemble import run_group
 from shiftbench.runner import TrialOutcome, TrialRunner
 from shiftbench.trial import Trial
@@ -27,15 +28,21 @@ class TrialWorker:
 
         threads = max(1, int(float(os.environ.get("OMP_NUM_THREADS", "1"))))
         torch.set_num_threads(threads)
-        where = {
+        self.where = {
             "hostname": socket.gethostname(),
             "ray_node": ray.get_runtime_context().get_node_id(),
         }
-        self.runner = TrialRunner({**provenance, **where}, accel=accel)
+        self.runner = TrialRunner({**provenance, **self.where}, accel=accel)
+        self.code = code_fingerprint()
 
     def ready(self) -> bool:
         """Returns once the worker is constructed (the driver waits for it)."""
         return True
+
+    def identity(self) -> tuple[str, int]:
+        """The fingerprint of the code it runs, and its pid (a warm worker serves a run
+        only when the driver's code is the same)."""
+        return self.code, os.getpid()
 
     def run(
         self,
@@ -44,6 +51,12 @@ class TrialWorker:
         attempts: list[int],
         measures: tuple[str, ...],
         measure_config: dict[str, Any] | None = None,
+        context: tuple[dict[str, Any], Accel] | None = None,
     ) -> list[TrialOutcome]:
-        """Run one trial, or a group of trials as one vectorized ensemble."""
+        """Run one trial, or a group of trials as one vectorized ensemble; ``context``: the
+        driver's provenance and fast-path settings (a warm worker serves many runs)."""
+        if context is not None:
+            provenance, accel = context
+            self.runner.provenance = {**provenance, **self.where}
+            self.runner.accel = accel.resolve(self.runner.device)
         return run_group(self.runner, group, study, attempts, measures, measure_config)

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from shiftbench import store
+from shiftbench.cluster import DIR_ENV
 from shiftbench.expansion_cache import CACHE_ENV
 from shiftbench.study import Study
 from shiftbench.sweep import result_differences
@@ -76,6 +77,12 @@ def one_torch_thread() -> Iterator[None]:
 @pytest.fixture
 def store_dir(tmp_path: Path) -> Path:
     return tmp_path / "store"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_local_cluster(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests never join a local cluster that ``shiftbench cluster start`` left running."""
+    os.environ[DIR_ENV] = str(tmp_path_factory.mktemp("no-local-cluster"))
 
 
 @pytest.fixture(scope="session")
