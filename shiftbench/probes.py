@@ -419,10 +419,13 @@ class Histogram:
     zeros: int
 
 
-def second_moment_histogram(optimizer: torch.optim.Optimizer, bins: int = 50) -> Histogram:
+def second_moment_histogram(
+    optimizer: torch.optim.Optimizer, bins: int = 50, edges: Sequence[float] | None = None
+) -> Histogram:
     """Histogram of every entry of Adam's (raw, not bias-corrected) second moments v, in
     the basis the optimizer works in (a RotatedOptimizer's rotated basis), with ``bins``
-    log-spaced bins from the smallest positive entry to the largest."""
+    log-spaced bins from the smallest positive entry to the largest, or the given ``edges``
+    (fixed, to compare runs; positive values outside them are counted in the end bins)."""
     inner = optimizer.base if isinstance(optimizer, RotatedOptimizer) else optimizer
     moments = [
         s["exp_avg_sq"].detach().reshape(-1) for s in inner.state.values() if "exp_avg_sq" in s
@@ -433,6 +436,10 @@ def second_moment_histogram(optimizer: torch.optim.Optimizer, bins: int = 50) ->
     positive = values[values > 0]
     if positive.size == 0:
         raise ValueError("every second moment is zero; nothing to put on a log scale")
-    edges = np.geomspace(positive.min(), positive.max(), bins + 1)
-    counts, _ = np.histogram(positive, bins=edges)
-    return Histogram(edges=edges, counts=counts, zeros=int((values == 0).sum()))
+    if edges is None:
+        bounds = np.geomspace(positive.min(), positive.max(), bins + 1)
+    else:
+        bounds = np.asarray(edges, dtype=np.float64)
+        positive = np.clip(positive, bounds[0], bounds[-1])
+    counts, _ = np.histogram(positive, bins=bounds)
+    return Histogram(edges=bounds, counts=counts, zeros=int((values == 0).sum()))
