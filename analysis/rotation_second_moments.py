@@ -3,10 +3,8 @@ global rotation concentrates v, flattening Adam's per-coordinate step sizes): th
 positive entries of v per decade at the final checkpoint, in each run's own basis, mean over
 seeds, one panel per task and optimizer."""
 
-import matplotlib.pyplot as plt
-
 from shiftbench.report import AnalysisContext
-from shiftbench.rotation_analysis import SCOPE_ORDER, probe_summary
+from shiftbench.rotation_analysis import SCOPE_ORDER, probe_summary, task_panels
 
 DECADES = list(range(-20, 0))
 COLUMNS = [f"adam_v_decade_m{-k}" for k in DECADES]
@@ -28,14 +26,12 @@ def run(context: AnalysisContext) -> None:
         "Fraction of Adam's positive second moments per decade [1e k, 1e k+1) and rotation "
         "scope (final checkpoint, each run's basis; the end decades take everything beyond)",
     )
-    panels = sorted(summary.groupby(["task", "solver"]).groups)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4), squeeze=False)
-    for ax, (task, solver) in zip(axes[0], panels):
-        panel = summary[(summary["task"] == task) & (summary["solver"] == solver)]
+    fig, panels = task_panels(summary, 4.5, 3.4)
+    for ax, title, panel in panels:
         for scope in [s for s in SCOPE_ORDER if s in set(panel["scope"])]:
             row = panel[panel["scope"] == scope].iloc[0]
             ax.step(DECADES, [row[c] for c in means], where="post", label=scope)
-        ax.set(title=f"{task} / {solver}", xlabel="log10 v (decade)", ylabel="fraction")
+        ax.set(title=title, xlabel="log10 v (decade)", ylabel="fraction")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, title="rotation")
     context.report.figure(

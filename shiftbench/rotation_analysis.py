@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -80,6 +81,19 @@ def slowdowns(
 
 
 SCOPE_ORDER = ["none", "output", "input", "layer", "global", "svd"]
+
+
+def task_panels(frame: pd.DataFrame, width: float, height: float) -> tuple[Any, list]:
+    """A figure with one subplot per (task, solver) of ``frame``, and for each its axes,
+    title and rows."""
+    import matplotlib.pyplot as plt
+
+    panels = sorted(frame.groupby(["task", "solver"]).groups)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), height), squeeze=False)
+    return fig, [
+        (ax, f"{task} / {solver}", frame[(frame["task"] == task) & (frame["solver"] == solver)])
+        for ax, (task, solver) in zip(axes[0], panels)
+    ]
 
 
 def probe_summary(
