@@ -4,7 +4,7 @@ positive entries of v per decade at the final checkpoint, in each run's own basi
 seeds, one panel per task and optimizer."""
 
 from shiftbench.report import AnalysisContext
-from shiftbench.rotation_analysis import SCOPE_ORDER, probe_summary, task_panels
+from shiftbench.rotation_analysis import probe_summary, task_panels
 
 DECADES = list(range(-20, 0))
 COLUMNS = [f"adam_v_decade_m{-k}" for k in DECADES]
@@ -28,9 +28,8 @@ def run(context: AnalysisContext) -> None:
     )
     fig, panels = task_panels(summary, 4.5, 3.4)
     for ax, title, panel in panels:
-        for scope in [s for s in SCOPE_ORDER if s in set(panel["scope"])]:
-            row = panel[panel["scope"] == scope].iloc[0]
-            ax.step(DECADES, [row[c] for c in means], where="post", label=scope)
+        for _, row in panel.iterrows():
+            ax.step(DECADES, [row[c] for c in means], where="post", label=row["scope"])
         ax.set(title=title, xlabel="log10 v (decade)", ylabel="fraction")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, title="rotation")

@@ -318,3 +318,29 @@ def test_analyses_say_so_when_nothing_was_probed(tmp_path):
     ):
         report = run_analysis(name, frame, tmp_path / name)
         assert report.sections and "No run measured" in report.sections[0]
+
+
+@pytest.mark.parametrize(
+    ("study", "trials"),
+    [
+        ("adam_rotations", 72),
+        ("adam_rotations_small", 72),
+        ("adam_rotations_block_size", 12),
+        ("adam_rotations_layer_types", 36),
+    ],
+)
+def test_rotation_studies_use_the_papers_settings(study, trials):
+    from pathlib import Path
+
+    from shiftbench.study import load_study
+
+    loaded = load_study(Path(__file__).resolve().parents[1] / "benchmarks" / f"{study}.yml")
+    expanded = loaded.trials()
+    assert len(expanded) == trials
+    for trial in expanded:
+        params = dict(trial.solver_params)
+        assert params["max_grad_norm"] == 1.0 and params["lr_schedule"] == "cosine"
+        if params["rotation"] == "svd":
+            assert params["svd_every"] == 250
+        if study != "adam_rotations_block_size" and params["rotation"] not in ("none", "svd"):
+            assert params["rotation_block_size"] == 768

@@ -256,6 +256,10 @@ def test_rotation_settings_reach_the_rotated_optimizer(runner):
     solver.model, solver.seed = nn.Linear(3, 2), 0
     optimizer = solver.build_optimizer(solver.model.parameters())
     assert (optimizer.block_size, optimizer.svd_every) == (7, 250)
+    assert len(optimizer.base.param_groups[0]["params"]) == 1  # weight and bias mixed
+    solver.rotation_layers = "attn+mlp"  # a bare Linear's parameters are "other"
+    optimizer = solver.build_optimizer(solver.model.parameters())
+    assert len(optimizer.base.param_groups[0]["params"]) == 2  # neither rotated
     outcome = runner.run(trial, "test")
     assert outcome.status == "done", outcome.error
     assert outcome.rows[-1]["hp.rotation_block_size"] == 7
@@ -333,6 +337,7 @@ def test_search_space_samples_are_valid(solver):
         ("sgd", {"rotation": "diagonal"}),
         ("sgd", {"rotation_block_size": 0}),
         ("sgd", {"svd_every": 0}),
+        ("sgd", {"rotation_layers": "attn+ffn"}),
         ("sgd", {"lr_schedule": "linear"}),
         ("sgd", {"warmup_steps": -1}),
         ("sgd", {"min_lr_ratio": 1.5}),
