@@ -415,6 +415,7 @@ class RotatedOptimizer(torch.optim.Optimizer):
         super().__init__(params, {**base_kwargs, "weight_decay": weight_decay})
         names, layouts = _module_info(module)
         layer_types = frozenset(layer_types)
+        self.layer_types = sorted(layer_types)
         if not layer_types <= set(LAYER_TYPES):
             raise ValueError(
                 f"unknown layer types {sorted(layer_types - set(LAYER_TYPES))}; "
@@ -531,19 +532,28 @@ class RotatedOptimizer(torch.optim.Optimizer):
             "scope": self.scope,
             "seed": self.seed,
             "block_size": self.block_size,
+            "layer_types": self.layer_types,
             "steps": self._steps,
             "svd_bases": [unit.bases() for unit in self._all_units() if isinstance(unit, _SVD)],
         }
         return state
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Load a ``state_dict`` from a RotatedOptimizer built with the same scope and seed."""
+        """Load a ``state_dict`` from a RotatedOptimizer built with the same scope, seed, block
+        size and layer types (another would put the moments on other coordinates)."""
         state = dict(state_dict)
         base, rotation = state.pop("base"), state.pop("rotation")
-        mine = (self.scope, self.seed, self.block_size)
-        theirs = (rotation["scope"], rotation["seed"], rotation["block_size"])
+        mine = (self.scope, self.seed, self.block_size, self.layer_types)
+        theirs = (
+            rotation["scope"],
+            rotation["seed"],
+            rotation["block_size"],
+            rotation.get("layer_types", []),
+        )
         if mine != theirs:
-            raise ValueError(f"state dict has (scope, seed, block_size) {theirs}, not {mine}")
+            raise ValueError(
+                f"state dict has (scope, seed, block_size, layer_types) {theirs}, not {mine}"
+            )
         super().load_state_dict(state)
         self.base.load_state_dict(base)
         self._steps = rotation["steps"]

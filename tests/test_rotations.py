@@ -421,7 +421,12 @@ def test_fused_qkv_names_split_other_parameters() -> None:
 
 
 @pytest.mark.parametrize(
-    ("change", "match"), [({"scope": "layer"}, "scope"), ({"block_size": 4}, "block_size")]
+    ("change", "match"),
+    [
+        ({"scope": "layer"}, "scope"),
+        ({"block_size": 4}, "block_size"),
+        ({"layer_types": {"attn"}}, "layer_types"),
+    ],
 )
 def test_state_dict_of_another_scope_or_block_size_is_refused(change: dict, match: str) -> None:
     model = copy.deepcopy(MODEL)
