@@ -139,8 +139,9 @@ def hessian_11_norm(ctx: MeasureContext) -> float:
 
 def hessian_block_share(ctx: MeasureContext, key: str) -> float:
     """One entry of ``probes.hessian_block_shares`` in the standard basis (Table 1 of Zhang,
-    Maes et al.), from the rows and minibatches of ``hessian_11_norm``'s settings; for any
-    optimizer (the Hessian is the model's)."""
+    Maes et al.), from the rows and minibatches of ``hessian_11_norm``'s settings, for the
+    runs of an Adam-like optimizer as the other probes."""
+    adam_optimizer(ctx)
 
     def shares() -> dict[str, float]:
         batches = minibatches(ctx, "hessian_11_norm", ctx.config.hessian_batches)
