@@ -3,13 +3,12 @@ rotation scope (Zhang, Maes et al. 2025): the coefficient of variation of the si
 of Adam's normalized update averaged over steps resumed from the final checkpoint (0 =
 orthogonal), mean and std over seeds; kinds absent everywhere are left out."""
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from shiftbench.probes import LAYER_TYPES, MATRIX_ROLES
 from shiftbench.report import AnalysisContext
-from shiftbench.rotation_analysis import probe_summary
+from shiftbench.rotation_analysis import probe_summary, task_panels
 
 KINDS = [*LAYER_TYPES, *MATRIX_ROLES]
 COLUMNS = [f"update_orthogonality_{kind}" for kind in KINDS]
@@ -31,10 +30,8 @@ def run(context: AnalysisContext) -> None:
         "Update orthogonality (singular-value CV of Adam's update) per layer type, per "
         "matrix role (q, k, v, o, w1, w2) and scope",
     )
-    panels = sorted(summary.groupby(["task", "solver"]).groups)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
-    for ax, (task, solver) in zip(axes[0], panels):
-        panel = summary[(summary["task"] == task) & (summary["solver"] == solver)]
+    fig, panels = task_panels(summary, 5, 3.6)
+    for ax, title, panel in panels:
         present = [k for k in kinds if panel[f"{k}_mean"].notna().any()]
         x = np.arange(len(panel))
         width = 0.8 / max(len(present), 1)
@@ -43,7 +40,7 @@ def run(context: AnalysisContext) -> None:
                 x + i * width, panel[f"{kind}_mean"], width, yerr=panel[f"{kind}_std"], label=kind
             )
         ax.set_xticks(x + 0.4 - width / 2, panel["scope"])
-        ax.set(title=f"{task} / {solver}", xlabel="rotation", ylabel="singular-value CV")
+        ax.set(title=title, xlabel="rotation", ylabel="singular-value CV")
         ax.legend(fontsize=8, title="layer type / matrix")
         ax.grid(alpha=0.3, axis="y")
     context.report.figure(

@@ -8,12 +8,13 @@ import matplotlib.pyplot as plt
 
 from shiftbench.report import AnalysisContext
 from shiftbench.rotation_analysis import (
-    SCOPE_ORDER,
     TIE,
     UNTRAINED,
     invariance_verdict,
     ordering_verdict,
+    scope_label,
     slowdowns,
+    sort_scopes,
     task_label,
 )
 
@@ -36,8 +37,7 @@ def run(context: AnalysisContext) -> None:
     )
     summary.columns = ["_".join(c).rstrip("_") for c in summary.columns]
     summary["seeds"] = table.groupby(["task", "solver", "scope"]).size().to_numpy()
-    summary["order"] = summary["scope"].map({s: i for i, s in enumerate(SCOPE_ORDER)})
-    summary = summary.sort_values(["task", "solver", "order"]).drop(columns="order")
+    summary = sort_scopes(summary)
     context.report.table(
         "rotation_slowdown",
         summary,
@@ -60,7 +60,7 @@ def run(context: AnalysisContext) -> None:
         + "\n".join(verdicts)
     )
     curves = rows[rows["step"] >= 0]
-    curves = curves.assign(task=task_label(curves))
+    curves = curves.assign(task=task_label(curves), scope=scope_label(curves))
     panels = sorted(curves.groupby(["task", "solver"]).groups)
     metrics = [m for m in ("train_loss", "id_loss") if m in curves]
     fig, axes = plt.subplots(
@@ -69,8 +69,8 @@ def run(context: AnalysisContext) -> None:
     for row, metric in zip(axes, metrics):
         for ax, (task, solver) in zip(row, panels):
             panel = curves[(curves["task"] == task) & (curves["solver"] == solver)]
-            for scope in [s for s in SCOPE_ORDER if s in set(panel["hp.rotation"])]:
-                mean = panel[panel["hp.rotation"] == scope].groupby("step")[metric].mean()
+            for scope in sort_scopes(panel.drop_duplicates("scope"))["scope"]:
+                mean = panel[panel["scope"] == scope].groupby("step")[metric].mean()
                 ax.plot(mean.index, mean.to_numpy(), label=scope)
             label = "training loss" if metric == "train_loss" else "validation (ID) loss"
             ax.set(title=f"{task} / {solver}", xlabel="step", ylabel=label, yscale="log")

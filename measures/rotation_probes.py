@@ -21,6 +21,8 @@ basis, else the standard one), at the paper's estimator with its sample sizes as
   block-diagonality, in the standard basis from the same sampled rows: the share of the
   (1,1)-norm, and the mean |H_ij| per entry, within one neuron, within one layer across
   neurons, and across layers.
+- ``adam_v_decade_m<k>`` (k = 20 ... 1): the histogram of Adam's positive second moments,
+  the fraction in each decade [1e-k, 1e-k+1) (below 1e-20 and above 1 in the end decades).
 - ``adam_v_log10_q10`` / ``_q50`` / ``_q90``: quantiles of log10 of Adam's (raw) second
   moments v over its positive entries.
 
@@ -137,8 +139,9 @@ def hessian_11_norm(ctx: MeasureContext) -> float:
 
 def hessian_block_share(ctx: MeasureContext, key: str) -> float:
     """One entry of ``probes.hessian_block_shares`` in the standard basis (Table 1 of Zhang,
-    Maes et al.), from the rows and minibatches of ``hessian_11_norm``'s settings; for any
-    optimizer (the Hessian is the model's)."""
+    Maes et al.), from the rows and minibatches of ``hessian_11_norm``'s settings, for the
+    runs of an Adam-like optimizer as the other probes."""
+    adam_optimizer(ctx)
 
     def shares() -> dict[str, float]:
         batches = minibatches(ctx, "hessian_11_norm", ctx.config.hessian_batches)
@@ -188,6 +191,33 @@ def _log_second_moments(optimizer: torch.optim.Optimizer) -> Tensor:
     if positive.numel() > 2**24 - 1:  # torch.quantile's input limit
         positive = positive[:: math.ceil(positive.numel() / (2**24 - 1))]
     return positive.log10().cpu()
+
+
+V_DECADES = range(-20, 0)  # the decades [10^k, 10^(k+1)) of the second-moment histogram
+
+
+def second_moment_decade(ctx: MeasureContext, decade: int) -> float:
+    """The fraction of Adam's positive second moments in [10^decade, 10^(decade+1)), the
+    first and last decade of ``V_DECADES`` taking everything below and above them."""
+    optimizer = adam_optimizer(ctx)
+    edges = [10.0**k for k in (*V_DECADES, V_DECADES[-1] + 1)]
+    histogram = ctx.memo(
+        "adam_v_histogram", lambda: probes.second_moment_histogram(optimizer, edges=edges)
+    )
+    return float(histogram.counts[decade - V_DECADES[0]] / histogram.counts.sum())
+
+
+def _register_decade(decade: int) -> None:
+    def fn(ctx: MeasureContext) -> float:
+        return second_moment_decade(ctx, decade)
+
+    fn.__qualname__ = fn.__name__ = f"adam_v_decade_m{-decade}"
+    fn.__doc__ = f"Fraction of Adam's positive second moments in [1e{decade}, 1e{decade + 1})."
+    measure(fn.__name__, family=FAMILY, adjustment="none")(fn)
+
+
+for _decade in V_DECADES:
+    _register_decade(_decade)
 
 
 @measure("adam_v_log10_q10", family=FAMILY, adjustment="none")

@@ -24,7 +24,6 @@ first for probes free of dropout noise.
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,30 +32,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from shiftbench.rotations import FUSED_QKV_MODULES, RotatedOptimizer, module_layouts
+from shiftbench.rotations import (
+    FUSED_QKV_MODULES,
+    LAYER_TYPES,
+    RotatedOptimizer,
+    layer_type,
+    module_layouts,
+    parameter_types,
+)
 
+__all__ = ["LAYER_TYPES", "layer_type"]  # defined with the rotations, which select by them
 LossFn = Callable[[nn.Module, Any], Tensor]
-LAYER_TYPES = ("embed", "head", "attn", "mlp", "conv", "other")
 MATRIX_ROLES = ("q", "k", "v", "o", "w1", "w2")
-
-
-def layer_type(name: str, param: Tensor) -> str:
-    """The layer type of a parameter from its name's tokens (split at ``.`` and ``_``):
-    ``embed`` (a token containing "emb", wte, wpe), ``head`` (head, classifier), ``attn``
-    (attn, attention, qkv), ``mlp`` (mlp, ffn, fc, fc1, fc2), ``conv`` (a 4-d kernel or a
-    token starting with "conv"), else ``other``. The first rule that matches wins."""
-    tokens = set(re.split(r"[._]", name.lower()))
-    if any("emb" in token for token in tokens) or tokens & {"wte", "wpe"}:
-        return "embed"
-    if tokens & {"head", "classifier"}:
-        return "head"
-    if tokens & {"attn", "attention", "qkv"}:
-        return "attn"
-    if tokens & {"mlp", "ffn", "fc", "fc1", "fc2"}:
-        return "mlp"
-    if param.ndim == 4 or any(token.startswith("conv") for token in tokens):
-        return "conv"
-    return "other"
 
 
 def matrix_role(name: str) -> str | None:
@@ -201,14 +188,11 @@ def update_orthogonality_over_steps(
 def _orthogonality(
     model: nn.Module, per_param: dict[str, float], classify: Callable[[str, Tensor], str]
 ) -> Orthogonality:
-    declared = model.get_classifier() if hasattr(model, "get_classifier") else None
-    head = {id(p) for p in declared.parameters()} if isinstance(declared, nn.Module) else set()
-    params = dict(model.named_parameters())
+    types = parameter_types(model, classify)
     by_type: dict[str, list[float]] = {}
     by_role: dict[str, list[float]] = {}
     for name, cv in per_param.items():
-        param = params[name.partition(":")[0]]
-        kind = "head" if id(param) in head else classify(name, param)
+        kind = types[name.partition(":")[0]]
         by_type.setdefault(kind, []).append(cv)
         role = matrix_role(name)
         if role is not None:
@@ -419,10 +403,13 @@ class Histogram:
     zeros: int
 
 
-def second_moment_histogram(optimizer: torch.optim.Optimizer, bins: int = 50) -> Histogram:
+def second_moment_histogram(
+    optimizer: torch.optim.Optimizer, bins: int = 50, edges: Sequence[float] | None = None
+) -> Histogram:
     """Histogram of every entry of Adam's (raw, not bias-corrected) second moments v, in
     the basis the optimizer works in (a RotatedOptimizer's rotated basis), with ``bins``
-    log-spaced bins from the smallest positive entry to the largest."""
+    log-spaced bins from the smallest positive entry to the largest, or the given ``edges``
+    (fixed, to compare runs; positive values outside them are counted in the end bins)."""
     inner = optimizer.base if isinstance(optimizer, RotatedOptimizer) else optimizer
     moments = [
         s["exp_avg_sq"].detach().reshape(-1) for s in inner.state.values() if "exp_avg_sq" in s
@@ -433,6 +420,10 @@ def second_moment_histogram(optimizer: torch.optim.Optimizer, bins: int = 50) ->
     positive = values[values > 0]
     if positive.size == 0:
         raise ValueError("every second moment is zero; nothing to put on a log scale")
-    edges = np.geomspace(positive.min(), positive.max(), bins + 1)
-    counts, _ = np.histogram(positive, bins=edges)
-    return Histogram(edges=edges, counts=counts, zeros=int((values == 0).sum()))
+    if edges is None:
+        bounds = np.geomspace(positive.min(), positive.max(), bins + 1)
+    else:
+        bounds = np.asarray(edges, dtype=np.float64)
+        positive = np.clip(positive, bounds[0], bounds[-1])
+    counts, _ = np.histogram(positive, bins=bounds)
+    return Histogram(edges=bounds, counts=counts, zeros=int((values == 0).sum()))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,20 @@ def task_label(rows: pd.DataFrame) -> pd.Series:
     if "obj.model" not in rows:
         return rows["dataset"].astype(str)
     return rows["dataset"].astype(str) + "/" + rows["obj.model"].astype(str)
+
+
+def scope_label(rows: pd.DataFrame) -> pd.Series:
+    """Each row's rotation as the report names it: its scope (``hp.rotation``), then the
+    layer types it is restricted to (``global[attn]``) and its Haar block size (``global/64``)
+    when the ledger holds several block sizes, so that such runs are never pooled."""
+    label = rows["hp.rotation"].astype(str)
+    if "hp.rotation_layers" in rows:
+        layers = rows["hp.rotation_layers"]
+        label = label.where(layers.isna(), label + "[" + layers.astype(str) + "]")
+    if "hp.rotation_block_size" in rows and rows["hp.rotation_block_size"].nunique() > 1:
+        size = rows["hp.rotation_block_size"]
+        label = label.where(size.isna(), label + "/" + size.astype("Int64").astype(str))
+    return label
 
 
 def steps_to_reach(curve: pd.DataFrame, target: float) -> float:
@@ -41,9 +56,7 @@ def steps_to_reach(curve: pd.DataFrame, target: float) -> float:
     return float(s0 + (s1 - s0) * (l0 - target) / (l0 - l1)) if l0 != l1 else float(s1)
 
 
-def slowdowns(
-    rows: pd.DataFrame, scope_column: str = "hp.rotation", at: float = 1.0
-) -> pd.DataFrame:
+def slowdowns(rows: pd.DataFrame, scope_column: str = "scope", at: float = 1.0) -> pd.DataFrame:
     """One row per rotated run: its scope, final loss, ``S``, the baseline's ``S*`` and the
     slowdown %. ``at`` < 1 takes as target the baseline's loss at its last checkpoint at or
     before that fraction of its steps (finite slowdowns up to ``1/at - 1`` for short runs).
@@ -53,6 +66,8 @@ def slowdowns(
         raise ValueError(f"at must be in (0, 1], got {at}")
     rows = rows[rows["step"] >= 0].sort_values("step")
     rows = rows.assign(task=task_label(rows))
+    if scope_column == "scope":
+        rows = rows.assign(scope=scope_label(rows))
     out = []
     for key, run in rows.groupby(RUN):
         base = run[run[scope_column] == "none"]
@@ -82,13 +97,28 @@ def slowdowns(
 SCOPE_ORDER = ["none", "output", "input", "layer", "global", "svd"]
 
 
+def task_panels(frame: pd.DataFrame, width: float, height: float) -> tuple[Any, list]:
+    """A figure with one subplot per (task, solver) of ``frame``, and for each its axes,
+    title and rows."""
+    import matplotlib.pyplot as plt
+
+    panels = sorted(frame.groupby(["task", "solver"]).groups)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), height), squeeze=False)
+    return fig, [
+        (ax, f"{task} / {solver}", frame[(frame["task"] == task) & (frame["solver"] == solver)])
+        for ax, (task, solver) in zip(axes[0], panels)
+    ]
+
+
 def probe_summary(
-    rows: pd.DataFrame, columns: list[str], scope_column: str = "hp.rotation"
+    rows: pd.DataFrame, columns: list[str], scope_column: str = "scope"
 ) -> pd.DataFrame:
     """Mean and std over seeds of the final checkpoint's ``measure.<column>`` values, one row
     per (task, solver, scope) in ``SCOPE_ORDER``; columns ``<column>_mean``/``_std``."""
     final = rows[rows["status"] == "done"].sort_values("step").groupby("trial_id").tail(1)
     final = final.assign(task=task_label(final))
+    if scope_column == "scope":
+        final = final.assign(scope=scope_label(final))
     present = [c for c in columns if f"measure.{c}" in final]
     names = {f"measure.{c}": c for c in present}
     final = final.rename(columns={**names, scope_column: "scope"})
@@ -97,8 +127,17 @@ def probe_summary(
     summary = final.groupby(["task", "solver", "scope"])[present].agg(["mean", "std"])
     summary.columns = [f"{column}_{stat}" for column, stat in summary.columns]
     summary = summary.reset_index()
-    summary["order"] = summary["scope"].map({s: i for i, s in enumerate(SCOPE_ORDER)})
-    return summary.sort_values(["task", "solver", "order"]).drop(columns="order")
+    return sort_scopes(summary)
+
+
+def sort_scopes(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` sorted by task, solver and scope, scopes in ``SCOPE_ORDER`` (a label such as
+    ``global[attn]`` or ``global/64`` after its scope, then by name)."""
+    rank = {s: i for i, s in enumerate(SCOPE_ORDER)}
+    base = frame["scope"].str.split(r"[\[/]", regex=True).str[0]
+    order = frame.assign(_rank=base.map(rank), _label=frame["scope"])
+    order = order.sort_values(["task", "solver", "_rank", "_label"])
+    return order.drop(columns=["_rank", "_label"])
 
 
 PAPER_ORDER = ["output", "input", "layer", "global"]
@@ -136,7 +175,8 @@ def vacuous(summary: pd.DataFrame, scopes: list[str], ties: bool = True) -> str 
 
 def invariance_verdict(summary: pd.DataFrame) -> str:
     """For a rotation-equivariant optimizer (SGD): whether its rotated runs end within one
-    pooled std (or ``TIE``) of the unrotated one, said as vacuous when it did not train."""
+    pooled std (or ``TIE``) of the unrotated one, said as vacuous when it did not train. A
+    single seed has no std: it counts as 0."""
     by_scope = summary.set_index("scope")
     scopes = [s for s in SCOPE_ORDER if s in by_scope.index]
     if "none" not in scopes or len(scopes) < 2:
@@ -151,9 +191,7 @@ def invariance_verdict(summary: pd.DataFrame) -> str:
     parts = []
     for scope in scopes[1:]:
         d = by_scope.loc[scope, "final_loss_mean"] - end
-        sd = float(
-            np.hypot(by_scope.loc["none", "final_loss_std"], by_scope.loc[scope, "final_loss_std"])
-        )
+        sd = float(np.hypot(*np.nan_to_num(by_scope.loc[["none", scope], "final_loss_std"])))
         same = abs(d) <= max(sd, TIE)
         parts.append(f"{scope} {'matches' if same else 'differs from'} none ({d:+.3f} nats)")
     return "invariance: " + ", ".join(parts)
@@ -175,7 +213,7 @@ def ordering_verdict(summary: pd.DataFrame) -> str:
 
     def gap(a: str, b: str) -> tuple[float, float]:
         mean = by_scope.loc[b, "final_loss_mean"] - by_scope.loc[a, "final_loss_mean"]
-        sd = float(np.hypot(by_scope.loc[a, "final_loss_std"], by_scope.loc[b, "final_loss_std"]))
+        sd = float(np.hypot(*np.nan_to_num(by_scope.loc[[a, b], "final_loss_std"])))
         return float(mean), max(sd, TIE)
 
     parts = []

@@ -68,7 +68,8 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+import re
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +78,7 @@ from torch import Tensor, nn
 
 SCOPES = ("none", "global", "layer", "output", "input", "svd")
 FUSED_QKV_MODULES = ("qkv", "c_attn")
+LAYER_TYPES = ("embed", "head", "attn", "mlp", "conv", "other")
 # Zhang, Maes et al. (NeurIPS 2025), appendices: Haar blocks of 768 (GPT-2's width), SVD bases
 # recomputed every 250 steps.
 DEFAULT_BLOCK_SIZE = 768
@@ -91,6 +93,39 @@ def haar_rotation(
     gaussian = torch.randn(n, n, generator=generator, dtype=torch.float64, device=generator.device)
     q, r = torch.linalg.qr(gaussian)
     return (q * torch.sign(torch.diagonal(r))).to(dtype)
+
+
+def layer_type(name: str, param: Tensor) -> str:
+    """The layer type of a parameter from its name's tokens (split at ``.`` and ``_``):
+    ``embed`` (a token containing "emb", wte, wpe), ``head`` (head, classifier), ``attn``
+    (attn, attention, qkv), ``mlp`` (mlp, ffn, fc, fc1, fc2), ``conv`` (a 4-d kernel or a
+    token starting with "conv"), else ``other``. The first rule that matches wins."""
+    tokens = set(re.split(r"[._]", name.lower()))
+    if any("emb" in token for token in tokens) or tokens & {"wte", "wpe"}:
+        return "embed"
+    if tokens & {"head", "classifier"}:
+        return "head"
+    if tokens & {"attn", "attention", "qkv"}:
+        return "attn"
+    if tokens & {"mlp", "ffn", "fc", "fc1", "fc2"}:
+        return "mlp"
+    if param.ndim == 4 or any(token.startswith("conv") for token in tokens):
+        return "conv"
+    return "other"
+
+
+def parameter_types(
+    model: nn.Module, classify: Callable[[str, Tensor], str] = layer_type
+) -> dict[str, str]:
+    """The layer type of each named parameter of ``model``: ``classify(name, param)``, except
+    that the classifier a timm model declares through ``get_classifier()`` (such as a
+    ResNet's ``fc``) is ``head`` whatever its name."""
+    declared = model.get_classifier() if hasattr(model, "get_classifier") else None
+    head = {id(p) for p in declared.parameters()} if isinstance(declared, nn.Module) else set()
+    return {
+        name: "head" if id(p) in head else classify(name, p)
+        for name, p in model.named_parameters()
+    }
 
 
 class BlockRotation:
@@ -340,6 +375,9 @@ class RotatedOptimizer(torch.optim.Optimizer):
     ``module``: the model, to name plain tensors and recognise embedding tables.
     ``fused_qkv``: names of further parameters to split into Q, K, V row blocks (those
     whose module is named ``qkv`` or ``c_attn`` are split anyway).
+    ``layer_types``: rotate only the parameters of these types (``LAYER_TYPES``, by
+    ``parameter_types``; Zhang, Maes et al.'s rotation per layer type), the others staying
+    in the standard basis; empty (the default) rotates every parameter.
     ``weight_decay`` (default 0) is decoupled and applied in the standard basis:
     ``p <- p * (1 - lr * weight_decay)`` for parameters with a gradient; the base optimizer
     gets none. Every other keyword goes to ``base_cls``.
@@ -361,6 +399,7 @@ class RotatedOptimizer(torch.optim.Optimizer):
         *,
         module: nn.Module | None = None,
         fused_qkv: Collection[str] = (),
+        layer_types: Collection[str] = (),
         **base_kwargs: Any,
     ) -> None:
         if scope not in SCOPES:
@@ -375,6 +414,15 @@ class RotatedOptimizer(torch.optim.Optimizer):
         weight_decay = base_kwargs.pop("weight_decay", 0.0)
         super().__init__(params, {**base_kwargs, "weight_decay": weight_decay})
         names, layouts = _module_info(module)
+        layer_types = frozenset(layer_types)
+        self.layer_types = sorted(layer_types)
+        if not layer_types <= set(LAYER_TYPES):
+            raise ValueError(
+                f"unknown layer types {sorted(layer_types - set(LAYER_TYPES))}; "
+                f"expected some of {LAYER_TYPES}"
+            )
+        named = dict(module.named_parameters()) if module is not None else {}
+        types = {named[n]: t for n, t in parameter_types(module).items()} if module else {}
         generator = torch.Generator().manual_seed(seed)
         self._units: list[list[_Unit]] = []
         base_groups = []
@@ -389,7 +437,11 @@ class RotatedOptimizer(torch.optim.Optimizer):
                 )
                 for p, name in zip(group["params"], group_names)
             ]
-            units = _build_units(scope, pieces, generator, block_size)
+            rotated = [
+                not layer_types or types.get(p, _type_of(name, p)) in layer_types
+                for p, name in zip(group["params"], group_names)
+            ]
+            units = _build_units(scope, pieces, generator, block_size, rotated)
             self._units.append(units)
             options = {k: v for k, v in group.items() if k not in ("params", "param_names")}
             options.pop("weight_decay")
@@ -480,19 +532,28 @@ class RotatedOptimizer(torch.optim.Optimizer):
             "scope": self.scope,
             "seed": self.seed,
             "block_size": self.block_size,
+            "layer_types": self.layer_types,
             "steps": self._steps,
             "svd_bases": [unit.bases() for unit in self._all_units() if isinstance(unit, _SVD)],
         }
         return state
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Load a ``state_dict`` from a RotatedOptimizer built with the same scope and seed."""
+        """Load a ``state_dict`` from a RotatedOptimizer built with the same scope, seed, block
+        size and layer types (another would put the moments on other coordinates)."""
         state = dict(state_dict)
         base, rotation = state.pop("base"), state.pop("rotation")
-        mine = (self.scope, self.seed, self.block_size)
-        theirs = (rotation["scope"], rotation["seed"], rotation["block_size"])
+        mine = (self.scope, self.seed, self.block_size, self.layer_types)
+        theirs = (
+            rotation["scope"],
+            rotation["seed"],
+            rotation["block_size"],
+            rotation.get("layer_types", []),
+        )
         if mine != theirs:
-            raise ValueError(f"state dict has (scope, seed, block_size) {theirs}, not {mine}")
+            raise ValueError(
+                f"state dict has (scope, seed, block_size, layer_types) {theirs}, not {mine}"
+            )
         super().load_state_dict(state)
         self.base.load_state_dict(base)
         self._steps = rotation["steps"]
@@ -502,6 +563,11 @@ class RotatedOptimizer(torch.optim.Optimizer):
 
     def _all_units(self) -> list[_Unit]:
         return [unit for units in self._units for unit in units]
+
+
+def _type_of(name: str | None, param: Tensor) -> str:
+    """A parameter's layer type from its name alone (``other`` without one)."""
+    return "other" if name is None else layer_type(name, param)
 
 
 def _load_shadow(unit: _Unit, refresh_svd: bool) -> bool:
@@ -580,19 +646,26 @@ def _build_units(
     pieces: list[list[tuple[str | None, _Piece]]],
     generator: torch.Generator,
     block_size: int,
+    rotated: list[bool],
 ) -> list[_Unit]:
-    """The units of one parameter group under ``scope``."""
+    """The units of one parameter group under ``scope``: the parameters not ``rotated`` (by
+    ``layer_types``) first, each alone in the standard basis, then the rotated ones."""
     if scope == "none":
         return [_Identity(_Piece(named[0][1].param)) for named in pieces]
+    units: list[_Unit] = [
+        _Identity(_Piece(named[0][1].param)) for named, keep in zip(pieces, rotated) if not keep
+    ]
+    pieces = [named for named, keep in zip(pieces, rotated) if keep]
     flat = [pair for named in pieces for pair in named]
     if scope == "global":
-        return [_Flat([piece for _, piece in flat], generator, block_size)]
+        if flat:
+            units.append(_Flat([piece for _, piece in flat], generator, block_size))
+        return units
     if scope == "layer":
         layers: dict[Any, list[_Piece]] = {}
         for key, piece in flat:
             layers.setdefault(key if key is not None else id(piece), []).append(piece)
-        return [_Flat(layer, generator, block_size) for layer in layers.values()]
-    units: list[_Unit] = []
+        return units + [_Flat(layer, generator, block_size) for layer in layers.values()]
     for named in pieces:
         if named[0][1].layout is None:
             units.append(_Identity(_Piece(named[0][1].param)))

@@ -16,7 +16,12 @@ import torch
 from benchopt import BaseSolver
 
 from shiftbench.accel import PLAIN, Accel
-from shiftbench.rotations import DEFAULT_BLOCK_SIZE, DEFAULT_SVD_EVERY, RotatedOptimizer
+from shiftbench.rotations import (
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_SVD_EVERY,
+    LAYER_TYPES,
+    RotatedOptimizer,
+)
 from shiftbench.search import IntUniform, LogOneMinus, LogUniform, Space
 from shiftbench.training import LR_SCHEDULES, EnvSampler, lr_factor
 
@@ -28,6 +33,7 @@ COMMON_PARAMETERS: dict[str, list[Any]] = {
     "rotation": ["none"],
     "rotation_block_size": [DEFAULT_BLOCK_SIZE],
     "svd_every": [DEFAULT_SVD_EVERY],
+    "rotation_layers": ["all"],
     "lr_schedule": ["constant"],
     "warmup_steps": [0],
     "min_lr_ratio": [0.1],
@@ -38,6 +44,7 @@ COMMON_PARAMETERS: dict[str, list[Any]] = {
 INERT: dict[str, Callable[[dict[str, Any]], bool]] = {
     "rotation_block_size": lambda p: p["rotation"] in ("none", "svd"),
     "svd_every": lambda p: p["rotation"] != "svd",
+    "rotation_layers": lambda p: p["rotation"] == "none" or p["rotation_layers"] == "all",
     "lr_schedule": lambda p: p["lr_schedule"] == "constant",
     "warmup_steps": lambda p: p["warmup_steps"] == 0,
     "min_lr_ratio": lambda p: p["lr_schedule"] == "constant",
@@ -92,6 +99,12 @@ class TorchSolver(BaseSolver):
                 f"rotation_block_size and svd_every must be >= 1, got "
                 f"{self.rotation_block_size}, {self.svd_every}"
             )
+        unknown = set(self.layer_types()) - set(LAYER_TYPES)
+        if unknown:
+            raise ValueError(
+                f"rotation_layers must be 'all' or layer types joined by '+' "
+                f"({', '.join(LAYER_TYPES)}), got {self.rotation_layers!r}"
+            )
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(
                 f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
@@ -103,6 +116,10 @@ class TorchSolver(BaseSolver):
             )
         if not 0 <= self.max_grad_norm < float("inf"):
             raise ValueError(f"max_grad_norm must be >= 0 and finite, got {self.max_grad_norm}")
+
+    def layer_types(self) -> tuple[str, ...]:
+        """The layer types ``rotation_layers`` rotates (``attn+mlp``); empty for ``all``."""
+        return () if self.rotation_layers == "all" else tuple(self.rotation_layers.split("+"))
 
     def build_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         """The optimizer, in a rotated basis when ``rotation`` is not ``none`` (weight decay is
@@ -118,6 +135,7 @@ class TorchSolver(BaseSolver):
             seed=self.seed,
             svd_every=int(self.svd_every),
             module=self.model,
+            layer_types=self.layer_types(),
             **kwargs,
         )
 

@@ -257,6 +257,9 @@ def test_second_moment_histogram_counts_log_bins() -> None:
     np.testing.assert_allclose(histogram.edges, [1e-8, 1e-6, 1e-4], rtol=1e-12)
     assert histogram.counts.tolist() == [2, 2]
     assert histogram.zeros == 1
+    # fixed edges: values beyond them count in the end bins
+    histogram = second_moment_histogram(optimizer, edges=[1e-7, 1e-6, 1e-5])
+    assert histogram.counts.tolist() == [2, 2] and histogram.zeros == 1
 
 
 def test_second_moment_histogram_of_a_rotated_optimizer_uses_its_basis() -> None:

@@ -9,7 +9,9 @@ import pytest
 from shiftbench.rotation_analysis import (
     invariance_verdict,
     ordering_verdict,
+    scope_label,
     slowdowns,
+    sort_scopes,
     steps_to_reach,
 )
 
@@ -126,5 +128,34 @@ def test_invariance_verdict_of_an_equivariant_control():
     assert invariance_verdict(frame) == "invariance: global matches none (+0.003 nats)"
     frame = summary({"none": 0.5, "global": 0.7}).assign(initial_loss_mean=2.3)
     assert "global differs from none (+0.200 nats)" in invariance_verdict(frame)
+    one_seed = summary({"none": 0.5, "global": 0.5}, std=math.nan).assign(initial_loss_mean=2.3)
+    assert invariance_verdict(one_seed) == "invariance: global matches none (+0.000 nats)"
     stuck = summary({"none": 2.29, "global": 2.30}).assign(initial_loss_mean=2.30)
     assert invariance_verdict(stuck).startswith("vacuous: the unrotated run did not train")
+
+
+def test_scope_labels_keep_layer_restricted_and_block_size_runs_apart():
+    rows = pd.DataFrame(
+        {
+            "hp.rotation": ["none", "global", "global", "global", "output"],
+            "hp.rotation_layers": [None, None, "attn", None, None],
+            "hp.rotation_block_size": [None, 768, 768, 64, 768],
+        }
+    )
+    assert scope_label(rows).tolist() == [
+        "none",
+        "global/768",
+        "global[attn]/768",
+        "global/64",
+        "output/768",
+    ]
+    one_size = rows.assign(**{"hp.rotation_block_size": [None, 768, 768, 768, 768]})
+    assert scope_label(one_size).tolist() == ["none", "global", "global[attn]", "global", "output"]
+    frame = pd.DataFrame({"task": "t", "solver": "adam", "scope": scope_label(rows)})
+    assert sort_scopes(frame)["scope"].tolist() == [
+        "none",
+        "output/768",
+        "global/64",
+        "global/768",
+        "global[attn]/768",
+    ]

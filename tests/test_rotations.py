@@ -421,7 +421,12 @@ def test_fused_qkv_names_split_other_parameters() -> None:
 
 
 @pytest.mark.parametrize(
-    ("change", "match"), [({"scope": "layer"}, "scope"), ({"block_size": 4}, "block_size")]
+    ("change", "match"),
+    [
+        ({"scope": "layer"}, "scope"),
+        ({"block_size": 4}, "block_size"),
+        ({"layer_types": {"attn"}}, "layer_types"),
+    ],
 )
 def test_state_dict_of_another_scope_or_block_size_is_refused(change: dict, match: str) -> None:
     model = copy.deepcopy(MODEL)
@@ -475,3 +480,35 @@ def test_a_deep_copy_with_its_model_continues_the_same_trajectory(scope: str) ->
         nn.functional.cross_entropy(model(X), Y).backward()
         optimizer.step()
     torch.testing.assert_close(_flat(model), _flat(straight), rtol=0, atol=1e-12)
+
+
+def test_layer_types_restrict_the_rotation_to_those_layers() -> None:
+    """Rotation per layer type: a global rotation of the attention parameters only mixes them
+    among themselves; every other parameter keeps the standard basis."""
+    torch.manual_seed(0)
+    model = create_model("timm_vit", (1, 8, 8), 4, depth=1, width=8).double()
+    optimizer = RotatedOptimizer(
+        model.named_parameters(),
+        torch.optim.SGD,
+        scope="global",
+        module=model,
+        layer_types={"attn"},
+        lr=0.1,
+    )
+    attn = {p for name, p in model.named_parameters() if ".attn." in name}
+    values = {p: torch.randn_like(p) for _, p in model.named_parameters()}
+    rotated = optimizer.rotate(values)
+    mixed = [shadow for shadow in rotated if shadow.numel() == sum(p.numel() for p in attn)]
+    assert len(mixed) == 1 and len(rotated) == len(values) - len(attn) + 1
+    for p, value in values.items():
+        if p not in attn:  # its own unit, unrotated
+            assert any(
+                shadow.shape == p.shape and torch.equal(rotated[shadow], value)
+                for shadow in rotated
+            )
+    attn_only = {p: v for p, v in values.items() if p in attn}
+    torch.testing.assert_close(
+        rotated[mixed[0]].norm(), torch.cat([v.flatten() for v in attn_only.values()]).norm()
+    )
+    with pytest.raises(ValueError, match="unknown layer types"):
+        RotatedOptimizer(model.parameters(), torch.optim.SGD, layer_types={"ffn"}, lr=0.1)

@@ -125,8 +125,9 @@ def hand_metrics(model, envs, splits, train, test_env):
     return {"train_loss": train_loss, "ood_acc": ood_acc, "id_acc": float(np.mean(id_accs))}
 
 
-def hand_train(solver, hp, seed, steps=STEPS, loss_fn=None, reset=None):
-    """Plain torch: seeded init, the per-env index draws, explicit weight decay."""
+def hand_train(solver, hp, seed, steps=STEPS, loss_fn=None, reset=None, lr_at=None, clip=0.0):
+    """Plain torch: seeded init, the per-env index draws, explicit weight decay; ``lr_at(step)``
+    sets the learning rate of each step, ``clip`` > 0 rescales the gradient to that norm."""
     envs, splits, train, test_env = hand_data()
     model = hand_model(seed)
     params = list(model.parameters())
@@ -149,10 +150,16 @@ def hand_train(solver, hp, seed, steps=STEPS, loss_fn=None, reset=None):
             loss = loss_fn(model, batches, step)
         opt.zero_grad()
         loss.backward()
+        lr = hp["lr"] if lr_at is None else lr_at(step)
+        for group in opt.param_groups:
+            group["lr"] = lr
         with torch.no_grad():
+            norm = torch.sqrt(sum(p.grad.pow(2).sum() for p in params))
             for p in params:
+                if clip and norm > clip:  # torch's clip_grad_norm_: max_norm / (norm + 1e-6)
+                    p.grad.mul_(clip / (norm + 1e-6))
                 if solver == "adamw":  # decoupled: shrink the weights, not the gradient
-                    p.mul_(1 - hp["lr"] * wd)
+                    p.mul_(1 - lr * wd)
                 else:  # coupled L2: the gradient of wd/2 |w|^2
                     p.grad.add_(p, alpha=wd)
         opt.step()
@@ -211,6 +218,53 @@ def test_runner_equals_a_hand_written_torch_loop(runner, solver):
     examples = sum(len(y) for _, y in hand_data()[2])
     assert rows[20]["epoch"] == pytest.approx(20 * BATCH * 2 / examples)
     assert rows[20]["hp.lr"] == HPARAMS[solver]["lr"] and rows[20]["seed"] == trial.seed
+
+
+def nanogpt_lr(step, peak, warmup, steps, min_lr):
+    """nanoGPT's train.py get_lr written out, decaying over the run's last step."""
+    if step < warmup:
+        return peak * (step + 1) / (warmup + 1)
+    ratio = (step - warmup) / (steps - 1 - warmup)
+    return min_lr + 0.5 * (1.0 + np.cos(np.pi * ratio)) * (peak - min_lr)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adamw"])
+def test_warmup_cosine_and_clipping_equal_a_hand_written_loop(runner, solver):
+    recipe = {"lr_schedule": "cosine", "warmup_steps": 4, "min_lr_ratio": 0.1}
+    hp = {**HPARAMS[solver], **recipe, "max_grad_norm": 0.05}
+    trial = make_trial(solver, hp)
+    outcome = runner.run(trial, "test")
+    lr = HPARAMS[solver]["lr"]
+    _, curve = hand_train(
+        solver,
+        HPARAMS[solver],
+        trial.seed,
+        lr_at=lambda step: nanogpt_lr(step, lr, 4, STEPS, 0.1 * lr),
+        clip=0.05,
+    )
+    assert_curves_equal(outcome, curve)
+    assert outcome.rows[-1]["hp.max_grad_norm"] == 0.05
+    assert outcome.rows[-1]["hp.lr_schedule"] == "cosine"
+    # without the recipe the numbers differ
+    _, plain = hand_train(solver, HPARAMS[solver], trial.seed)
+    assert abs(plain[20]["train_loss"] - curve[20]["train_loss"]) > 1e-6
+
+
+def test_rotation_settings_reach_the_rotated_optimizer(runner):
+    hp = {**HPARAMS["adam"], "rotation": "global", "rotation_block_size": 7}
+    trial = make_trial("adam", hp)
+    assert dict(trial.solver_params)["rotation_block_size"] == 7
+    solver = registry.solver_class("adam").get_instance(**dict(trial.solver_params))
+    solver.model, solver.seed = nn.Linear(3, 2), 0
+    optimizer = solver.build_optimizer(solver.model.parameters())
+    assert (optimizer.block_size, optimizer.svd_every) == (7, 250)
+    assert len(optimizer.base.param_groups[0]["params"]) == 1  # weight and bias mixed
+    solver.rotation_layers = "attn+mlp"  # a bare Linear's parameters are "other"
+    optimizer = solver.build_optimizer(solver.model.parameters())
+    assert len(optimizer.base.param_groups[0]["params"]) == 2  # neither rotated
+    outcome = runner.run(trial, "test")
+    assert outcome.status == "done", outcome.error
+    assert outcome.rows[-1]["hp.rotation_block_size"] == 7
 
 
 def test_weight_decay_coupling_matters():
@@ -283,6 +337,13 @@ def test_search_space_samples_are_valid(solver):
         ("sgd", {"weight_decay": -1e-3}),
         ("sgd", {"batch_size": 0}),
         ("sgd", {"rotation": "diagonal"}),
+        ("sgd", {"rotation_block_size": 0}),
+        ("sgd", {"svd_every": 0}),
+        ("sgd", {"rotation_layers": "attn+ffn"}),
+        ("sgd", {"lr_schedule": "linear"}),
+        ("sgd", {"warmup_steps": -1}),
+        ("sgd", {"min_lr_ratio": 1.5}),
+        ("sgd", {"max_grad_norm": -1.0}),
         ("momentum", {"momentum": 1.0}),
         ("rmsprop", {"alpha": 1.0}),
         ("rmsprop", {"eps": 0.0}),
