@@ -311,12 +311,6 @@ class VectorizedTrainer:
         return curves
 
 
-def train_ensemble(objective: Any, solvers: Sequence[Any], seeds: Sequence[int]) -> list[Curve]:
-    """Train ``solvers[i]`` with seed ``seeds[i]`` on ``objective`` (after ``set_data``), all
-    at once; returns the K checkpoint curves (see :meth:`VectorizedTrainer.run`)."""
-    return VectorizedTrainer(objective, solvers, seeds).run()
-
-
 def ensemble_key(trial: Trial) -> Hashable | None:
     """What a trial must share with others to be vectorized with them, or None if it cannot
     be vectorized (IRM, rotation, a learning-rate schedule or gradient clipping, dropout, a

@@ -16,11 +16,10 @@ import torch
 from benchopt import BaseSolver
 
 from shiftbench.accel import PLAIN, Accel
-from shiftbench.rotations import DEFAULT_BLOCK_SIZE, DEFAULT_SVD_EVERY, RotatedOptimizer
+from shiftbench.rotations import DEFAULT_BLOCK_SIZE, DEFAULT_SVD_EVERY, SCOPES, RotatedOptimizer
 from shiftbench.search import IntUniform, LogOneMinus, LogUniform, Space
 from shiftbench.training import LR_SCHEDULES, EnvSampler, lr_factor
 
-SCOPES = ("none", "global", "layer", "output", "input", "svd")
 COMMON_PARAMETERS: dict[str, list[Any]] = {
     "lr": [0.01],
     "weight_decay": [0.0],
