@@ -23,7 +23,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -383,7 +383,8 @@ def run_ensemble(
         for trial in trials:
             faults.hit("trial.start", trial.trial_id)
         trainer = ensemble_trainer(runner, trials)
-        curves = trainer.run()
+        with runner.accel.denormals():
+            curves = trainer.run()
     except Exception as exc:
         warnings.warn(
             f"vectorized run failed ({exc}); running {len(trials)} trials one by one",
@@ -394,7 +395,8 @@ def run_ensemble(
     train_envs = trainer.objective.train_envs
     examples = sum(len(env) for env in train_envs)
     per_step = trainer.samplers[0].batch_size * len(train_envs)
-    provenance = runner.row_provenance(PLAIN)  # the vectorized step is plain fp32
+    # the vectorized step is plain fp32, flushing denormals as the runner does
+    provenance = runner.row_provenance(replace(PLAIN, flush_denormal=runner.accel.flush_denormal))
     outcomes = []
     for trial, attempt, curve in zip(trials, attempts, curves):
         for point in curve:

@@ -32,6 +32,8 @@ class TrialWorker:
             "ray_node": ray.get_runtime_context().get_node_id(),
         }
         self.runner = TrialRunner({**provenance, **where}, accel=accel)
+        # per thread: set before the first parallel op, so torch's intra-op threads inherit it
+        torch.set_flush_denormal(self.runner.accel.flush_denormal)
 
     def ready(self) -> bool:
         """Returns once the worker is constructed (the driver waits for it)."""
