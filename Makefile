@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 STORE ?= results
 
-.PHONY: demo test lint format perf clean-results
+.PHONY: demo test test-fast lint format perf clean-results
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 	# Benchopt's own checks; get_data of the real-data sets needs their files (tests/test_data_* cover those loaders).
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/benchopt test . --skip-install -q -k "'not (test_dataset_get_data and not digits)'"
+
+# The inner loop: everything but the tests marked slow (subprocess kills, lock holders, timeouts).
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -9,9 +9,15 @@ The same training (digits CNN, SGD, ``--steps`` steps, evaluation every
    with the cluster's start-up amortized over the trials, once with it running, and
    for a study twice as long as the runner's overhead plus the sweep's own time outside
    trials per trial (wall time minus the worker's time inside trials, from the ledger's
-   start and end times: a figure that machine-speed drift between ways cannot skew);
-4. ``benchopt run`` on the same configurations (one invocation for all);
-5. one process per trial, DomainBed style (``python -c`` running one trial).
+   start and end times: a figure that machine-speed drift between ways cannot skew); its
+   steady state is the same figure per *extra* trial (the long study's time outside
+   trials minus the short one's, over the extra trials): the worker's start-up, paid once
+   per run, is then left out;
+4. Ray Tune, the alternative a user would pick: a ``Tuner`` over the same trainings (a
+   function trainable calling the runner, one trial at a time like the one-worker sweep),
+   with default settings and with actor reuse (``TuneConfig(reuse_actors=True)``);
+5. ``benchopt run`` on the same configurations (one invocation for all);
+6. one process per trial, DomainBed style (``python -c`` running one trial).
 
 Overhead per trial = seconds per trial minus the bare loop's (the bare loop and the
 in-process runner are interleaved over ``--rounds`` and compared by their medians). Run:
@@ -32,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from ray import tune
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -119,6 +126,52 @@ def write_study(folder: Path, n: int, steps: int, eval_every: int) -> Path:
     return path
 
 
+def outside_trials(store_dir: Path, wall: float) -> float:
+    """Seconds of a sweep's wall time its worker spent outside trials (ledger start/end)."""
+    ledger = store.final_rows(store.read(store_dir, "overhead"))
+    spans = ledger.groupby("trial_id").agg(start=("start_time", "min"), end=("end_time", "max"))
+    return wall - (spans["end"] - spans["start"]).dt.total_seconds().sum()
+
+
+class TuneTrial(tune.Trainable):
+    """A Ray Tune class trainable: the sweep's training of ``config["trial"]``. A reused
+    actor keeps its runner, and the runner its loaded data."""
+
+    def setup(self, config: dict) -> None:
+        torch.set_num_threads(1)
+        self.runner, self.trial = TrialRunner({}), config["trial"]
+
+    def step(self) -> dict:
+        outcome = self.runner.run(self.trial, "overhead")
+        return {"train_loss": outcome.rows[-1]["train_loss"], "done": True}
+
+    def reset_config(self, new_config: dict) -> bool:
+        self.trial = new_config["trial"]
+        return True
+
+    def save_checkpoint(self, checkpoint_dir: str) -> dict:
+        """Tune saves a finished trial; its results are in the reported metrics."""
+        return {}
+
+    def load_checkpoint(self, checkpoint: dict) -> None:
+        """Nothing to restore: a trial is one step."""
+
+
+def tune_seconds(todo: list[Trial], folder: Path, reuse_actors: bool) -> float:
+    """Wall seconds per trial of a Ray Tune ``Tuner`` over ``todo``, one trial at a time."""
+    tuner = tune.Tuner(
+        TuneTrial,
+        param_space={"trial": tune.grid_search(todo)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=1, reuse_actors=reuse_actors),
+        run_config=tune.RunConfig(storage_path=str(folder), verbose=0),
+    )
+    start = time.perf_counter()
+    results = tuner.fit()
+    if results.errors:
+        raise RuntimeError(f"Ray Tune trials failed: {results.errors[0]}")
+    return (time.perf_counter() - start) / len(todo)
+
+
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -161,12 +214,12 @@ def main() -> None:
         # time), per trial, on a study twice as long; plus the runner's measured overhead
         double = load_study(write_study(Path(tmp), 2 * m, args.steps, args.eval_every))
         whole = timed(lambda: run_study(double, Path(tmp) / "double", workers=1, progress=False))
-        ledger = store.final_rows(store.read(Path(tmp) / "double", "overhead"))
-        spans = ledger.groupby("trial_id").agg(
-            start=("start_time", "min"), end=("end_time", "max")
-        )
-        inside = (spans["end"] - spans["start"]).dt.total_seconds().sum()
-        dispatch = (whole - inside) / (2 * m)
+        outside = outside_trials(Path(tmp) / "double", whole)
+        dispatch = outside / (2 * m)
+        # per extra trial: the start-up both runs pay once cancels out
+        steady = (outside - outside_trials(Path(tmp) / "warm", sweep * m)) / m
+        tune_default = tune_seconds(study.trials(), Path(tmp) / "tune", reuse_actors=False)
+        tune_reuse = tune_seconds(study.trials(), Path(tmp) / "tune_reuse", reuse_actors=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one_trial = (
         f"import sys; sys.path.insert(0, {str(ROOT)!r}); import torch; "
@@ -194,6 +247,9 @@ def main() -> None:
         ("shiftbench sweep (Ray start + 1 worker)", cold),
         ("shiftbench sweep (Ray running, 1 worker)", sweep),
         ("sweep, long study (runner+dispatch)", harness + dispatch),
+        ("sweep, steady state (per extra trial)", harness + steady),
+        ("Ray Tune Tuner (default settings)", tune_default),
+        ("Ray Tune Tuner (reuse_actors=True)", tune_reuse),
         ("one process per trial (DomainBed)", per_process),
     ]
     if not args.skip_benchopt:
@@ -229,7 +285,7 @@ def main() -> None:
         print(f"{name:<36}{seconds:>9.3f}{over:>12.3f}{100 * over / bare:>11.1f}%")
     harness_over = max(harness - bare, 1e-3)
     sweep_over = max(sweep - bare, 1e-3)
-    for name, seconds in rows[5:]:
+    for name, seconds in rows[6:]:
         print(
             f"{name}: {(seconds - bare) / harness_over:.1f}x the runner's overhead, "
             f"{(seconds - bare) / sweep_over:.1f}x the Ray sweep's"

@@ -23,7 +23,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -311,12 +311,6 @@ class VectorizedTrainer:
         return curves
 
 
-def train_ensemble(objective: Any, solvers: Sequence[Any], seeds: Sequence[int]) -> list[Curve]:
-    """Train ``solvers[i]`` with seed ``seeds[i]`` on ``objective`` (after ``set_data``), all
-    at once; returns the K checkpoint curves (see :meth:`VectorizedTrainer.run`)."""
-    return VectorizedTrainer(objective, solvers, seeds).run()
-
-
 def ensemble_key(trial: Trial) -> Hashable | None:
     """What a trial must share with others to be vectorized with them, or None if it cannot
     be vectorized (IRM, rotation, a learning-rate schedule or gradient clipping, dropout, a
@@ -389,7 +383,8 @@ def run_ensemble(
         for trial in trials:
             faults.hit("trial.start", trial.trial_id)
         trainer = ensemble_trainer(runner, trials)
-        curves = trainer.run()
+        with runner.accel.denormals():
+            curves = trainer.run()
     except Exception as exc:
         warnings.warn(
             f"vectorized run failed ({exc}); running {len(trials)} trials one by one",
@@ -400,7 +395,8 @@ def run_ensemble(
     train_envs = trainer.objective.train_envs
     examples = sum(len(env) for env in train_envs)
     per_step = trainer.samplers[0].batch_size * len(train_envs)
-    provenance = runner.row_provenance(PLAIN)  # the vectorized step is plain fp32
+    # the vectorized step is plain fp32, flushing denormals as the runner does
+    provenance = runner.row_provenance(replace(PLAIN, flush_denormal=runner.accel.flush_denormal))
     outcomes = []
     for trial, attempt, curve in zip(trials, attempts, curves):
         for point in curve:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import socket
 import subprocess
@@ -56,7 +55,3 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
     return device.type
-
-
-def worker_provenance(root: Path, device: torch.device) -> dict[str, object]:
-    return {**static_provenance(root), "device": device_name(device), "worker_pid": os.getpid()}

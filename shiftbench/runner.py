@@ -125,7 +125,8 @@ class TrialRunner:
         out_of_memory = False
         try:
             faults.hit("trial.start", trial.trial_id)
-            status, curve, extra = self._train(trial, measures, measure_config or {})
+            with self.accel.denormals():
+                status, curve, extra = self._train(trial, measures, measure_config or {})
             error = ""
         except Exception as exc:
             status, curve, extra = "failed", [], {}

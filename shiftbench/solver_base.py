@@ -20,12 +20,12 @@ from shiftbench.rotations import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_SVD_EVERY,
     LAYER_TYPES,
+    SCOPES,
     RotatedOptimizer,
 )
 from shiftbench.search import IntUniform, LogOneMinus, LogUniform, Space
 from shiftbench.training import LR_SCHEDULES, EnvSampler, lr_factor
 
-SCOPES = ("none", "global", "layer", "output", "input", "svd")
 COMMON_PARAMETERS: dict[str, list[Any]] = {
     "lr": [0.01],
     "weight_decay": [0.0],

@@ -34,6 +34,8 @@ class TrialWorker:
         }
         self.runner = TrialRunner({**provenance, **self.where}, accel=accel)
         self.code = code_fingerprint()
+        # per thread: set before the first parallel op, so torch's intra-op threads inherit it
+        torch.set_flush_denormal(self.runner.accel.flush_denormal)
 
     def ready(self) -> bool:
         """Returns once the worker is constructed (the driver waits for it)."""

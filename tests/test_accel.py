@@ -3,17 +3,21 @@ no numbers, bf16 autocast is really on and stays close to fp32, and bad settings
 located line in a study file."""
 
 import copy
+import math
+import platform
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from shiftbench import registry
-from shiftbench.accel import AUTO, PLAIN, Accel
+from shiftbench import registry, store
+from shiftbench.accel import AUTO, PLAIN, Accel, can_flush_denormal, denormals_flushed
 from shiftbench.models import create_model
 from shiftbench.runner import TrialRunner
-from shiftbench.study import StudyError, parse_study
+from shiftbench.study import StudyError, load_study, parse_study
+from shiftbench.sweep import run_study
 from shiftbench.trial import Trial
 
 CPU = torch.device("cpu")
@@ -43,14 +47,60 @@ def curve(accel: Accel, t: Trial) -> tuple[np.ndarray, list[dict]]:
     return np.array([[row[c] for c in columns] for row in outcome.rows]), outcome.rows
 
 
-def test_auto_is_the_plain_path_on_the_cpu():
-    assert AUTO.resolve(CPU) == PLAIN
-    assert Accel("bf16", True, False).resolve(CPU) == Accel("bf16", True, False)
+def test_auto_is_the_plain_path_on_the_cpu_flushing_denormals():
+    assert AUTO.resolve(CPU) == replace(PLAIN, flush_denormal=can_flush_denormal())
+    assert can_flush_denormal() or platform.machine() not in ("x86_64", "AMD64")
+    assert Accel("bf16", True, False, False).resolve(CPU) == Accel("bf16", True, False, False)
     assert PLAIN.columns() == {
         "accel.precision": "fp32",
         "accel.channels_last": False,
         "accel.compile": "false",
+        "accel.flush_denormal": False,
     }
+
+
+@pytest.mark.skipif(not can_flush_denormal(), reason="this CPU cannot flush denormals")
+def test_flushing_is_in_effect_inside_the_context_and_undone_after():
+    denormal = torch.tensor(2.0**-130)
+    assert not denormals_flushed() and denormal.item() > 0
+    with Accel(flush_denormal=True).denormals():
+        assert denormals_flushed() and (denormal * 1.0).item() == 0.0
+        with PLAIN.denormals():
+            assert not denormals_flushed()
+        assert denormals_flushed()
+    assert not denormals_flushed() and (denormal * 1.0).item() > 0
+
+
+@pytest.mark.skipif(not can_flush_denormal(), reason="this CPU cannot flush denormals")
+def test_an_in_process_trial_flushes_denormals_by_default_on_the_cpu():
+    """RMSProp with ``eps`` a float32 denormal: where a gradient entry is exactly 0 (weights
+    of the images' always-black pixels), ``grad / (sqrt(0) + eps)`` is 0 / 1e-40 = 0, unless
+    ``eps`` is flushed to zero: then it is 0 / 0 = NaN and the trial diverges."""
+    t = trial(model="mlp", solver="rmsprop", eps=1e-40)
+    flushed = TrialRunner({}, device="cpu").run(t, "accel")
+    assert flushed.status == "diverged" and math.isnan(flushed.rows[-1]["train_loss"])
+    assert {row["accel.flush_denormal"] for row in flushed.rows} == {True}
+    assert not denormals_flushed()  # the caller's thread is as it was
+    plain = TrialRunner({}, device="cpu", accel=PLAIN).run(t, "accel")
+    assert plain.status == "done", plain.error
+    assert {row["accel.flush_denormal"] for row in plain.rows} == {False}
+
+
+@pytest.mark.ray
+@pytest.mark.skipif(not can_flush_denormal(), reason="this CPU cannot flush denormals")
+def test_a_ray_worker_flushes_denormals_by_default_on_the_cpu(
+    ray_cluster, make_study, store_dir, tmp_path
+):
+    """The trial of the test above, run by a Ray worker: diverged, as only flushing makes it."""
+    spec = {"solvers": {"rmsprop": {"eps": [1e-40]}}, "search": {"kind": "grid"}, "seeds": [0]}
+    flushed = load_study(make_study(**spec))
+    assert run_study(flushed, store_dir, workers=1, progress=False).counts == {"diverged": 1}
+    rows = store.read(store_dir, flushed.name)
+    assert set(rows["accel.flush_denormal"]) == {True} and rows["train_loss"].isna().any()
+    plain = load_study(make_study(**spec, accel={"flush_denormal": False}))
+    counts = run_study(plain, tmp_path / "plain", workers=1, progress=False).counts
+    assert counts == {"done": 1}
+    assert set(store.read(tmp_path / "plain", plain.name)["accel.flush_denormal"]) == {False}
 
 
 @pytest.mark.parametrize(
@@ -60,6 +110,7 @@ def test_auto_is_the_plain_path_on_the_cpu():
         ({"channels_last": "yes"}, "channels_last must be auto, true or false"),
         ({"compile": "no_such_backend"}, "unknown torch.compile backend 'no_such_backend'"),
         ({"compile": ""}, "compile must be true, false or a torch.compile backend name"),
+        ({"flush_denormal": "on"}, "flush_denormal must be auto, true or false"),
     ],
 )
 def test_impossible_settings_are_rejected(kwargs, message):
@@ -124,8 +175,14 @@ VALID = {
 
 def test_study_accel_key_defaults_to_auto_and_parses(tmp_path):
     assert parse_study(copy.deepcopy(VALID), tmp_path / "s.yml").accel == AUTO
-    raw = {**VALID, "accel": {"precision": "bf16", "channels_last": True, "compile": "eager"}}
-    assert parse_study(raw, tmp_path / "s.yml").accel == Accel("bf16", True, "eager")
+    accel = {
+        "precision": "bf16",
+        "channels_last": True,
+        "compile": "eager",
+        "flush_denormal": False,
+    }
+    raw = {**VALID, "accel": accel}
+    assert parse_study(raw, tmp_path / "s.yml").accel == Accel("bf16", True, "eager", False)
 
 
 @pytest.mark.parametrize(
@@ -134,6 +191,7 @@ def test_study_accel_key_defaults_to_auto_and_parses(tmp_path):
         ({"precision": "fp8"}, "accel.precision"),
         ({"channels_last": 2}, "accel.channels_last"),
         ({"compile": "nope"}, "accel.compile"),
+        ({"flush_denormal": 1}, "accel.flush_denormal"),
         ({"amp": True}, "accel.amp"),
         ([1], "accel"),
     ],

@@ -48,6 +48,7 @@ def test_unreadable_holder_file_still_gives_a_message(store_dir):
             pass
 
 
+@pytest.mark.slow
 def test_lock_of_a_killed_driver_is_recovered(store_dir):
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(store_dir)], stdout=subprocess.PIPE, text=True
@@ -74,6 +75,7 @@ def test_run_command_refuses_a_locked_study(make_study, store_dir):
     assert not list(store_dir.glob("study=tiny/*.parquet"))
 
 
+@pytest.mark.slow
 def test_second_driver_is_refused_while_the_first_runs(make_study, store_dir, tmp_path, driver):
     path = make_study()
     started, release = tmp_path / "started", tmp_path / "release"

@@ -15,12 +15,22 @@ GIB = 2**30
 
 
 @pytest.mark.parametrize(
-    "peak, total",
-    [(100 * 2**20, 80 * GIB), (3 * GIB, 80 * GIB), (7 * GIB, 24 * GIB), (0, 16 * GIB)],
+    "peak, total, expected",
+    [
+        # 0.85 x 80 GiB = 69632 MiB over (100 + 512) MiB = 113.8 trials: capped at 32
+        (100 * 2**20, 80 * GIB, 32),
+        # 0.85 x 80 GiB = 68 GiB over (3 + 0.5) GiB = 19.4 trials
+        (3 * GIB, 80 * GIB, 19),
+        # 0.85 x 24 GiB = 20.4 GiB over (7 + 0.5) GiB = 2.7 trials
+        (7 * GIB, 24 * GIB, 2),
+        # 0.85 x 16 GiB = 13.6 GiB over the 0.5 GiB context alone = 27.2 trials
+        (0, 16 * GIB, 27),
+        # 0.85 x 40 GiB = 34 GiB over (16.5 + 0.5) GiB = exactly 2 trials
+        (33 * GIB // 2, 40 * GIB, 2),
+    ],
 )
-def test_trials_per_gpu_is_the_closed_form(peak, total):
-    expected = min(MAX_PER_GPU, int(HEADROOM * total // (peak + CONTEXT_BYTES)))
-    assert trials_per_gpu(peak, total) == max(1, expected)
+def test_trials_per_gpu_is_the_closed_form(peak, total, expected):
+    assert trials_per_gpu(peak, total) == expected
     n = trials_per_gpu(peak, total)
     assert n == MAX_PER_GPU or (n + 1) * (peak + CONTEXT_BYTES) > HEADROOM * total
 

@@ -55,6 +55,7 @@ def reference_run(study: Study, tmp_path: Path) -> Path:
     return reference
 
 
+@pytest.mark.slow
 def test_driver_sigkilled_at_each_crash_point_resumes_to_the_uninterrupted_numbers(
     make_study, store_dir, tmp_path, driver
 ):

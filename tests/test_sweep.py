@@ -134,6 +134,7 @@ def test_failed_diverged_and_out_of_memory_trials_land_and_are_retried(
     assert "5 failed trials have used all 2 attempts" in out
 
 
+@pytest.mark.slow
 def test_a_trial_over_its_time_limit_is_stopped_and_retried(make_study, store_dir, monkeypatch):
     path = make_study(timeout_s=10, seeds=[0], retries=3)
     study = load_study(path)
@@ -225,6 +226,7 @@ def test_a_run_skips_and_keeps_a_damaged_ledger_file(make_study, store_dir):
     assert "done           2" in out
 
 
+@pytest.mark.slow
 def test_sigterm_lands_the_finished_trials_and_exits_130(make_study, store_dir, tmp_path, driver):
     path = make_study()
     study = load_study(path)
