@@ -52,7 +52,8 @@ def test_plan_splits_trials_by_their_ledger_state(make_study, store_dir):
     )
     todo = plan(study, store_dir)
     assert [t.trial_id for t in todo.pending] == [b, d]
-    assert [t.trial_id for t in todo.exhausted] == [c]
+    assert todo.exhausted == [c]
+    assert (todo.total, todo.pending_count) == (4, 2)
     assert todo.attempts == {a: 1, b: 1, c: 2, d: 0}
     assert todo.states == {a: "done", b: "failed", c: "failed"}
 
