@@ -7,7 +7,7 @@ x seeds) of 10,000, 100,000 and 1,000,000 trials. Each figure is one fresh
 process: wall seconds as the user waits (start-up and imports included) and the process's
 peak resident memory. The old path is measured up to ``--old-max`` trials (at a million it
 takes minutes and gigabytes). Run: ``.venv/bin/python perf/expansion.py [--sizes
-10000,100000,1000000] [--old-max 100000]`` (about 3 minutes on 2 cores).
+10000,100000,1000000] [--old-max 100000]`` (about 5 minutes on 2 cores).
 """
 
 from __future__ import annotations

@@ -59,6 +59,7 @@ SEARCH_KEYS = {"kind", "trials_per_solver", "seed"}
 RESOURCE_KEYS = {"cpus", "gpus"}
 OPTIMIZER_PROBES = "rotation_probes"  # measure family that reads the optimizer's state
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+_RESOLVED_KEPT = 65_536  # resolved dataset parameters an expansion keeps for reuse
 _ID_BYTES = ID_LENGTH // 2  # a trial id is the first 8 bytes of its SHA-256, in hex
 # Line breaks (as str.splitlines sees them) are escaped so a message stays on one line.
 _ONE_LINE = {ord(ch): repr(ch)[1:-1] for ch in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
@@ -172,11 +173,13 @@ class Study:
                 params = {**dataset_defaults, **dataset_params}
                 if _self_validating(params):
                     continue
+                # the resolved seeds depend on (algorithm, sample, seed) only: made once each
+                # (up to a bound on what is kept)
+                resolved: dict[tuple[str, int, int], tuple[dict, str]] = {}
                 for objective_params in self.objective_samples(dataset):
                     objective = {**objective_defaults, **objective_params}
                     algorithm, objective = objective["algorithm"], _without_seed(objective)
                     middle = f',"objective_params":{_dumps(objective)},"seed":'
-                    resolved: dict[tuple[int, int], tuple[dict, str]] = {}
                     for solver, overrides in self.solvers.items():
                         samples = self.solver_samples(dataset, solver, overrides)
                         for index, hparams in enumerate(samples):
@@ -184,12 +187,15 @@ class Study:
                                 f',"solver":{_dumps(solver)},"solver_params":{_dumps(hparams)}}}'
                             )
                             for seed in self.seeds:
-                                if (index, seed) not in resolved:
+                                key = algorithm, index, seed
+                                if key not in resolved:
+                                    if len(resolved) >= _RESOLVED_KEPT:
+                                        resolved.clear()
                                     data = data_seeds.resolve(
                                         domainbed_name, params, algorithm, index, seed
                                     )
-                                    resolved[index, seed] = data, _dumps(data)
-                                data, data_json = resolved[index, seed]
+                                    resolved[key] = data, _dumps(data)
+                                data, data_json = resolved[key]
                                 text = f"{head}{data_json}{middle}{int(seed)}{tail}"
                                 yield (
                                     text,
