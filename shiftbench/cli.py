@@ -82,9 +82,9 @@ def run(
     study = _load(study_file, trial_limit)
     if workers is not None and workers < 0:
         raise click.ClickException("--workers must be >= 0")
-    todo = plan(study, store_dir, max_trials)
-    try:
-        study.check_data(todo.pending)
+    todo = plan(study, store_dir, 0 if max_trials is None else max_trials)
+    try:  # every pending trial's data, built one at a time
+        study.check_data(todo.rest if max_trials is None else todo.pending)
     except StudyError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(

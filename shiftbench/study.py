@@ -244,7 +244,7 @@ class Study:
         )
         return total, [(key, factors[key]) for key in keys]
 
-    def check_data(self, trials: list[Trial]) -> None:
+    def check_data(self, trials: Iterable[Trial]) -> None:
         """Run the ``check_data()`` hook (a plugin's cheap check that its files are there) of
         each dataset configuration these trials load, so missing data stops the study in one
         line naming the path and where to get it, before any trial starts, instead of

@@ -55,6 +55,7 @@ FLUSH_SECONDS = float(os.environ.get("SHIFTBENCH_FLUSH_SECONDS", "10"))
 FLUSH_TRIALS = int(os.environ.get("SHIFTBENCH_FLUSH_TRIALS", "64"))
 WORKER_DEATHS_ALLOWED = 2
 FINAL = ("done", "diverged")
+WINDOW = 10_000  # pending trials a run builds and dispatches at a time (bounded memory)
 # Columns that legitimately differ between two runs of one trial: wall-clock and bookkeeping.
 NOT_RESULTS = frozenset({"attempt", "time", "worker_pid", "sample"})
 
@@ -81,6 +82,7 @@ class Plan:
     exhausted: list[str]  # ids of the failed trials that have used all their attempts
     attempts: dict[str, int]  # attempts so far of the study's ledger trials and of ``pending``
     states: dict[str, str]  # the latest status of the study's ledger trials
+    rest: Iterator[Trial] = field(default_factory=lambda: iter(()))  # pending after ``pending``
 
 
 def plan(study: Study, store_dir: Path, limit: int | None = None) -> Plan:
@@ -96,7 +98,8 @@ def plan(study: Study, store_dir: Path, limit: int | None = None) -> Plan:
     final = states["status"].isin(FINAL).to_numpy()
     exhausted = ~final & (attempts > study.retries)
     skip = set(id_numbers(ids[final | exhausted]).tolist())
-    pending = list(islice(study.iter_trials(skip), limit))
+    rest = study.iter_trials(skip)
+    pending = list(islice(rest, limit))
     tried = dict(zip(ids.tolist(), attempts.tolist(), strict=True))
     return Plan(
         total=len(study.trial_numbers),
@@ -105,6 +108,7 @@ def plan(study: Study, store_dir: Path, limit: int | None = None) -> Plan:
         exhausted=ids[exhausted].tolist(),
         attempts={**tried, **{t.trial_id: tried.get(t.trial_id, 0) for t in pending}},
         states=dict(zip(ids.tolist(), states["status"], strict=True)),
+        rest=rest,
     )
 
 
@@ -161,7 +165,8 @@ def run_study(
     store_dir = Path(store_dir)
     with StudyLock(store_dir, study.name):
         store.repair(store_dir, study.name)
-        todo = plan(study, store_dir, max_trials)
+        todo = plan(study, store_dir, WINDOW if max_trials is None else min(max_trials, WINDOW))
+        left = todo.pending_count if max_trials is None else min(max_trials, todo.pending_count)
         pending = todo.pending
         summary = Summary()
         if not pending:
@@ -169,7 +174,7 @@ def run_study(
         provenance = static_provenance(benchmark_root())
         writer = LedgerWriter(store_dir, study.name)
         bar = tqdm(
-            total=len(pending),
+            total=left,
             desc=study.name,
             unit="trial",
             disable=not progress,
@@ -185,25 +190,29 @@ def run_study(
         start = time.monotonic()
         try:
             with _sigterm_interrupts():
-                groups = plan_groups(
-                    pending,
-                    study.ensemble,
-                    uses_gpu=study.resources.gpus > 0 or (workers == 0 and _has_cuda()),
-                    measures=bool(study.measures),
-                    parallel=max(workers or os.cpu_count() or 1, 1),
-                )
-                if workers == 0:
-                    run_in_process(groups, todo.attempts, study, provenance, finished)
-                else:
-                    run_on_ray(
-                        groups,
-                        todo.attempts,
-                        study,
-                        provenance,
-                        finished,
-                        workers=workers,
-                        address=address,
+                while pending:  # one window of built trials at a time
+                    attempts = {t.trial_id: todo.attempts.get(t.trial_id, 0) for t in pending}
+                    groups = plan_groups(
+                        pending,
+                        study.ensemble,
+                        uses_gpu=study.resources.gpus > 0 or (workers == 0 and _has_cuda()),
+                        measures=bool(study.measures),
+                        parallel=max(workers or os.cpu_count() or 1, 1),
                     )
+                    if workers == 0:
+                        run_in_process(groups, attempts, study, provenance, finished)
+                    else:
+                        run_on_ray(
+                            groups,
+                            attempts,
+                            study,
+                            provenance,
+                            finished,
+                            workers=workers,
+                            address=address,
+                        )
+                    left -= len(pending)
+                    pending = list(islice(todo.rest, min(left, WINDOW)))
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
