@@ -299,8 +299,13 @@ def id_numbers(trial_ids: Iterable[str]) -> np.ndarray:
 
 def in_study(trial_ids: Iterable[str], numbers: np.ndarray) -> np.ndarray:
     """Which of these trial ids are among a study's id ``numbers`` (a boolean mask), found
-    without a string or a :class:`Trial` per study trial."""
-    return np.isin(id_numbers(trial_ids), numbers)
+    without a string or a :class:`Trial` per study trial: a binary search of each in the
+    sorted numbers (``np.isin`` hashes all of them, seconds at a million)."""
+    wanted, ordered = id_numbers(trial_ids), np.sort(numbers)
+    if not len(ordered):
+        return np.zeros(len(wanted), dtype=bool)
+    found = ordered[np.minimum(np.searchsorted(ordered, wanted), len(ordered) - 1)]
+    return found == wanted
 
 
 def id_strings(numbers: np.ndarray) -> list[str]:

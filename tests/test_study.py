@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from shiftbench import registry
 from shiftbench.data.seeds import seed_hash
 from shiftbench.solver_base import INERT
-from shiftbench.study import Study, StudyError, id_strings, load_study, parse_study
+from shiftbench.study import Study, StudyError, id_strings, in_study, load_study, parse_study
 from shiftbench.trial import Trial
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -583,3 +583,12 @@ def test_trial_numbers_are_the_trials_ids_in_order_without_building_them(
     monkeypatch.undo()
     skip = set(study.trial_numbers[::2].tolist())
     assert [t.trial_id for t in study.iter_trials(skip)] == ids[1::2]
+
+
+def test_in_study_is_set_membership_of_the_ids():
+    rng = np.random.default_rng(0)
+    numbers = rng.integers(0, 2**64 - 1, size=500, dtype=np.uint64, endpoint=True)
+    ids = [*id_strings(numbers[::3]), "0" * 16, "f" * 16, *id_strings(numbers[:7] + 1)]
+    members = set(id_strings(numbers))
+    assert in_study(ids, numbers).tolist() == [tid in members for tid in ids]
+    assert not in_study(ids, numbers[:0]).any() and in_study([], numbers).shape == (0,)
