@@ -11,7 +11,7 @@ import click
 
 from shiftbench import expansion_cache, registry, store
 from shiftbench.lock import StudyLocked
-from shiftbench.study import DEFAULT_TRIAL_LIMIT, StudyError, load_study
+from shiftbench.study import DEFAULT_TRIAL_LIMIT, StudyError, in_study, load_study
 
 DEFAULT_STORE = Path("results")
 
@@ -82,15 +82,15 @@ def run(
     study = _load(study_file, trial_limit)
     if workers is not None and workers < 0:
         raise click.ClickException("--workers must be >= 0")
-    todo = plan(study, store_dir)
-    try:
-        study.check_data(todo.pending[:max_trials])
+    todo = plan(study, store_dir, 0 if max_trials is None else max_trials)
+    try:  # every pending trial's data, built one at a time
+        study.check_data(todo.rest if max_trials is None else todo.pending)
     except StudyError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(
-        f"{study.name}: {len(todo.trials)} trials, "
-        f"{len(todo.trials) - len(todo.pending) - len(todo.exhausted)} already in the "
-        f"ledger, {len(todo.pending)} to run"
+        f"{study.name}: {todo.total} trials, "
+        f"{todo.total - todo.pending_count - len(todo.exhausted)} already in the "
+        f"ledger, {todo.pending_count} to run"
     )
     try:
         summary = run_study(
@@ -105,20 +105,20 @@ def run(
         raise click.ClickException(str(exc)) from None
     counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items())) or "nothing new"
     click.echo(f"ran {summary.ran} trials in {summary.seconds:.1f}s: {counts}")
-    after = plan(study, store_dir)
+    after = plan(study, store_dir, 0)
     if after.exhausted or any(summary.counts.get(s) for s in store.FAILED):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", store.LedgerWarning)
             ledger = store.read(store_dir, study.name)
-        _echo_failures(ledger, study_file, {t.trial_id for t in after.trials})
+        _echo_failures(ledger, study_file, set(after.states))
     if summary.interrupted:
         click.echo(
-            f"interrupted: {len(after.pending)} trials left; run the same command to resume"
+            f"interrupted: {after.pending_count} trials left; run the same command to resume"
         )
         sys.exit(130)
-    if after.pending or after.exhausted:
+    if after.pending_count or after.exhausted:
         click.echo(
-            f"incomplete: {len(after.pending)} pending, {len(after.exhausted)} failed "
+            f"incomplete: {after.pending_count} pending, {len(after.exhausted)} failed "
             f"after {study.retries + 1} attempts (see `shiftbench status`)"
         )
         sys.exit(1)
@@ -137,22 +137,21 @@ def status(study_file: str, store_dir: Path, trial_limit: int | None) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", store.LedgerWarning)
         ledger = store.read(store_dir, study.name)
-    states = store.trial_states(ledger).set_index("trial_id")
-    latest = states["status"].to_dict() if len(states) else {}
-    attempts = states["attempts"].to_dict() if len(states) else {}
-    counts = Counter(latest.get(tid, "pending") for tid in study.trial_ids)
-    exhausted = sum(
-        latest.get(tid) in store.FAILED and attempts[tid] > study.retries
-        for tid in study.trial_ids
+    states = store.trial_states(ledger)
+    states = states[in_study(states["trial_id"], study.trial_numbers)]
+    counts = Counter(states["status"])
+    counts["pending"] += len(study.trial_numbers) - len(states)
+    exhausted = int(
+        (states["status"].isin(store.FAILED) & (states["attempts"] > study.retries)).sum()
     )
-    click.echo(f"{study.name}: {len(study.trial_ids)} trials")
+    click.echo(f"{study.name}: {len(study.trial_numbers)} trials")
     for state in ("done", "diverged", "failed", "timeout", "pending"):
         click.echo(f"  {state:<9}{counts.get(state, 0):>7}")
     if exhausted:
         click.echo(f"  ({exhausted} failed trials have used all {study.retries + 1} attempts)")
     for path, reason in store.skipped_files(store_dir, study.name).items():
         click.echo(f"  unreadable ledger file left untouched: {path}: {reason}")
-    _echo_failures(ledger, study_file, set(study.trial_ids))
+    _echo_failures(ledger, study_file, set(states["trial_id"]))
 
 
 def _echo_failures(ledger, study_file: str, trial_ids: set[str]) -> None:

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from shiftbench import registry, store
-from shiftbench.study import Study
+from shiftbench.study import Study, in_study
 
 TERMINAL_COLUMNS = 100  # the printed tables fit an ordinary terminal; files keep every character
 if TYPE_CHECKING:
@@ -176,7 +176,7 @@ def build_report(
     out = Path(out) if out else Path(store_dir) / "reports" / study.name
     ledger = store.final_rows(store.read(store_dir, study.name))
     if not ledger.empty:
-        ledger = ledger[ledger["trial_id"].isin({t.trial_id for t in study.trials()})]
+        ledger = ledger[in_study(ledger["trial_id"], study.trial_numbers)]
     if ledger.empty:
         raise ValueError(
             f"{study.path}: no results in {store_dir} for study "

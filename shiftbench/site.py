@@ -655,7 +655,7 @@ def write_site(context: AnalysisContext, store_dir: Path) -> Site:
     sections: dict[str, list[str]] = {}
     for number, item in enumerate(report.items):
         sections.setdefault(item.analysis, []).append(_item_html(item, number, hover))
-    counts = _counts(rows, len(study.trials()))
+    counts = _counts(rows, len(study.trial_numbers))
     state = pd.DataFrame([counts]).to_html(index=False, border=0, classes="facts")
     body = STUDY.render(
         description=study.description,

@@ -6,9 +6,12 @@ names the file, the key and what is allowed (:class:`StudyError`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,7 @@ from shiftbench.search import (
     parse_space,
     random_samples,
 )
-from shiftbench.trial import Trial
+from shiftbench.trial import ID_LENGTH, Trial
 
 TOP_LEVEL_KEYS = {
     "name": "the study's name (letters, digits, _ and -)",
@@ -56,6 +59,8 @@ SEARCH_KEYS = {"kind", "trials_per_solver", "seed"}
 RESOURCE_KEYS = {"cpus", "gpus"}
 OPTIMIZER_PROBES = "rotation_probes"  # measure family that reads the optimizer's state
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+_RESOLVED_KEPT = 65_536  # resolved dataset parameters an expansion keeps for reuse
+_ID_BYTES = ID_LENGTH // 2  # a trial id is the first 8 bytes of its SHA-256, in hex
 # Line breaks (as str.splitlines sees them) are escaped so a message stays on one line.
 _ONE_LINE = {ord(ch): repr(ch)[1:-1] for ch in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
 
@@ -127,42 +132,75 @@ class Study:
 
     def trials(self) -> list[Trial]:
         """Every trial of the study, in a stable order (grouped by data set)."""
+        return list(self.iter_trials())
+
+    def iter_trials(self, skip: Container[int] = frozenset()) -> Iterator[Trial]:
+        """The trials of :meth:`trials`, built one at a time (a run holds only the ones it
+        dispatches, not a million), leaving out those whose id number
+        (:func:`id_numbers`) is in ``skip`` without building them."""
+        seen: set[int] = set()
+        for text, parts in self._configs():
+            number = _id_number(text)
+            # Equal configs (a repeated grid value, a fully fixed random search) are one
+            # trial: the ledger must never hold it twice.
+            if number not in seen and number not in skip:
+                seen.add(number)
+                yield Trial.make(*parts)
+
+    @cached_property
+    def trial_numbers(self) -> np.ndarray:
+        """The ids of :meth:`trials` as unsigned 64-bit integers (:func:`id_numbers`), in
+        the same order, without building a :class:`Trial`: each id hashes the canonical JSON
+        (:attr:`Trial.config_json`) assembled from per-part fragments, 8 bytes per trial."""
+        numbers = np.fromiter((_id_number(text) for text, _ in self._configs()), np.uint64)
+        _, first = np.unique(numbers, return_index=True)
+        numbers = numbers[np.sort(first)]
+        numbers.flags.writeable = False
+        return numbers
+
+    def _configs(self) -> Iterator[tuple[str, tuple]]:
+        """Each trial's canonical JSON (equal to :attr:`Trial.config_json`, whose keys
+        ``json.dumps(sort_keys=True)`` orders dataset, dataset_params, objective_params, seed,
+        solver, solver_params) and its :meth:`Trial.make` arguments, in expansion order,
+        duplicates included. Each part's JSON is made once, not once per trial."""
         objective_defaults = registry.defaults(registry.objective_class())
-        trials, seen = [], set()
         for dataset, dataset_grid in self.datasets.items():
             dataset_cls = registry.dataset_class(dataset)
             dataset_defaults = registry.defaults(dataset_cls)
             domainbed_name = getattr(dataset_cls, "domainbed_name", dataset)
+            head = f'{{"dataset":{_dumps(dataset)},"dataset_params":'
             for dataset_params in grid_samples(_as_spaces(dataset_grid)):
-                if _self_validating({**dataset_defaults, **dataset_params}):
+                params = {**dataset_defaults, **dataset_params}
+                if _self_validating(params):
                     continue
+                # the resolved seeds depend on (algorithm, sample, seed) only: made once each
+                # (up to a bound on what is kept)
+                resolved: dict[tuple[str, int, int], tuple[dict, str]] = {}
                 for objective_params in self.objective_samples(dataset):
                     objective = {**objective_defaults, **objective_params}
+                    algorithm, objective = objective["algorithm"], _without_seed(objective)
+                    middle = f',"objective_params":{_dumps(objective)},"seed":'
                     for solver, overrides in self.solvers.items():
                         samples = self.solver_samples(dataset, solver, overrides)
                         for index, hparams in enumerate(samples):
+                            tail = (
+                                f',"solver":{_dumps(solver)},"solver_params":{_dumps(hparams)}}}'
+                            )
                             for seed in self.seeds:
-                                trial = Trial.make(
-                                    dataset,
-                                    data_seeds.resolve(
-                                        domainbed_name,
-                                        {**dataset_defaults, **dataset_params},
-                                        objective["algorithm"],
-                                        index,
-                                        seed,
-                                    ),
-                                    _without_seed(objective),
-                                    solver,
-                                    hparams,
-                                    seed,
-                                    index,
+                                key = algorithm, index, seed
+                                if key not in resolved:
+                                    if len(resolved) >= _RESOLVED_KEPT:
+                                        resolved.clear()
+                                    data = data_seeds.resolve(
+                                        domainbed_name, params, algorithm, index, seed
+                                    )
+                                    resolved[key] = data, _dumps(data)
+                                data, data_json = resolved[key]
+                                text = f"{head}{data_json}{middle}{int(seed)}{tail}"
+                                yield (
+                                    text,
+                                    (dataset, data, objective, solver, hparams, seed, index),
                                 )
-                                # Equal configs (a repeated grid value, a fully fixed random
-                                # search) are one trial: the ledger must never hold it twice.
-                                if trial.trial_id not in seen:
-                                    seen.add(trial.trial_id)
-                                    trials.append(trial)
-        return trials
 
     def trial_count(self) -> tuple[int, list[tuple[str, int]]]:
         """How many trials :meth:`trials` makes at most (equal configs are one trial), counted
@@ -206,7 +244,7 @@ class Study:
         )
         return total, [(key, factors[key]) for key in keys]
 
-    def check_data(self, trials: list[Trial]) -> None:
+    def check_data(self, trials: Iterable[Trial]) -> None:
         """Run the ``check_data()`` hook (a plugin's cheap check that its files are there) of
         each dataset configuration these trials load, so missing data stops the study in one
         line naming the path and where to get it, before any trial starts, instead of
@@ -241,6 +279,38 @@ def _self_validating(params: dict[str, Any]) -> bool:
     """A leave-one-domain-out companion that would validate on its own test environment
     (``val_env == test_env``): not a run (DomainBed's ``test_envs`` pairs are distinct)."""
     return params.get("val_env", -1) == params.get("test_env")
+
+
+def _id_number(config_json: str) -> int:
+    """The id number (:func:`id_numbers`) of the trial with this canonical JSON."""
+    return int.from_bytes(hashlib.sha256(config_json.encode()).digest()[:_ID_BYTES], "big")
+
+
+def _dumps(value: Any) -> str:
+    """JSON as :attr:`Trial.config_json` writes it (sorted keys, no spaces)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def id_numbers(trial_ids: Iterable[str]) -> np.ndarray:
+    """Trial ids (16 hex digits, :data:`shiftbench.trial.ID_LENGTH`) as unsigned 64-bit
+    integers: 8 bytes a trial where a Python string takes about 65."""
+    return np.fromiter((int(tid, 16) for tid in trial_ids), dtype=np.uint64)
+
+
+def in_study(trial_ids: Iterable[str], numbers: np.ndarray) -> np.ndarray:
+    """Which of these trial ids are among a study's id ``numbers`` (a boolean mask), found
+    without a string or a :class:`Trial` per study trial: a binary search of each in the
+    sorted numbers (``np.isin`` hashes all of them, seconds at a million)."""
+    wanted, ordered = id_numbers(trial_ids), np.sort(numbers)
+    if not len(ordered):
+        return np.zeros(len(wanted), dtype=bool)
+    found = ordered[np.minimum(np.searchsorted(ordered, wanted), len(ordered) - 1)]
+    return found == wanted
+
+
+def id_strings(numbers: np.ndarray) -> list[str]:
+    """The inverse of :func:`id_numbers`."""
+    return [f"{int(n):0{ID_LENGTH}x}" for n in numbers]
 
 
 def _without_seed(params: dict[str, Any]) -> dict[str, Any]:

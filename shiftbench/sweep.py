@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ from shiftbench.packing import gpu_fraction, trials_per_gpu
 from shiftbench.plugins import benchmark_root
 from shiftbench.provenance import static_provenance
 from shiftbench.runner import TrialOutcome, TrialRunner, ledger_rows
-from shiftbench.study import Resources, Study, StudyError
+from shiftbench.study import Resources, Study, StudyError, id_numbers, in_study
 from shiftbench.trial import Trial
 
 IN_FLIGHT_PER_WORKER = 2
@@ -54,6 +55,7 @@ FLUSH_SECONDS = float(os.environ.get("SHIFTBENCH_FLUSH_SECONDS", "10"))
 FLUSH_TRIALS = int(os.environ.get("SHIFTBENCH_FLUSH_TRIALS", "64"))
 WORKER_DEATHS_ALLOWED = 2
 FINAL = ("done", "diverged")
+WINDOW = 10_000  # pending trials a run builds and dispatches at a time (bounded memory)
 # Columns that legitimately differ between two runs of one trial: wall-clock and bookkeeping.
 NOT_RESULTS = frozenset({"attempt", "time", "worker_pid", "sample"})
 
@@ -71,35 +73,42 @@ Group = list[Trial]
 
 @dataclass
 class Plan:
-    """What a run will do: the study's trials split by their state in the ledger."""
+    """What a run will do: the study's trials split by their state in the ledger. Only the
+    pending trials a run dispatches are built; the others are counted."""
 
-    trials: list[Trial]
-    attempts: dict[str, int]
-    pending: list[Trial]
-    exhausted: list[Trial]
-    states: dict[str, str]
+    total: int  # trials in the study
+    pending: list[Trial]  # the first pending trials, up to plan's ``limit``, in study order
+    pending_count: int  # all of them
+    exhausted: list[str]  # ids of the failed trials that have used all their attempts
+    attempts: dict[str, int]  # attempts so far of the study's ledger trials and of ``pending``
+    states: dict[str, str]  # the latest status of the study's ledger trials
+    rest: Iterator[Trial] = field(default_factory=lambda: iter(()))  # pending after ``pending``
 
 
-def plan(study: Study, store_dir: Path) -> Plan:
+def plan(study: Study, store_dir: Path, limit: int | None = None) -> Plan:
     """Diff the study against the ledger: done and diverged trials are final; failed and
-    timed-out ones are retried while they have attempts left (1 + ``study.retries``)."""
-    trials = study.trials()
-    ledger = store.read(store_dir, study.name)
-    states = store.trial_states(ledger).set_index("trial_id")
-    status = states["status"].to_dict() if len(states) else {}
-    attempts = states["attempts"].to_dict() if len(states) else {}
-    pending, exhausted = [], []
-    for trial in trials:
-        tid = trial.trial_id
-        if status.get(tid) in FINAL:
-            continue
-        (pending if attempts.get(tid, 0) <= study.retries else exhausted).append(trial)
+    timed-out ones are retried while they have attempts left (1 + ``study.retries``).
+
+    The diff runs on the trials' 64-bit id numbers (:attr:`Study.trial_numbers`), and only
+    the first ``limit`` pending trials (all when None) are built, so a million-trial study
+    is planned in seconds and a run holds only the trials it dispatches."""
+    states = store.trial_states(store.read(store_dir, study.name))
+    states = states[in_study(states["trial_id"], study.trial_numbers)]
+    ids, attempts = states["trial_id"].to_numpy(), states["attempts"].to_numpy(dtype=int)
+    final = states["status"].isin(FINAL).to_numpy()
+    exhausted = ~final & (attempts > study.retries)
+    skip = set(id_numbers(ids[final | exhausted]).tolist())
+    rest = study.iter_trials(skip)
+    pending = list(islice(rest, limit))
+    tried = dict(zip(ids.tolist(), attempts.tolist(), strict=True))
     return Plan(
-        trials,
-        {t.trial_id: int(attempts.get(t.trial_id, 0)) for t in trials},
-        pending,
-        exhausted,
-        status,
+        total=len(study.trial_numbers),
+        pending=pending,
+        pending_count=len(study.trial_numbers) - int(final.sum()) - int(exhausted.sum()),
+        exhausted=ids[exhausted].tolist(),
+        attempts={**tried, **{t.trial_id: tried.get(t.trial_id, 0) for t in pending}},
+        states=dict(zip(ids.tolist(), states["status"], strict=True)),
+        rest=rest,
     )
 
 
@@ -156,15 +165,16 @@ def run_study(
     store_dir = Path(store_dir)
     with StudyLock(store_dir, study.name):
         store.repair(store_dir, study.name)
-        todo = plan(study, store_dir)
-        pending = todo.pending[:max_trials] if max_trials is not None else todo.pending
+        todo = plan(study, store_dir, WINDOW if max_trials is None else min(max_trials, WINDOW))
+        left = todo.pending_count if max_trials is None else min(max_trials, todo.pending_count)
+        pending = todo.pending
         summary = Summary()
         if not pending:
             return summary
         provenance = static_provenance(benchmark_root())
         writer = LedgerWriter(store_dir, study.name)
         bar = tqdm(
-            total=len(pending),
+            total=left,
             desc=study.name,
             unit="trial",
             disable=not progress,
@@ -180,25 +190,29 @@ def run_study(
         start = time.monotonic()
         try:
             with _sigterm_interrupts():
-                groups = plan_groups(
-                    pending,
-                    study.ensemble,
-                    uses_gpu=study.resources.gpus > 0 or (workers == 0 and _has_cuda()),
-                    measures=bool(study.measures),
-                    parallel=max(workers or os.cpu_count() or 1, 1),
-                )
-                if workers == 0:
-                    run_in_process(groups, todo.attempts, study, provenance, finished)
-                else:
-                    run_on_ray(
-                        groups,
-                        todo.attempts,
-                        study,
-                        provenance,
-                        finished,
-                        workers=workers,
-                        address=address,
+                while pending:  # one window of built trials at a time
+                    attempts = {t.trial_id: todo.attempts.get(t.trial_id, 0) for t in pending}
+                    groups = plan_groups(
+                        pending,
+                        study.ensemble,
+                        uses_gpu=study.resources.gpus > 0 or (workers == 0 and _has_cuda()),
+                        measures=bool(study.measures),
+                        parallel=max(workers or os.cpu_count() or 1, 1),
                     )
+                    if workers == 0:
+                        run_in_process(groups, attempts, study, provenance, finished)
+                    else:
+                        run_on_ray(
+                            groups,
+                            attempts,
+                            study,
+                            provenance,
+                            finished,
+                            workers=workers,
+                            address=address,
+                        )
+                    left -= len(pending)
+                    pending = list(islice(todo.rest, min(left, WINDOW)))
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
@@ -792,7 +806,7 @@ def rerun_trial(study: Study, store_dir: Path, trial_id: str) -> Rerun:
         raise KeyError(
             f"trial {trial_id} has no rows in the ledger of study {study.name} in {store_dir}"
         )
-    trial = next((t for t in study.trials() if t.trial_id == trial_id), None)
+    trial = next((t for t in study.iter_trials() if t.trial_id == trial_id), None)
     if trial is None:  # a trial of an earlier version of the study file
         trial = Trial.from_config(json.loads(recorded["config"].iloc[0]))
     attempt = int(recorded["attempt"].iloc[0])

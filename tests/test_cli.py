@@ -15,6 +15,7 @@ from shiftbench import faults, store
 from shiftbench.cli import main
 from shiftbench.selection import select
 from shiftbench.study import load_study
+from shiftbench.trial import Trial
 
 TINY = {
     "name": "tiny",
@@ -287,3 +288,44 @@ def test_importing_the_cli_imports_no_training_library():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+LARGE = {
+    **TINY,
+    "objective": {**TINY["objective"], "steps": list(range(1, 11)), "width": [4, 8]},
+    "solvers": {"sgd": {"lr": [i / 1000 for i in range(1, 101)]}},
+    "search": {"kind": "grid"},
+    "seeds": list(range(10)),
+    "analyses": ["id_ood_table"],
+}
+
+
+@pytest.fixture
+def built(monkeypatch) -> list[int]:
+    """One entry per Trial built (Trial.make, counted around the real one)."""
+    built, make = [], Trial.make.__func__
+    monkeypatch.setattr(Trial, "make", classmethod(lambda *a: built.append(1) or make(*a)))
+    return built
+
+
+def test_status_on_a_large_grid_builds_no_trial(tmp_path, built):
+    """20,000 trials: `status` counts them from id numbers, where building every Trial took
+    seconds and gigabytes a million."""
+    path, store_dir = write(tmp_path / "large.yml", LARGE), tmp_path / "store"
+    result = invoke("status", path, "--store", store_dir)
+    assert "tiny: 20000 trials" in result.output
+    assert re.search(r"pending\s+20000$", result.output, flags=re.M) and built == []
+
+
+@pytest.mark.slow
+def test_run_and_report_on_a_large_grid_build_only_the_trial_they_run(tmp_path, built):
+    path, store_dir = write(tmp_path / "large.yml", LARGE), tmp_path / "store"
+    result = invoke("run", path, "--store", store_dir, "--workers", 0, "--max-trials", 1)
+    assert "tiny: 20000 trials, 0 already in the ledger, 20000 to run" in result.output
+    assert "ran 1 trials" in result.output and "incomplete: 19999 pending" in result.output
+    assert 1 <= len(built) <= 3, len(built)  # the trial run (by each plan that lists it)
+    result = invoke("status", path, "--store", store_dir)
+    assert re.search(r"pending\s+19999$", result.output, flags=re.M)
+    built.clear()
+    result = invoke("report", path, "--store", store_dir)
+    assert result.exit_code == 0 and "report written" in result.output and built == []

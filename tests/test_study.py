@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from shiftbench import registry
 from shiftbench.data.seeds import seed_hash
 from shiftbench.solver_base import INERT
-from shiftbench.study import Study, StudyError, load_study, parse_study
+from shiftbench.study import Study, StudyError, id_strings, in_study, load_study, parse_study
+from shiftbench.trial import Trial
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "benchmarks" / "quickstart.yml"
@@ -527,3 +528,67 @@ def test_val_env_out_of_range_is_refused(tmp_path):
     }
     with pytest.raises(StudyError, match=r"datasets\.colored_digits\.val_env"):
         parse_study(raw, tmp_path / "d.yml")
+
+
+EXPANSIONS = {
+    "random search": {
+        "name": "r",
+        "datasets": {"colored_digits": {"test_env": [1, 2]}},
+        "solvers": {"sgd": {"lr": {"loguniform": [0.01, 0.1]}}, "adam": {}},
+        "search": {"kind": "random", "trials_per_solver": 3, "seed": 5},
+        "seeds": [0, 1],
+    },
+    "dataset objective variants": {
+        "name": "v",
+        "datasets": {
+            "colored_digits": {
+                "test_env": [0, 2],
+                "objective": [{"model": "mlp", "width": [8, 16]}, {"model": "cnn"}],
+            },
+            "rotated_digits": {"test_env": [0]},
+        },
+        "objective": {"steps": [10, 20]},
+        "solvers": {"sgd": {"lr": [0.1, 0.01]}},
+        "search": {"kind": "grid"},
+        "seeds": [0, 3],
+    },
+    "val_env companions": {
+        "name": "c",
+        "datasets": {"colored_digits": {"test_env": [0, 1, 2], "val_env": [-1, 0, 1, 2]}},
+        "solvers": {"adam": {"lr": [0.001, 0.01]}},
+        "search": {"kind": "grid"},
+        "seeds": [0, 1],
+    },
+    "repeated values, fixed data": {
+        "name": "f",
+        "datasets": {"colored_digits": {"test_env": [2, 2], "fixed_data": True}},
+        "solvers": {"sgd": {"lr": 0.1}},
+        "search": {"trials_per_solver": 3},
+        "seeds": [0, 1],
+    },
+}
+
+
+@pytest.mark.parametrize("raw", EXPANSIONS.values(), ids=EXPANSIONS.keys())
+def test_trial_numbers_are_the_trials_ids_in_order_without_building_them(
+    raw, tmp_path, monkeypatch
+):
+    study = parse_study(copy.deepcopy(raw), tmp_path / "s.yml")
+    trials = study.trials()
+    ids = [t.trial_id for t in trials]  # each hashes its own Trial.config_json
+    assert len(set(ids)) == len(ids) > 1
+    built = []
+    monkeypatch.setattr(Trial, "make", lambda *a: built.append(a))
+    assert id_strings(study.trial_numbers) == ids and built == []
+    monkeypatch.undo()
+    skip = set(study.trial_numbers[::2].tolist())
+    assert [t.trial_id for t in study.iter_trials(skip)] == ids[1::2]
+
+
+def test_in_study_is_set_membership_of_the_ids():
+    rng = np.random.default_rng(0)
+    numbers = rng.integers(0, 2**64 - 1, size=500, dtype=np.uint64, endpoint=True)
+    ids = [*id_strings(numbers[::3]), "0" * 16, "f" * 16, *id_strings(numbers[:7] + 1)]
+    members = set(id_strings(numbers))
+    assert in_study(ids, numbers).tolist() == [tid in members for tid in ids]
+    assert not in_study(ids, numbers[:0]).any() and in_study([], numbers).shape == (0,)

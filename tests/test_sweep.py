@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import CHECKPOINTS, assert_exactly_once, faults, stalled, wait_for
 
-from shiftbench import store
+from shiftbench import store, sweep
 from shiftbench.cli import main
 from shiftbench.faults import ENV
 from shiftbench.study import load_study
@@ -52,7 +52,8 @@ def test_plan_splits_trials_by_their_ledger_state(make_study, store_dir):
     )
     todo = plan(study, store_dir)
     assert [t.trial_id for t in todo.pending] == [b, d]
-    assert [t.trial_id for t in todo.exhausted] == [c]
+    assert todo.exhausted == [c]
+    assert (todo.total, todo.pending_count) == (4, 2)
     assert todo.attempts == {a: 1, b: 1, c: 2, d: 0}
     assert todo.states == {a: "done", b: "failed", c: "failed"}
 
@@ -85,6 +86,25 @@ def test_run_records_provenance_and_resumes_to_nothing(make_study, store_dir):
     summary = run_study(study, store_dir, workers=0, progress=False)
     assert summary.ran == 0
     assert sorted(p.name for p in store.study_dir(store_dir, "tiny").glob("*.parquet")) == files
+
+
+def test_a_run_builds_and_dispatches_its_trials_a_window_at_a_time(
+    make_study, store_dir, monkeypatch
+):
+    """Windows of 2 trials: --max-trials 3 runs 3 (across two windows), the next run the
+    last one, and each trial lands exactly once."""
+    study = load_study(make_study())
+    monkeypatch.setattr(sweep, "WINDOW", 2)
+    windows = []
+    plan_groups = sweep.plan_groups
+    monkeypatch.setattr(
+        sweep, "plan_groups", lambda t, *a, **k: windows.append(len(t)) or plan_groups(t, *a, **k)
+    )
+    assert run_study(study, store_dir, workers=0, max_trials=3, progress=False).ran == 3
+    assert windows == [2, 1] and plan(study, store_dir).pending_count == 1
+    assert run_study(study, store_dir, workers=0, progress=False).ran == 1
+    assert windows == [2, 1, 1]
+    assert_exactly_once(study, store_dir, {"done"})
 
 
 def test_failed_diverged_and_out_of_memory_trials_land_and_are_retried(
