@@ -15,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from shiftbench import __version__
 from shiftbench.plugins import KINDS, benchmark_root
@@ -26,11 +27,14 @@ CACHE_ENV = "SHIFTBENCH_CACHE"
 
 @dataclass(frozen=True)
 class Expansion:
-    """What ``status`` needs of a study: its name, its retries and its trials' ids."""
+    """What ``status`` needs of a study: its name, its retries and its trials' ids; its
+    measures and their full ``MeasureConfig`` settings (to tell which are missing)."""
 
     name: str
     retries: int
     trial_ids: tuple[str, ...]
+    measures: tuple[str, ...] = ()
+    measure_settings: dict[str, Any] = field(default_factory=dict)
 
 
 def cache_dir() -> Path:
@@ -58,14 +62,28 @@ def lookup(study_file: str | Path, trial_limit: int | None = None) -> Expansion 
     try:
         path = cache_dir() / f"{_key(Path(study_file), trial_limit)}.json"
         data = json.loads(path.read_text())
-        return Expansion(data["name"], int(data["retries"]), tuple(data["trial_ids"]))
+        return Expansion(
+            data["name"],
+            int(data["retries"]),
+            tuple(data["trial_ids"]),
+            tuple(data["measures"]),
+            dict(data["measure_settings"]),
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
 def remember(study_file: str | Path, trial_limit: int | None, study) -> Expansion:
     """Expand a validated :class:`shiftbench.study.Study` and cache the result."""
-    expansion = Expansion(study.name, study.retries, tuple(t.trial_id for t in study.trials()))
+    from shiftbench.measures import MeasureConfig
+
+    expansion = Expansion(
+        study.name,
+        study.retries,
+        tuple(t.trial_id for t in study.trials()),
+        study.measures,
+        asdict(MeasureConfig(**study.measure_config)),
+    )
     try:
         folder = cache_dir()
         folder.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,10 @@ compaction deletes those batches, a reader of the raw files sees both).
 Row values are never rewritten; a file that cannot be read, or comes from a
 newer schema, is reported by path and never touched.
 
+Measures computed later on a stored model (:mod:`shiftbench.artifacts`) land as rows with
+status ``measured`` at the trial's final checkpoint; :func:`read` merges them into that
+checkpoint's row (a reader of the raw files sees them as rows of their own).
+
 All files of a study share one schema (the union of their columns): a batch
 that brings a new column (a measure added, a resume) first rewrites the older
 files with that column as nulls, one atomic rename each, so DuckDB, Polars,
@@ -51,6 +55,10 @@ REQUIRED_COLUMNS = (*KEY_COLUMNS, "status")
 COMPACT_THRESHOLD = 32
 SCAN_ATTEMPTS = 5
 TMP_PATTERNS = (".batch-*.parquet.tmp", ".part-*.parquet.tmp")
+MEASURED = "measured"
+MEASURE_PREFIXES = ("measure.", "measure_config.")
+MEASURE_COUNTS = ("n_train_examples", "n_measure_examples", "n_iid_test_examples")
+ERRORS = "measure_errors"
 
 
 class LedgerWarning(UserWarning):
@@ -275,7 +283,43 @@ def read(store_dir: str | Path, study: str | None = None) -> pd.DataFrame:
         for path, reason in found.skipped.items():
             warnings.warn(f"skipping ledger file {path}: {reason}", LedgerWarning, stacklevel=2)
         tables.extend(_with_study(t, name) for _, t in found.tables)
-    return _frame(tables)
+    return merge_measured(_frame(tables))
+
+
+def merge_measured(ledger: pd.DataFrame) -> pd.DataFrame:
+    """The ledger with each ``measured`` row merged into the checkpoint row it measures (same
+    study, trial, attempt and step), oldest first: its measure values fill or replace that
+    row's, its measure errors are added to the row's. A row measured with other
+    ``measure_config`` settings than the row's own first loses its older measures, so every
+    value on a row comes from the settings it records."""
+    if "status" not in ledger or not (ledger["status"] == MEASURED).any():
+        return ledger
+    key = ["study", "trial_id", "attempt", "step"]
+    measured = ledger[ledger["status"] == MEASURED]
+    if "end_time" in measured:
+        measured = measured.sort_values("end_time", kind="stable")
+    rows = ledger[ledger["status"] != MEASURED].reset_index(drop=True)
+    index = pd.MultiIndex.from_frame(rows[key])
+    columns = [c for c in rows if c.startswith(MEASURE_PREFIXES) or c in MEASURE_COUNTS]
+    settings = [c for c in columns if c.startswith("measure_config.")]
+    values = [c for c in columns if c.startswith("measure.")]
+    for _, row in measured.iterrows():
+        at = index.get_indexer([tuple(row[key])])[0]
+        if at < 0:
+            continue  # the checkpoint row it measures is not in this ledger
+        old = rows.loc[at, settings]
+        if old.notna().any() and not all(
+            a == b or (pd.isna(a) and pd.isna(b)) for a, b in zip(old, row[settings])
+        ):
+            rows.loc[at, values] = None
+        given = [c for c in columns if pd.notna(row[c])]
+        rows.loc[at, given] = row[given]
+        if ERRORS in row and pd.notna(row[ERRORS]):
+            before = rows.loc[at, ERRORS] if ERRORS in rows else None
+            rows.loc[at, ERRORS] = (
+                f"{before}; {row[ERRORS]}" if pd.notna(before) and before else row[ERRORS]
+            )
+    return rows
 
 
 def skipped_files(store_dir: str | Path, study: str) -> dict[Path, str]:

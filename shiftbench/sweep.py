@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,13 +38,13 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from shiftbench import faults, store
+from shiftbench import artifacts, faults, store
 from shiftbench.ensemble import plan_groups, run_group
 from shiftbench.lock import StudyLock
 from shiftbench.packing import gpu_fraction, trials_per_gpu
 from shiftbench.plugins import benchmark_root
 from shiftbench.provenance import static_provenance
-from shiftbench.runner import TrialOutcome, TrialRunner, ledger_rows
+from shiftbench.runner import MeasureJob, TrialOutcome, TrialRunner, ledger_rows
 from shiftbench.study import Resources, Study, StudyError
 from shiftbench.trial import Trial
 
@@ -78,11 +78,16 @@ class Plan:
     pending: list[Trial]
     exhausted: list[Trial]
     states: dict[str, str]
+    # done trials that lack some of the study's measures: computed on their stored models,
+    # or (no model stored) listed, to be trained again only if the user asks
+    measure: list[MeasureJob] = field(default_factory=list)
+    unstored: list[Trial] = field(default_factory=list)
 
 
 def plan(study: Study, store_dir: Path) -> Plan:
     """Diff the study against the ledger: done and diverged trials are final; failed and
-    timed-out ones are retried while they have attempts left (1 + ``study.retries``)."""
+    timed-out ones are retried while they have attempts left (1 + ``study.retries``); done
+    trials missing measures (:func:`missing_measures`) get them from their stored models."""
     trials = study.trials()
     ledger = store.read(store_dir, study.name)
     states = store.trial_states(ledger).set_index("trial_id")
@@ -94,13 +99,36 @@ def plan(study: Study, store_dir: Path) -> Plan:
         if status.get(tid) in FINAL:
             continue
         (pending if attempts.get(tid, 0) <= study.retries else exhausted).append(trial)
+    done = [t for t in trials if status.get(t.trial_id) == "done"]
+    measure, unstored = _measure_jobs(study, store_dir, ledger, done)
     return Plan(
         trials,
         {t.trial_id: int(attempts.get(t.trial_id, 0)) for t in trials},
         pending,
         exhausted,
         status,
+        measure,
+        unstored,
     )
+
+
+def _measure_jobs(
+    study: Study, store_dir: Path, ledger: pd.DataFrame, done: list[Trial]
+) -> tuple[list[MeasureJob], list[Trial]]:
+    """Done trials lacking measures: jobs on their stored models, and those without one."""
+    if not study.measures or not done:
+        return [], []
+    from shiftbench.measures import MeasureConfig
+
+    settings = asdict(MeasureConfig(**study.measure_config))
+    by_id = {t.trial_id: t for t in done}
+    gaps = artifacts.measure_gaps(store_dir, study.name, ledger, by_id, study.measures, settings)
+    jobs = [
+        MeasureJob(by_id[g.trial_id], g.attempt, g.step, g.names, g.history, g.path)
+        for g in gaps
+        if g.path
+    ]
+    return jobs, [by_id[g.trial_id] for g in gaps if not g.path]
 
 
 @dataclass
@@ -151,20 +179,27 @@ def run_study(
     address: str | None = None,
     max_trials: int | None = None,
     progress: bool = True,
+    retrain: bool = False,
 ) -> Summary:
-    """Run (or resume) a study; returns the summary of this run."""
+    """Run (or resume) a study; returns the summary of this run. Done trials that lack some
+    of the study's measures get them from their stored models; those without a stored model
+    are trained again (a new attempt) only with ``retrain``."""
     store_dir = Path(store_dir)
     with StudyLock(store_dir, study.name):
         store.repair(store_dir, study.name)
+        artifacts.repair(store_dir, study.name)
         todo = plan(study, store_dir)
-        pending = todo.pending[:max_trials] if max_trials is not None else todo.pending
+        pending = todo.pending + (todo.unstored if retrain else [])
+        pending = pending[:max_trials] if max_trials is not None else pending
         summary = Summary()
-        if not pending:
+        if not pending and not todo.measure:
             return summary
         provenance = static_provenance(benchmark_root())
         writer = LedgerWriter(store_dir, study.name)
+        keep = study.keep != "none"
+        sink = artifacts.Sink(str(store_dir.resolve()), study.keep) if keep else None
         bar = tqdm(
-            total=len(pending),
+            total=len(pending) + len(todo.measure),
             desc=study.name,
             unit="trial",
             disable=not progress,
@@ -184,21 +219,34 @@ def run_study(
                     pending,
                     study.ensemble,
                     uses_gpu=study.resources.gpus > 0 or (workers == 0 and _has_cuda()),
-                    measures=bool(study.measures),
+                    # a vectorized ensemble neither measures nor stores its members' models
+                    measures=bool(study.measures) or sink is not None,
                     parallel=max(workers or os.cpu_count() or 1, 1),
                 )
                 if workers == 0:
-                    run_in_process(groups, todo.attempts, study, provenance, finished)
+                    run_in_process(groups, todo.attempts, study, provenance, finished, sink)
+                    measure_in_process(todo.measure, study, provenance, finished)
                 else:
-                    run_on_ray(
-                        groups,
-                        todo.attempts,
-                        study,
-                        provenance,
-                        finished,
-                        workers=workers,
-                        address=address,
-                    )
+                    if groups:
+                        run_on_ray(
+                            groups,
+                            todo.attempts,
+                            study,
+                            provenance,
+                            finished,
+                            workers=workers,
+                            address=address,
+                            sink=sink,
+                        )
+                    if todo.measure:
+                        measure_on_ray(
+                            todo.measure,
+                            study,
+                            provenance,
+                            finished,
+                            workers=workers,
+                            address=address,
+                        )
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
@@ -265,9 +313,10 @@ def run_in_process(
     study: Study,
     provenance: dict[str, Any],
     finished: Finished,
+    sink: artifacts.Sink | None = None,
 ) -> None:
     """Run the groups one by one in the driver (``--workers 0``: debugging and profiling)."""
-    runner = TrialRunner(provenance, accel=study.accel)
+    runner = TrialRunner(provenance, accel=study.accel, sink=sink)
     for group in pending:
         group_attempts, started = [attempts[t.trial_id] for t in group], datetime.now(UTC)
         try:
@@ -295,6 +344,49 @@ def run_in_process(
             ]
         for outcome in outcomes:
             finished(outcome)
+
+
+def measure_in_process(
+    jobs: list[MeasureJob], study: Study, provenance: dict[str, Any], finished: Finished
+) -> None:
+    """Compute missing measures on stored models in the driver (``--workers 0``)."""
+    runner = TrialRunner(provenance, accel=study.accel)
+    for job in jobs:
+        _measured(study, runner.measure(job, study.name, study.measure_config), finished)
+
+
+def measure_on_ray(
+    jobs: list[MeasureJob],
+    study: Study,
+    provenance: dict[str, Any],
+    finished: Finished,
+    *,
+    workers: int | None,
+    address: str | None,
+) -> None:
+    """Compute missing measures on stored models on worker actors, as many at once as fit."""
+    import ray
+    from ray.util import ActorPool
+
+    _start_ray(workers, address)
+    sweep = RaySweep(study, {}, provenance, finished)
+    actors = [sweep._spawn() for _ in range(min(sweep.workers_that_fit(workers), len(jobs)))]
+    try:
+        outcomes = ActorPool(actors).map_unordered(
+            lambda actor, job: actor.measure.remote(job, study.name, study.measure_config), jobs
+        )
+        for outcome in outcomes:
+            _measured(study, outcome, finished)
+    finally:
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+
+
+def _measured(study: Study, outcome: TrialOutcome, finished: Finished) -> None:
+    if not outcome.rows:
+        last = ["", *outcome.error.strip().splitlines()][-1]
+        notice(f"{study.name}: measures of trial {outcome.trial_id} not computed: {last}")
+    finished(outcome)
 
 
 def lost_trial(
@@ -473,11 +565,12 @@ def run_on_ray(
     *,
     workers: int | None,
     address: str | None,
+    sink: artifacts.Sink | None = None,
 ) -> None:
     """Run the groups of trials on worker actors of an embedded or existing Ray cluster."""
 
     _start_ray(workers, address)
-    sweep = RaySweep(study, attempts, provenance, finished)
+    sweep = RaySweep(study, attempts, provenance, finished, sink)
     if study.resources.pack_gpus:
         pending = sweep.pack(pending)
     sweep.run(pending, sweep.workers_that_fit(workers))
@@ -504,8 +597,10 @@ class RaySweep:
         attempts: dict[str, int],
         provenance: dict[str, Any],
         finished: Finished,
+        sink: artifacts.Sink | None = None,
     ) -> None:
         self.study, self.attempts, self.finished = study, attempts, finished
+        self.sink = sink
         self.provenance = provenance
         self.lost_provenance = {**provenance, "device": "unknown"}
         self.resources = study.resources
@@ -600,7 +695,9 @@ class RaySweep:
     def _spawn(self) -> Any:
         from shiftbench.worker import TrialWorker
 
-        return TrialWorker.options(**self.options).remote(self.provenance, self.study.accel)
+        return TrialWorker.options(**self.options).remote(
+            self.provenance, self.study.accel, self.sink
+        )
 
     def _fill(self, slot: _Slot) -> None:
         while len(slot.refs) < IN_FLIGHT_PER_WORKER and self.queue:

@@ -13,8 +13,9 @@ from typing import Any
 import ray
 
 from shiftbench.accel import Accel
+from shiftbench.artifacts import Sink
 from shiftbench.ensemble import run_group
-from shiftbench.runner import TrialOutcome, TrialRunner
+from shiftbench.runner import MeasureJob, TrialOutcome, TrialRunner
 from shiftbench.trial import Trial
 
 
@@ -22,7 +23,7 @@ from shiftbench.trial import Trial
 class TrialWorker:
     """Imports torch and loads data once, then runs the trials it is sent."""
 
-    def __init__(self, provenance: dict[str, Any], accel: Accel) -> None:
+    def __init__(self, provenance: dict[str, Any], accel: Accel, sink: Sink | None = None) -> None:
         import torch
 
         threads = max(1, int(float(os.environ.get("OMP_NUM_THREADS", "1"))))
@@ -31,7 +32,7 @@ class TrialWorker:
             "hostname": socket.gethostname(),
             "ray_node": ray.get_runtime_context().get_node_id(),
         }
-        self.runner = TrialRunner({**provenance, **where}, accel=accel)
+        self.runner = TrialRunner({**provenance, **where}, accel=accel, sink=sink)
 
     def ready(self) -> bool:
         """Returns once the worker is constructed (the driver waits for it)."""
@@ -47,3 +48,9 @@ class TrialWorker:
     ) -> list[TrialOutcome]:
         """Run one trial, or a group of trials as one vectorized ensemble."""
         return run_group(self.runner, group, study, attempts, measures, measure_config)
+
+    def measure(
+        self, job: MeasureJob, study: str, measure_config: dict[str, Any] | None = None
+    ) -> TrialOutcome:
+        """Compute missing measures on a trial's stored model (no training)."""
+        return self.runner.measure(job, study, measure_config)
