@@ -113,19 +113,24 @@ def _serialize(state: dict[str, Any], metadata: dict[str, str]) -> bytes:
 
 def write_atomic(url: str, data: bytes) -> None:
     """Write ``data`` to a temporary name beside ``url`` and rename it into place (fsynced on
-    a local file system)."""
+    a local file system); a write that fails removes its temporary."""
     fs, path = _fs(url)
     folder, name = path.rsplit("/", 1)
     fs.makedirs(folder, exist_ok=True)
     tmp = f"{folder}/.{name}{TMP_MARK}{uuid.uuid4().hex[:8]}"
-    if isinstance(fs, LocalFileSystem):
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    else:
-        with fs.open(tmp, "wb") as handle:
-            handle.write(data)
+    try:
+        if isinstance(fs, LocalFileSystem):
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        else:
+            with fs.open(tmp, "wb") as handle:
+                handle.write(data)
+    except BaseException:  # a full disk: no half file stays behind
+        if fs.exists(tmp):
+            fs.rm_file(tmp)
+        raise
     faults.hit("artifacts.tmp_written")
     fs.mv(tmp, path)
 

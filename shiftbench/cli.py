@@ -120,6 +120,12 @@ def run(
         raise click.ClickException(str(exc)) from None
     counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items())) or "nothing new"
     click.echo(f"ran {summary.ran} trials in {summary.seconds:.1f}s: {counts}")
+    if summary.full:
+        raise click.ClickException(
+            f"{store.study_dir(store_dir, study.name)}: disk full ({summary.full}); the rows of "
+            f"{len(summary.unlanded)} finished trials did not land (every other row did): "
+            "free space and run the same command again"
+        )
     _echo_models(store_dir, study.name)
     after = plan(study, store_dir)
     if after.exhausted or any(summary.counts.get(s) for s in store.FAILED):

@@ -32,6 +32,7 @@ pyarrow and pandas read the folder with every column and no options.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import uuid
@@ -82,10 +83,15 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _write_atomic(table: pa.Table, path: Path) -> None:
+    """Write, fsync and rename into place; a failed write (a full disk) leaves no temporary."""
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     faults.hit("store.tmp_written")
     os.replace(tmp, path)
     _fsync_dir(path.parent)
@@ -396,6 +402,15 @@ def final_rows(ledger: pd.DataFrame) -> pd.DataFrame:
 
 
 FAILED = ("failed", "timeout")
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_full(exc: BaseException) -> bool:
+    """Whether an error is a full disk or an exhausted quota (pyarrow raises these as an
+    ``OSError`` with no errno, naming it in its text)."""
+    return isinstance(exc, OSError) and (
+        exc.errno in FULL_ERRNOS or any(os.strerror(n) in str(exc) for n in FULL_ERRNOS)
+    )
 
 
 def failure_reasons(

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -139,21 +140,30 @@ class Summary:
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     interrupted: bool = False
+    full: str = ""  # the full disk's error, if the ledger's disk filled up
+    unlanded: list[str] = field(default_factory=list)  # trials whose rows did not land
 
     def add(self, status: str) -> None:
         self.ran += 1
         self.counts[status] = self.counts.get(status, 0) + 1
 
 
+class StoreFull(Exception):
+    """The ledger's disk is full: the run stops; the rows that did not land are held."""
+
+
 class LedgerWriter:
     """Buffers finished trials' rows and appends them per batch (a trial never straddles
-    two batches)."""
+    two batches). On a full disk each trial's rows are appended alone, so every trial that
+    fits lands; the others' rows stay in the buffer for the next flush, and ``full`` says
+    why (then :meth:`add` raises :class:`StoreFull`: the run stops)."""
 
     def __init__(self, store_dir: Path, study: str) -> None:
         self.store_dir, self.study = store_dir, study
         self.rows: list[dict[str, Any]] = []
         self.trials = 0
         self.last_flush = time.monotonic()
+        self.full = ""
 
     def add(self, outcome: TrialOutcome) -> None:
         self.rows.extend(outcome.rows)
@@ -161,14 +171,50 @@ class LedgerWriter:
         faults.hit("sweep.trial_finished", outcome.trial_id)
         if self.trials >= FLUSH_TRIALS or time.monotonic() - self.last_flush > FLUSH_SECONDS:
             self.flush()
+        if self.full:
+            raise StoreFull(self.full)
 
     def flush(self) -> None:
         # Taken out of the buffer first: if the append fails, those trials simply run again,
-        # where retrying the same rows could land them twice.
+        # where retrying the same rows could land them twice. A full disk fails before the
+        # rename (no temporary stays), so those rows are safe to append again.
         rows, self.rows, self.trials, self.last_flush = self.rows, [], 0, time.monotonic()
-        store.append(self.store_dir, self.study, rows)
+        try:
+            store.append(self.store_dir, self.study, rows)
+        except OSError as exc:
+            if not store.is_full(exc):
+                raise
+            self.rows = self._land_what_fits(rows)
+            self.full = str(exc) if self.rows else ""
+            return
         faults.hit("sweep.flushed")
-        store.compact(self.store_dir, self.study, threshold=store.COMPACT_THRESHOLD)
+        self.compact(store.COMPACT_THRESHOLD)
+
+    def _land_what_fits(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Append each trial's rows alone; returns the rows that did not fit."""
+        held = []
+        for _, trial_rows in groupby(rows, key=lambda row: row["trial_id"]):
+            batch = list(trial_rows)
+            try:
+                store.append(self.store_dir, self.study, batch)
+            except OSError as exc:
+                if not store.is_full(exc):
+                    raise
+                held.extend(batch)
+        return held
+
+    def compact(self, threshold: int = 1) -> None:
+        """Compact the batches; on a full disk they stay as they are (and read the same)."""
+        try:
+            store.compact(self.store_dir, self.study, threshold=threshold)
+        except OSError as exc:
+            if not store.is_full(exc):
+                raise
+
+    @property
+    def unlanded(self) -> list[str]:
+        """The trials whose rows are held (did not land)."""
+        return sorted({row["trial_id"] for row in self.rows})
 
 
 def run_study(
@@ -207,10 +253,10 @@ def run_study(
         )
 
         def finished(outcome: TrialOutcome) -> None:
-            writer.add(outcome)
             summary.add(outcome.status)
             bar.update(1)
             bar.set_postfix(dict(sorted(summary.counts.items())), refresh=False)
+            writer.add(outcome)  # last: on a full disk it stops the run
 
         start = time.monotonic()
         try:
@@ -249,9 +295,12 @@ def run_study(
                         )
         except KeyboardInterrupt:
             summary.interrupted = True
+        except StoreFull:
+            pass  # the rows that fit have landed; the others are flushed once more below
         finally:
             writer.flush()
-            store.compact(store_dir, study.name)
+            writer.compact()
+            summary.full, summary.unlanded = writer.full, writer.unlanded
             bar.close()
             summary.seconds = time.monotonic() - start
         return summary
@@ -364,8 +413,11 @@ def measure_on_ray(
     workers: int | None,
     address: str | None,
 ) -> None:
-    """Compute missing measures on stored models on worker actors, as many at once as fit."""
+    """Compute missing measures on stored models on worker actors, as many at once as fit.
+    A worker that dies ends this part of the run in one line; what landed stays, and the next
+    run computes the rest."""
     import ray
+    from ray.exceptions import RayError
     from ray.util import ActorPool
 
     _start_ray(workers, address)
@@ -377,6 +429,8 @@ def measure_on_ray(
         )
         for outcome in outcomes:
             _measured(study, outcome, finished)
+    except RayError as exc:
+        notice(f"{study.name}: a worker computing measures died ({type(exc).__name__}); run again")
     finally:
         for actor in actors:
             ray.kill(actor, no_restart=True)
