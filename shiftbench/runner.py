@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from shiftbench import artifacts, faults, registry
+from shiftbench import artifacts, faults, registry, store
 from shiftbench.accel import AUTO, Accel
 from shiftbench.provenance import device_name
 from shiftbench.training import pick_device
@@ -28,7 +28,6 @@ from shiftbench.trial import Trial
 
 DATA_CACHE_SIZE = 2
 ERROR_CHARS = 4000
-MEASURED = "measured"  # the status of a row holding measures computed on a stored model
 # Stores one model of the running trial: (file name, model, step).
 Save = Callable[[str, torch.nn.Module, int], None]
 
@@ -218,13 +217,13 @@ class TrialRunner:
             "trial_id": job.trial.trial_id,
             "attempt": job.attempt,
             "step": job.step,
-            "status": MEASURED,
+            "status": store.MEASURED,
             **self.row_provenance(),
             "start_time": started,
             "end_time": datetime.now(UTC),
             **extra,
         }
-        return TrialOutcome(job.trial.trial_id, MEASURED, [row])
+        return TrialOutcome(job.trial.trial_id, store.MEASURED, [row])
 
     def row_provenance(self, accel: Accel | None = None) -> dict[str, Any]:
         """What every ledger row of this runner records about where and how it ran:

@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -301,31 +302,28 @@ def merge_measured(ledger: pd.DataFrame) -> pd.DataFrame:
     if "status" not in ledger or not (ledger["status"] == MEASURED).any():
         return ledger
     key = ["study", "trial_id", "attempt", "step"]
-    measured = ledger[ledger["status"] == MEASURED]
+    is_measured = ledger["status"] == MEASURED
+    measured = ledger[is_measured]
     if "end_time" in measured:
         measured = measured.sort_values("end_time", kind="stable")
-    rows = ledger[ledger["status"] != MEASURED].reset_index(drop=True)
-    index = pd.MultiIndex.from_frame(rows[key])
+    rows = ledger[~is_measured].set_index(key)
     columns = [c for c in rows if c.startswith(MEASURE_PREFIXES) or c in MEASURE_COUNTS]
     settings = [c for c in columns if c.startswith("measure_config.")]
     values = [c for c in columns if c.startswith("measure.")]
-    for _, row in measured.iterrows():
-        at = index.get_indexer([tuple(row[key])])[0]
-        if at < 0:
-            continue  # the checkpoint row it measures is not in this ledger
-        old = rows.loc[at, settings]
-        if old.notna().any() and not all(
-            a == b or (pd.isna(a) and pd.isna(b)) for a, b in zip(old, row[settings])
-        ):
-            rows.loc[at, values] = None
-        given = [c for c in columns if pd.notna(row[c])]
-        rows.loc[at, given] = row[given]
-        if ERRORS in row and pd.notna(row[ERRORS]):
-            before = rows.loc[at, ERRORS] if ERRORS in rows else None
-            rows.loc[at, ERRORS] = (
-                f"{before}; {row[ERRORS]}" if pd.notna(before) and before else row[ERRORS]
-            )
-    return rows
+    for _, batch in measured.groupby(measured.groupby(key).cumcount(), sort=True):
+        batch = batch.set_index(key)
+        batch = batch[batch.index.isin(rows.index)]  # rows measuring a checkpoint not here go
+        old, new = rows.loc[batch.index, settings], batch[settings]
+        same = ((old == new) | (old.isna() & new.isna())).all(axis=1)
+        changed = batch.index[old.notna().any(axis=1) & ~same]
+        rows.loc[changed, [*values, *([ERRORS] if ERRORS in rows else [])]] = np.nan
+        if ERRORS in batch:  # a checkpoint's errors keep every measure's reason
+            before, given = rows.loc[batch.index, ERRORS], batch[ERRORS]
+            both = before.notna() & given.notna()
+            joined = before.astype(str) + "; " + given.astype(str)
+            batch = batch.assign(**{ERRORS: given.where(~both, joined)})
+        rows.update(batch[[c for c in [*columns, ERRORS] if c in batch]])
+    return rows.reset_index()[ledger.columns]
 
 
 def skipped_files(store_dir: str | Path, study: str) -> dict[Path, str]:
