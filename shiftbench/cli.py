@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from shiftbench import expansion_cache, registry, store
-from shiftbench.lock import StudyLocked
+from shiftbench import artifacts, expansion_cache, registry, store
+from shiftbench.lock import StudyLock, StudyLocked
 from shiftbench.study import DEFAULT_TRIAL_LIMIT, StudyError, in_study, load_study
 
 DEFAULT_STORE = Path("results")
@@ -66,6 +66,12 @@ def main() -> None:
 )
 @click.option("--max-trials", type=int, default=None, help="Run at most N pending trials.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--retrain",
+    is_flag=True,
+    help="Train again (a new attempt) the done trials that lack a measure and have no "
+    "stored model.",
+)
 @_limit_option
 def run(
     study_file: str,
@@ -74,6 +80,7 @@ def run(
     workers: int | None,
     max_trials: int | None,
     quiet: bool,
+    retrain: bool,
     trial_limit: int | None,
 ) -> None:
     """Run or resume a study: only trials the ledger does not hold yet are run."""
@@ -92,6 +99,13 @@ def run(
         f"{todo.total - todo.pending_count - len(todo.exhausted)} already in the "
         f"ledger, {todo.pending_count} to run"
     )
+    if todo.measure:
+        click.echo(f"{len(todo.measure)} done trials get missing measures from stored models")
+    if todo.unstored:
+        click.echo(
+            f"{len(todo.unstored)} done trials lack measures and have no stored model"
+            + (": training them again" if retrain else " (keep: none): --retrain trains them")
+        )
     try:
         summary = run_study(
             study,
@@ -100,11 +114,19 @@ def run(
             address=address,
             max_trials=max_trials,
             progress=not quiet,
+            retrain=retrain,
         )
     except (StudyLocked, StudyError, ClusterError) as exc:
         raise click.ClickException(str(exc)) from None
     counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items())) or "nothing new"
     click.echo(f"ran {summary.ran} trials in {summary.seconds:.1f}s: {counts}")
+    if summary.full:
+        raise click.ClickException(
+            f"{store.study_dir(store_dir, study.name)}: disk full ({summary.full}); the rows of "
+            f"{len(summary.unlanded)} finished trials did not land (every other row did): "
+            "free space and run the same command again"
+        )
+    _echo_models(store_dir, study.name)
     after = plan(study, store_dir, 0)
     if after.exhausted or any(summary.counts.get(s) for s in store.FAILED):
         with warnings.catch_warnings():
@@ -151,7 +173,49 @@ def status(study_file: str, store_dir: Path, trial_limit: int | None) -> None:
         click.echo(f"  ({exhausted} failed trials have used all {study.retries + 1} attempts)")
     for path, reason in store.skipped_files(store_dir, study.name).items():
         click.echo(f"  unreadable ledger file left untouched: {path}: {reason}")
+    done = states.loc[states["status"] == "done", "trial_id"]
+    gaps = artifacts.measure_gaps(
+        store_dir, study.name, ledger, done, study.measures, study.measure_settings
+    )
+    missing = Counter(n for gap in gaps if gap.path for n in gap.names)
+    if missing:
+        names = ", ".join(f"{n} ({k} trials)" for n, k in sorted(missing.items()))
+        click.echo(f"  measures missing, to compute on stored models by `run`: {names}")
+    unstored = sum(not gap.path for gap in gaps)
+    if unstored:
+        click.echo(
+            f"  {unstored} done trials lack measures and have no stored model "
+            "(`run --retrain` trains them again)"
+        )
+    _echo_models(store_dir, study.name)
+    for path, reason in artifacts.corrupt(store_dir, study.name).items():
+        click.echo(f"  corrupt model file left untouched: {path}: {reason}")
     _echo_failures(ledger, study_file, set(states["trial_id"]))
+
+
+def _echo_models(store_dir: Path, study: str) -> None:
+    line = artifacts.size_line(store_dir, study)
+    if line:
+        click.echo(line)
+
+
+@main.command()
+@click.argument("study_file", type=click.Path())
+@_store_option
+@_limit_option
+def repair(study_file: str, store_dir: Path, trial_limit: int | None) -> None:
+    """Delete what interrupted writes left (temporary files, merged batches) in a study's
+    ledger and model store; stored rows and models are never touched."""
+    study = _load(study_file, trial_limit)
+    try:
+        with StudyLock(store_dir, study.name):
+            removed = [*map(str, store.repair(store_dir, study.name))]
+            removed += artifacts.repair(store_dir, study.name)
+    except StudyLocked as exc:
+        raise click.ClickException(str(exc)) from None
+    for path in removed:
+        click.echo(f"removed {path}")
+    click.echo(f"{study.name}: {len(removed)} leftover files removed")
 
 
 def _echo_failures(ledger, study_file: str, trial_ids: set[str]) -> None:

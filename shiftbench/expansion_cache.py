@@ -14,9 +14,11 @@ that cannot be read or written is not used, never an error.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,11 +31,14 @@ CACHE_ENV = "SHIFTBENCH_CACHE"
 @dataclass(frozen=True, eq=False)
 class Expansion:
     """What ``status`` needs of a study: its name, its retries and its trials' ids (as
-    :func:`shiftbench.study.id_numbers`)."""
+    :func:`shiftbench.study.id_numbers`); its measures and their full ``MeasureConfig``
+    settings (to tell which are missing)."""
 
     name: str
     retries: int
     trial_numbers: np.ndarray
+    measures: tuple[str, ...] = ()
+    measure_settings: dict[str, Any] = field(default_factory=dict)
 
 
 def cache_dir() -> Path:
@@ -61,8 +66,13 @@ def lookup(study_file: str | Path, trial_limit: int | None = None) -> Expansion 
     try:
         path = cache_dir() / f"{_key(Path(study_file), trial_limit)}.npz"
         with np.load(path, allow_pickle=False) as data:
+            measures = json.loads(str(data["measures"]))
             return Expansion(
-                str(data["name"]), int(data["retries"]), data["trial_numbers"].astype(np.uint64)
+                str(data["name"]),
+                int(data["retries"]),
+                data["trial_numbers"].astype(np.uint64),
+                tuple(measures["names"]),
+                dict(measures["settings"]),
             )
     except (OSError, ValueError, KeyError, TypeError, EOFError):
         return None
@@ -70,7 +80,15 @@ def lookup(study_file: str | Path, trial_limit: int | None = None) -> Expansion 
 
 def remember(study_file: str | Path, trial_limit: int | None, study) -> Expansion:
     """Expand a validated :class:`shiftbench.study.Study` and cache the result."""
-    expansion = Expansion(study.name, study.retries, study.trial_numbers)
+    from shiftbench.measures import MeasureConfig
+
+    expansion = Expansion(
+        study.name,
+        study.retries,
+        study.trial_numbers,
+        study.measures,
+        asdict(MeasureConfig(**study.measure_config)),
+    )
     try:
         folder = cache_dir()
         folder.mkdir(parents=True, exist_ok=True)
@@ -82,6 +100,11 @@ def remember(study_file: str | Path, trial_limit: int | None, study) -> Expansio
                 name=np.str_(expansion.name),
                 retries=np.int64(expansion.retries),
                 trial_numbers=expansion.trial_numbers,
+                measures=np.str_(
+                    json.dumps(
+                        {"names": expansion.measures, "settings": expansion.measure_settings}
+                    )
+                ),
             )
         os.replace(tmp, path)
     except OSError:

@@ -24,7 +24,8 @@ Points: ``store.tmp_written`` (a file is written under its temporary name,
 not yet renamed), ``store.part_renamed`` (a compacted part is in place, its
 batches not yet deleted), ``store.batch_deleted`` (after each deletion),
 ``sweep.trial_finished`` (a trial's rows are buffered, not yet written),
-``sweep.flushed`` (a batch is written), ``trial.start`` (a worker or the
+``sweep.flushed`` (a batch is written), ``artifacts.tmp_written`` (a model file is
+written under its temporary name, not yet renamed), ``trial.start`` (a worker or the
 driver starts a trial, inside the runner's error handling).
 """
 

@@ -13,13 +13,14 @@ import math
 import time
 import traceback
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import torch
 
-from shiftbench import faults, registry
+from shiftbench import artifacts, faults, registry, store
 from shiftbench.accel import AUTO, Accel
 from shiftbench.provenance import device_name
 from shiftbench.training import pick_device
@@ -27,6 +28,8 @@ from shiftbench.trial import Trial
 
 DATA_CACHE_SIZE = 2
 ERROR_CHARS = 4000
+# Stores one model of the running trial: (file name, model, step).
+Save = Callable[[str, torch.nn.Module, int], None]
 
 
 @dataclass
@@ -50,10 +53,17 @@ class Checkpointer:
     once the training cross-entropy reaches ``target_loss`` (when > 0)."""
 
     def __init__(
-        self, objective, solver, steps: int, eval_every: int, target_loss: float = 0.0
+        self,
+        objective,
+        solver,
+        steps: int,
+        eval_every: int,
+        target_loss: float = 0.0,
+        save: Save | None = None,
     ) -> None:
         self.objective, self.solver = objective, solver
         self.steps, self.eval_every, self.target_loss = steps, eval_every, target_loss
+        self.save = save  # given: the weights are stored at every checkpoint
         self.step = 0
         self.elapsed = 0.0
         self.diverged = False
@@ -72,6 +82,8 @@ class Checkpointer:
                 metrics = self.objective.evaluate_result(**self.solver.get_result())
             metrics.pop("value", None)
             self.curve.append({"step": self.step, "time": self.elapsed, **metrics})
+            if self.save:
+                self.save(f"step-{self.step}", self.solver.model, self.step)
             if not math.isfinite(metrics["train_loss"]):
                 self.diverged = True
                 return False
@@ -84,15 +96,43 @@ class Checkpointer:
         return True
 
 
+@dataclass(frozen=True)
+class MeasureJob:
+    """Measures to compute on a finished trial's stored model: its final checkpoint's step,
+    its training-loss history (from the ledger) and the stored weights' path."""
+
+    trial: Trial
+    attempt: int
+    step: int
+    names: tuple[str, ...]
+    history: tuple[tuple[int, float], ...]
+    path: str
+
+
+@dataclass
+class _Trained:
+    """The parts of a solver that the measures read, for a model loaded from storage (its
+    optimizer state is not stored: the optimizer probes are undefined there)."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer | None = None
+
+
 class TrialRunner:
-    """Runs trials in-process, reusing plugins and loaded data across trials."""
+    """Runs trials in-process, reusing plugins and loaded data across trials; with a
+    ``sink`` it stores each trial's weights as its study's ``keep`` setting asks."""
 
     def __init__(
-        self, provenance: dict[str, Any], device: str = "auto", accel: Accel = AUTO
+        self,
+        provenance: dict[str, Any],
+        device: str = "auto",
+        accel: Accel = AUTO,
+        sink: artifacts.Sink | None = None,
     ) -> None:
         self.provenance = provenance
         self.device = pick_device(device)
         self.accel = accel.resolve(self.device)
+        self.sink = sink
         self._data: OrderedDict[Any, dict] = OrderedDict()
 
     def load_data(self, trial: Trial) -> dict:
@@ -125,8 +165,9 @@ class TrialRunner:
         out_of_memory = False
         try:
             faults.hit("trial.start", trial.trial_id)
+            save = self._saver(trial, study, attempt)
             with self.accel.denormals():
-                status, curve, extra = self._train(trial, measures, measure_config or {})
+                status, curve, extra = self._train(trial, measures, measure_config or {}, save)
             error = ""
         except Exception as exc:
             status, curve, extra = "failed", [], {}
@@ -142,6 +183,48 @@ class TrialRunner:
             trial, study, attempt, status, error, curve, extra, started, self.row_provenance()
         )
         return TrialOutcome(trial.trial_id, status, rows, error, out_of_memory, peak, total)
+
+    def _saver(self, trial: Trial, study: str, attempt: int) -> Save | None:
+        if self.sink is None or self.sink.keep == "none":
+            return None
+
+        def save(name: str, model: torch.nn.Module, step: int) -> None:
+            self.sink.save(study, trial, attempt, name, model.state_dict(), step)
+
+        return save
+
+    def measure(
+        self, job: MeasureJob, study: str, measure_config: dict[str, Any] | None = None
+    ) -> TrialOutcome:
+        """Compute ``job``'s measures on the stored model, without training: one ``measured``
+        row at the trial's final checkpoint (:func:`shiftbench.store.read` merges it into
+        that checkpoint's row). The initial model is rebuilt from the trial's seed, as
+        training built it. A failure returns no row and the error text."""
+        started = datetime.now(UTC)
+        try:
+            objective = self.objective(job.trial)
+            model = objective.build_model()
+            init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            state, _ = artifacts.load_state(job.path)
+            model.load_state_dict(state)
+            curve = [{"step": s, "train_loss": loss} for s, loss in job.history]
+            extra = self._measures(
+                objective, _Trained(model), init_state, curve, job.names, measure_config or {}
+            )
+        except Exception as exc:
+            return TrialOutcome(job.trial.trial_id, "measure_failed", [], _error_text(exc))
+        row = {
+            "study": study,
+            "trial_id": job.trial.trial_id,
+            "attempt": job.attempt,
+            "step": job.step,
+            "status": store.MEASURED,
+            **self.row_provenance(),
+            "start_time": started,
+            "end_time": datetime.now(UTC),
+            **extra,
+        }
+        return TrialOutcome(job.trial.trial_id, store.MEASURED, [row])
 
     def row_provenance(self, accel: Accel | None = None) -> dict[str, Any]:
         """What every ledger row of this runner records about where and how it ran:
@@ -166,18 +249,32 @@ class TrialRunner:
         """The trial's solver with its hyperparameters (not yet given an objective)."""
         return registry.solver_class(trial.solver).get_instance(**dict(trial.solver_params))
 
-    def _train(self, trial: Trial, measures: tuple[str, ...], measure_config: dict[str, Any]):
+    def _train(
+        self,
+        trial: Trial,
+        measures: tuple[str, ...],
+        measure_config: dict[str, Any],
+        save: Save | None = None,
+    ):
         params = dict(trial.objective_params)
         objective = self.objective(trial)
         solver = self.solver(trial)
         solver.accel = self.accel
         solver.set_objective(**objective.get_objective())
         init_state = {k: v.detach().clone() for k, v in solver.model.state_dict().items()}
+        keep_every = save if self.sink and self.sink.keep == "checkpoints" else None
         callback = Checkpointer(
-            objective, solver, params["steps"], params["eval_every"], params["target_loss"]
+            objective,
+            solver,
+            params["steps"],
+            params["eval_every"],
+            params["target_loss"],
+            keep_every,
         )
         solver.run(callback)
         status = "diverged" if callback.diverged else "done"
+        if save:
+            save(artifacts.FINAL, solver.model, callback.curve[-1]["step"])
         extra = {}
         if measures and status == "done":
             extra = self._measures(

@@ -20,6 +20,10 @@ compaction deletes those batches, a reader of the raw files sees both).
 Row values are never rewritten; a file that cannot be read, or comes from a
 newer schema, is reported by path and never touched.
 
+Measures computed later on a stored model (:mod:`shiftbench.artifacts`) land as rows with
+status ``measured`` at the trial's final checkpoint; :func:`read` merges them into that
+checkpoint's row (a reader of the raw files sees them as rows of their own).
+
 All files of a study share one schema (the union of their columns): a batch
 that brings a new column (a measure added, a resume) first rewrites the older
 files with that column as nulls, one atomic rename each, so DuckDB, Polars,
@@ -28,6 +32,7 @@ pyarrow and pandas read the folder with every column and no options.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import uuid
@@ -37,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -51,6 +57,10 @@ REQUIRED_COLUMNS = (*KEY_COLUMNS, "status")
 COMPACT_THRESHOLD = 32
 SCAN_ATTEMPTS = 5
 TMP_PATTERNS = (".batch-*.parquet.tmp", ".part-*.parquet.tmp")
+MEASURED = "measured"
+MEASURE_PREFIXES = ("measure.", "measure_config.")
+MEASURE_COUNTS = ("n_train_examples", "n_measure_examples", "n_iid_test_examples")
+ERRORS = "measure_errors"
 
 
 class LedgerWarning(UserWarning):
@@ -74,10 +84,15 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _write_atomic(table: pa.Table, path: Path) -> None:
+    """Write, fsync and rename into place; a failed write (a full disk) leaves no temporary."""
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     faults.hit("store.tmp_written")
     os.replace(tmp, path)
     _fsync_dir(path.parent)
@@ -275,7 +290,40 @@ def read(store_dir: str | Path, study: str | None = None) -> pd.DataFrame:
         for path, reason in found.skipped.items():
             warnings.warn(f"skipping ledger file {path}: {reason}", LedgerWarning, stacklevel=2)
         tables.extend(_with_study(t, name) for _, t in found.tables)
-    return _frame(tables)
+    return merge_measured(_frame(tables))
+
+
+def merge_measured(ledger: pd.DataFrame) -> pd.DataFrame:
+    """The ledger with each ``measured`` row merged into the checkpoint row it measures (same
+    study, trial, attempt and step), oldest first: its measure values fill or replace that
+    row's, its measure errors are added to the row's. A row measured with other
+    ``measure_config`` settings than the row's own first loses its older measures, so every
+    value on a row comes from the settings it records."""
+    if "status" not in ledger or not (ledger["status"] == MEASURED).any():
+        return ledger
+    key = ["study", "trial_id", "attempt", "step"]
+    is_measured = ledger["status"] == MEASURED
+    measured = ledger[is_measured]
+    if "end_time" in measured:
+        measured = measured.sort_values("end_time", kind="stable")
+    rows = ledger[~is_measured].set_index(key)
+    columns = [c for c in rows if c.startswith(MEASURE_PREFIXES) or c in MEASURE_COUNTS]
+    settings = [c for c in columns if c.startswith("measure_config.")]
+    values = [c for c in columns if c.startswith("measure.")]
+    for _, batch in measured.groupby(measured.groupby(key).cumcount(), sort=True):
+        batch = batch.set_index(key)
+        batch = batch[batch.index.isin(rows.index)]  # rows measuring a checkpoint not here go
+        old, new = rows.loc[batch.index, settings], batch[settings]
+        same = ((old == new) | (old.isna() & new.isna())).all(axis=1)
+        changed = batch.index[old.notna().any(axis=1) & ~same]
+        rows.loc[changed, [*values, *([ERRORS] if ERRORS in rows else [])]] = np.nan
+        if ERRORS in batch:  # a checkpoint's errors keep every measure's reason
+            before, given = rows.loc[batch.index, ERRORS], batch[ERRORS]
+            both = before.notna() & given.notna()
+            joined = before.astype(str) + "; " + given.astype(str)
+            batch = batch.assign(**{ERRORS: given.where(~both, joined)})
+        rows.update(batch[[c for c in [*columns, ERRORS] if c in batch]])
+    return rows.reset_index()[ledger.columns]
 
 
 def skipped_files(store_dir: str | Path, study: str) -> dict[Path, str]:
@@ -352,6 +400,15 @@ def final_rows(ledger: pd.DataFrame) -> pd.DataFrame:
 
 
 FAILED = ("failed", "timeout")
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_full(exc: BaseException) -> bool:
+    """Whether an error is a full disk or an exhausted quota (pyarrow raises these as an
+    ``OSError`` with no errno, naming it in its text)."""
+    return isinstance(exc, OSError) and (
+        exc.errno in FULL_ERRNOS or any(os.strerror(n) in str(exc) for n in FULL_ERRNOS)
+    )
 
 
 def failure_reasons(

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from shiftbench import registry
+from shiftbench import artifacts, registry
 from shiftbench.accel import ACCEL_KEYS, AUTO, Accel
 from shiftbench.data import seeds as data_seeds
 from shiftbench.search import (
@@ -51,6 +51,8 @@ TOP_LEVEL_KEYS = {
     "timeout_s": "wall-clock limit of one trial in seconds (number > 0; default: none)",
     "ensemble": "vectorized ensembles: auto (default), off, or the largest group size",
     "trial_limit": "the most trials the study may expand to (integer >= 1; default 100000)",
+    "keep": "trained models stored: none, final or checkpoints (default: final for a study "
+    "with measures, else none)",
 }
 # A study is counted before it is expanded: above this many trials it is refused (a grid with
 # one list too many is a typo that would take minutes and gigabytes to expand).
@@ -110,6 +112,9 @@ class Study:
     score_config: dict[str, Any] = field(default_factory=dict)
     ensemble: str | int = "auto"
     accel: Accel = AUTO
+    # trained models stored beside the rows (shiftbench.artifacts.KEEP); a run setting, not
+    # part of any trial's identity
+    keep: str = "none"
     # dataset -> its ``objective:`` variants (one mapping, or a list of them), each
     # overriding ``objective`` keys for it
     dataset_objectives: dict[str, tuple[dict[str, list[Any]], ...]] = field(default_factory=dict)
@@ -392,6 +397,9 @@ def parse_study(raw: Any, path: Path, trial_limit: int | None = None) -> Study:
         check.fail("ensemble", f"must be auto, off or an integer >= 1, got {ensemble!r}")
     accel = check.accel(raw.get("accel") or {})
     limit = check.integer(raw.get("trial_limit", DEFAULT_TRIAL_LIMIT), "trial_limit", minimum=1)
+    keep = raw.get("keep", artifacts.default_keep(measures))
+    if keep not in artifacts.KEEP:
+        check.fail("keep", f"must be one of {', '.join(artifacts.KEEP)}, got {keep!r}")
     study = Study(
         path=path,
         name=name,
@@ -413,6 +421,7 @@ def parse_study(raw: Any, path: Path, trial_limit: int | None = None) -> Study:
         ensemble=ensemble,
         accel=accel,
         dataset_objectives=dataset_objectives,
+        keep=keep,
     )
     check.limit(study, limit if trial_limit is None else trial_limit)
     check.values(study)

@@ -29,9 +29,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from itertools import islice
+from itertools import groupby, islice
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +39,13 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from shiftbench import cluster, faults, store
+from shiftbench import artifacts, cluster, faults, store
 from shiftbench.ensemble import plan_groups, run_group
 from shiftbench.lock import StudyLock
 from shiftbench.packing import gpu_fraction, trials_per_gpu
 from shiftbench.plugins import benchmark_root
 from shiftbench.provenance import static_provenance
-from shiftbench.runner import TrialOutcome, TrialRunner, ledger_rows
+from shiftbench.runner import MeasureJob, TrialOutcome, TrialRunner, ledger_rows
 from shiftbench.study import Resources, Study, StudyError, id_numbers, in_study
 from shiftbench.trial import Trial
 
@@ -83,16 +83,23 @@ class Plan:
     attempts: dict[str, int]  # attempts so far of the study's ledger trials and of ``pending``
     states: dict[str, str]  # the latest status of the study's ledger trials
     rest: Iterator[Trial] = field(default_factory=lambda: iter(()))  # pending after ``pending``
+    # done trials that lack some of the study's measures: computed on their stored models,
+    # or (no model stored) listed, to be trained again only if the user asks
+    measure: list[MeasureJob] = field(default_factory=list)
+    unstored: list[Trial] = field(default_factory=list)
 
 
 def plan(study: Study, store_dir: Path, limit: int | None = None) -> Plan:
     """Diff the study against the ledger: done and diverged trials are final; failed and
-    timed-out ones are retried while they have attempts left (1 + ``study.retries``).
+    timed-out ones are retried while they have attempts left (1 + ``study.retries``); done
+    trials missing measures (:func:`_measure_jobs`) get them from their stored models.
 
     The diff runs on the trials' 64-bit id numbers (:attr:`Study.trial_numbers`), and only
-    the first ``limit`` pending trials (all when None) are built, so a million-trial study
-    is planned in seconds and a run holds only the trials it dispatches."""
-    states = store.trial_states(store.read(store_dir, study.name))
+    the first ``limit`` pending trials (all when None) and the done trials missing measures
+    are built, so a million-trial study is planned in seconds and a run holds only the trials
+    it dispatches."""
+    ledger = store.read(store_dir, study.name)
+    states = store.trial_states(ledger)
     states = states[in_study(states["trial_id"], study.trial_numbers)]
     ids, attempts = states["trial_id"].to_numpy(), states["attempts"].to_numpy(dtype=int)
     final = states["status"].isin(FINAL).to_numpy()
@@ -101,6 +108,8 @@ def plan(study: Study, store_dir: Path, limit: int | None = None) -> Plan:
     rest = study.iter_trials(skip)
     pending = list(islice(rest, limit))
     tried = dict(zip(ids.tolist(), attempts.tolist(), strict=True))
+    done = ids[(states["status"] == "done").to_numpy()].tolist()
+    measure, unstored = _measure_jobs(study, store_dir, ledger, done)
     return Plan(
         total=len(study.trial_numbers),
         pending=pending,
@@ -109,7 +118,42 @@ def plan(study: Study, store_dir: Path, limit: int | None = None) -> Plan:
         attempts={**tried, **{t.trial_id: tried.get(t.trial_id, 0) for t in pending}},
         states=dict(zip(ids.tolist(), states["status"], strict=True)),
         rest=rest,
+        measure=measure,
+        unstored=unstored,
     )
+
+
+class _AllBut:
+    """A ``skip`` for :meth:`Study.iter_trials` that builds only the trials of ``keep``."""
+
+    def __init__(self, keep: set[int]) -> None:
+        self.keep = keep
+
+    def __contains__(self, number: object) -> bool:
+        return number not in self.keep
+
+
+def _measure_jobs(
+    study: Study, store_dir: Path, ledger: pd.DataFrame, done: list[str]
+) -> tuple[list[MeasureJob], list[Trial]]:
+    """Done trials (ids) lacking measures: jobs on their stored models, and those without
+    one; only these trials are built."""
+    if not study.measures or not done:
+        return [], []
+    from shiftbench.measures import MeasureConfig
+
+    settings = asdict(MeasureConfig(**study.measure_config))
+    gaps = artifacts.measure_gaps(store_dir, study.name, ledger, done, study.measures, settings)
+    if not gaps:
+        return [], []
+    wanted = set(id_numbers(g.trial_id for g in gaps).tolist())
+    by_id = {t.trial_id: t for t in study.iter_trials(_AllBut(wanted))}
+    jobs = [
+        MeasureJob(by_id[g.trial_id], g.attempt, g.step, g.names, g.history, g.path)
+        for g in gaps
+        if g.path
+    ]
+    return jobs, [by_id[g.trial_id] for g in gaps if not g.path]
 
 
 @dataclass
@@ -120,21 +164,30 @@ class Summary:
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     interrupted: bool = False
+    full: str = ""  # the full disk's error, if the ledger's disk filled up
+    unlanded: list[str] = field(default_factory=list)  # trials whose rows did not land
 
     def add(self, status: str) -> None:
         self.ran += 1
         self.counts[status] = self.counts.get(status, 0) + 1
 
 
+class StoreFull(Exception):
+    """The ledger's disk is full: the run stops; the rows that did not land are held."""
+
+
 class LedgerWriter:
     """Buffers finished trials' rows and appends them per batch (a trial never straddles
-    two batches)."""
+    two batches). On a full disk each trial's rows are appended alone, so every trial that
+    fits lands; the others' rows stay in the buffer for the next flush, and ``full`` says
+    why (then :meth:`add` raises :class:`StoreFull`: the run stops)."""
 
     def __init__(self, store_dir: Path, study: str) -> None:
         self.store_dir, self.study = store_dir, study
         self.rows: list[dict[str, Any]] = []
         self.trials = 0
         self.last_flush = time.monotonic()
+        self.full = ""
 
     def add(self, outcome: TrialOutcome) -> None:
         self.rows.extend(outcome.rows)
@@ -142,14 +195,50 @@ class LedgerWriter:
         faults.hit("sweep.trial_finished", outcome.trial_id)
         if self.trials >= FLUSH_TRIALS or time.monotonic() - self.last_flush > FLUSH_SECONDS:
             self.flush()
+        if self.full:
+            raise StoreFull(self.full)
 
     def flush(self) -> None:
         # Taken out of the buffer first: if the append fails, those trials simply run again,
-        # where retrying the same rows could land them twice.
+        # where retrying the same rows could land them twice. A full disk fails before the
+        # rename (no temporary stays), so those rows are safe to append again.
         rows, self.rows, self.trials, self.last_flush = self.rows, [], 0, time.monotonic()
-        store.append(self.store_dir, self.study, rows)
+        try:
+            store.append(self.store_dir, self.study, rows)
+        except OSError as exc:
+            if not store.is_full(exc):
+                raise
+            self.rows = self._land_what_fits(rows)
+            self.full = str(exc) if self.rows else ""
+            return
         faults.hit("sweep.flushed")
-        store.compact(self.store_dir, self.study, threshold=store.COMPACT_THRESHOLD)
+        self.compact(store.COMPACT_THRESHOLD)
+
+    def _land_what_fits(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Append each trial's rows alone; returns the rows that did not fit."""
+        held = []
+        for _, trial_rows in groupby(rows, key=lambda row: row["trial_id"]):
+            batch = list(trial_rows)
+            try:
+                store.append(self.store_dir, self.study, batch)
+            except OSError as exc:
+                if not store.is_full(exc):
+                    raise
+                held.extend(batch)
+        return held
+
+    def compact(self, threshold: int = 1) -> None:
+        """Compact the batches; on a full disk they stay as they are (and read the same)."""
+        try:
+            store.compact(self.store_dir, self.study, threshold=threshold)
+        except OSError as exc:
+            if not store.is_full(exc):
+                raise
+
+    @property
+    def unlanded(self) -> list[str]:
+        """The trials whose rows are held (did not land)."""
+        return sorted({row["trial_id"] for row in self.rows})
 
 
 def run_study(
@@ -160,21 +249,29 @@ def run_study(
     address: str | None = None,
     max_trials: int | None = None,
     progress: bool = True,
+    retrain: bool = False,
 ) -> Summary:
-    """Run (or resume) a study; returns the summary of this run."""
+    """Run (or resume) a study; returns the summary of this run. Done trials that lack some
+    of the study's measures get them from their stored models; those without a stored model
+    are trained again (a new attempt) only with ``retrain``."""
     store_dir = Path(store_dir)
     with StudyLock(store_dir, study.name):
         store.repair(store_dir, study.name)
+        artifacts.repair(store_dir, study.name)
         todo = plan(study, store_dir, WINDOW if max_trials is None else min(max_trials, WINDOW))
-        left = todo.pending_count if max_trials is None else min(max_trials, todo.pending_count)
-        pending = todo.pending
+        retrained = todo.unstored if retrain else []
+        left = todo.pending_count + len(retrained)
+        left = left if max_trials is None else min(max_trials, left)
+        pending = (todo.pending + retrained)[:left]
         summary = Summary()
-        if not pending:
+        if not pending and not todo.measure:
             return summary
         provenance = static_provenance(benchmark_root())
         writer = LedgerWriter(store_dir, study.name)
+        keep = study.keep != "none"
+        sink = artifacts.Sink(str(store_dir.resolve()), study.keep) if keep else None
         bar = tqdm(
-            total=left,
+            total=left + len(todo.measure),
             desc=study.name,
             unit="trial",
             disable=not progress,
@@ -182,10 +279,10 @@ def run_study(
         )
 
         def finished(outcome: TrialOutcome) -> None:
-            writer.add(outcome)
             summary.add(outcome.status)
             bar.update(1)
             bar.set_postfix(dict(sorted(summary.counts.items())), refresh=False)
+            writer.add(outcome)  # last: on a full disk it stops the run
 
         start = time.monotonic()
         try:
@@ -196,11 +293,12 @@ def run_study(
                         pending,
                         study.ensemble,
                         uses_gpu=study.resources.gpus > 0 or (workers == 0 and _has_cuda()),
-                        measures=bool(study.measures),
+                        # a vectorized ensemble neither measures nor stores its members' models
+                        measures=bool(study.measures) or sink is not None,
                         parallel=max(workers or os.cpu_count() or 1, 1),
                     )
                     if workers == 0:
-                        run_in_process(groups, attempts, study, provenance, finished)
+                        run_in_process(groups, attempts, study, provenance, finished, sink)
                     else:
                         run_on_ray(
                             groups,
@@ -210,14 +308,29 @@ def run_study(
                             finished,
                             workers=workers,
                             address=address,
+                            sink=sink,
                         )
                     left -= len(pending)
                     pending = list(islice(todo.rest, min(left, WINDOW)))
+                if workers == 0:
+                    measure_in_process(todo.measure, study, provenance, finished)
+                elif todo.measure:
+                    measure_on_ray(
+                        todo.measure,
+                        study,
+                        provenance,
+                        finished,
+                        workers=workers,
+                        address=address,
+                    )
         except KeyboardInterrupt:
             summary.interrupted = True
+        except StoreFull:
+            pass  # the rows that fit have landed; the others are flushed once more below
         finally:
             writer.flush()
-            store.compact(store_dir, study.name)
+            writer.compact()
+            summary.full, summary.unlanded = writer.full, writer.unlanded
             bar.close()
             summary.seconds = time.monotonic() - start
         return summary
@@ -279,9 +392,10 @@ def run_in_process(
     study: Study,
     provenance: dict[str, Any],
     finished: Finished,
+    sink: artifacts.Sink | None = None,
 ) -> None:
     """Run the groups one by one in the driver (``--workers 0``: debugging and profiling)."""
-    runner = TrialRunner(provenance, accel=study.accel)
+    runner = TrialRunner(provenance, accel=study.accel, sink=sink)
     for group in pending:
         group_attempts, started = [attempts[t.trial_id] for t in group], datetime.now(UTC)
         try:
@@ -309,6 +423,54 @@ def run_in_process(
             ]
         for outcome in outcomes:
             finished(outcome)
+
+
+def measure_in_process(
+    jobs: list[MeasureJob], study: Study, provenance: dict[str, Any], finished: Finished
+) -> None:
+    """Compute missing measures on stored models in the driver (``--workers 0``)."""
+    runner = TrialRunner(provenance, accel=study.accel)
+    for job in jobs:
+        _measured(study, runner.measure(job, study.name, study.measure_config), finished)
+
+
+def measure_on_ray(
+    jobs: list[MeasureJob],
+    study: Study,
+    provenance: dict[str, Any],
+    finished: Finished,
+    *,
+    workers: int | None,
+    address: str | None,
+) -> None:
+    """Compute missing measures on stored models on worker actors, as many at once as fit.
+    A worker that dies ends this part of the run in one line; what landed stays, and the next
+    run computes the rest."""
+    import ray
+    from ray.exceptions import RayError
+    from ray.util import ActorPool
+
+    _start_ray(workers, address)
+    sweep = RaySweep(study, {}, provenance, finished)
+    actors = [sweep._spawn() for _ in range(min(sweep.workers_that_fit(workers), len(jobs)))]
+    try:
+        outcomes = ActorPool(actors).map_unordered(
+            lambda actor, job: actor.measure.remote(job, study.name, study.measure_config), jobs
+        )
+        for outcome in outcomes:
+            _measured(study, outcome, finished)
+    except RayError as exc:
+        notice(f"{study.name}: a worker computing measures died ({type(exc).__name__}); run again")
+    finally:
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+
+
+def _measured(study: Study, outcome: TrialOutcome, finished: Finished) -> None:
+    if not outcome.rows:
+        last = ["", *outcome.error.strip().splitlines()][-1]
+        notice(f"{study.name}: measures of trial {outcome.trial_id} not computed: {last}")
+    finished(outcome)
 
 
 def lost_trial(
@@ -500,13 +662,14 @@ def run_on_ray(
     *,
     workers: int | None,
     address: str | None,
+    sink: artifacts.Sink | None = None,
 ) -> None:
     """Run the groups of trials on worker actors of an embedded or existing Ray cluster."""
 
     local = _start_ray(workers, address)
     if local:
         notice(f"joined the local cluster at {local} (`shiftbench cluster stop` stops it)")
-    sweep = RaySweep(study, attempts, provenance, finished, warm=bool(local))
+    sweep = RaySweep(study, attempts, provenance, finished, sink, warm=bool(local))
     if study.resources.pack_gpus:
         pending = sweep.pack(pending)
     sweep.run(pending, sweep.workers_that_fit(workers))
@@ -533,10 +696,12 @@ class RaySweep:
         attempts: dict[str, int],
         provenance: dict[str, Any],
         finished: Finished,
+        sink: artifacts.Sink | None = None,
         *,
         warm: bool = False,
     ) -> None:
         self.study, self.attempts, self.finished = study, attempts, finished
+        self.sink = sink
         self.warm = warm  # take the warm workers of the local cluster where they serve
         self.provenance = provenance
         self.lost_provenance = {**provenance, "device": "unknown"}
@@ -656,7 +821,9 @@ class RaySweep:
     def _spawn(self) -> Any:
         from shiftbench.worker import TrialWorker
 
-        return TrialWorker.options(**self.options).remote(self.provenance, self.study.accel)
+        return TrialWorker.options(**self.options).remote(
+            self.provenance, self.study.accel, self.sink
+        )
 
     def _fill(self, slot: _Slot) -> None:
         while len(slot.refs) < IN_FLIGHT_PER_WORKER and self.queue:
@@ -668,7 +835,7 @@ class RaySweep:
                 attempts,
                 self.study.measures,
                 self.study.measure_config,
-                (self.provenance, self.study.accel),
+                (self.provenance, self.study.accel, self.sink),
             )
             if not slot.refs:
                 slot.since = time.monotonic()

@@ -13,9 +13,10 @@ from typing import Any
 import ray
 
 from shiftbench.accel import Accel
+from shiftbench.artifacts import Sink
 from shiftbench.cluster import code_fingerprint
 from shiftbench.ensemble import run_group
-from shiftbench.runner import TrialOutcome, TrialRunner
+from shiftbench.runner import MeasureJob, TrialOutcome, TrialRunner
 from shiftbench.trial import Trial
 
 
@@ -23,7 +24,7 @@ from shiftbench.trial import Trial
 class TrialWorker:
     """Imports torch and loads data once, then runs the trials it is sent."""
 
-    def __init__(self, provenance: dict[str, Any], accel: Accel) -> None:
+    def __init__(self, provenance: dict[str, Any], accel: Accel, sink: Sink | None = None) -> None:
         import torch
 
         threads = max(1, int(float(os.environ.get("OMP_NUM_THREADS", "1"))))
@@ -32,7 +33,7 @@ class TrialWorker:
             "hostname": socket.gethostname(),
             "ray_node": ray.get_runtime_context().get_node_id(),
         }
-        self.runner = TrialRunner({**provenance, **self.where}, accel=accel)
+        self.runner = TrialRunner({**provenance, **self.where}, accel=accel, sink=sink)
         self.code = code_fingerprint()
         # per thread: set before the first parallel op, so torch's intra-op threads inherit it
         torch.set_flush_denormal(self.runner.accel.flush_denormal)
@@ -53,12 +54,20 @@ class TrialWorker:
         attempts: list[int],
         measures: tuple[str, ...],
         measure_config: dict[str, Any] | None = None,
-        context: tuple[dict[str, Any], Accel] | None = None,
+        context: tuple[dict[str, Any], Accel, Sink | None] | None = None,
     ) -> list[TrialOutcome]:
         """Run one trial, or a group of trials as one vectorized ensemble; ``context``: the
-        driver's provenance and fast-path settings (a warm worker serves many runs)."""
+        driver's provenance, fast-path settings and model sink (a warm worker serves many
+        runs)."""
         if context is not None:
-            provenance, accel = context
+            provenance, accel, sink = context
             self.runner.provenance = {**provenance, **self.where}
             self.runner.accel = accel.resolve(self.runner.device)
+            self.runner.sink = sink
         return run_group(self.runner, group, study, attempts, measures, measure_config)
+
+    def measure(
+        self, job: MeasureJob, study: str, measure_config: dict[str, Any] | None = None
+    ) -> TrialOutcome:
+        """Compute missing measures on a trial's stored model (no training)."""
+        return self.runner.measure(job, study, measure_config)

@@ -1,6 +1,6 @@
 """The persistent local cluster (``shiftbench cluster start|stop|status``): runs join it and
-take its warm workers, workers that run other code are replaced, and ``stop`` leaves no
-process behind."""
+take its warm workers (which store the run's models: the sink comes with each run), workers
+that run other code are replaced, and ``stop`` leaves no process behind."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import Driver, assert_exactly_once, wait_for
 
+from shiftbench import artifacts
 from shiftbench.plugins import benchmark_root
 from shiftbench.study import load_study
 
@@ -39,7 +40,7 @@ def test_runs_join_the_local_cluster_and_take_its_warm_workers(make_study, drive
     ignore = shutil.ignore_patterns(".venv", ".git", "results", "*cache*")
     shutil.copytree(benchmark_root(), copy, ignore=ignore)
     env = {"SHIFTBENCH_CLUSTER_DIR": str(folder)}
-    path = make_study()
+    path = make_study(keep="final")
     study = load_study(path)
     try:
         code, out = command(keeper, "start", "--workers", "2", SHIFTBENCH_ROOT=str(copy), **env)
@@ -56,6 +57,9 @@ def test_runs_join_the_local_cluster_and_take_its_warm_workers(make_study, drive
         assert warm_pids(keeper, env) == replaced
         for store_dir in stores:
             assert_exactly_once(study, store_dir, {"done"})
+            assert sorted(artifacts.sizes(store_dir, study.name)) == sorted(
+                t.trial_id for t in study.trials()
+            )
         code, out = command(keeper, "stop", **env)
         assert code == 0 and "local cluster stopped" in out, out
         wait_for(lambda: not keeper.processes(), "the local cluster's processes to stop")

@@ -282,3 +282,35 @@ def test_trial_states_and_final_rows():
     ]
     empty = store.read(Path("/nonexistent-shiftbench-store"), "s")
     assert empty.empty and store.trial_states(empty).empty
+
+
+def test_measured_rows_merge_into_their_checkpoint_and_new_settings_replace_old_measures():
+    def row(status, day, l2=None, path_norm=None, seed=0.0, errors=None, trial="a"):
+        return {
+            "study": "s",
+            "trial_id": trial,
+            "attempt": 0,
+            "step": 20,
+            "status": status,
+            "measure.l2": l2,
+            "measure.path_norm": path_norm,
+            "measure_config.seed": seed,
+            "measure_errors": errors,
+            "end_time": pd.Timestamp(f"2026-01-0{day}"),
+        }
+
+    ledger = pd.DataFrame(
+        [
+            row("done", 1, l2=3.0, errors="sharpness: undefined"),
+            row("done", 1, l2=4.0, trial="b"),
+            row("measured", 2, path_norm=0.5, errors="pac_bayes: undefined"),
+            row("measured", 2, path_norm=0.7, trial="b"),
+            row("measured", 3, l2=3.5, seed=1.0, trial="b"),  # new settings: old values go
+        ]
+    )
+    merged = store.merge_measured(ledger).set_index("trial_id")
+    assert len(merged) == 2 and set(merged["status"]) == {"done"}
+    assert merged.loc["a", ["measure.l2", "measure.path_norm"]].tolist() == [3.0, 0.5]
+    assert merged.loc["a", "measure_errors"] == "sharpness: undefined; pac_bayes: undefined"
+    assert merged.loc["b", "measure.l2"] == 3.5 and pd.isna(merged.loc["b", "measure.path_norm"])
+    assert merged.loc["b", "measure_config.seed"] == 1.0
