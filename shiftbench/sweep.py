@@ -964,6 +964,21 @@ class Rerun:
         return self.status == self.ledger_status and not self.differences
 
 
+@contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """Torch's intra-op thread count as a Ray worker of the study has it (Ray gives an actor
+    ``OMP_NUM_THREADS`` = its CPUs): reductions split over another number of threads round
+    differently, so a rerun in the driver would not reproduce the worker's numbers."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def rerun_trial(study: Study, store_dir: Path, trial_id: str) -> Rerun:
     """Run one trial of the study (or of the ledger) again and compare its numbers with the
     ledger's; raises ``KeyError`` for a trial the ledger does not hold."""
@@ -978,7 +993,8 @@ def rerun_trial(study: Study, store_dir: Path, trial_id: str) -> Rerun:
         trial = Trial.from_config(json.loads(recorded["config"].iloc[0]))
     attempt = int(recorded["attempt"].iloc[0])
     runner = TrialRunner(static_provenance(benchmark_root()), accel=study.accel)
-    outcome = runner.run(trial, study.name, attempt, study.measures, study.measure_config)
+    with _torch_threads(max(1, int(study.resources.cpus))):
+        outcome = runner.run(trial, study.name, attempt, study.measures, study.measure_config)
     return Rerun(
         trial,
         str(recorded["status"].iloc[0]),

@@ -16,7 +16,7 @@ from shiftbench import store, sweep
 from shiftbench.cli import main
 from shiftbench.faults import ENV
 from shiftbench.study import load_study
-from shiftbench.sweep import plan, run_study
+from shiftbench.sweep import plan, rerun_trial, run_study
 
 HUGE = 10**12  # an MLP this wide cannot be allocated: the trial runs out of memory at once
 
@@ -268,3 +268,28 @@ def test_sigterm_lands_the_finished_trials_and_exits_130(make_study, store_dir, 
     assert proc.returncode == 130 and "interrupted: 2 trials left" in out, out
     landed = set(store.read(store_dir, "tiny")["trial_id"])
     assert landed == {t.trial_id for t in study.trials()[:2]}
+
+
+@pytest.mark.ray
+def test_a_rerun_in_the_driver_reproduces_a_ray_worker_trial(ray_cluster, make_study, store_dir):
+    """A Ray worker trains with one torch thread (its CPUs); the rerun in the driver must too,
+    whatever the driver's own thread count, or reductions round differently."""
+    import torch
+
+    path = make_study(
+        seeds=[0],
+        # a quickstart trial whose rerun in the driver differed by 5e-6 at two threads
+        objective={"steps": 300, "eval_every": 50, "model": "cnn", "width": 32},
+        solvers={"sgd": {"lr": 0.1113, "batch_size": 105, "weight_decay": 2.971e-06}},
+        search={"kind": "grid"},
+    )
+    study = load_study(path)
+    run_study(study, store_dir, workers=1, progress=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for trial in study.trials():
+            assert rerun_trial(study, store_dir, trial.trial_id).matches
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
