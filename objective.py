@@ -17,7 +17,7 @@ timm model trains from scratch) or the path of a local weights file (ImageNet we
 ``.pth``/``.safetensors``; the classifier head stays fresh): the ledger's
 ``obj.pretrained`` column says which. ``irm_loss`` is IRM's loss after the penalty switches
 on: ``domainbed`` (DomainBed's ``IRM.update``, the default) or ``irm_paper`` (divided by the
-penalty weight, as the IRM paper's script); see :class:`shiftbench.algorithms.IRM`.
+penalty weight, as the IRM paper's script); see :class:`shiftbench.training.algorithms.IRM`.
 ``irm_reset_to`` is the optimizer IRM restarts with when the penalty switches on: ``adam``
 (the default: DomainBed's ``IRM.update`` and Naganuma et al.'s fork both build a fresh
 ``torch.optim.Adam(lr, weight_decay)`` there, whatever optimizer the run compares) or
@@ -34,10 +34,10 @@ from pathlib import Path
 from benchopt import BaseObjective
 from benchopt.stopping_criterion import SufficientProgressCriterion
 
-from shiftbench.algorithms import ALGORITHMS, IRM_LOSS_SCALINGS, create_algorithm
 from shiftbench.data.image_folder import with_augmentation
-from shiftbench.models import MODELS, SIZED_FAMILIES, check_size, create_model, is_model
-from shiftbench.training import evaluate, pick_device, seed_everything
+from shiftbench.models.registry import MODELS, SIZED_FAMILIES, check_size, create_model, is_model
+from shiftbench.training.algorithms import ALGORITHMS, IRM_LOSS_SCALINGS, create_algorithm
+from shiftbench.training.primitives import evaluate, pick_device, seed_everything
 
 
 class Objective(BaseObjective):
@@ -88,7 +88,7 @@ class Objective(BaseObjective):
         if params["model"] in SIZED_FAMILIES:
             check_size(params["depth"], params["width"], params["dropout"])
         elif not is_model(params["model"]):
-            raise ValueError(f"unknown model {params['model']!r}; see shiftbench.models")
+            raise ValueError(f"unknown model {params['model']!r}; see shiftbench.models.registry")
         if params["pretrained"] != "none":
             if params["model"] in MODELS:
                 raise ValueError(

@@ -5,8 +5,12 @@ its trial id as its matplotlib URL, so the HTML site links it to the trial's pag
 
 import matplotlib.pyplot as plt
 
-from shiftbench.report import AnalysisContext
-from shiftbench.selection import METHODS, condition_columns, selected_checkpoints
+from shiftbench.report.build import AnalysisContext
+from shiftbench.studies.optimizer_ood.selection import (
+    METHODS,
+    condition_columns,
+    selected_checkpoints,
+)
 
 
 def run(context: AnalysisContext) -> None:

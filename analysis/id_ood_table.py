@@ -8,8 +8,14 @@ varying parameter such as the algorithm) and optimizer."""
 
 import pandas as pd
 
-from shiftbench.report import AnalysisContext
-from shiftbench.selection import ERROR_BAR, METHODS, by_method, condition_columns, select
+from shiftbench.report.build import AnalysisContext
+from shiftbench.studies.optimizer_ood.selection import (
+    ERROR_BAR,
+    METHODS,
+    by_method,
+    condition_columns,
+    select,
+)
 
 
 def run(context: AnalysisContext) -> None:

@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from shiftbench import measure_table, stats
-from shiftbench.report import AnalysisContext
+from shiftbench.report.build import AnalysisContext
+from shiftbench.studies.generalization_measures import measure_table, stats
 
 
 def scores(table: measure_table.MeasureTable) -> pd.DataFrame:

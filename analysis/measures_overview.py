@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from shiftbench import measure_table, measures, stats
-from shiftbench.measure_table import CONVERGED_ACC
-from shiftbench.report import AnalysisContext
+from shiftbench.measures import core as measures
+from shiftbench.report.build import AnalysisContext
+from shiftbench.studies.generalization_measures import measure_table, stats
+from shiftbench.studies.generalization_measures.measure_table import CONVERGED_ACC
 
 
 def target_summary(table: measure_table.MeasureTable) -> pd.DataFrame:

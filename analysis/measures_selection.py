@@ -1,6 +1,6 @@
 """Model selection by a measure (Nakai et al. 2026): pick the converged model the measure
 ranks best (the lowest value, or the highest for a measure whose declared direction is -1,
-`shiftbench.measures.Measure`) and score the pick against each target (gaps and shifted
+`shiftbench.measures.core.Measure`) and score the pick against each target (gaps and shifted
 errors) by the normalized regret (0 = the best model, 1 = the worst) and the top-20% hit
 rate; then per measure and per measure family, the mean over the shifts, for the shifted
 gap and the shifted error separately (one target per shift), with bootstrap intervals.
@@ -18,8 +18,8 @@ import math
 
 import pandas as pd
 
-from shiftbench import measure_table, stats
-from shiftbench.report import AnalysisContext
+from shiftbench.report.build import AnalysisContext
+from shiftbench.studies.generalization_measures import measure_table, stats
 
 
 def scores(table: measure_table.MeasureTable, config: stats.ScoreConfig) -> pd.DataFrame:

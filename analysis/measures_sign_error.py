@@ -19,8 +19,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from shiftbench import measure_table, stats
-from shiftbench.report import AnalysisContext
+from shiftbench.report.build import AnalysisContext
+from shiftbench.studies.generalization_measures import measure_table, stats
 
 HIGHLIGHT = 3
 """Measures drawn in colour in each CDF panel (lowest mean sign error)."""

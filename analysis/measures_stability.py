@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from shiftbench import measure_table, stats
-from shiftbench.report import AnalysisContext
+from shiftbench.report.build import AnalysisContext
+from shiftbench.studies.generalization_measures import measure_table, stats
 
 NAMED = 5
 """How many most and least stable measures the report names."""

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from shiftbench import registry
-from shiftbench.report import AnalysisContext
+from shiftbench.plugins import registry
+from shiftbench.report.build import AnalysisContext
 
 ADAPTIVE = ("adam", "rmsprop")
 NON_ADAPTIVE = ("sgd", "momentum", "nesterov")

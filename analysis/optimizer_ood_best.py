@@ -3,8 +3,9 @@
 hyperparameter sample is chosen within each trial seed, and the chosen ``test_in_acc`` (the
 test environment's in-split, DomainBed's reported number) is given as mean and DomainBed's error
 bar over trial seeds. Leave-one-domain-out appears only when the study holds its companion runs
-(see ``shiftbench.selection``). ``max_ood`` is the best achievable OOD accuracy, as Naganuma et
-al. report it: the maximum ``test_in_acc`` over every checkpoint of every trial (no selection).
+(see ``shiftbench.studies.optimizer_ood.selection``). ``max_ood`` is the best achievable OOD
+accuracy, as Naganuma et al. report it: the maximum ``test_in_acc`` over every checkpoint of
+every trial (no selection).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from shiftbench.report import AnalysisContext
-from shiftbench.selection import (
+from shiftbench.report.build import AnalysisContext
+from shiftbench.studies.optimizer_ood.selection import (
     ERROR_BAR,
     METHODS,
     by_method,

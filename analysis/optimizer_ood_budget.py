@@ -14,8 +14,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from shiftbench import registry
-from shiftbench.report import AnalysisContext
+from shiftbench.plugins import registry
+from shiftbench.report.build import AnalysisContext
 
 TOP = 10
 

@@ -2,11 +2,12 @@
 
 For each ColoredMNIST / RotatedMNIST condition of the study (test environment and algorithm),
 every optimizer's test-environment accuracy (``test_in_acc``, DomainBed's protocol and error
-bar; :func:`shiftbench.selection.by_method`) under training-domain validation,
-leave-one-domain-out and the oracle, beside DomainBed's published ERM and IRM number for the
-same test environment and selection method (Gulrajani & Lopez-Paz, ICLR 2021, full results:
-``domainbed/results/2020_10_06_7df6f06/results.tex`` in facebookresearch/DomainBed). Those
-were trained with Adam, DomainBed's ``MNIST_CNN``, all 70,000 MNIST digits, 5,000 steps and 20
+bar; :func:`shiftbench.studies.optimizer_ood.selection.by_method`) under training-domain
+validation, leave-one-domain-out and the oracle, beside DomainBed's published ERM and IRM
+number for the same test environment and selection method (Gulrajani & Lopez-Paz, ICLR 2021,
+full results: ``domainbed/results/2020_10_06_7df6f06/results.tex`` in
+facebookresearch/DomainBed). Those were trained with Adam, DomainBed's ``MNIST_CNN``, all 70,000
+MNIST digits, 5,000 steps and 20
 random hyperparameter samples x 3 trial seeds; the study's own scale (data source, model,
 steps, samples, seeds) is read from its ledger and printed under the table, since it is what
 explains a difference. Datasets that are not DomainBed's (the 8x8 digits toys) have no
@@ -15,9 +16,9 @@ published number and are left out, with a line saying so.
 
 import pandas as pd
 
-from shiftbench import registry
-from shiftbench.report import AnalysisContext
-from shiftbench.selection import ERROR_BAR, METHODS, by_method, main_runs
+from shiftbench.plugins import registry
+from shiftbench.report.build import AnalysisContext
+from shiftbench.studies.optimizer_ood.selection import ERROR_BAR, METHODS, by_method, main_runs
 
 # DomainBed's published results (results.tex above): (dataset, algorithm, method) -> one
 # (mean %, error bar %) per test environment, in the dataset's environment order.

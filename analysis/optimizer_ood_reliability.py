@@ -13,8 +13,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from shiftbench.report import AnalysisContext
-from shiftbench.selection import condition_columns, main_runs, with_test_metrics
+from shiftbench.report.build import AnalysisContext
+from shiftbench.studies.optimizer_ood.selection import (
+    condition_columns,
+    main_runs,
+    with_test_metrics,
+)
 
 BINS = 10
 

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from shiftbench.report import AnalysisContext
-from shiftbench.selection import condition_columns, selected_checkpoints
+from shiftbench.report.build import AnalysisContext
+from shiftbench.studies.optimizer_ood.selection import condition_columns, selected_checkpoints
 
 LEVEL = 0.95
 

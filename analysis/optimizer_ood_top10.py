@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from shiftbench import registry
-from shiftbench.report import AnalysisContext
+from shiftbench.plugins import registry
+from shiftbench.report.build import AnalysisContext
 
 TOP = 10
 

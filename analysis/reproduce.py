@@ -1,7 +1,7 @@
 """The commands that rebuild this report from its study file (list it first in a study's
 analyses to put them at the top of the report)."""
 
-from shiftbench.report import AnalysisContext
+from shiftbench.report.build import AnalysisContext
 
 
 def run(context: AnalysisContext) -> None:

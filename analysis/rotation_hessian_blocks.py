@@ -4,9 +4,9 @@ of the Hessian's (1,1)-norm within one neuron, within one layer across neurons a
 layers (mean and std over seeds), and the mean |H_ij| of one entry of the layer and other
 blocks relative to one entry of the neuron blocks (ratio of the means over seeds)."""
 
-from shiftbench.probes import HESSIAN_BLOCKS
-from shiftbench.report import AnalysisContext
-from shiftbench.rotation_analysis import probe_summary
+from shiftbench.report.build import AnalysisContext
+from shiftbench.studies.adam_rotations.analysis import probe_summary
+from shiftbench.studies.adam_rotations.probes import HESSIAN_BLOCKS
 
 SHARES = [f"hessian_{block}_share" for block in HESSIAN_BLOCKS]
 MEANS = [f"hessian_{block}_mean" for block in HESSIAN_BLOCKS]

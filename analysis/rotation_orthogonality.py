@@ -6,9 +6,9 @@ orthogonal), mean and std over seeds; kinds absent everywhere are left out."""
 import numpy as np
 import pandas as pd
 
-from shiftbench.probes import LAYER_TYPES, MATRIX_ROLES
-from shiftbench.report import AnalysisContext
-from shiftbench.rotation_analysis import probe_summary, task_panels
+from shiftbench.report.build import AnalysisContext
+from shiftbench.studies.adam_rotations.analysis import probe_summary, task_panels
+from shiftbench.studies.adam_rotations.probes import LAYER_TYPES, MATRIX_ROLES
 
 KINDS = [*LAYER_TYPES, *MATRIX_ROLES]
 COLUMNS = [f"update_orthogonality_{kind}" for kind in KINDS]

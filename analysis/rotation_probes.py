@@ -4,8 +4,8 @@ at the final checkpoint, in each run's own basis, next to its slowdown %; mean o
 
 import matplotlib.pyplot as plt
 
-from shiftbench.report import AnalysisContext
-from shiftbench.rotation_analysis import probe_summary, slowdowns
+from shiftbench.report.build import AnalysisContext
+from shiftbench.studies.adam_rotations.analysis import probe_summary, slowdowns
 
 PROBES = [
     "linf_gradient_bound",

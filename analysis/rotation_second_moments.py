@@ -3,8 +3,8 @@ global rotation concentrates v, flattening Adam's per-coordinate step sizes): th
 positive entries of v per decade at the final checkpoint, in each run's own basis, mean over
 seeds, one panel per task and optimizer."""
 
-from shiftbench.report import AnalysisContext
-from shiftbench.rotation_analysis import probe_summary, task_panels
+from shiftbench.report.build import AnalysisContext
+from shiftbench.studies.adam_rotations.analysis import probe_summary, task_panels
 
 DECADES = list(range(-20, 0))
 COLUMNS = [f"adam_v_decade_m{-k}" for k in DECADES]

@@ -6,8 +6,8 @@ curves per scope."""
 
 import matplotlib.pyplot as plt
 
-from shiftbench.report import AnalysisContext
-from shiftbench.rotation_analysis import (
+from shiftbench.report.build import AnalysisContext
+from shiftbench.studies.adam_rotations.analysis import (
     TIE,
     UNTRAINED,
     invariance_verdict,

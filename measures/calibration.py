@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from shiftbench.measures import MeasureContext, measure
+from shiftbench.measures.core import MeasureContext, measure
 
 BINS = 15
 

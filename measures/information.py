@@ -1,5 +1,5 @@
 """Information criteria from the training log-likelihood ``log L = sum_i log p(y_i | x_i)``
-with ``k = omega`` parameters (:attr:`shiftbench.measures.MeasureContext.omega`, the
+with ``k = omega`` parameters (:attr:`shiftbench.measures.core.MeasureContext.omega`, the
 BatchNorm-folded model's count, as ``params``) and ``m`` training examples.
 
 The criteria estimate the expected out-of-sample deviance, so lower is better; they are
@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from shiftbench.measures import MeasureContext, measure
+from shiftbench.measures.core import MeasureContext, measure
 
 
 @measure("aic", family="information", adjustment="none")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from shiftbench.measures import MeasureContext, measure
+from shiftbench.measures.core import MeasureContext, measure
 
 
 @measure("input_grad_norm", family="input_gradient", adjustment="none")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch.func import functional_call
 
-from shiftbench import measure_utils as mu
-from shiftbench.measures import MeasureContext, Undefined, measure
+from shiftbench.measures import utils as mu
+from shiftbench.measures.core import MeasureContext, Undefined, measure
 
 
 @measure("inverse_margin", family="margin")

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from shiftbench.measures import MeasureContext, measure
+from shiftbench.measures.core import MeasureContext, measure
 
 
 def _fro_squared(ctx: MeasureContext) -> list[float]:
@@ -31,7 +31,7 @@ def _dist_weights(ctx: MeasureContext) -> torch.Tensor:
 @measure("params", family="norms")
 def params(ctx: MeasureContext) -> float:
     """Number of parameters ``omega`` of the BatchNorm-folded model (VC-dimension proxy;
-    Jiang eq. 20; :attr:`shiftbench.measures.MeasureContext.omega`)."""
+    Jiang eq. 20; :attr:`shiftbench.measures.core.MeasureContext.omega`)."""
     return float(ctx.omega)
 
 

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from shiftbench import measure_utils as mu
-from shiftbench.measures import MeasureContext, Undefined, measure
+from shiftbench.measures import utils as mu
+from shiftbench.measures.core import MeasureContext, Undefined, measure
 
 
 def first_step_below(ctx: MeasureContext, level: float) -> int:

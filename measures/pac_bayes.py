@@ -4,7 +4,7 @@ and App. C.6-C.7; McAllester 1999; Dziugaite & Roy 2017; Neyshabur et al. 2017).
 ``sigma'`` is the largest standard deviation of an isotropic Gaussian weight perturbation
 for which the mean training accuracy (over ``config.mc_draws`` draws, on
 ``config.subset`` examples) drops by at most ``config.accuracy_drop`` (0.1), found by
-:func:`shiftbench.measure_utils.bisect_scale`. The magnitude-aware variant perturbs each
+:func:`shiftbench.measures.utils.bisect_scale`. The magnitude-aware variant perturbs each
 weight with variance ``sigma'^2 w_i^2 + eps^2``. ``w`` is every parameter of the
 BatchNorm-folded model (all are perturbed), ``w^0`` the same at initialization, ``omega``
 their number and ``m`` the number of training examples. Following the reference
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import math
 
-from shiftbench import measure_utils as mu
-from shiftbench.measures import MeasureContext, measure
+from shiftbench.measures import utils as mu
+from shiftbench.measures.core import MeasureContext, measure
 
 
 def sigma(ctx: MeasureContext, magnitude: bool) -> float:

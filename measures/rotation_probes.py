@@ -9,9 +9,9 @@ basis, else the standard one), at the paper's estimator with its sample sizes as
   singular values of Adam's normalized update, averaged over ``orthogonality_steps`` steps
   of resumed training on minibatches of ``noise_batch_size`` training examples (a copy of
   the model and optimizer; the trial's are left as they are), then over the weight matrices
-  of one layer type (``shiftbench.probes.LAYER_TYPES``) or one transformer matrix role
-  (``shiftbench.probes.MATRIX_ROLES``: Q, K, V, O, W1, W2, a fused QKV weight split); NaN
-  when the model has no such matrix.
+  of one layer type (``probes.LAYER_TYPES`` of :mod:`shiftbench.studies.adam_rotations.probes`) or
+  one transformer matrix role (``probes.MATRIX_ROLES``: Q, K, V, O, W1, W2, a fused QKV weight
+  split); NaN when the model has no such matrix.
 - ``linf_gradient_bound``: max of ||g||_inf over ``linf_batches`` training minibatches of
   ``noise_batch_size`` examples, on the model in eval mode.
 - ``hessian_11_norm``: the (1,1)-norm of the expected Hessian, from ``hessian_coordinates``
@@ -39,10 +39,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from shiftbench import probes
-from shiftbench.measures import MeasureContext, Undefined, measure
-from shiftbench.rotations import RotatedOptimizer
-from shiftbench.training import flat_predictions
+from shiftbench.measures.core import MeasureContext, Undefined, measure
+from shiftbench.studies.adam_rotations import probes
+from shiftbench.studies.adam_rotations.rotations import RotatedOptimizer
+from shiftbench.training.primitives import flat_predictions
 
 FAMILY = "rotation_probes"
 

@@ -6,7 +6,7 @@ Keskar et al., ICLR 2017).
 training accuracy on ``config.subset`` examples by at most ``config.accuracy_drop`` (0.1).
 The worst case is approximated by ``config.ascent_steps`` steps of projected sign-gradient
 ascent on the cross-entropy, and ``alpha'`` is found by
-:func:`shiftbench.measure_utils.bisect_scale`. ``w`` is every parameter of the
+:func:`shiftbench.measures.utils.bisect_scale`. ``w`` is every parameter of the
 BatchNorm-folded model, ``w^0`` the same at initialization, ``omega`` their number, ``m``
 the number of training examples; the confidence ``delta`` is ``alpha'`` (as the reference
 implementation does for ``sigma'``).
@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from shiftbench import measure_utils as mu
-from shiftbench.measures import MeasureContext, measure
+from shiftbench.measures import utils as mu
+from shiftbench.measures.core import MeasureContext, measure
 
 
 def alpha(ctx: MeasureContext, magnitude: bool) -> float:

@@ -18,8 +18,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from shiftbench import measure_utils as mu
-from shiftbench.measures import MeasureContext, measure
+from shiftbench.measures import utils as mu
+from shiftbench.measures.core import MeasureContext, measure
 
 VARIANTS = {"": "reshaped kernel", "_fft": "exact conv operator (FFT)"}
 

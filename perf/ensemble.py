@@ -1,4 +1,4 @@
-"""Trials per hour: K vectorized members (shiftbench.ensemble) vs K sequential runs.
+"""Trials per hour: K vectorized members (shiftbench.trials.ensemble) vs K sequential runs.
 
 Both sides are the real paths: ``TrialRunner.run`` for a sequential trial and
 ``run_ensemble`` for a group, each with its checkpoint evaluations (at step 0 and at the
@@ -15,10 +15,10 @@ import time
 
 import torch
 
-from shiftbench import registry
-from shiftbench.ensemble import run_ensemble
-from shiftbench.runner import TrialRunner
-from shiftbench.trial import Trial
+from shiftbench.plugins import registry
+from shiftbench.trials.ensemble import run_ensemble
+from shiftbench.trials.runner import TrialRunner
+from shiftbench.trials.trial import Trial
 
 
 def make_trials(n: int, model: str, args: argparse.Namespace) -> list[Trial]:

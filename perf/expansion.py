@@ -1,6 +1,6 @@
 """Time and peak memory of answering a large study: ``status`` (cold: expanded; warm: from
 the expansion cache), ``run --max-trials 1`` and ``report``, against the old path that built
-every :class:`shiftbench.trial.Trial` (``Study.trials()``, as ``status`` and ``plan`` did).
+every :class:`shiftbench.trials.trial.Trial` (``Study.trials()``, as ``status`` and ``plan`` did).
 
 The study is a generated grid on the offline digits data (steps x widths x learning rates
 x seeds) of 10,000, 100,000 and 1,000,000 trials. Each figure is one fresh
@@ -30,7 +30,7 @@ CLI = (
     "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
 )
 OLD = (
-    "import sys\nfrom collections import Counter\nfrom shiftbench.study import load_study\n"
+    "import sys\nfrom collections import Counter\nfrom shiftbench.spec.study import load_study\n"
     "study = load_study(sys.argv[1], int(sys.argv[2]))\n"
     "ids = [t.trial_id for t in study.trials()]\n"
     "print(len(ids), Counter('pending' for _ in ids))\n"

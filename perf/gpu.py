@@ -23,12 +23,12 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from shiftbench import registry
-from shiftbench.accel import PLAIN, Accel
-from shiftbench.algorithms import ERM
 from shiftbench.data.environments import Environment
-from shiftbench.models import create_model
-from shiftbench.training import EnvSampler
+from shiftbench.models.registry import create_model
+from shiftbench.plugins import registry
+from shiftbench.training.algorithms import ERM
+from shiftbench.training.primitives import EnvSampler
+from shiftbench.trials.accel import PLAIN, Accel
 
 CASES = {"mnist_cnn": ((2, 28, 28), 10, 64), "resnet18": ((3, 32, 32), 10, 128)}
 ENVS = 2

@@ -2,7 +2,8 @@
 
 Expands a study of 10,000 trials (4 optimizers x 1,250 random samples x 2 seeds on
 ColoredDigits), writes a synthetic ledger for it with the real row and store code
-(``shiftbench.runner.ledger_rows``, ``shiftbench.store.append``; 5 checkpoints per trial,
+(``shiftbench.trials.runner.ledger_rows``, ``shiftbench.store.ledger.append``; 5 checkpoints
+per trial,
 made-up accuracies), then times ``shiftbench report --html`` on it (the report's analyses
 and the site) and prints the site's size, the weight of the index and trial-list pages
 (each with the scripts it loads) and of one trial page.
@@ -20,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from shiftbench import store
-from shiftbench.report import build_report
-from shiftbench.runner import ledger_rows
-from shiftbench.site import ASSETS, ITABLES_JS, PLOTLY_JS
-from shiftbench.study import load_study
+from shiftbench.report.build import build_report
+from shiftbench.report.site import ASSETS, ITABLES_JS, PLOTLY_JS
+from shiftbench.spec.study import load_study
+from shiftbench.store import ledger as store
+from shiftbench.trials.runner import ledger_rows
 
 SOLVERS = ("sgd", "momentum", "rmsprop", "adam")
 STEPS = (0, 100, 200, 300, 400)

@@ -2,7 +2,7 @@
 
 Trains the built-in small CNN on 80% of scikit-learn's 8x8 digits with a bare PyTorch
 loop until the training cross-entropy reaches 0.01 (or a step cap), then times
-``shiftbench.measures.compute_with_reasons`` on every measure, with each family's share
+``shiftbench.measures.core.compute_with_reasons`` on every measure, with each family's share
 (work shared through the context's caches counts for the first measure that needs it).
 Run: ``python perf/measures.py`` (about a minute on 2 CPU cores).
 """
@@ -15,9 +15,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from shiftbench import measures
 from shiftbench.data.digits import digit_images
-from shiftbench.models import create_model
+from shiftbench.measures import core as measures
+from shiftbench.models.registry import create_model
 
 TARGET_CE = 0.01
 MAX_STEPS = 1500

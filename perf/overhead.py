@@ -44,13 +44,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from shiftbench import store  # noqa: E402
-from shiftbench.models import create_model  # noqa: E402
-from shiftbench.registry import dataset_class, defaults, objective_class, solver_class  # noqa: E402
-from shiftbench.runner import TrialRunner  # noqa: E402
-from shiftbench.study import load_study  # noqa: E402
-from shiftbench.sweep import run_study  # noqa: E402
-from shiftbench.trial import Trial  # noqa: E402
+from shiftbench.models.registry import create_model  # noqa: E402
+from shiftbench.plugins.registry import dataset_class, defaults, objective_class, solver_class  # noqa: E402
+from shiftbench.spec.study import load_study  # noqa: E402
+from shiftbench.store import ledger as store  # noqa: E402
+from shiftbench.sweep.driver import run_study  # noqa: E402
+from shiftbench.trials.runner import TrialRunner  # noqa: E402
+from shiftbench.trials.trial import Trial  # noqa: E402
 
 # Learning rates at which SGD does not diverge here, so every way does the full training.
 LRS = (0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1)
@@ -224,7 +224,7 @@ def main() -> None:
     one_trial = (
         f"import sys; sys.path.insert(0, {str(ROOT)!r}); import torch; "
         "torch.set_num_threads(1); from perf.overhead import trials; "
-        "from shiftbench.runner import TrialRunner; "
+        "from shiftbench.trials.runner import TrialRunner; "
         f"TrialRunner({{}}).run(trials({n}, {args.steps}, {args.eval_every})[INDEX], 'overhead')"
     )
     per_process = (

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import click
 
-from shiftbench import artifacts, expansion_cache, registry, store
-from shiftbench.lock import StudyLock, StudyLocked
-from shiftbench.study import DEFAULT_TRIAL_LIMIT, StudyError, in_study, load_study
+from shiftbench.plugins import registry
+from shiftbench.spec import expansion_cache
+from shiftbench.spec.study import DEFAULT_TRIAL_LIMIT, StudyError, in_study, load_study
+from shiftbench.store import artifacts
+from shiftbench.store import ledger as store
+from shiftbench.store.lock import StudyLock, StudyLocked
 
 DEFAULT_STORE = Path("results")
 
@@ -84,7 +87,7 @@ def run(
     trial_limit: int | None,
 ) -> None:
     """Run or resume a study: only trials the ledger does not hold yet are run."""
-    from shiftbench.sweep import ClusterError, plan, run_study
+    from shiftbench.sweep.driver import ClusterError, plan, run_study
 
     study = _load(study_file, trial_limit)
     if workers is not None and workers < 0:
@@ -243,7 +246,7 @@ def _echo_failures(ledger, study_file: str, trial_ids: set[str]) -> None:
 @_limit_option
 def rerun(trial_id: str, study_file: str, store_dir: Path, trial_limit: int | None) -> None:
     """Rerun one trial in this process; exit 0 if its numbers match the ledger's."""
-    from shiftbench.sweep import rerun_trial
+    from shiftbench.sweep.driver import rerun_trial
 
     study = _load(study_file, trial_limit)
     try:
@@ -287,7 +290,7 @@ def report(
     watch: float | None,
 ) -> None:
     """Run every analysis the study names: Markdown, LaTeX, CSV and PNG (and HTML)."""
-    from shiftbench.report import build_report, watch_report
+    from shiftbench.report.build import build_report, watch_report
 
     study = _load(study_file, trial_limit)
     if watch:
@@ -308,7 +311,7 @@ def report(
 def index(folder: Path) -> None:
     """Write FOLDER/index.html: every report under FOLDER, and each study's ledger state when
     FOLDER is a store."""
-    from shiftbench.site import write_index
+    from shiftbench.report.site import write_index
 
     click.echo(f"index written to {write_index(folder)}")
 
@@ -316,7 +319,7 @@ def index(folder: Path) -> None:
 @main.command(name="list")
 def list_plugins() -> None:
     """Solvers, datasets, measures and analyses, with their parameters."""
-    from shiftbench import measures
+    from shiftbench.measures import core as measures
 
     click.echo("solvers:")
     for name in registry.names("solvers"):
@@ -355,7 +358,7 @@ def _params(parameters: dict) -> str:
 @_limit_option
 def export(study_file: str, store_dir: Path, out: Path, trial_limit: int | None) -> None:
     """Write the study's checkpoints with Benchopt's result columns."""
-    from shiftbench.benchopt_results import result_path, to_benchopt
+    from shiftbench.report.benchopt import result_path, to_benchopt
 
     study = _load(study_file, trial_limit)
     try:
@@ -383,7 +386,7 @@ def cluster() -> None:
 @click.option("--workers", type=int, default=None, help="Warm workers (default: one per CPU).")
 def cluster_start(workers: int | None) -> None:
     """Start the local cluster (127.0.0.1 only) and its warm workers."""
-    from shiftbench import cluster as local
+    from shiftbench.sweep import cluster as local
 
     try:
         address, n = local.start(workers)
@@ -395,7 +398,7 @@ def cluster_start(workers: int | None) -> None:
 @cluster.command(name="stop")
 def cluster_stop() -> None:
     """Stop the local cluster and everything it started."""
-    from shiftbench import cluster as local
+    from shiftbench.sweep import cluster as local
 
     click.echo("local cluster stopped" if local.stop() else "no local cluster was running")
 
@@ -405,8 +408,8 @@ def cluster_status() -> None:
     """The local cluster's address and its warm workers."""
     import ray
 
-    from shiftbench import cluster as local
-    from shiftbench.sweep import _start_ray
+    from shiftbench.sweep import cluster as local
+    from shiftbench.sweep.driver import _start_ray
 
     address = local.running()
     if address is None:

@@ -2,7 +2,7 @@
 
 import torch
 
-from shiftbench.solver_base import AdamSolver
+from shiftbench.training.loop import AdamSolver
 
 
 class Solver(AdamSolver):

@@ -1,6 +1,6 @@
 """SGD with heavy-ball momentum and coupled L2 weight decay (``torch.optim.SGD``)."""
 
-from shiftbench.solver_base import MomentumSolver
+from shiftbench.training.loop import MomentumSolver
 
 
 class Solver(MomentumSolver):

@@ -2,8 +2,8 @@
 
 import torch
 
-from shiftbench.search import LogUniform
-from shiftbench.solver_base import COMMON_PARAMETERS, COMMON_SPACE, TorchSolver
+from shiftbench.spec.search import LogUniform
+from shiftbench.training.loop import COMMON_PARAMETERS, COMMON_SPACE, TorchSolver
 
 
 class Solver(TorchSolver):

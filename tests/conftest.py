@@ -20,11 +20,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from shiftbench import store
-from shiftbench.cluster import DIR_ENV
-from shiftbench.expansion_cache import CACHE_ENV
-from shiftbench.study import Study
-from shiftbench.sweep import result_differences
+from shiftbench.spec.expansion_cache import CACHE_ENV
+from shiftbench.spec.study import Study
+from shiftbench.store import ledger as store
+from shiftbench.sweep.cluster import DIR_ENV
+from shiftbench.sweep.driver import result_differences
 
 SHIFTBENCH = Path(sys.executable).parent / "shiftbench"
 TINY_STUDY: dict[str, Any] = {
@@ -90,7 +90,7 @@ def ray_cluster() -> Iterator[None]:
     """One local two-CPU Ray cluster for the session, as ``shiftbench run`` starts it."""
     import ray
 
-    from shiftbench.sweep import _start_ray
+    from shiftbench.sweep.driver import _start_ray
 
     _start_ray(2, None)
     yield

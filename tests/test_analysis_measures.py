@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from shiftbench import measure_table, registry, stats
-from shiftbench.report import AnalysisContext, Report
-from shiftbench.study import load_study
+from shiftbench.plugins import registry
+from shiftbench.report.build import AnalysisContext, Report
+from shiftbench.spec.study import load_study
+from shiftbench.studies.generalization_measures import measure_table, stats
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIFTS = "rotate-30,color"

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from shiftbench import registry
-from shiftbench.report import AnalysisContext, Report
-from shiftbench.study import StudyError, load_study, parse_study
+from shiftbench.plugins import registry
+from shiftbench.report.build import AnalysisContext, Report
+from shiftbench.spec.study import StudyError, load_study, parse_study
 
 ROOT = Path(__file__).resolve().parents[1]
 returns = registry.analysis("optimizer_ood_returns")

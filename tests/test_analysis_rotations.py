@@ -12,12 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from shiftbench import measures, registry
-from shiftbench.report import AnalysisContext, Report
-from shiftbench.rotation_analysis import slowdowns
-from shiftbench.rotations import RotatedOptimizer
-from shiftbench.runner import TrialRunner
-from shiftbench.study import parse_study
+from shiftbench.measures import core as measures
+from shiftbench.plugins import registry
+from shiftbench.report.build import AnalysisContext, Report
+from shiftbench.spec.study import parse_study
+from shiftbench.studies.adam_rotations.analysis import slowdowns
+from shiftbench.studies.adam_rotations.rotations import RotatedOptimizer
+from shiftbench.trials.runner import TrialRunner
 
 PROBES = [
     "update_orthogonality_mlp",
@@ -330,7 +331,7 @@ def test_analyses_say_so_when_nothing_was_probed(tmp_path):
 def test_rotation_studies_use_the_papers_settings(study, trials):
     from pathlib import Path
 
-    from shiftbench.study import load_study
+    from shiftbench.spec.study import load_study
 
     loaded = load_study(Path(__file__).resolve().parents[1] / "benchmarks" / f"{study}.yml")
     expanded = loaded.trials()

@@ -11,11 +11,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from shiftbench import faults, store
+from shiftbench import faults
 from shiftbench.cli import main
-from shiftbench.selection import select
-from shiftbench.study import load_study
-from shiftbench.trial import Trial
+from shiftbench.spec.study import load_study
+from shiftbench.store import ledger as store
+from shiftbench.studies.optimizer_ood.selection import select
+from shiftbench.trials.trial import Trial
 
 TINY = {
     "name": "tiny",

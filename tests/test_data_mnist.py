@@ -9,7 +9,6 @@ import pytest
 import torch
 from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 
-from shiftbench import registry
 from shiftbench.data.mnist import (
     IDX_FILES,
     colored_mnist,
@@ -19,7 +18,8 @@ from shiftbench.data.mnist import (
     rotated_mnist,
 )
 from shiftbench.data.paths import MissingDataError
-from shiftbench.study import StudyError, parse_study
+from shiftbench.plugins import registry
+from shiftbench.spec.study import StudyError, parse_study
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -14,7 +14,7 @@ from test_data_mnist import write_mnist
 from shiftbench.data.environments import DomainData
 from shiftbench.data.image_folder import FOLDER_DATASETS
 from shiftbench.data.paths import MissingDataError
-from shiftbench.plugins import load_module
+from shiftbench.plugins.files import load_module
 
 DATASETS_DIR = Path(__file__).resolve().parents[1] / "datasets"
 FOLDER_PLUGINS = {

@@ -7,9 +7,9 @@ import torch
 
 from shiftbench.data.digits import digit_images, parse_shifts, shifted_digit_environments
 from shiftbench.data.text import text_blocks
-from shiftbench.registry import dataset_class, defaults, objective_class, solver_class
-from shiftbench.runner import TrialRunner
-from shiftbench.trial import Trial
+from shiftbench.plugins.registry import dataset_class, defaults, objective_class, solver_class
+from shiftbench.trials.runner import TrialRunner
+from shiftbench.trials.trial import Trial
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -7,7 +7,6 @@ import torch
 from scipy import stats
 from sklearn.datasets import load_digits
 
-from shiftbench import registry
 from shiftbench.data.digits import (
     colored_digit_environments,
     digit_images,
@@ -15,6 +14,7 @@ from shiftbench.data.digits import (
 )
 from shiftbench.data.environments import DomainData
 from shiftbench.data.recipes import colored_environments
+from shiftbench.plugins import registry
 
 N_DIGITS = 1797
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from shiftbench import measures
+from shiftbench.measures import core as measures
 
 
 def mlp(seed: int, bias: bool = True) -> nn.Sequential:

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shiftbench import measures
-from shiftbench.measures import MeasureConfig
+from shiftbench.measures import core as measures
+from shiftbench.measures.core import MeasureConfig
 
 
 def data(n: int = 30, d: int = 4, k: int = 3) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch import nn
 
-from shiftbench import measure_utils as mu
-from shiftbench import measures
-from shiftbench.measures import MeasureConfig
+from shiftbench.measures import core as measures
+from shiftbench.measures import utils as mu
+from shiftbench.measures.core import MeasureConfig
 
 CONFIG = MeasureConfig(
     bisection_depth=12, mc_draws=3, subset=200, drop_tolerance=0.0, ascent_steps=3

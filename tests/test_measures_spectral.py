@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from shiftbench import measure_utils as mu
-from shiftbench import measures
+from shiftbench.measures import core as measures
+from shiftbench.measures import utils as mu
 
 
 def conv_matrix(conv: nn.Conv2d, channels: int, size: int) -> torch.Tensor:

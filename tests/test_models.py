@@ -7,7 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from shiftbench.models import SIZED_FAMILIES, available, check_size, create_model, is_model
+from shiftbench.models.registry import (
+    SIZED_FAMILIES,
+    available,
+    check_size,
+    create_model,
+    is_model,
+)
 
 SHAPES = [(2, 8, 8), (1, 8, 8), (3, 16, 16)]
 

@@ -20,9 +20,9 @@ import pytest
 import yaml
 from conftest import TINY_STUDY, Driver, assert_exactly_once, wait_for
 
-from shiftbench import store
-from shiftbench.plugins import benchmark_root
-from shiftbench.study import load_study
+from shiftbench.plugins.files import benchmark_root
+from shiftbench.spec.study import load_study
+from shiftbench.store import ledger as store
 
 RAY = Path(sys.executable).parent / "ray"
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shiftbench import registry
-from shiftbench.algorithms import ERM, IRM
+from shiftbench.plugins import registry
+from shiftbench.training.algorithms import ERM, IRM
 
 OBJ = {"steps": 20, "eval_every": 10, "model": "mlp", "width": 16, "depth": 1}
 

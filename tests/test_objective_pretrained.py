@@ -3,7 +3,7 @@
 import timm
 import torch
 
-from shiftbench.registry import dataset_class, objective_class
+from shiftbench.plugins.registry import dataset_class, objective_class
 
 
 def test_pretrained_file_initializes_the_body_and_keeps_a_fresh_head(tmp_path, one_torch_thread):

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from shiftbench import store
-from shiftbench.study import parse_study
+from shiftbench.spec.study import parse_study
+from shiftbench.store import ledger as store
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

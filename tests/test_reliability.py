@@ -25,11 +25,12 @@ from conftest import (
 )
 
 import shiftbench
-from shiftbench import store, sweep
 from shiftbench.cli import main
 from shiftbench.faults import ENV
-from shiftbench.study import Study, load_study
-from shiftbench.sweep import run_study
+from shiftbench.spec.study import Study, load_study
+from shiftbench.store import ledger as store
+from shiftbench.sweep import driver as sweep
+from shiftbench.sweep.driver import run_study
 
 KILLED = -signal.SIGKILL
 HUGE = 10**12  # an MLP this wide cannot be allocated: the trial runs out of memory at once
@@ -307,16 +308,16 @@ def test_two_drivers_started_together_never_both_run_a_trial(make_study, store_d
 def test_no_pickle_or_eval_of_stored_or_study_data():
     engine = Path(shiftbench.__file__).parent
     for module in (
-        "store",
-        "study",
-        "sweep",
+        "store/ledger",
+        "spec/study",
+        "sweep/driver",
         "cli",
-        "runner",
-        "lock",
-        "worker",
+        "trials/runner",
+        "store/lock",
+        "trials/worker",
         "faults",
-        "trial",
-        "search",
+        "trials/trial",
+        "spec/search",
     ):
         text = (engine / f"{module}.py").read_text()
         for unsafe in (

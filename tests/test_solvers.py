@@ -11,13 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shiftbench import registry
-from shiftbench.algorithms import IRM
 from shiftbench.data.seeds import seed_hash
-from shiftbench.runner import TrialRunner
-from shiftbench.search import random_samples
-from shiftbench.solver_base import solver_space
-from shiftbench.trial import Trial
+from shiftbench.plugins import registry
+from shiftbench.spec.search import random_samples
+from shiftbench.training.algorithms import IRM
+from shiftbench.training.loop import solver_space
+from shiftbench.trials.runner import TrialRunner
+from shiftbench.trials.trial import Trial
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLVERS = ["adam", "adamw", "momentum", "nesterov", "rmsprop", "sgd"]
@@ -184,7 +184,7 @@ def assert_curves_equal(outcome, curve):
 
 def trained_model(trial):
     """The solver's model after the run, through the same pieces TrialRunner wires."""
-    from shiftbench.runner import Checkpointer
+    from shiftbench.trials.runner import Checkpointer
 
     params = dict(trial.objective_params)
     objective = registry.objective_class().get_instance(**params, seed=trial.seed)

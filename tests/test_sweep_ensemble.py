@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shiftbench import store
-from shiftbench.ensemble import plan_groups
-from shiftbench.study import StudyError, load_study
-from shiftbench.sweep import run_study
+from shiftbench.spec.study import StudyError, load_study
+from shiftbench.store import ledger as store
+from shiftbench.sweep.driver import run_study
+from shiftbench.trials.ensemble import plan_groups
 
 # fixed data: an ensemble's members share one data set (DomainBed's default redraws it per trial)
 STUDY = """

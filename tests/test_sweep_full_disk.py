@@ -12,9 +12,11 @@ import torch
 from click.testing import CliRunner
 from conftest import assert_exactly_once
 
-from shiftbench import artifacts, store, sweep
 from shiftbench.cli import main
-from shiftbench.study import load_study
+from shiftbench.spec.study import load_study
+from shiftbench.store import artifacts
+from shiftbench.store import ledger as store
+from shiftbench.sweep import driver as sweep
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # A tiny trial's batch file is about 22 KB: this disk holds two of them, not three.

@@ -21,7 +21,8 @@ class RecipeDataset(BaseDataset):
 
     ``data_seed`` and ``split_seed`` are filled in by the study expansion
     (:func:`shiftbench.data.seeds.resolve`); ``None`` (a plain ``benchopt run``) means 0.
-    ``val_env >= 0`` makes the run a leave-one-domain-out companion (:mod:`shiftbench.selection`).
+    ``val_env >= 0`` makes the run a leave-one-domain-out companion
+    (:mod:`shiftbench.studies.optimizer_ood.selection`).
     """
 
     domainbed_name: ClassVar[str]

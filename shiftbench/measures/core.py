@@ -1,0 +1,450 @@
+"""Generalization measures: the registry, the shared measurement context and ``compute``.
+
+A measure is a function ``f(ctx: MeasureContext) -> float`` registered by name with
+``@measure(name, family=..., adjustment=...)`` in a plugin file under ``measures/``
+(loaded by path with :func:`shiftbench.plugins.files.load_all`). ``compute`` evaluates the
+requested measures on one trained model; a measure that fails or is undefined for that
+model gives NaN and its reason (see ``compute_with_reasons``).
+
+The size adjustment follows Jiang et al. (ICLR 2020, "Fantastic Generalization Measures and
+Where to Find Them", Sec. 6 / App. C): a measure named ``log_*`` becomes
+``0.5 * (value - log m)``, any other complexity measure ``sqrt(value / m)``, with ``m`` the
+number of training examples; empirical quantities (calibration, optimization speed,
+information criteria) are registered with ``adjustment="none"``.
+
+One parameter count ``omega`` (:attr:`MeasureContext.omega`) serves every measure that
+counts parameters (``params``, AIC, BIC, the magnitude-aware bounds): the number of
+parameters of the BatchNorm-folded model, weights and biases, i.e. of the function the
+model computes at evaluation time and of the vector the perturbation measures perturb.
+A BatchNorm's scale and shift fold into the preceding layer, so they are not counted
+again. The reference implementation (``get_all_measures``: ``num_params``) counts the
+folded weights without the biases; the difference is one bias per output unit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from shiftbench.measures import utils as mu
+from shiftbench.measures.utils import Undefined
+
+Adjustment = Literal["log", "sqrt", "none"]
+MeasureFn = Callable[["MeasureContext"], float]
+__all__ = [
+    "MeasureConfig",
+    "MeasureContext",
+    "Undefined",
+    "available",
+    "compute",
+    "compute_with_reasons",
+    "families",
+    "measure",
+    "size_adjusted",
+]
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """Parameters of the measures that need a search, sampling or a data subset.
+
+    bisection_depth: halvings of the (geometric) search for the PAC-Bayes sigma and the
+        sharpness alpha (Jiang et al. 2020, App. C.6; the reference's ``_pacbayes_sigma``
+        ``search_depth=15``, the default).
+    mc_draws: Monte-Carlo weight perturbations per bisection step (the reference's
+        ``montecarlo_samples=10``, the default). Cheaper settings are a study's choice
+        (``measure_config``), recorded in the ledger's ``measure_config.*`` columns.
+    subset: training examples used by the perturbation, gradient and Hessian measures.
+    accuracy_drop: target drop of training accuracy that defines sigma / alpha (0.1).
+    drop_tolerance: stop the bisection once the drop is this close to the target.
+    magnitude_eps: epsilon of the magnitude-aware perturbations (Jiang et al.: 1e-3).
+    ascent_steps: projected sign-gradient ascent steps of the worst-case sharpness.
+    sharpness_alpha: box size of Keskar et al.'s fixed-alpha sharpness (their 5e-4).
+    noise_batch_size: minibatch size whose gradient variance is the gradient noise.
+    eval_batch_size: examples per forward pass when evaluating a whole dataset.
+    seed: seeds every random draw (one ``torch.Generator`` per measure).
+    linf_batches: minibatches of Study 3's L-inf gradient bound (the paper: 1,000).
+    hessian_batches: minibatches whose Hessian rows Study 3's (1,1)-norm averages.
+    hessian_coordinates: sampled rows of that (1,1)-norm estimate.
+    orthogonality_steps: steps of resumed training over which Study 3's update orthogonality
+        is averaged (the paper: 500).
+    """
+
+    bisection_depth: int = 15
+    mc_draws: int = 10
+    subset: int = 512
+    accuracy_drop: float = 0.1
+    drop_tolerance: float = 0.01
+    magnitude_eps: float = 1e-3
+    ascent_steps: int = 5
+    sharpness_alpha: float = 5e-4
+    noise_batch_size: int = 32
+    eval_batch_size: int = 1024
+    seed: int = 0
+    linf_batches: int = 1000
+    hessian_batches: int = 100
+    hessian_coordinates: int = 16
+    orthogonality_steps: int = 500
+
+    def __post_init__(self) -> None:
+        for key in (
+            "bisection_depth",
+            "mc_draws",
+            "subset",
+            "ascent_steps",
+            "noise_batch_size",
+            "eval_batch_size",
+            "linf_batches",
+            "hessian_batches",
+            "hessian_coordinates",
+            "orthogonality_steps",
+        ):
+            if getattr(self, key) < 1:
+                raise ValueError(f"MeasureConfig.{key} must be >= 1, got {getattr(self, key)}")
+        if not 0.0 < self.accuracy_drop < 1.0:
+            raise ValueError(
+                f"MeasureConfig.accuracy_drop must be in (0, 1), got {self.accuracy_drop}"
+            )
+        if self.magnitude_eps <= 0 or self.sharpness_alpha <= 0 or self.drop_tolerance < 0:
+            raise ValueError(
+                "MeasureConfig.magnitude_eps and sharpness_alpha must be > 0, drop_tolerance >= 0"
+            )
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One registered measure: its function, family, size adjustment and direction.
+
+    ``direction`` is +1 when a larger value predicts a larger generalization gap (every
+    complexity measure and bound), -1 when a larger value predicts a smaller one (e.g. the
+    mean confidence): a measure selects the model with the lowest ``direction * value``.
+    """
+
+    name: str
+    fn: MeasureFn
+    family: str
+    adjustment: Adjustment
+    direction: int = 1
+
+
+REGISTRY: dict[str, Measure] = {}
+
+
+def measure(
+    name: str, family: str, adjustment: Adjustment | None = None, direction: int = 1
+) -> Callable[[MeasureFn], MeasureFn]:
+    """Register ``fn(ctx) -> float`` as measure ``name``; the adjustment defaults to Jiang's
+    rule (``log`` for names starting with ``log_``, else ``sqrt``); ``direction`` is -1 for
+    a measure whose larger values predict a smaller gap (see :class:`Measure`)."""
+    rule: Adjustment = adjustment or ("log" if name.startswith("log_") else "sqrt")
+    if direction not in (1, -1):
+        raise ValueError(f"measure {name!r}: direction must be 1 or -1, got {direction}")
+
+    def wrap(fn: MeasureFn) -> MeasureFn:
+        if name in REGISTRY and REGISTRY[name].fn.__qualname__ != fn.__qualname__:
+            raise ValueError(f"measure {name!r} is registered twice")
+        REGISTRY[name] = Measure(name, fn, family, rule, direction)
+        return fn
+
+    return wrap
+
+
+def registry() -> dict[str, Measure]:
+    """Every measure, after loading the plugin files in ``measures/``."""
+    from shiftbench.plugins.files import load_all
+
+    load_all("measures")
+    return REGISTRY
+
+
+def available() -> list[str]:
+    """Sorted names of every registered measure."""
+    return sorted(registry())
+
+
+def families() -> dict[str, list[str]]:
+    """Measure names grouped by family (sorted)."""
+    groups: dict[str, list[str]] = {}
+    for name in available():
+        groups.setdefault(REGISTRY[name].family, []).append(name)
+    return groups
+
+
+def size_adjusted(values: Mapping[str, float], m: int) -> dict[str, float]:
+    """Jiang et al.'s size adjustment of raw values for ``m`` training examples."""
+    table = registry()
+    out: dict[str, float] = {}
+    for name, value in values.items():
+        rule = table[name].adjustment
+        if rule == "log":
+            out[name] = 0.5 * (value - math.log(m))
+        elif rule == "sqrt":
+            out[name] = math.sqrt(value / m) if value >= 0 else math.nan
+        else:
+            out[name] = value
+    return out
+
+
+class MeasureContext:
+    """Everything a measure reads, with the expensive shared pieces computed once.
+
+    The model is in eval mode while measured. Perturbed or folded weights always live in
+    copies or in tensors passed to ``torch.func.functional_call``: the model's own
+    parameters are never written.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_data: tuple[Tensor, Tensor],
+        init_model: nn.Module | None = None,
+        *,
+        config: MeasureConfig | None = None,
+        history: Sequence[tuple[int, float]] | None = None,
+        heldout_data: tuple[Tensor, Tensor] | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+    ) -> None:
+        x, y = train_data
+        if x.shape[0] != y.shape[0] or x.shape[0] == 0:
+            raise ValueError(
+                f"train_data needs as many labels as inputs (>0), got "
+                f"{tuple(x.shape)} and {tuple(y.shape)}"
+            )
+        self.model = model
+        self.init_model = init_model
+        self.x, self.y = x, y
+        self.config = config or MeasureConfig()
+        self.history = list(history) if history is not None else None
+        self.heldout_data = heldout_data
+        self.optimizer = optimizer
+        self._memo: dict[str, object] = {}
+
+    def memo(self, key: str, make: Callable[[], object]) -> object:
+        """``make()`` computed once per context under ``key``: plugins share work through
+        it (an exception is re-raised for every caller, without recomputing)."""
+        if key not in self._memo:
+            try:
+                self._memo[key] = make()
+            except Exception as error:
+                self._memo[key] = error
+        value = self._memo[key]
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    @property
+    def m(self) -> int:
+        """Number of training examples."""
+        return int(self.x.shape[0])
+
+    def generator(self, name: str) -> torch.Generator:
+        """A generator on the data's device seeded by ``config.seed`` and the measure name,
+        so each measure's draws do not depend on which other measures ran."""
+        gen = torch.Generator(device=self.x.device)
+        gen.manual_seed(self.config.seed * 1_000_003 + zlib.crc32(name.encode()))
+        return gen
+
+    @cached_property
+    def subset(self) -> tuple[Tensor, Tensor]:
+        """``config.subset`` training examples, drawn once without replacement."""
+        if self.m <= self.config.subset:
+            return self.x, self.y
+        order = torch.randperm(self.m, generator=self.generator("subset"), device=self.x.device)
+        keep = order[: self.config.subset]
+        return self.x[keep], self.y[keep]
+
+    @cached_property
+    def logits(self) -> Tensor:
+        """Logits of the whole training set."""
+        return mu.predict(self.model, self.x, self.config.eval_batch_size)
+
+    @cached_property
+    def heldout_logits(self) -> tuple[Tensor, Tensor]:
+        """Logits and labels of the held-out ID split."""
+        if self.heldout_data is None:
+            raise Undefined("no heldout_data given")
+        hx, hy = self.heldout_data
+        return mu.predict(self.model, hx, self.config.eval_batch_size), hy
+
+    @cached_property
+    def log_likelihood(self) -> float:
+        """Training log-likelihood: minus the summed cross-entropy."""
+        return -float(F.cross_entropy(self.logits, self.y, reduction="sum"))
+
+    @cached_property
+    def margin(self) -> float:
+        """Jiang et al.'s margin: the 10th percentile of ``f_y(x) - max_{j != y} f_j(x)``
+        over the training set; it must be positive for the ``*_over_margin`` measures."""
+        value = float(mu.tenth_percentile_margin(self.logits, self.y))
+        if value <= 0:
+            raise Undefined(
+                f"10th-percentile margin is {value:.3g} <= 0 (more than 10% of "
+                "training examples misclassified)"
+            )
+        return value
+
+    @cached_property
+    def folded(self) -> nn.Module:
+        """A copy of the model with every BatchNorm folded into its conv/linear layer."""
+        return mu.fold_batchnorm(self.model, self.x[:2])
+
+    @cached_property
+    def folded_init(self) -> nn.Module:
+        """The same folding applied to the model at initialization."""
+        if self.init_model is None:
+            raise Undefined("no init_model given")
+        return mu.fold_batchnorm(self.init_model, self.x[:2])
+
+    @cached_property
+    def layers(self) -> list[mu.Layer]:
+        """The folded model's Linear and Conv2d layers in forward order."""
+        return mu.layers(self.folded, self.x[:2])
+
+    @cached_property
+    def init_layers(self) -> list[mu.Layer]:
+        """The folded init model's layers, matched one to one with ``layers``."""
+        init = mu.layers(self.folded_init, self.x[:2])
+        if [lay.name for lay in init] != [lay.name for lay in self.layers]:
+            raise Undefined("init_model has a different architecture")
+        return init
+
+    @cached_property
+    def flat_params(self) -> Tensor:
+        """Every parameter of the folded model, flattened in name order."""
+        return mu.flat(mu.trainable(self.folded))
+
+    @cached_property
+    def omega(self) -> int:
+        """The parameter count of every measure (module docstring): the folded model's."""
+        return self.flat_params.numel()
+
+    @cached_property
+    def flat_init_params(self) -> Tensor:
+        """Every parameter of the folded init model, flattened in the same order."""
+        init = mu.trainable(self.folded_init)
+        if list(init) != list(mu.trainable(self.folded)):
+            raise Undefined("init_model has a different architecture")
+        return mu.flat(init)
+
+    def offsets(self, from_init: bool) -> Tensor:
+        """``w - w^0`` (``from_init``) or ``w``: the distance to a PAC-Bayes prior's centre."""
+        return self.flat_params - self.flat_init_params if from_init else self.flat_params
+
+    @cached_property
+    def accuracy_on_subset(self) -> float:
+        """Training accuracy of the (folded) model on ``subset``."""
+        sx, sy = self.subset
+        return float(
+            (mu.predict(self.folded, sx, self.config.eval_batch_size).argmax(1) == sy)
+            .float()
+            .mean()
+        )
+
+    @cached_property
+    def grad_stats(self) -> mu.GradStats:
+        """Per-example gradient moments and the Fisher diagonal on ``subset``."""
+        sx, sy = self.subset
+        return mu.gradient_statistics(self.folded, sx, sy)
+
+
+@contextmanager
+def eval_mode(*models: nn.Module | None) -> Iterator[None]:
+    """Put models in eval mode and restore every submodule's own mode afterwards."""
+    saved = [
+        (mod, mod.training) for model in models if model is not None for mod in model.modules()
+    ]
+    for model in models:
+        if model is not None:
+            model.eval()
+    try:
+        yield
+    finally:
+        for mod, training in saved:
+            mod.training = training
+
+
+def compute_with_reasons(
+    model: nn.Module,
+    train_data: tuple[Tensor, Tensor],
+    init_model: nn.Module | None = None,
+    names: Sequence[str] | None = None,
+    *,
+    config: MeasureConfig | None = None,
+    history: Sequence[tuple[int, float]] | None = None,
+    heldout_data: tuple[Tensor, Tensor] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    adjusted: bool = False,
+    timings: dict[str, float] | None = None,
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Measure values by name (NaN where undefined) and the reason for each NaN.
+
+    ``optimizer`` (the trial's, at the end of training) is read by the optimizer probes.
+    ``adjusted=True`` applies :func:`size_adjusted`; ``timings``, if given, receives each
+    measure's wall-clock seconds (shared cached work counts for the first measure using it).
+    """
+    table = registry()
+    wanted = list(names) if names is not None else sorted(table)
+    unknown = [n for n in wanted if n not in table]
+    if unknown:
+        raise KeyError(
+            f"unknown measure(s) {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(sorted(table))}"
+        )
+    ctx = MeasureContext(
+        model,
+        train_data,
+        init_model,
+        config=config,
+        history=history,
+        heldout_data=heldout_data,
+        optimizer=optimizer,
+    )
+    values: dict[str, float] = {}
+    reasons: dict[str, str] = {}
+    with eval_mode(model, init_model):
+        for name in wanted:
+            start = time.perf_counter()
+            values[name], reason = _run_one(table[name], ctx)
+            if reason:
+                reasons[name] = reason
+            if timings is not None:
+                timings[name] = time.perf_counter() - start
+    if adjusted:
+        values = size_adjusted(values, ctx.m)
+    return values, reasons
+
+
+def compute(
+    model: nn.Module,
+    train_data: tuple[Tensor, Tensor],
+    init_model: nn.Module | None = None,
+    names: Sequence[str] | None = None,
+    **context: object,
+) -> dict[str, float]:
+    """Measure values by name, NaN where a measure is undefined (see ``compute_with_reasons``
+    for the keyword context: ``config``, ``history``, ``heldout_data``, ``optimizer``,
+    ``adjusted``)."""
+    values, _ = compute_with_reasons(model, train_data, init_model, names, **context)
+    return values
+
+
+def _run_one(entry: Measure, ctx: MeasureContext) -> tuple[float, str]:
+    try:
+        value = float(entry.fn(ctx))
+    except Undefined as why:
+        return math.nan, str(why)
+    except Exception as error:  # a measure's failure must not stop the others
+        return math.nan, f"{type(error).__name__}: {error}"
+    if not math.isfinite(value):
+        return math.nan, f"non-finite value {value}"
+    return value, ""

@@ -1,0 +1,33 @@
+"""Models by name: one module per family (``mlp``, ``cnn``, ``nin``, ``gpt``, ``vit``,
+``resnet``), each registered in :mod:`shiftbench.models.registry` on import; ``create_model``
+builds one (or any timm model).
+
+Importing this package registers every built-in family.
+"""
+
+from shiftbench.models import cnn, gpt, mlp, nin, resnet, vit
+from shiftbench.models.registry import (
+    MODELS,
+    SIZE_PARAMETERS,
+    SIZED_FAMILIES,
+    available,
+    create_model,
+    is_model,
+    register,
+)
+
+__all__ = [
+    "MODELS",
+    "SIZED_FAMILIES",
+    "SIZE_PARAMETERS",
+    "available",
+    "cnn",
+    "create_model",
+    "gpt",
+    "is_model",
+    "mlp",
+    "nin",
+    "register",
+    "resnet",
+    "vit",
+]

@@ -1,0 +1,107 @@
+"""The model registry and factory, as timm's ``create_model``: ``create_model("cnn", shape, k)``.
+
+Each built-in family lives in its own module of this package and registers itself with
+:func:`register`; any other name is looked up in timm (``resnet18``,
+``vit_tiny_patch16_224``, ...; prefix ``timm:`` to be explicit).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ModelFactory = Callable[..., nn.Module]
+MODELS: dict[str, ModelFactory] = {}
+SIZE_PARAMETERS = frozenset({"depth", "width", "dropout"})
+# Families sized by the objective's depth, width and dropout: those whose factory takes them.
+SIZED_FAMILIES: set[str] = set()
+
+
+def register(name: str) -> Callable[[ModelFactory], ModelFactory]:
+    """Register a model factory ``f(input_shape, num_classes, **params) -> nn.Module``; one
+    that takes ``depth``, ``width`` and ``dropout`` is a sized family."""
+
+    def wrap(factory: ModelFactory) -> ModelFactory:
+        MODELS[name] = factory
+        if SIZE_PARAMETERS.issubset(inspect.signature(factory).parameters):
+            SIZED_FAMILIES.add(name)
+        return factory
+
+    return wrap
+
+
+def check_size(depth: int, width: int, dropout: float) -> None:
+    if depth < 1 or width < 1:
+        raise ValueError(f"depth and width must be >= 1, got depth={depth}, width={width}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+
+
+def timm_model(
+    name: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    pretrained_file: str | None = None,
+    **kwargs: object,
+) -> nn.Module:
+    """A timm model for this input; ImageNet weights from ``pretrained_file`` when given
+    (never downloaded: runs must work offline). The classifier head is always fresh."""
+    import timm
+
+    model = timm.create_model(
+        name, pretrained=False, num_classes=num_classes, in_chans=input_shape[0], **kwargs
+    )
+    if pretrained_file:
+        state = _load_weights(Path(pretrained_file))
+        head = {k for k in state if k.startswith(model.default_cfg.get("classifier", "fc"))}
+        missing, _ = model.load_state_dict(
+            {k: v for k, v in state.items() if k not in head}, strict=False
+        )
+        if [k for k in missing if not k.startswith(model.default_cfg.get("classifier", "fc"))]:
+            raise ValueError(f"{pretrained_file}: weights do not match timm model {name!r}")
+    return model
+
+
+def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def create_model(
+    name: str, input_shape: tuple[int, ...], num_classes: int, **params: object
+) -> nn.Module:
+    """Instantiate a registered family, or a timm model (``timm:`` prefix optional)."""
+    if name in MODELS:
+        return MODELS[name](tuple(input_shape), num_classes, **params)
+    import timm
+
+    timm_name = name.removeprefix("timm:")
+    if not timm.is_model(timm_name):
+        raise KeyError(
+            f"unknown model {name!r}; built-in: {', '.join(sorted(MODELS))}, "
+            "or any timm model name"
+        )
+    return timm_model(timm_name, tuple(input_shape), num_classes, **params)
+
+
+def is_model(name: str) -> bool:
+    """Whether ``create_model`` knows ``name`` (a built-in family or a timm model)."""
+    if name in MODELS:
+        return True
+    import timm
+
+    return timm.is_model(name.removeprefix("timm:"))
+
+
+def available() -> list[str]:
+    """Built-in family names (timm names are accepted too)."""
+    return sorted(MODELS)

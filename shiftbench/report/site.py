@@ -1,0 +1,802 @@
+"""The HTML site of a study: a static, self-contained copy of its report to look, filter and
+click through (``shiftbench report STUDY --html``), and an index over a folder of reports.
+
+The site shows the report's own items (``shiftbench.report.build.Item``): the tables the analyses
+wrote, as sortable, filterable DataTables (itables), and their matplotlib figures redrawn
+by plotly from the figure's artists (``plotly_figure``), so nothing is computed twice. A
+scatter whose points carry trial ids as matplotlib URLs (``ax.scatter(..., urls=ids)``)
+names each trial on hover and opens its page on click.
+
+Everything the pages need is written once into ``assets/`` (plotly.js, the DataTables
+bundle of itables, a style sheet) and read by relative paths: the site works offline and
+from ``file://``. At 10,000 trials the index stays small (the analyses aggregate); the
+trial list is one DataTable that pages through the rows in the browser, and each trial has a
+page of a few KB that loads plotly.js from ``assets/`` (``perf/html_site.py`` measures both).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import itables.options
+import jinja2
+import numpy as np
+import pandas as pd
+import plotly.io as pio
+from itables import to_html_datatable
+from itables.javascript import generate_init_offline_itables_html
+from markdown_it import MarkdownIt
+from markupsafe import Markup, escape
+from matplotlib import colors as mcolors
+from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection, PathCollection, PolyCollection
+from matplotlib.container import BarContainer
+from matplotlib.figure import Figure
+from plotly.offline import get_plotlyjs
+
+from shiftbench.store import ledger as store
+
+if TYPE_CHECKING:
+    from shiftbench.report.build import AnalysisContext, Item
+
+ASSETS = "assets"
+PLOTLY_JS = "plotly.min.js"
+ITABLES_JS = "itables.js"
+STATUSES = ("done", "diverged", "failed", "timeout", "pending")
+CURVES = {
+    "loss": ("train_loss", "id_loss", "ood_loss"),
+    "accuracy": ("train_acc", "id_acc", "ood_acc", "oracle_acc"),
+}
+CONFIG_PREFIXES = ("ds.", "obj.", "hp.", "accel.")  # shown in the trial's config
+CONFIG_COLUMNS = ("attempt", "seed", "sample", "worker_pid")
+PROVENANCE = (
+    "shiftbench_version",
+    "git_commit",
+    "git_dirty",
+    "torch_version",
+    "python_version",
+    "hostname",
+    "device",
+)
+DASHES = {"--": "dash", ":": "dot", "-.": "dashdot"}
+STEPS = {"steps-post": "hv", "steps-pre": "vh", "steps": "vh", "steps-mid": "hvh"}
+SYMBOLS = {"o": "circle", "s": "square", "^": "triangle-up", "v": "triangle-down", "D": "diamond"}
+SYMBOLS |= {"x": "x-thin", "+": "cross-thin", "_": "line-ew", "|": "line-ns", "*": "star"}
+NO_STYLE = ("None", "none", "", " ", None)
+PX_PER_PT = 100 / 72  # plotly draws at about 100 px per matplotlib inch
+WEBGL_POINTS = 2000
+MIN_HEIGHT = 320  # px: a short matplotlib figure (a heat map of few rows) stays readable
+MARKDOWN = MarkdownIt("commonmark").enable("table")
+
+
+# --- matplotlib figure -> plotly figure ------------------------------------------------
+
+
+def _colour(colour, alpha: float | None = None) -> str:
+    r, g, b, a = mcolors.to_rgba(colour, alpha)
+    return f"rgba({round(r * 255)},{round(g * 255)},{round(b * 255)},{a:.3g})"
+
+
+def _values(values: Iterable) -> list:
+    """JSON-ready values: floats with NaN as null, or the labels of a categorical axis."""
+    array = np.ma.filled(np.ma.asarray(values, dtype=object), None).ravel()
+    try:
+        floats = np.asarray(array, dtype=float)
+    except (TypeError, ValueError):
+        return [str(v) for v in array]
+    return [float(v) if np.isfinite(v) else None for v in floats]
+
+
+def _one_or_many(values) -> object:
+    """One value for every point, or one per point (matplotlib keeps one when all share it)."""
+    values = list(values)
+    return values if len(values) > 1 else values[0]
+
+
+def _polyline(segments: Iterable[np.ndarray]) -> tuple[list, list]:
+    """Several (n, 2) arrays as one x/y pair with null between them."""
+    x: list = []
+    y: list = []
+    for segment in segments:
+        points = np.asarray(segment, dtype=float).reshape(-1, 2)
+        x += [*_values(points[:, 0]), None]
+        y += [*_values(points[:, 1]), None]
+    return x, y
+
+
+def _outline(segments: Iterable[np.ndarray], name: str | None, **style) -> dict:
+    """Line segments or polygons as one plotly line trace (no hover: they are not data)."""
+    x, y = _polyline(segments)
+    return {"type": "scatter", "mode": "lines", "x": x, "y": y, "name": name} | {
+        "hoverinfo": "skip",
+        **style,
+    }
+
+
+def _label(artist) -> str | None:
+    label = str(artist.get_label())
+    return None if label.startswith("_") else label
+
+
+def _line_traces(ax: Axes) -> list[dict]:
+    traces = []
+    for line in ax.get_lines():
+        styled = line.get_linestyle() not in NO_STYLE
+        marked = line.get_marker() not in NO_STYLE
+        if not line.get_visible() or not (styled or marked):
+            continue
+        colour = _colour(line.get_color(), line.get_alpha())
+        symbol = SYMBOLS.get(str(line.get_marker()), "circle")
+        traces.append(
+            {
+                "type": "scatter",
+                "x": _values(line.get_xdata()),
+                "y": _values(line.get_ydata()),
+                "mode": "+".join(m for m, on in (("lines", styled), ("markers", marked)) if on),
+                "name": _label(line),
+                "line": {
+                    "color": colour,
+                    "width": line.get_linewidth() * PX_PER_PT,
+                    "dash": DASHES.get(line.get_linestyle(), "solid"),
+                    "shape": STEPS.get(line.get_drawstyle(), "linear"),
+                },
+                "marker": {
+                    "symbol": symbol,
+                    "size": line.get_markersize() * PX_PER_PT,
+                    "color": _colour(line.get_markerfacecolor(), line.get_alpha()),
+                    "line": {"color": colour, "width": 1 if symbol.startswith("line") else 0},
+                },
+            }
+        )
+    return traces
+
+
+def _collection_traces(ax: Axes) -> list[dict]:
+    traces = []
+    for coll in ax.collections:
+        if not coll.get_visible():
+            continue
+        faces = [_colour(c) for c in coll.get_facecolors()] or ["rgba(0,0,0,0)"]
+        if isinstance(coll, PathCollection):
+            urls = coll.get_urls()
+            trace = {
+                "type": "scatter",
+                "mode": "markers",
+                "x": _values(coll.get_offsets()[:, 0]),
+                "y": _values(coll.get_offsets()[:, 1]),
+                "name": _label(coll),
+                "marker": {
+                    "color": _one_or_many(faces),
+                    "size": _one_or_many(np.sqrt(coll.get_sizes()) * PX_PER_PT),
+                },
+            }
+            if any(urls):
+                trace["customdata"] = list(urls)
+            traces.append(trace)
+        elif isinstance(coll, LineCollection):
+            width = coll.get_linewidths()
+            line = {
+                "color": _colour(coll.get_colors()[0]),
+                "width": float(width[0] if len(width) else 1) * PX_PER_PT,
+            }
+            traces.append(_outline(coll.get_segments(), _label(coll), line=line))
+        elif isinstance(coll, PolyCollection):
+            paths = [path.vertices for path in coll.get_paths()]
+            fill = {"fill": "toself", "fillcolor": faces[0], "line": {"width": 0}}
+            traces.append(_outline(paths, _label(coll), **fill))
+    return traces
+
+
+def _patch_traces(ax: Axes) -> list[dict]:
+    """Bars of ``ax.bar`` as plotly bars; any other patch as a filled outline."""
+    traces, in_bars = [], set()
+    for container in ax.containers:
+        if not isinstance(container, BarContainer):
+            continue
+        rects = container.patches
+        in_bars |= {id(r) for r in rects}
+        vertical = container.orientation == "vertical"
+        centre = [
+            r.get_x() + r.get_width() / 2 if vertical else r.get_y() + r.get_height() / 2
+            for r in rects
+        ]
+        length = [r.get_height() if vertical else r.get_width() for r in rects]
+        traces.append(
+            {
+                "type": "bar",
+                "orientation": "v" if vertical else "h",
+                "name": _label(container),
+                "marker": {"color": [_colour(r.get_facecolor()) for r in rects]},
+                "x" if vertical else "y": centre,
+                "y" if vertical else "x": length,
+                "base": [r.get_y() if vertical else r.get_x() for r in rects],
+                "width": [r.get_width() if vertical else r.get_height() for r in rects],
+            }
+        )
+    to_data = ax.transData.inverted()
+    for patch in ax.patches:
+        if id(patch) in in_bars or not patch.get_visible():
+            continue
+        fill = {"fill": "toself", "fillcolor": _colour(patch.get_facecolor())}
+        line = {"color": _colour(patch.get_edgecolor()), "width": 1}
+        verts = [to_data.transform(patch.get_verts())]
+        traces.append(_outline(verts, _label(patch), line=line, **fill))
+    return traces
+
+
+def _image_traces(ax: Axes) -> list[dict]:
+    traces = []
+    for image in ax.get_images():
+        values = np.ma.filled(np.ma.asarray(image.get_array(), dtype=float), np.nan)
+        if values.ndim != 2:
+            continue
+        left, right, bottom, top = image.get_extent()
+        first, last = (top, bottom) if image.origin == "upper" else (bottom, top)
+        rows, cols = values.shape
+        cmap = image.get_cmap()
+        traces.append(
+            {
+                "type": "heatmap",
+                "z": [_values(row) for row in values],
+                "x": (left + (np.arange(cols) + 0.5) * (right - left) / cols).tolist(),
+                "y": (first + (np.arange(rows) + 0.5) * (last - first) / rows).tolist(),
+                "zmin": float(image.norm.vmin),
+                "zmax": float(image.norm.vmax),
+                "colorscale": [[t, _colour(cmap(t))] for t in np.linspace(0, 1, 11).tolist()],
+                "showscale": image.colorbar is not None,
+            }
+        )
+    return traces
+
+
+def _axis(ax: Axes, which: str, anchor: str, domain: list[float]) -> dict:
+    axis = getattr(ax, f"{which}axis")
+    log = axis.get_scale() == "log"
+    low, high = ax.get_xlim() if which == "x" else ax.get_ylim()
+    out = {
+        "domain": domain,
+        "anchor": anchor,
+        "title": {"text": axis.get_label_text()},
+        "type": "log" if log else "linear",
+        "range": np.log10([low, high]).tolist() if log else [low, high],
+        "showline": True,
+        "mirror": True,
+        "linecolor": "#444",
+        "gridcolor": "#e8e8e8",
+        "zeroline": False,
+    }
+    ticks = [(loc, t.get_text()) for loc, t in zip(axis.get_ticklocs(), axis.get_ticklabels())]
+    texts = [text.replace("\N{MINUS SIGN}", "-") for _, text in ticks]
+    if (
+        ticks
+        and all(texts)
+        and not all(re.fullmatch(r"[-+0-9.eE$^{}\\times ]+", t) for t in texts)
+    ):
+        out["tickvals"] = [float(loc) for loc, _ in ticks]
+        out["ticktext"] = [text for _, text in ticks]
+        out["tickangle"] = -axis.get_ticklabels()[0].get_rotation()
+    return out
+
+
+def plotly_figure(fig: Figure) -> dict:
+    """The matplotlib figure ``fig`` as a plotly figure dict: each axes at its place, with
+    its lines, scatters (trial ids from the points' URLs as ``customdata``), error bars,
+    bands, bars, images, texts, titles, labels, scales and categorical ticks."""
+    data: list[dict] = []
+    height = fig.get_size_inches()[1] * 100
+    layout: dict = {
+        "height": max(round(height) + 60, MIN_HEIGHT),
+        "margin": {"l": 60, "r": 20, "t": 40, "b": 60},
+        "hovermode": "closest",
+        "plot_bgcolor": "white",
+        "barmode": "overlay",
+        "annotations": [],
+        "legend": {"itemclick": "toggleothers"},
+        "showlegend": any(ax.get_legend() for ax in fig.axes) or bool(fig.legends),
+    }
+    named: set[str] = set()
+    axes = [ax for ax in fig.axes if ax.axison and ax.get_label() != "<colorbar>"]
+    for number, ax in enumerate(axes, start=1):
+        suffix = "" if number == 1 else str(number)
+        box = ax.get_position()
+        layout[f"xaxis{suffix}"] = _axis(ax, "x", f"y{suffix}", [box.x0, box.x1])
+        layout[f"yaxis{suffix}"] = _axis(ax, "y", f"x{suffix}", [box.y0, box.y1])
+        for trace in (
+            _image_traces(ax) + _patch_traces(ax) + _collection_traces(ax) + _line_traces(ax)
+        ):
+            name = trace.pop("name", None)
+            trace |= {"xaxis": f"x{suffix}", "yaxis": f"y{suffix}", "showlegend": False}
+            if name:
+                trace |= {"name": name, "legendgroup": name, "showlegend": name not in named}
+                named.add(name)
+            data.append(trace)
+        for text, x, y, anchor in _texts(ax):
+            layout["annotations"].append(
+                {
+                    "text": text.replace("\n", "<br>"),
+                    "x": x,
+                    "y": y,
+                    "xref": f"x{suffix} domain",
+                    "yref": f"y{suffix} domain",
+                    "xanchor": anchor,
+                    "yanchor": "bottom" if y >= 1 else "middle",
+                    "showarrow": False,
+                }
+            )
+    return {"data": data, "layout": layout}
+
+
+def _texts(ax: Axes) -> list[tuple[str, float, float, str]]:
+    """The axes' title and texts, at their place in axes fractions."""
+    out = [(ax.get_title(), 0.5, 1.0, "center")] if ax.get_title() else []
+    to_axes = ax.transAxes.inverted()
+    for text in ax.texts:
+        x, y = to_axes.transform(text.get_transform().transform(text.get_position()))
+        out.append((text.get_text(), float(x), float(y), text.get_horizontalalignment()))
+    return out
+
+
+# --- the site -------------------------------------------------------------------------
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 0 auto; max-width: 1200px; padding: 1em;
+       color: #222; }
+nav { margin-bottom: 1em; } nav a { margin-right: 1em; }
+h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
+figure { margin: 1em 0; } figcaption { color: #555; font-size: .9em; }
+pre { background: #f6f6f6; padding: .6em; overflow-x: auto; }
+table.facts td, table.facts th { text-align: left; padding: .1em .8em .1em 0; }
+.error { color: #a00; white-space: pre-wrap; }
+"""
+
+PAGE = jinja2.Template(
+    """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
+<link rel="stylesheet" href="{{ root }}assets/site.css">
+<script src="{{ root }}assets/plotly.min.js"></script>
+{% if tables %}<script src="{{ root }}assets/itables.js"></script>{% endif %}
+</head><body>
+<nav>{% for href, text in nav %}<a href="{{ root }}{{ href }}">{{ text }}</a>{% endfor %}</nav>
+<h1>{{ title }}</h1>
+{{ body }}
+</body></html>
+""",
+    autoescape=True,
+)
+
+STUDY = jinja2.Template(
+    """{% if description %}<p>{{ description }}</p>{% endif %}
+<p>Reproduce:</p><pre>{{ reproduce }}</pre>
+<h2 id="state">State</h2>
+{{ counts }}
+<p>Wall time: {{ wall }}.</p>
+<h2 id="provenance">Provenance</h2>
+{{ provenance }}
+{% for analysis, items in sections %}
+<h2 id="{{ analysis }}">{{ analysis }}</h2>
+{% for item in items %}{{ item }}
+{% endfor %}{% endfor %}
+""",
+    autoescape=True,
+)
+
+TRIAL = jinja2.Template(
+    """<p>{{ status }}{% if error %}: <span class="error">{{ error }}</span>{% endif %}</p>
+{{ curves }}
+<h2>Final measurements</h2>
+{{ final }}
+<h2>Config</h2>
+<pre>{{ config }}</pre>
+<h2>Provenance</h2>
+{{ provenance }}
+""",
+    autoescape=True,
+)
+
+
+FACTS = jinja2.Template(
+    """<table class="facts">{% for label, value in rows %}
+<tr><th>{{ label }}</th><td>{{ value }}</td></tr>{% endfor %}
+</table>""",
+    autoescape=True,
+)
+
+
+@dataclass(frozen=True)
+class Site:
+    """A written site: its index page, how many pages and how many bytes in all."""
+
+    index: Path
+    pages: int
+    size: int
+
+    def summary(self) -> str:
+        return f"site written to {self.index} ({self.pages} pages, {self.size / 1e6:.1f} MB)"
+
+
+def _facts(rows: Iterable[tuple[str, object]]) -> Markup:
+    """A two-column table of labels and values (escaped)."""
+    return Markup(FACTS.render(rows=rows))
+
+
+def _datatable(frame: pd.DataFrame, table_id: str, links: bool = False) -> str:
+    """A sortable, filterable, paginated table (itables' DataTables, offline bundle)."""
+    return to_html_datatable(
+        frame,
+        table_id=table_id,
+        connected=False,
+        maxBytes=0,
+        showIndex=False,
+        allow_html=links,
+        column_filters="footer",
+        display_logo_when_loading=False,
+        pageLength=25,
+        scrollX=True,
+        classes="display compact",
+    )
+
+
+def _figure_html(figure: dict, div_id: str, root: str) -> str:
+    """A plotly figure in a page that already loads plotly.js; a click on a point that
+    names a trial opens the trial's page."""
+    click = (
+        "document.getElementById('{plot_id}').on('plotly_click', e => {"
+        " const id = e.points[0].customdata;"
+        f" if (id) window.location.href = '{root}trials/' + id + '.html'; }});"
+    )
+    return pio.to_html(
+        figure,
+        include_plotlyjs=False,
+        full_html=False,
+        validate=False,
+        div_id=div_id,
+        post_script=click,
+        config={"displaylogo": False, "responsive": True},
+    )
+
+
+def _varying(last: pd.DataFrame, prefixes: tuple[str, ...]) -> list[str]:
+    """The configuration columns (by prefix) whose value differs between trials."""
+    return [
+        c for c in last.columns if c.startswith(prefixes) and last[c].astype(str).nunique() > 1
+    ]
+
+
+def _hover_text(rows: pd.DataFrame) -> dict[str, str]:
+    """Per trial id, what a hover shows: the id, the data set, the solver, the seed and the
+    hyperparameters that vary in the study."""
+    last = rows.drop_duplicates("trial_id", keep="last").set_index("trial_id")
+    params = _varying(last, ("ds.", "hp."))
+    out = {}
+    for trial_id, row in last.iterrows():
+        shown = [f"{c.split('.', 1)[1]}={_short(row[c])}" for c in params if pd.notna(row[c])]
+        head = f"trial {trial_id}<br>{row.get('dataset', '')} {row.get('solver', '')}"
+        out[str(trial_id)] = f"{head} seed {row.get('seed', '')}<br>" + "<br>".join(shown)
+    return out
+
+
+def _short(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _with_trials(figure: dict, hover: dict[str, str]) -> dict:
+    """The figure with each trial-linked point's hover naming its trial; drawn with WebGL
+    when it has more than ``WEBGL_POINTS`` of them (SVG slows down past a few thousand)."""
+    linked = [trace for trace in figure["data"] if "customdata" in trace]
+    webgl = sum(len(trace["customdata"]) for trace in linked) > WEBGL_POINTS
+    for trace in linked:
+        trace["text"] = [hover.get(str(t), f"trial {t}") for t in trace["customdata"]]
+        trace["hovertemplate"] = "%{text}<br>(%{x:.4g}, %{y:.4g})<extra></extra>"
+        trace["type"] = "scattergl" if webgl else trace["type"]
+    return figure
+
+
+def _item_html(item: Item, number: int, hover: dict[str, str]) -> str:
+    caption = escape(item.caption)
+    if item.kind == "text":
+        return MARKDOWN.render(item.markdown)
+    if item.kind == "table":
+        table = _datatable(item.frame, f"table-{item.name}")
+        return f"<h3>{caption}</h3>\n{table}"
+    png = f'<a href="{item.path.name}">PNG</a>'
+    if item.plotly is None:
+        return f'<figure><img src="{item.path.name}" alt="{caption}"></figure>'
+    plot = _figure_html(_with_trials(item.plotly, hover), f"figure-{number}", "")
+    return f"<figure>{plot}<figcaption>{caption} ({png})</figcaption></figure>"
+
+
+def _wall_time(rows: pd.DataFrame) -> str:
+    """Summed trial time (start to end of each trial's latest attempt) and elapsed time."""
+    times = rows.drop_duplicates("trial_id", keep="last")[["start_time", "end_time"]].dropna()
+    if times.empty:
+        return "unknown"
+    summed = (times["end_time"] - times["start_time"]).sum().total_seconds()
+    elapsed = (times["end_time"].max() - times["start_time"].min()).total_seconds()
+    return f"{_duration(summed)} summed over trials, {_duration(elapsed)} elapsed"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds:.1f} s"
+
+
+def _provenance(rows: pd.DataFrame) -> Markup:
+    """Each provenance column's distinct values, with how many trials had each."""
+    last = rows.drop_duplicates("trial_id", keep="last")
+    facts = []
+    for column in PROVENANCE:
+        if column in last:
+            counts = last[column].astype(str).value_counts()
+            facts.append((column, ", ".join(f"{v} ({n})" for v, n in counts.items())))
+    return _facts(facts)
+
+
+def _counts(rows: pd.DataFrame, n_trials: int) -> dict[str, int]:
+    """Trials per status; ``pending`` are the study's trials not in the ledger."""
+    states = rows.drop_duplicates("trial_id", keep="last")["status"].value_counts()
+    counts = {status: int(states.get(status, 0)) for status in STATUSES}
+    counts["pending"] = n_trials - int(states.sum())
+    return counts
+
+
+def _write_assets(site: Path) -> None:
+    """plotly.js, the itables bundle and the style sheet, written once per site."""
+    assets = site / ASSETS
+    assets.mkdir(parents=True, exist_ok=True)
+    if not (assets / PLOTLY_JS).exists():
+        (assets / PLOTLY_JS).write_text(get_plotlyjs())
+    offline = generate_init_offline_itables_html(itables.options.dt_bundle)
+    script = re.search(r"<script>(.*?)</script>", offline, re.DOTALL)
+    (assets / ITABLES_JS).write_text(script.group(1))
+    (assets / "site.css").write_text(CSS)
+
+
+def _page(title: str, body: str, root: str, tables: bool) -> str:
+    nav = [("index.html", "study"), ("trials.html", "trials")]
+    return PAGE.render(title=title, body=Markup(body), root=root, nav=nav, tables=tables)
+
+
+def _trial_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial: a link to its page, what it ran, and its final numbers."""
+    last = rows.drop_duplicates("trial_id", keep="last")
+    varying = _varying(last, ("ds.", "obj.", "hp."))
+    metrics = [c for c in ("step", "train_loss", "train_acc", "id_acc", "ood_acc") if c in last]
+    table = last[["trial_id", "status", "dataset", "solver", *varying, "seed", *metrics]].copy()
+    table["trial_id"] = [f'<a href="trials/{t}.html">{t}</a>' for t in table["trial_id"]]
+    for column in table.select_dtypes("float").columns:
+        table[column] = table[column].round(4)
+    return table.rename(columns=lambda c: c.split(".", 1)[-1])
+
+
+def _curves(trial: dict[str, np.ndarray]) -> dict:
+    """Loss and accuracy against step, one panel each (the checkpoints the ledger holds)."""
+    data, layout = [], {"height": 360, "margin": {"t": 30}, "plot_bgcolor": "white"}
+    for number, (panel, columns) in enumerate(CURVES.items(), start=1):
+        suffix = "" if number == 1 else str(number)
+        left = (number - 1) / len(CURVES)
+        layout[f"xaxis{suffix}"] = {
+            "domain": [left + 0.04, left + 1 / len(CURVES) - 0.04],
+            "anchor": f"y{suffix}",
+            "title": {"text": "step"},
+            "gridcolor": "#e8e8e8",
+        }
+        layout[f"yaxis{suffix}"] = {
+            "anchor": f"x{suffix}",
+            "title": {"text": panel},
+            "gridcolor": "#e8e8e8",
+        }
+        for column in columns:
+            values = _values(trial.get(column, []))
+            if any(v is not None for v in values):
+                data.append(
+                    {
+                        "type": "scatter",
+                        "mode": "lines+markers",
+                        "name": column,
+                        "x": _values(trial["step"]),
+                        "y": values,
+                        "xaxis": f"x{suffix}",
+                        "yaxis": f"y{suffix}",
+                    }
+                )
+    return {"data": data, "layout": layout}
+
+
+def _trial_page(trial_id: str, trial: dict[str, np.ndarray], measured: list[str]) -> str:
+    """A trial's page from its columns (its checkpoints in step order)."""
+    last = {column: values[-1] for column, values in trial.items()}
+    final = [(c, _short(last[c])) for c in measured if pd.notna(last[c])]
+    provenance = [(c, last[c]) for c in (*PROVENANCE, "start_time", "end_time") if c in last]
+    config = json.dumps(json.loads(last["config"]), indent=2) if "config" in last else ""
+    body = TRIAL.render(
+        status=last["status"],
+        error=last.get("error") or "",
+        curves=Markup(_figure_html(_curves(trial), "curves", "../")),
+        final=_facts(final),
+        config=config,
+        provenance=_facts(provenance),
+    )
+    title = f"trial {trial_id}: {last['solver']} seed {last['seed']} on {last['dataset']}"
+    return _page(title, body, "../", tables=False)
+
+
+def _write_trial_pages(rows: pd.DataFrame, folder: Path) -> list[Path]:
+    """``folder/<trial id>.html`` for every trial (columns sliced per trial, for speed)."""
+    folder.mkdir(exist_ok=True)
+    rows = rows.sort_values(["trial_id", "step"], kind="stable")
+    measured = [
+        c
+        for c in rows.select_dtypes("number").columns
+        if not c.startswith(CONFIG_PREFIXES) and c not in CONFIG_COLUMNS
+    ]
+    columns = {column: rows[column].to_numpy() for column in rows.columns}
+    ids = columns["trial_id"]
+    starts = [0, *(np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist()]
+    paths = []
+    for start, end in zip(starts, [*starts[1:], len(ids)]):
+        trial = {column: values[start:end] for column, values in columns.items()}
+        paths.append(folder / f"{ids[start]}.html")
+        paths[-1].write_text(_trial_page(str(ids[start]), trial, measured))
+    return paths
+
+
+def write_site(context: AnalysisContext, store_dir: Path) -> Site:
+    """Write the study's site beside its report: ``index.html`` (state, provenance, one
+    section per analysis), ``trials.html`` and ``trials/<id>.html``."""
+    study, report, rows = context.study, context.report, context.ledger
+    site = report.out
+    _write_assets(site)
+    hover = _hover_text(rows)
+    sections: dict[str, list[str]] = {}
+    for number, item in enumerate(report.items):
+        sections.setdefault(item.analysis, []).append(_item_html(item, number, hover))
+    counts = _counts(rows, len(study.trial_numbers))
+    state = pd.DataFrame([counts]).to_html(index=False, border=0, classes="facts")
+    body = STUDY.render(
+        description=study.description,
+        reproduce=(
+            f"shiftbench run {study.path} --store {store_dir}\n"
+            f"shiftbench report {study.path} --store {store_dir} --out {site} --html"
+        ),
+        counts=Markup(state),
+        wall=_wall_time(rows),
+        provenance=_provenance(rows),
+        sections=[(a, [Markup(h) for h in html]) for a, html in sections.items()],
+    )
+    (site / "index.html").write_text(_page(report.title, body, "", tables=True))
+    trials = _datatable(_trial_table(rows), "table-trials", links=True)
+    (site / "trials.html").write_text(_page(f"{study.name}: trials", trials, "", tables=True))
+    html = [site / "index.html", site / "trials.html", *_write_trial_pages(rows, site / "trials")]
+    files = [*html, *(site / ASSETS).iterdir(), *(i.path for i in report.items if i.path)]
+    return Site(site / "index.html", len(html), sum(f.stat().st_size for f in files))
+
+
+# --- the index of a folder of reports -------------------------------------------------
+
+DOCUMENT = jinja2.Template(
+    """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
+<style>{{ css }} table { border-collapse: collapse; }
+th, td { border-bottom: 1px solid #ddd; padding: .2em .6em; text-align: left; }</style>
+</head><body>
+{% if up %}<nav><a href="{{ up }}">all reports</a></nav>{% endif %}
+{{ body }}
+</body></html>
+""",
+    autoescape=True,
+)
+
+INDEX = jinja2.Template(
+    """<h1>{{ title }}</h1>
+{% if studies %}<h2>Studies in the ledger</h2>
+<table><tr><th>study</th><th>trials</th>{% for s in statuses %}<th>{{ s }}</th>{% endfor %}
+<th>attempts</th><th>last result</th></tr>
+{% for study in studies %}<tr><td>{% if study.name in linked %}<a href="{{ linked[study.name] }}">
+{{- study.name }}</a>{% else %}{{ study.name }}{% endif %}</td><td>{{ study.trials }}</td>
+{% for s in statuses %}<td>{{ study.counts[s] }}</td>{% endfor %}
+<td>{{ study.attempts }}</td><td>{{ study.last }}</td></tr>{% endfor %}
+</table>{% endif %}
+<h2>Reports</h2>
+<table><tr><th>report</th><th>title</th><th>interactive site</th><th>tables</th><th>figures</th>
+</tr>
+{% for r in reports %}<tr><td><a href="{{ r.page }}">{{ r.name }}</a></td><td>{{ r.title }}</td>
+<td>{% if r.site %}<a href="{{ r.site }}">site</a>{% else %}not built{% endif %}</td>
+<td>{{ r.tables }}</td><td>{{ r.figures }}</td></tr>{% endfor %}
+</table>
+""",
+    autoescape=True,
+)
+
+
+@dataclass(frozen=True)
+class ReportEntry:
+    """One report folder as the index lists it (paths relative to the index)."""
+
+    name: str
+    title: str
+    page: str
+    site: str | None
+    tables: int
+    figures: int
+
+
+@dataclass(frozen=True)
+class LedgerState:
+    """One study of a store: trials in its ledger per status, attempts, last result."""
+
+    name: str
+    trials: int
+    counts: dict[str, int]
+    attempts: int
+    last: str
+
+
+def _render_report(folder: Path, index: Path) -> ReportEntry:
+    """``folder/report.html``: the folder's ``report.md`` as a page, linked to the index."""
+    markdown = (folder / "report.md").read_text()
+    title = markdown.splitlines()[0].lstrip("# ").strip() if markdown.strip() else folder.name
+    up = Path(os.path.relpath(index, folder)).as_posix()
+    body = Markup(MARKDOWN.render(markdown))
+    (folder / "report.html").write_text(DOCUMENT.render(title=title, css=CSS, up=up, body=body))
+    here = folder.relative_to(index.parent)
+    site = folder / "index.html"
+    return ReportEntry(
+        name=here.as_posix(),
+        title=title,
+        page=(here / "report.html").as_posix(),
+        site=(here / "index.html").as_posix() if site.exists() else None,
+        tables=len(list(folder.glob("*.csv"))),
+        figures=len(list(folder.glob("*.png"))),
+    )
+
+
+def _ledger_states(store_dir: Path) -> list[LedgerState]:
+    """Each study folder of a store, as its ledger stands."""
+    states = []
+    for folder in sorted(Path(store_dir).glob("study=*")):
+        name = folder.name.split("=", 1)[1]
+        rows = store.read(store_dir, name)
+        trials = store.trial_states(rows)
+        counts = trials["status"].value_counts()
+        last = rows["end_time"].max() if "end_time" in rows and not rows.empty else None
+        states.append(
+            LedgerState(
+                name=name,
+                trials=len(trials),
+                counts={status: int(counts.get(status, 0)) for status in STATUSES[:-1]},
+                attempts=int(trials["attempts"].sum()),
+                last=f"{last:%Y-%m-%d %H:%M UTC}" if pd.notna(last) else "",
+            )
+        )
+    return states
+
+
+def write_index(folder: Path) -> Path:
+    """``folder/index.html``: every report under ``folder`` (a folder with ``report.md``),
+    linked to its site when it has one and to its report as a page (``report.html``,
+    written beside it); and, when ``folder`` is a store, each study's ledger state, linked
+    to the report of the same name."""
+    folder = Path(folder)
+    index = folder / "index.html"
+    reports = [
+        _render_report(report.parent, index)
+        for report in sorted(folder.rglob("report.md"))
+        if not any(part.startswith("study=") for part in report.parts)
+    ]
+    body = Markup(
+        INDEX.render(
+            title=f"shiftbench reports: {folder.resolve().name}",
+            studies=_ledger_states(folder),
+            statuses=STATUSES[:-1],
+            reports=reports,
+            linked={Path(r.name).name: r.site or r.page for r in reports},
+        )
+    )
+    title = f"shiftbench: {folder.resolve().name}"
+    index.write_text(DOCUMENT.render(title=title, css=CSS, up=None, body=body))
+    return index

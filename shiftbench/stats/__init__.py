@@ -1,0 +1,56 @@
+"""Public path of Study 2's statistics (Kendall tau, Psi, K, sign error, regret, intervals).
+
+The code lives in :mod:`shiftbench.studies.generalization_measures.stats`; this module keeps
+``shiftbench.stats.<function>`` working for notebooks and scripts."""
+
+from shiftbench.studies.generalization_measures.stats import (
+    MIN_ESS,
+    PAIR_BLOCK,
+    QUANTILES,
+    SMALL_SAMPLE,
+    ConditionalMI,
+    GranulatedKendall,
+    ScoreConfig,
+    SignErrorResult,
+    bootstrap_ci,
+    check_full_factorial,
+    conditional_mi,
+    granulated_kendall,
+    hoeffding_threshold,
+    hoeffding_weight,
+    jackknife_ci,
+    kendall_tau,
+    kendall_tau_b,
+    normalized_regret,
+    robust_sign_error,
+    score_table,
+    sign_error_cdf,
+    sign_error_quantile,
+    top_k_hit_rate,
+)
+
+__all__ = [
+    "MIN_ESS",
+    "PAIR_BLOCK",
+    "QUANTILES",
+    "SMALL_SAMPLE",
+    "ConditionalMI",
+    "GranulatedKendall",
+    "ScoreConfig",
+    "SignErrorResult",
+    "bootstrap_ci",
+    "check_full_factorial",
+    "conditional_mi",
+    "granulated_kendall",
+    "hoeffding_threshold",
+    "hoeffding_weight",
+    "jackknife_ci",
+    "kendall_tau",
+    "kendall_tau_b",
+    "normalized_regret",
+    "robust_sign_error",
+    "score_table",
+    "sign_error_cdf",
+    "sign_error_quantile",
+    "top_k_hit_rate",
+]

@@ -1,0 +1,429 @@
+"""Assumption probes of Study 3, computed on a checkpoint (model + optimizer).
+
+Zhang, Maes et al. test which rotation-dependent assumptions explain Adam's
+basis sensitivity. Each probe here measures one of them, in the standard basis
+or, with ``basis=`` a ``RotatedOptimizer``, in the basis that optimizer uses:
+
+- ``update_orthogonality``: the coefficient of variation (std / mean, population
+  std) of the singular values of Adam's normalized update A = m-hat / (sqrt(v-hat) + eps)
+  mapped to the standard basis, per weight matrix (a fused QKV weight as its Q, K and V
+  blocks; each parameter viewed as a matrix by ``shiftbench.rotations.matrix_layout``),
+  averaged per layer type and per transformer matrix role (Q, K, V, O, W1, W2); 0 means an
+  orthogonal update, as Muon's. ``update_orthogonality_over_steps`` is the paper's
+  estimator: resume training a copy for some steps and average each matrix's CV over them.
+- ``linf_gradient_bound``: max over minibatches of ||g||_inf.
+- ``hessian_11_norm``: an estimate of ||H||_{1,1} = sum_i ||H e_i||_1 of the expected
+  Hessian: each sampled row H e_i is averaged over minibatches before its L1 norm (the L1
+  norm of a single minibatch's row is biased upward by its noise).
+- ``second_moment_histogram``: log-spaced histogram of Adam's second moments v.
+
+``loss_fn(model, batch) -> scalar`` evaluates the model as it is: put it in eval mode
+first for probes free of dropout noise.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from shiftbench.studies.adam_rotations.rotations import (
+    FUSED_QKV_MODULES,
+    LAYER_TYPES,
+    RotatedOptimizer,
+    layer_type,
+    module_layouts,
+    parameter_types,
+)
+
+__all__ = ["LAYER_TYPES", "layer_type"]  # defined with the rotations, which select by them
+LossFn = Callable[[nn.Module, Any], Tensor]
+MATRIX_ROLES = ("q", "k", "v", "o", "w1", "w2")
+
+
+def matrix_role(name: str) -> str | None:
+    """A transformer weight matrix's role from its name: ``q``/``k``/``v`` for the blocks of a
+    fused QKV weight (named ``<weight>:q`` etc.) or q_proj/k_proj/v_proj, ``o`` for the
+    attention output (proj, c_proj, out_proj, o_proj under an attention module), ``w1``/``w2``
+    for an MLP's first and second matrices (fc1/c_fc/fc/up_proj, fc2/c_proj/proj/down_proj
+    under an MLP module); None for any other matrix."""
+    path, _, block = name.partition(":")
+    if block in ("q", "k", "v"):
+        return block
+    tokens = path.lower().split(".")
+    module = tokens[-2] if len(tokens) > 1 else ""
+    parents = set(tokens[:-2])
+    if module in ("q_proj", "k_proj", "v_proj"):
+        return module[0]
+    if parents & {"attn", "attention", "self_attn"} and module in (
+        "proj",
+        "c_proj",
+        "out_proj",
+        "o_proj",
+    ):
+        return "o"
+    if parents & {"mlp", "ffn"}:
+        if module in ("fc1", "c_fc", "fc", "up_proj"):
+            return "w1"
+        if module in ("fc2", "c_proj", "proj", "down_proj"):
+            return "w2"
+    return None
+
+
+def adam_direction(state: Mapping[str, Any], group: Mapping[str, Any]) -> Tensor | None:
+    """Adam's normalized update m-hat / (sqrt(v-hat) + eps) from one tensor's state (the
+    AMSGrad maximum when present), or None if the tensor has no Adam state yet."""
+    if "exp_avg" not in state or "exp_avg_sq" not in state:
+        return None
+    step = float(state["step"])
+    beta1, beta2 = group["betas"]
+    second = state.get("max_exp_avg_sq", state["exp_avg_sq"])
+    m_hat = state["exp_avg"] / (1 - beta1**step)
+    v_hat = second / (1 - beta2**step)
+    return m_hat / (v_hat.sqrt() + group["eps"])
+
+
+def normalized_updates(optimizer: torch.optim.Optimizer) -> dict[Tensor, Tensor]:
+    """Adam's normalized update per parameter, in the standard basis. ``optimizer`` is an
+    Adam-like torch optimizer (Adam, AdamW, ...) or a RotatedOptimizer around one; the
+    update is computed in the optimizer's own basis and then rotated back."""
+    inner = optimizer.base if isinstance(optimizer, RotatedOptimizer) else optimizer
+    directions = {}
+    for group in inner.param_groups:
+        for p in group["params"]:
+            direction = adam_direction(inner.state.get(p, {}), group)
+            if direction is not None:
+                directions[p] = direction
+    if not directions and any(inner.state.values()):
+        raise ValueError(f"{type(inner).__name__} keeps no Adam moments (exp_avg, exp_avg_sq)")
+    if isinstance(optimizer, RotatedOptimizer):
+        return optimizer.unrotate(directions)
+    return directions
+
+
+def singular_value_cv(matrix: Tensor) -> float:
+    """std / mean of the singular values of ``matrix`` (a 2-d tensor)."""
+    values = torch.linalg.svdvals(matrix.detach().double())
+    return (values.std(correction=0) / values.mean()).item()
+
+
+@dataclass(frozen=True)
+class Orthogonality:
+    """Update orthogonality: per weight matrix (``name`` or ``name:q`` etc. for the blocks of
+    a fused QKV weight), averaged per layer type and per matrix role (``MATRIX_ROLES``)."""
+
+    per_param: dict[str, float]
+    per_type: dict[str, float]
+    per_role: dict[str, float]
+
+
+def weight_matrices(model: nn.Module, updates: Mapping[Tensor, Tensor]) -> dict[str, Tensor]:
+    """Each weight matrix of ``model`` with an entry in ``updates``, that entry as a matrix:
+    parameters viewed by ``rotations.module_layouts`` (vectors, such as timm's cls_token,
+    left out), fused QKV weights split into their Q, K and V row blocks."""
+    layouts = module_layouts(model)
+    matrices = {}
+    for name, p in model.named_parameters():
+        layout = layouts[name]
+        if layout is None or p not in updates:
+            continue
+        matrix = updates[p].reshape(layout.shape)
+        matrix = matrix.mT if layout.table else matrix
+        if name.rpartition(".")[0].rpartition(".")[2] in FUSED_QKV_MODULES:
+            for part, block in zip("qkv", matrix.chunk(3)):
+                matrices[f"{name}:{part}"] = block
+        else:
+            matrices[name] = matrix
+    return matrices
+
+
+def update_orthogonality(
+    optimizer: torch.optim.Optimizer,
+    model: nn.Module,
+    classify: Callable[[str, Tensor], str] = layer_type,
+) -> Orthogonality:
+    """The coefficient of variation of the singular values of each weight matrix's
+    (``weight_matrices``) normalized Adam update, and the means per layer type
+    (``classify(name, param)``; the classifier a timm model declares through
+    ``get_classifier()``, such as a ResNet's ``fc``, is ``head`` whatever its name) and per
+    matrix role. Parameters without Adam state are left out."""
+    updates = normalized_updates(optimizer)
+    per_param = {
+        name: singular_value_cv(matrix) for name, matrix in weight_matrices(model, updates).items()
+    }
+    return _orthogonality(model, per_param, classify)
+
+
+def update_orthogonality_over_steps(
+    optimizer: torch.optim.Optimizer,
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Iterable[Any],
+    classify: Callable[[str, Tensor], str] = layer_type,
+) -> Orthogonality:
+    """Zhang, Maes et al.'s estimator: resume training copies of ``model`` (in train mode)
+    and ``optimizer`` for one step per batch, take ``update_orthogonality`` after each step
+    and average each matrix's CV over the steps (then per type and role). ``model`` and
+    ``optimizer`` are left as they are."""
+    resumed_model, resumed = copy.deepcopy((model, optimizer))
+    resumed_model.train()
+    sums: dict[str, list[float]] = {}
+    for batch in batches:
+        resumed.zero_grad(set_to_none=True)
+        loss_fn(resumed_model, batch).backward()
+        resumed.step()
+        for name, cv in update_orthogonality(resumed, resumed_model, classify).per_param.items():
+            sums.setdefault(name, []).append(cv)
+    if not sums:
+        raise ValueError("no batch to resume training on")
+    per_param = {name: float(np.mean(cvs)) for name, cvs in sums.items()}
+    return _orthogonality(model, per_param, classify)
+
+
+def _orthogonality(
+    model: nn.Module, per_param: dict[str, float], classify: Callable[[str, Tensor], str]
+) -> Orthogonality:
+    types = parameter_types(model, classify)
+    by_type: dict[str, list[float]] = {}
+    by_role: dict[str, list[float]] = {}
+    for name, cv in per_param.items():
+        kind = types[name.partition(":")[0]]
+        by_type.setdefault(kind, []).append(cv)
+        role = matrix_role(name)
+        if role is not None:
+            by_role.setdefault(role, []).append(cv)
+    return Orthogonality(
+        per_param,
+        {kind: float(np.mean(cvs)) for kind, cvs in by_type.items()},
+        {role: float(np.mean(cvs)) for role, cvs in by_role.items()},
+    )
+
+
+def linf_gradient_bound(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Iterable[Any],
+    basis: RotatedOptimizer | None = None,
+) -> float:
+    """max over ``batches`` of the largest absolute gradient coordinate (in ``basis``'s
+    coordinates when given). Leaves the parameters' ``.grad`` untouched."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    bound = 0.0
+    for batch in batches:
+        grads = torch.autograd.grad(loss_fn(model, batch), params, allow_unused=True)
+        values = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+        if basis is not None:
+            values = list(basis.rotate(dict(zip(params, values))).values())
+        bound = max(bound, max(v.abs().max().item() for v in values))
+    return bound
+
+
+def mean_hessian_rows(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Sequence[Any],
+    n_samples: int,
+    generator: torch.Generator,
+    basis: RotatedOptimizer | None = None,
+) -> tuple[list[int], Tensor]:
+    """``n_samples`` coordinates i drawn uniformly without replacement (all of them when
+    n_samples >= d) and the rows H e_i of the minibatch Hessians averaged over ``batches``,
+    as a (samples, d) tensor, in ``basis``'s coordinates when given (R H R^T: e_i rotated
+    back before the Hessian-vector product, the product rotated forward)."""
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    if not batches:
+        raise ValueError("the Hessian probes need at least one batch")
+    params = [p for p in model.parameters() if p.requires_grad]
+    coords = _Coordinates(params, basis)
+    chosen = torch.randperm(coords.size, generator=generator)[: min(n_samples, coords.size)]
+    vectors = [coords.to_standard(coords.unit_vector(index)) for index in chosen.tolist()]
+    rows = torch.zeros(len(vectors), coords.size, dtype=torch.float64)
+    for batch in batches:
+        grads = torch.autograd.grad(loss_fn(model, batch), params, create_graph=True)
+        for k, vector in enumerate(vectors):
+            row = coords.from_standard(_hessian_vector_product(grads, params, vector))
+            rows[k] += torch.cat([v.detach().reshape(-1) for v in row]).double().cpu()
+    return chosen.tolist(), rows / len(batches)
+
+
+def hessian_11_norm(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Sequence[Any],
+    n_samples: int,
+    generator: torch.Generator,
+    basis: RotatedOptimizer | None = None,
+) -> float:
+    """Estimate ||H||_{1,1} = sum_i ||H e_i||_1 of the loss's expected Hessian H as d * mean
+    of ||H e_i||_1 over sampled coordinates (``mean_hessian_rows``: exact when n_samples >= d),
+    each row being the mean of the minibatch Hessians' rows before its L1 norm, as Zhang,
+    Maes et al. average rows over minibatches (a single minibatch's L1 norm is biased upward
+    by its noise)."""
+    _, rows = mean_hessian_rows(model, loss_fn, batches, n_samples, generator, basis)
+    return rows.shape[1] * rows.abs().sum().item() / rows.shape[0]
+
+
+HESSIAN_BLOCKS = ("neuron", "layer", "other")
+
+
+def coordinate_blocks(model: nn.Module) -> tuple[Tensor, Tensor]:
+    """For each coordinate of ``model``'s trainable parameters (in ``parameters()`` order):
+    its layer (the parameter's module; the Q, K and V blocks of a fused weight apart) and its
+    neuron (the output feature it feeds: a matrix's row under ``module_layouts``, an entry
+    of a bias or norm vector), as integer ids numbered from 0 in order of appearance."""
+    layouts = module_layouts(model)
+    layer_keys: list[Tensor] = []
+    neuron_keys: list[Tensor] = []
+    modules: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        layout = layouts[name]
+        module = name.rpartition(".")[0] or name
+        index = modules.setdefault(module, len(modules))
+        if layout is None:
+            features = torch.arange(p.numel())
+        elif layout.table:  # the table's columns are its features
+            features = torch.arange(layout.shape[1]).expand(layout.shape)
+        else:
+            features = torch.arange(layout.shape[0])[:, None].expand(layout.shape)
+        features = features.reshape(-1)
+        part = torch.zeros_like(features)
+        out = p.shape[0] if p.ndim else 1
+        if module.rpartition(".")[2] in FUSED_QKV_MODULES and out % 3 == 0:
+            part = features // (out // 3)
+        layer_keys.append(index * 3 + part)
+        neuron_keys.append(index * (1 << 40) + features)
+    return _dense_ids(torch.cat(layer_keys)), _dense_ids(torch.cat(neuron_keys))
+
+
+def _dense_ids(keys: Tensor) -> Tensor:
+    """Keys renumbered 0, 1, ... in order of first appearance."""
+    unique, inverse = torch.unique(keys, return_inverse=True)
+    first = torch.full((len(unique),), len(keys), dtype=torch.long)
+    first.scatter_reduce_(0, inverse, torch.arange(len(keys)), reduce="amin")
+    rank = torch.empty_like(first)
+    rank[torch.argsort(first)] = torch.arange(len(unique))
+    return rank[inverse]
+
+
+def hessian_block_shares(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Sequence[Any],
+    n_samples: int,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """How the (1,1)-norm of the expected Hessian splits between its blocks, as Zhang, Maes
+    et al.'s Table 1: the share of sum |H_ij| (over sampled rows i, averaged over minibatches)
+    where j feeds the same neuron as i (``neuron``), the same layer but another neuron
+    (``layer``), or another layer (``other``); plus ``<block>_mean``, the mean |H_ij| of one
+    entry of each block (off-diagonal blocks are small per entry but many)."""
+    chosen, rows = mean_hessian_rows(model, loss_fn, batches, n_samples, generator)
+    layer, neuron = coordinate_blocks(model)
+    same_neuron = neuron[chosen][:, None] == neuron[None, :]
+    same_layer = (layer[chosen][:, None] == layer[None, :]) & ~same_neuron
+    masks = {"neuron": same_neuron, "layer": same_layer, "other": ~(same_neuron | same_layer)}
+    mass = rows.abs()
+    total = mass.sum().item()
+    out = {}
+    for block, mask in masks.items():
+        out[block] = mass[mask].sum().item() / total if total > 0 else float("nan")
+        out[f"{block}_mean"] = mass[mask].mean().item() if mask.any() else float("nan")
+    return out
+
+
+def _hessian_vector_product(
+    grads: tuple[Tensor, ...], params: list[Tensor], vector: list[Tensor]
+) -> list[Tensor]:
+    """H v from gradients built with ``create_graph=True``; a gradient that does not depend
+    on the parameters (a constant) contributes nothing."""
+    pairs = [(g, v) for g, v in zip(grads, vector) if g.requires_grad]
+    if not pairs:
+        return [torch.zeros_like(p) for p in params]
+    outputs, directions = zip(*pairs)
+    products = torch.autograd.grad(
+        outputs,
+        params,
+        grad_outputs=directions,
+        retain_graph=True,
+        allow_unused=True,
+        materialize_grads=True,
+    )
+    return list(products)
+
+
+class _Coordinates:
+    """The coordinates of a parameter list, standard or those of a RotatedOptimizer."""
+
+    def __init__(self, params: list[Tensor], basis: RotatedOptimizer | None) -> None:
+        self.params = params
+        self.basis = basis
+        self.tensors = (
+            params
+            if basis is None
+            else [shadow for group in basis.base.param_groups for shadow in group["params"]]
+        )
+        self.size = sum(t.numel() for t in self.tensors)
+
+    def unit_vector(self, index: int) -> list[Tensor]:
+        vectors = [torch.zeros_like(t) for t in self.tensors]
+        for vector in vectors:
+            if index < vector.numel():
+                vector.view(-1)[index] = 1.0
+                break
+            index -= vector.numel()
+        return vectors
+
+    def to_standard(self, vectors: list[Tensor]) -> list[Tensor]:
+        if self.basis is None:
+            return vectors
+        standard = self.basis.unrotate(dict(zip(self.tensors, vectors)))
+        return [standard[p] for p in self.params]
+
+    def from_standard(self, vectors: list[Tensor]) -> list[Tensor]:
+        if self.basis is None:
+            return vectors
+        return list(self.basis.rotate(dict(zip(self.params, vectors))).values())
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Counts of positive values in log-spaced bins (``edges`` has one more entry than
+    ``counts``; the last bin is closed), and how many values were exactly zero."""
+
+    edges: np.ndarray
+    counts: np.ndarray
+    zeros: int
+
+
+def second_moment_histogram(
+    optimizer: torch.optim.Optimizer, bins: int = 50, edges: Sequence[float] | None = None
+) -> Histogram:
+    """Histogram of every entry of Adam's (raw, not bias-corrected) second moments v, in
+    the basis the optimizer works in (a RotatedOptimizer's rotated basis), with ``bins``
+    log-spaced bins from the smallest positive entry to the largest, or the given ``edges``
+    (fixed, to compare runs; positive values outside them are counted in the end bins)."""
+    inner = optimizer.base if isinstance(optimizer, RotatedOptimizer) else optimizer
+    moments = [
+        s["exp_avg_sq"].detach().reshape(-1) for s in inner.state.values() if "exp_avg_sq" in s
+    ]
+    if not moments:
+        raise ValueError(f"{type(inner).__name__} has no second moments (exp_avg_sq) yet")
+    values = torch.cat(moments).double().cpu().numpy()
+    positive = values[values > 0]
+    if positive.size == 0:
+        raise ValueError("every second moment is zero; nothing to put on a log scale")
+    if edges is None:
+        bounds = np.geomspace(positive.min(), positive.max(), bins + 1)
+    else:
+        bounds = np.asarray(edges, dtype=np.float64)
+        positive = np.clip(positive, bounds[0], bounds[-1])
+    counts, _ = np.histogram(positive, bins=bounds)
+    return Histogram(edges=bounds, counts=counts, zeros=int((values == 0).sum()))

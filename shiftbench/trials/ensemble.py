@@ -1,0 +1,459 @@
+"""Vectorized ensembles: K trials of one architecture trained together with ``torch.func``.
+
+Trials that share a data set, objective parameters, solver, batch size and model, and
+differ only in continuous optimizer hyperparameters (lr, weight decay, momentum, betas,
+eps, alpha) and seed, are stacked along a leading member axis: one ``vmap(grad(loss))``
+call gives every member's gradient, and the update rules of ``torch.optim`` are applied
+with per-member hyperparameter tensors. Each member reproduces its sequential run: its
+initial weights come from ``objective.build_model()`` under its seed, and its minibatches
+are the draws of its own :class:`~shiftbench.training.primitives.EnvSampler` generator.
+
+Restrictions (checked by :func:`ensemble_key`): ERM only (IRM's penalty differentiates
+inside the loss and resets the optimizer), no rotated basis, and models without dropout
+or BatchNorm. ``vmap(randomness="different")`` draws dropout masks from one shared stream,
+so a member's masks would differ from its sequential run; BatchNorm's running statistics
+are buffers updated in place. Hence ``mlp``/``cnn`` with ``dropout == 0`` and
+``mnist_cnn`` (GroupNorm has no running statistics).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, stack_module_state, vmap
+
+from shiftbench import faults
+from shiftbench.plugins import registry
+from shiftbench.training.algorithms import ERM
+from shiftbench.training.primitives import EnvSampler
+from shiftbench.trials.accel import PLAIN
+from shiftbench.trials.runner import TrialOutcome, TrialRunner, ledger_rows
+from shiftbench.trials.trial import Trial
+
+ENSEMBLE_MODELS = frozenset({"mlp", "cnn", "mnist_cnn"})
+ENSEMBLE_HPARAMS = frozenset({"lr", "weight_decay", "momentum", "beta1", "beta2", "eps", "alpha"})
+
+Params = dict[str, torch.Tensor]
+State = dict[str, dict[str, torch.Tensor]]
+Curve = list[dict[str, Any]]
+Flags = dict[str, bool]
+
+
+@dataclass(frozen=True)
+class UpdateRule:
+    """One ``torch.optim`` class, vectorized: ``step(p, g, state, hp, flags)`` updates the
+    stacked parameter ``p`` (member axis first) in place; ``hp`` holds per-member values
+    broadcastable to ``p``, ``flags`` the boolean keyword arguments all members share."""
+
+    kwargs: frozenset[str]
+    step: Callable[[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], Params, Flags], None]
+
+
+def _sgd(
+    p: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor], hp: Params, flags: Flags
+) -> None:
+    """``torch.optim.SGD`` (dampening 0): coupled L2, heavy-ball or Nesterov momentum."""
+    g = g + hp["weight_decay"] * p
+    if "momentum" in hp:
+        mu = hp["momentum"]
+        buf = state.get("momentum_buffer")
+        if buf is None:
+            buf = state["momentum_buffer"] = g.clone()
+        else:
+            buf.mul_(mu).add_(g)
+        g = g + mu * buf if flags.get("nesterov", False) else buf
+    p.sub_(hp["lr"] * g)
+
+
+def _adam(
+    p: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor], hp: Params, flags: Flags
+) -> None:
+    """``torch.optim.Adam`` (coupled L2), without amsgrad."""
+    _adam_moments(p, g + hp["weight_decay"] * p, state, hp)
+
+
+def _adamw(
+    p: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor], hp: Params, flags: Flags
+) -> None:
+    """``torch.optim.AdamW``: decoupled weight decay, then Adam's step, without amsgrad."""
+    p.mul_(hp["decay_factor"])
+    _adam_moments(p, g, state, hp)
+
+
+def _adam_moments(
+    p: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor], hp: Params
+) -> None:
+    """Adam's moment updates and bias-corrected step (``_single_tensor_adam``)."""
+    if not state:
+        state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+    m, v = state["exp_avg"], state["exp_avg_sq"]
+    m.lerp_(g, hp["one_minus_beta1"])
+    v.mul_(hp["beta2"]).add_(hp["one_minus_beta2"] * g * g)
+    denom = v.sqrt().div_(hp["bias_correction2_sqrt"]).add_(hp["eps"])
+    p.sub_(hp["step_size"] * (m / denom))
+
+
+def _rmsprop(
+    p: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor], hp: Params, flags: Flags
+) -> None:
+    """``torch.optim.RMSprop`` (not centered, no momentum), coupled L2."""
+    g = g + hp["weight_decay"] * p
+    if not state:
+        state["square_avg"] = torch.zeros_like(p)
+    square_avg = state["square_avg"]
+    square_avg.mul_(hp["alpha"]).add_(hp["one_minus_alpha"] * g * g)
+    p.sub_(hp["lr"] * (g / square_avg.sqrt().add_(hp["eps"])))
+
+
+RULES: dict[type[torch.optim.Optimizer], UpdateRule] = {
+    torch.optim.SGD: UpdateRule(frozenset({"lr", "weight_decay", "momentum", "nesterov"}), _sgd),
+    torch.optim.Adam: UpdateRule(frozenset({"lr", "weight_decay", "betas", "eps"}), _adam),
+    torch.optim.AdamW: UpdateRule(frozenset({"lr", "weight_decay", "betas", "eps"}), _adamw),
+    torch.optim.RMSprop: UpdateRule(frozenset({"lr", "weight_decay", "alpha", "eps"}), _rmsprop),
+}
+
+
+def _member_hparams(
+    solvers: Sequence[Any],
+    device: torch.device,
+) -> tuple[dict[str, torch.Tensor], Flags]:
+    """Each numeric optimizer keyword argument as a float64 tensor of shape (K,) (``betas``
+    split in two), and the boolean ones, which must agree between members."""
+    columns: dict[str, list[float]] = {}
+    flags: dict[str, set[bool]] = {}
+    for solver in solvers:
+        kwargs = dict(solver.optimizer_kwargs())
+        if "betas" in kwargs:
+            kwargs["beta1"], kwargs["beta2"] = kwargs.pop("betas")
+        for key, value in kwargs.items():
+            if isinstance(value, bool):
+                flags.setdefault(key, set()).add(value)
+            else:
+                columns.setdefault(key, []).append(float(value))
+    disagree = sorted(key for key, values in flags.items() if len(values) > 1)
+    if disagree:
+        raise ValueError(f"members disagree on {', '.join(disagree)}")
+    tensors = {k: torch.tensor(v, dtype=torch.float64, device=device) for k, v in columns.items()}
+    return tensors, {k: v.pop() for k, v in flags.items()}
+
+
+def _step_hparams(hp: dict[str, torch.Tensor], t: int) -> dict[str, torch.Tensor]:
+    """Per-step derived values, computed in float64 as torch.optim does in Python floats."""
+    out = dict(hp)
+    if "beta1" in hp:
+        out["one_minus_beta1"] = 1 - hp["beta1"]
+        out["one_minus_beta2"] = 1 - hp["beta2"]
+        out["step_size"] = hp["lr"] / (1 - hp["beta1"] ** t)
+        out["bias_correction2_sqrt"] = (1 - hp["beta2"] ** t) ** 0.5
+        out["decay_factor"] = 1 - hp["lr"] * hp["weight_decay"]
+    if "alpha" in hp:
+        out["one_minus_alpha"] = 1 - hp["alpha"]
+    return out
+
+
+def _broadcast(hp: dict[str, torch.Tensor], p: torch.Tensor) -> Params:
+    """Per-member values viewed as (K, 1, ..., 1) to broadcast against ``p``."""
+    shape = (-1,) + (1,) * (p.dim() - 1)
+    return {k: v.view(shape) for k, v in hp.items()}
+
+
+class _Member(nn.Module):
+    """Member ``k`` as a module that reads the live stacked parameters (for evaluation)."""
+
+    def __init__(self, base: nn.Module, params: Params, k: int) -> None:
+        super().__init__()
+        self.base, self.k = base, k
+        self.params = params
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.base, {n: p[self.k] for n, p in self.params.items()}, (x,))
+
+
+class VectorizedTrainer:
+    """K solvers of one class on one objective, trained as a single vectorized model."""
+
+    def __init__(self, objective: Any, solvers: Sequence[Any], seeds: Sequence[int]) -> None:
+        if not solvers or len(solvers) != len(seeds):
+            raise ValueError(f"need one seed per solver, got {len(solvers)} and {len(seeds)}")
+        kinds = {type(s) for s in solvers}
+        batch_sizes = {int(s.batch_size) for s in solvers}
+        if len(kinds) != 1 or len(batch_sizes) != 1:
+            raise ValueError("an ensemble needs one solver class and one batch_size")
+        for solver in solvers:
+            solver.validate()
+            if solver.rotation != "none":
+                raise ValueError("rotated optimizers are not vectorized")
+        task = objective.get_objective()
+        if not isinstance(task["algorithm"], ERM):
+            raise ValueError(f"only ERM is vectorized, not {objective.algorithm!r}")
+        solver_cls = kinds.pop()
+        rule = RULES.get(solver_cls.optimizer_class)
+        kwargs = set(solvers[0].optimizer_kwargs())
+        if rule is None or not kwargs <= rule.kwargs:
+            raise ValueError(
+                f"{solver_cls.optimizer_class.__name__} with {sorted(kwargs)} "
+                "has no vectorized update rule"
+            )
+        if not all(isinstance(env.x, torch.Tensor) for env in objective.train_envs):
+            raise ValueError("lazy (augmented) image inputs are not vectorized")
+        self.objective, self.rule, self.algorithm = objective, rule, task["algorithm"]
+        self.steps, self.eval_every = int(objective.steps), int(objective.eval_every)
+        self.device = objective.torch_device
+        models = self._init_models(seeds)
+        params, buffers = stack_module_state(models)
+        if buffers or any(isinstance(m, nn.Dropout) and m.p > 0 for m in models[0].modules()):
+            raise ValueError(f"model {objective.model!r} has buffers or dropout; not vectorized")
+        self.params: Params = {n: p.detach() for n, p in params.items()}
+        self.init_params: Params = {n: p.clone() for n, p in self.params.items()}
+        self.base = copy.deepcopy(models[0]).to("meta")
+        batch_size = batch_sizes.pop()
+        self.samplers = [EnvSampler(objective.train_envs, batch_size, s) for s in seeds]
+        self.hparams, self.flags = _member_hparams(solvers, self.device)
+        self.state: State = {n: {} for n in self.params}
+        self._grad = vmap(grad(self._loss))
+
+    def _init_models(self, seeds: Sequence[int]) -> list[nn.Module]:
+        """``objective.build_model()`` under each member's seed (as each sequential run)."""
+        original = self.objective.seed
+        try:
+            models = []
+            for seed in seeds:
+                self.objective.seed = seed
+                models.append(self.objective.build_model())
+            return models
+        finally:
+            self.objective.seed = original
+
+    def _loss(
+        self,
+        params: Params,
+        batches: list[tuple[torch.Tensor, torch.Tensor]],
+    ) -> torch.Tensor:
+        def model(x: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.base, params, (x,))
+
+        return self.algorithm.loss(model, batches, 0)
+
+    def _batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every member's next minibatch, stacked: ``EnvSampler``'s draws, one gather per env."""
+        per_env = [[] for _ in self.objective.train_envs]
+        for sampler in self.samplers:
+            for env, draws in zip(sampler.envs, per_env):
+                draws.append(
+                    torch.randint(
+                        len(env),
+                        (sampler.batch_size,),
+                        generator=sampler.generator,
+                        device=sampler.generator.device,
+                    )
+                )
+        batches = []
+        for env, draws in zip(self.objective.train_envs, per_env):
+            idx = torch.stack(draws)
+            x = env.x[idx.flatten()]
+            batches.append((x.view(*idx.shape, *x.shape[1:]), env.y[idx]))
+        return batches
+
+    def step(self, t: int) -> None:
+        """Optimizer step ``t`` (1-based, as torch.optim's state ``step``) for every member."""
+        grads = self._grad(self.params, self._batches())
+        dtype = next(iter(self.params.values())).dtype
+        hp = {k: v.to(dtype) for k, v in _step_hparams(self.hparams, t).items()}
+        with torch.no_grad():
+            for name, p in self.params.items():
+                self.rule.step(p, grads[name], self.state[name], _broadcast(hp, p), self.flags)
+
+    def member_model(self, k: int, initial: bool = False) -> nn.Module:
+        """Member ``k`` as a standalone module (its trained or initial weights)."""
+        source = self.init_params if initial else self.params
+        model = copy.deepcopy(self.base).to_empty(device=self.device)
+        model.load_state_dict({n: p[k] for n, p in source.items()})
+        return model
+
+    def run(self) -> list[Curve]:
+        """Train for the objective's steps; evaluate every ``eval_every`` steps and at the end.
+
+        Returns one curve per member, as :class:`~shiftbench.trials.runner.Checkpointer` builds it.
+        ``time`` is the ensemble's training time (evaluations excluded) divided by K: each
+        member's share. A member whose train loss is not finite, or at or below the objective's
+        ``target_loss`` when that is > 0, stops there (its curve ends, as a sequential run's).
+        """
+        k = len(self.samplers)
+        curves: list[Curve] = [[] for _ in range(k)]
+        active = list(range(k))
+        target = float(getattr(self.objective, "target_loss", 0.0))
+        members = [_Member(self.base, self.params, i) for i in range(k)]
+        elapsed = 0.0
+        for step in range(self.steps + 1):
+            if step % self.eval_every == 0 or step == self.steps:
+                for i in list(active):
+                    metrics = self.objective.evaluate_result(members[i])
+                    metrics.pop("value", None)
+                    curves[i].append({"step": step, "time": elapsed / k, **metrics})
+                    loss = metrics["train_loss"]
+                    if not math.isfinite(loss) or (target > 0 and loss <= target):
+                        active.remove(i)
+            if step == self.steps or not active:
+                break
+            started = time.perf_counter()
+            self.step(step + 1)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            elapsed += time.perf_counter() - started
+        return curves
+
+
+def ensemble_key(trial: Trial) -> Hashable | None:
+    """What a trial must share with others to be vectorized with them, or None if it cannot
+    be vectorized (IRM, rotation, a learning-rate schedule or gradient clipping, dropout, a
+    model with BatchNorm, an unsupported optimizer)."""
+    obj = dict(trial.objective_params)
+    solver_params = dict(trial.solver_params)
+    if (
+        obj.get("algorithm", "erm") != "erm"
+        or obj.get("model") not in ENSEMBLE_MODELS
+        or obj.get("dropout", 0.0) != 0
+        or solver_params.get("rotation", "none") != "none"
+        or solver_params.get("lr_schedule", "constant") != "constant"
+        or solver_params.get("warmup_steps", 0) != 0
+        or solver_params.get("max_grad_norm", 0.0) != 0
+    ):
+        return None
+    solver_cls = registry.solver_class(trial.solver)
+    rule = RULES.get(getattr(solver_cls, "optimizer_class", None))
+    if rule is None or not set(solver_cls.get_instance(**solver_params).optimizer_kwargs()) <= (
+        rule.kwargs
+    ):
+        return None
+    fixed = tuple((k, v) for k, v in trial.solver_params if k not in ENSEMBLE_HPARAMS)
+    return trial.dataset, trial.dataset_params, trial.objective_params, trial.solver, fixed
+
+
+def can_ensemble(trials: Sequence[Trial]) -> bool:
+    """Whether these trials can be trained as one vectorized ensemble."""
+    keys = {ensemble_key(t) for t in trials}
+    return len(keys) == 1 and None not in keys
+
+
+def ensemble_groups(trials: Sequence[Trial], max_k: int) -> list[list[Trial]]:
+    """Partition ``trials`` into ensembles of at most ``max_k`` members, in order of first
+    appearance; a trial that cannot be vectorized is a group of one."""
+    if max_k < 1:
+        raise ValueError(f"max_k must be >= 1, got {max_k}")
+    groups: dict[Hashable, list[list[Trial]]] = {}
+    out: list[list[Trial]] = []
+    for trial in trials:
+        key = ensemble_key(trial)
+        chunks = groups.setdefault(key, []) if key is not None else None
+        if chunks and len(chunks[-1]) < max_k:
+            chunks[-1].append(trial)
+            continue
+        group = [trial]
+        out.append(group)
+        if chunks is not None:
+            chunks.append(group)
+    return out
+
+
+def ensemble_trainer(runner: TrialRunner, trials: Sequence[Trial]) -> VectorizedTrainer:
+    """The trainer of a group from :func:`ensemble_groups`, on ``runner``'s device, with the
+    data from ``runner``'s cache (objective and solvers built as ``runner.run`` builds them)."""
+    if not can_ensemble(trials):
+        raise ValueError("these trials cannot be vectorized together")
+    solvers = [runner.solver(t) for t in trials]
+    return VectorizedTrainer(runner.objective(trials[0]), solvers, [t.seed for t in trials])
+
+
+def run_ensemble(
+    runner: TrialRunner, trials: Sequence[Trial], study: str, attempts: Sequence[int]
+) -> list[TrialOutcome]:
+    """Run a group from :func:`ensemble_groups` and return each trial's outcome, as
+    ``runner.run`` would; if the vectorized run fails, every trial falls back to
+    ``runner.run`` (so a bad member fails alone, with its own error)."""
+    started = datetime.now(UTC)
+    try:
+        for trial in trials:
+            faults.hit("trial.start", trial.trial_id)
+        trainer = ensemble_trainer(runner, trials)
+        with runner.accel.denormals():
+            curves = trainer.run()
+    except Exception as exc:
+        warnings.warn(
+            f"vectorized run failed ({exc}); running {len(trials)} trials one by one",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return [runner.run(t, study, a) for t, a in zip(trials, attempts)]
+    train_envs = trainer.objective.train_envs
+    examples = sum(len(env) for env in train_envs)
+    per_step = trainer.samplers[0].batch_size * len(train_envs)
+    # the vectorized step is plain fp32, flushing denormals as the runner does
+    provenance = runner.row_provenance(replace(PLAIN, flush_denormal=runner.accel.flush_denormal))
+    outcomes = []
+    for trial, attempt, curve in zip(trials, attempts, curves):
+        for point in curve:
+            point["epoch"] = point["step"] * per_step / examples
+        status = "done" if math.isfinite(curve[-1]["train_loss"]) else "diverged"
+        rows = ledger_rows(trial, study, attempt, status, "", curve, {}, started, provenance)
+        outcomes.append(TrialOutcome(trial.trial_id, status, rows))
+    return outcomes
+
+
+AUTO_MAX_K_GPU = 32
+AUTO_MAX_K_CPU = 16
+CPU_AUTO_MODELS = ("mlp",)
+
+
+def plan_groups(
+    trials: Sequence[Trial],
+    ensemble: str | int,
+    *,
+    uses_gpu: bool,
+    measures: bool,
+    parallel: int = 1,
+) -> list[list[Trial]]:
+    """The sweep's units of work: vectorized groups where they apply, else single trials.
+
+    ``ensemble`` is the study's key: ``off``; an integer, the largest group; or ``auto``:
+    groups of up to 32 on GPU workers, and on CPU workers groups of up to 16 MLPs only (a
+    vectorized convolution is a grouped convolution, slower on CPU than K separate ones:
+    ``perf/ensemble.py``). Trials whose measures are asked for always run alone. Groups
+    are kept small enough that there are at least ``parallel`` of them, so no worker idles.
+    """
+    if ensemble == "off" or measures:
+        return [[trial] for trial in trials]
+    if ensemble != "auto":
+        candidates, max_k = list(trials), int(ensemble)
+    elif uses_gpu:
+        candidates, max_k = list(trials), AUTO_MAX_K_GPU
+    else:
+        candidates = [
+            t for t in trials if dict(t.objective_params).get("model") in CPU_AUTO_MODELS
+        ]
+        max_k = AUTO_MAX_K_CPU
+    max_k = max(1, min(max_k, -(-len(candidates) // max(parallel, 1))))
+    chosen = {t.trial_id for t in candidates}
+    return ensemble_groups(candidates, max_k) + [[t] for t in trials if t.trial_id not in chosen]
+
+
+def run_group(
+    runner: TrialRunner,
+    group: Sequence[Trial],
+    study: str,
+    attempts: Sequence[int],
+    measures: tuple[str, ...] = (),
+    measure_config: dict[str, Any] | None = None,
+) -> list[TrialOutcome]:
+    """Run one unit of work from :func:`plan_groups`: a single trial, or an ensemble."""
+    if len(group) == 1:
+        return [runner.run(group[0], study, attempts[0], measures, measure_config)]
+    return run_ensemble(runner, group, study, attempts)

@@ -1,0 +1,349 @@
+"""The HTML site: matplotlib figures redrawn by plotly with the same numbers, the study site
+built from a tiny real run (the report's own tables and figures, a page per trial, nothing
+fetched), and the site in a real headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import SHIFTBENCH, wait_for
+from playwright.sync_api import expect, sync_playwright
+
+from shiftbench.report.build import Report
+from shiftbench.report.site import plotly_figure, write_index
+from shiftbench.store import ledger as store
+
+SITE_STUDY = {
+    "name": "sitetiny",
+    "description": "two optimizers on two digits data sets",
+    "datasets": {"colored_digits": {"test_env": [2]}, "rotated_digits": {"test_env": [0]}},
+    "objective": {"steps": 20, "eval_every": 10, "model": "mlp", "width": 16},
+    "solvers": {"sgd": {"lr": {"loguniform": [0.01, 0.5]}}, "adam": {}},
+    "search": {"kind": "random", "trials_per_solver": 2, "seed": 0},
+    "seeds": [0],
+    "analyses": ["reproduce", "id_ood_table", "id_ood_scatter", "optimizer_ood_best"],
+}
+
+
+def test_scatter_keeps_points_and_trial_ids():
+    fig, axes = plt.subplots(1, 2)
+    axes[0].scatter([0.1, 0.2], [0.3, 0.4], s=25, color="red", label="sgd", urls=["a1", "b2"])
+    axes[1].scatter([0.5], [0.6], s=25, color="red", label="sgd", urls=["c3"])
+    axes[1].set_title("rotated\ntest_env=0")
+    figure = plotly_figure(fig)
+    first, second = figure["data"]
+    assert first["x"] == [0.1, 0.2] and first["y"] == [0.3, 0.4]
+    assert first["customdata"] == ["a1", "b2"] and second["customdata"] == ["c3"]
+    assert (first["xaxis"], second["xaxis"], second["yaxis"]) == ("x", "x2", "y2")
+    # one legend entry per label across panels, toggled together
+    assert (first["showlegend"], second["showlegend"]) == (True, False)
+    assert first["legendgroup"] == second["legendgroup"] == "sgd"
+    assert first["marker"]["color"] == "rgba(255,0,0,1)"
+    assert first["marker"]["size"] == pytest.approx(5 * 100 / 72)
+    # panels side by side, where matplotlib put them; the title as an annotation
+    left, right = figure["layout"]["xaxis"]["domain"], figure["layout"]["xaxis2"]["domain"]
+    assert left[1] < right[0]
+    assert figure["layout"]["annotations"][0]["text"] == "rotated<br>test_env=0"
+    plt.close(fig)
+
+
+def test_lines_bars_errorbars_bands_and_axes():
+    fig, ax = plt.subplots()
+    ax.step([0, 1, 2], [1.0, 0.5, np.nan], where="post", ls="--", label="psi")
+    ax.bar([0, 1], [0.7, 0.9], width=0.4, yerr=[0.05, 0.1], label="oracle")
+    ax.fill_between([0, 1], [0.1, 0.2], [0.3, 0.4], alpha=0.5)
+    ax.set_xticks([0, 1], ["adam", "sgd"], rotation=45)
+    ax.set_yscale("log")
+    ax.set(xlabel="solver", ylabel="accuracy")
+    figure = plotly_figure(fig)
+    kinds = {(t["type"], t.get("fill"), t.get("mode")) for t in figure["data"]}
+    assert ("bar", None, None) in kinds and ("scatter", "toself", "lines") in kinds
+    bar = next(t for t in figure["data"] if t["type"] == "bar")
+    assert bar["x"] == pytest.approx([0, 1]) and bar["y"] == pytest.approx([0.7, 0.9])
+    assert bar["width"] == pytest.approx([0.4, 0.4]) and bar["base"] == [0, 0]
+    step = next(t for t in figure["data"] if t.get("name") == "psi")
+    assert step["y"] == [1.0, 0.5, None] and step["line"]["shape"] == "hv"
+    assert step["line"]["dash"] == "dash"
+    # the error bars: one segment per bar, from mean - err to mean + err
+    bars = next(t for t in figure["data"] if t.get("hoverinfo") == "skip" and "fill" not in t)
+    assert bars["y"] == pytest.approx([0.65, 0.75, None, 0.8, 1.0, None])
+    band = next(t for t in figure["data"] if t.get("fill") == "toself")
+    assert min(band["y"][:-1]) == pytest.approx(0.1) and max(band["y"][:-1]) == 0.4
+    assert band["fillcolor"].endswith(",0.5)")
+    xaxis, yaxis = figure["layout"]["xaxis"], figure["layout"]["yaxis"]
+    assert xaxis["ticktext"] == ["adam", "sgd"] and xaxis["tickvals"] == [0, 1]
+    assert xaxis["tickangle"] == -45 and xaxis["title"]["text"] == "solver"
+    assert yaxis["type"] == "log"
+    assert yaxis["range"] == pytest.approx(np.log10(ax.get_ylim()))
+    plt.close(fig)
+
+
+def test_heatmap_keeps_values_and_rows():
+    values = np.array([[0.5, -0.2, 0.1], [0.0, 1.0, np.nan]])
+    fig, ax = plt.subplots()
+    image = ax.imshow(values, cmap="RdBu_r", vmin=-1, vmax=1)
+    fig.colorbar(image)
+    ax.text(0.5, 0.5, "note", ha="center", transform=ax.transAxes)
+    figure = plotly_figure(fig)
+    (heat,) = figure["data"]  # the colorbar's own axes is not a panel
+    assert heat["z"] == [[0.5, -0.2, 0.1], [0.0, 1.0, None]]
+    assert heat["x"] == [0, 1, 2] and heat["y"] == [0, 1]  # row 0 at the top, as imshow
+    assert figure["layout"]["yaxis"]["range"] == [1.5, -0.5]
+    assert (heat["zmin"], heat["zmax"], heat["showscale"]) == (-1, 1, True)
+    assert figure["layout"]["annotations"][0]["text"] == "note"
+    assert figure["layout"]["annotations"][0]["x"] == pytest.approx(0.5)
+    plt.close(fig)
+
+
+def test_report_items_are_what_markdown_shows(tmp_path):
+    report = Report(tmp_path, "demo", interactive=True)
+    report.analysis = "table_and_figure"
+    frame = pd.DataFrame({"solver": ["sgd"], "acc": [0.12345]})
+    markdown = report.table("t", frame, "a table")
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [2, 3])
+    report.figure("f", fig, "a figure")
+    table, figure = report.items
+    assert table.analysis == figure.analysis == "table_and_figure"
+    assert table.frame.to_dict("records") == [{"solver": "sgd", "acc": "0.123"}]
+    assert "| sgd      | 0.123 |" in markdown
+    assert figure.path == tmp_path / "f.png" and figure.path.exists()
+    assert figure.plotly["data"][0]["y"] == [2, 3]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
+    """The site of a tiny real run (8 trials, 20 steps, in this process's CLI)."""
+    folder = tmp_path_factory.mktemp("site")
+    study = folder / "sitetiny.yml"
+    study.write_text(yaml.safe_dump(SITE_STUDY))
+    store_dir, out = folder / "store", folder / "report"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    run = [str(SHIFTBENCH), "run", str(study), "--store", str(store_dir), "--workers", "0"]
+    subprocess.run([*run, "--quiet"], check=True, env=env)
+    report = [str(SHIFTBENCH), "report", str(study), "--store", str(store_dir), "--out"]
+    done = subprocess.run(
+        [*report, str(out), "--html"], check=True, env=env, capture_output=True, text=True
+    )
+    assert re.search(
+        rf"site written to {out / 'index.html'} \(10 pages, [0-9.]+ MB\)", done.stdout
+    )
+    return out, store.final_rows(store.read(store_dir, "sitetiny"))
+
+
+def _figures(page: str) -> list[dict]:
+    """The plotly figures of a page, as the page hands them to plotly.js."""
+    decoder, figures = json.JSONDecoder(), []
+    for call in re.finditer(r"Plotly\.newPlot\(\s*\"[^\"]+\",\s*", page):
+        data, end = decoder.raw_decode(page, call.end())
+        layout, _ = decoder.raw_decode(page, re.compile(r",\s*").match(page, end).end())
+        figures.append({"data": data, "layout": layout})
+    return figures
+
+
+def test_site_shows_the_report_and_every_trial(site):
+    out, rows = site
+    index = (out / "index.html").read_text()
+    trials = set(rows["trial_id"])
+    assert {p.stem for p in (out / "trials").glob("*.html")} == trials
+    # the state: 8 trials, all done; one section per analysis, in the study's order
+    assert re.search(r"<td>8</td>\s*<td>0</td>\s*<td>0</td>\s*<td>0</td>\s*<td>0</td>", index)
+    trial = rows.drop_duplicates("trial_id")
+    summed = (trial["end_time"] - trial["start_time"]).sum().total_seconds()
+    elapsed = (trial["end_time"].max() - trial["start_time"].min()).total_seconds()
+    assert f"Wall time: {summed:.1f} s summed over trials, {elapsed:.1f} s elapsed." in index
+    sections = re.findall(r'<h2 id="([a-z_0-9]+)">', index)
+    assert sections == ["state", "provenance", *SITE_STUDY["analyses"]]
+    # the table is the Markdown's: same cells
+    table = pd.read_csv(out / "id_ood_table.csv")
+    for value in table["ood_acc_mean"]:
+        assert f"{value:.3f}" in index
+    # the scatter: every done trial once, its hover naming it, its hyperparameters and id
+    scatter = next(f for f in _figures(index) if any("customdata" in t for t in f["data"]))
+    points = [t for t in scatter["data"] if "customdata" in t]
+    assert sorted(i for t in points for i in t["customdata"]) == sorted(trials)
+    lrs = rows.drop_duplicates("trial_id").set_index("trial_id")["hp.lr"]
+    for trace in points:
+        for trial_id, text in zip(trace["customdata"], trace["text"]):
+            assert text.startswith(f"trial {trial_id}<br>")
+            assert f"lr={lrs[trial_id]:.4g}" in text
+    # a trial page: its curves at every checkpoint, its config
+    trial_id = sorted(trials)[0]
+    page = (out / "trials" / f"{trial_id}.html").read_text()
+    (curves,) = _figures(page)
+    by_name = {t["name"]: t for t in curves["data"]}
+    mine = rows[rows["trial_id"] == trial_id].sort_values("step")
+    assert by_name["ood_acc"]["y"] == pytest.approx(mine["ood_acc"].tolist())
+    assert by_name["train_loss"]["x"] == mine["step"].tolist() == [0, 10, 20]
+    assert json.loads(mine["config"].iloc[0])["solver"] in page
+
+
+def test_site_fetches_nothing(site):
+    out, _ = site
+    for page in [out / "index.html", out / "trials.html", *(out / "trials").glob("*.html")]:
+        text = page.read_text()
+        # what a browser loads by itself: scripts, images, style sheets, modules
+        assert not re.search(r"""(src=|<link[^>]*href=)["']?(https?:)?//""", text), page
+        assert not re.search(r"""import\s.*from\s+['"]https?:""", text), page
+    assert not re.search(r"https?://(www\.)?unpkg|cdn", (out / "assets/itables.js").read_text())
+
+
+def _chromium() -> str | None:
+    return os.environ.get("SHIFTBENCH_CHROMIUM") or next(
+        filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
+    )
+
+
+@pytest.fixture
+def browser():
+    """A headless Chromium from the system; skipped when there is none, unless
+    SHIFTBENCH_REQUIRE_BROWSER is set (as in CI)."""
+    executable = _chromium()
+    if executable is None:
+        if os.environ.get("SHIFTBENCH_REQUIRE_BROWSER"):
+            pytest.fail("no chromium found and SHIFTBENCH_REQUIRE_BROWSER is set")
+        pytest.skip("no chromium on this machine (`apt-get install chromium`)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable)
+        yield chromium
+        chromium.close()
+
+
+def _watched_page(browser):
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    problems, fetched = [], []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("request", lambda r: fetched.append(r.url))
+    return page, problems, fetched
+
+
+def _cells(page, table: str, name: str):
+    """The cells of a column of a DataTable, in the order shown."""
+    headers = page.locator(f"#{table}_wrapper thead th").all_inner_texts()
+    position = [h.strip() for h in headers].index(name) + 1
+    return page.locator(f"#{table} tbody tr td:nth-child({position})")
+
+
+def _column(page, table: str, name: str) -> list[str]:
+    return _cells(page, table, name).all_inner_texts()
+
+
+def test_site_in_a_browser(site, browser, tmp_path):
+    out, rows = site
+    page, problems, fetched = _watched_page(browser)
+    page.goto((out / "index.html").as_uri())
+    table = "table-id_ood_table"
+    page.wait_for_selector(f"#{table}.dataTable tbody tr td")
+    # sorting: a click on a header's sort arrow sorts by it, a second click reverses
+    header = page.locator(f"#{table}_wrapper thead th", has_text="ood_acc_mean").first
+    header = header.locator(".dt-column-order")
+    header.click()
+    ascending = _column(page, table, "ood_acc_mean")
+    assert [float(v) for v in ascending] == sorted(map(float, ascending)) != []
+    assert len(ascending) == 4
+    header.click()
+    expect(_cells(page, table, "ood_acc_mean")).to_have_text(ascending[::-1])
+    # filtering: the solver column's filter box keeps the matching rows
+    solver = page.locator(f"#{table}_wrapper .dt-scroll-foot input[placeholder=solver]")
+    solver.press_sequentially("adam")
+    expect(_cells(page, table, "solver")).to_have_text(["adam", "adam"])
+    # the scatter renders every trial, and a hover over a point names its trial
+    scatter = page.locator(".js-plotly-plot", has=page.locator(".scatterlayer .point")).first
+    assert scatter.locator(".scatterlayer .point").count() == rows["trial_id"].nunique()
+    point = scatter.locator(".scatterlayer .point").first
+    point.scroll_into_view_if_needed()
+    point = point.bounding_box()
+    x, y = point["x"] + point["width"] / 2, point["y"] + point["height"] / 2
+    page.mouse.move(x, y)
+    hover = page.locator(".hoverlayer .hovertext").first
+    hover.wait_for()
+    named = re.search(r"trial ([0-9a-f]{16})", hover.text_content())
+    assert named and named.group(1) in set(rows["trial_id"])
+    page.screenshot(path=tmp_path / "site.png")  # the viewport, with the hover shown
+    # a click on the point opens that trial's page, whose curves render
+    page.mouse.click(x, y)
+    page.wait_for_url(f"**/trials/{named.group(1)}.html")
+    assert named.group(1) in page.locator("h1").inner_text()
+    page.wait_for_selector("#curves .scatterlayer .trace")
+    # the trial list links every trial's page
+    page.goto((out / "trials.html").as_uri())
+    page.wait_for_selector("#table-trials.dataTable tbody tr td a")
+    link = page.locator("#table-trials tbody a").first
+    target = link.inner_text()
+    link.click()
+    page.wait_for_url(f"**/trials/{target}.html")
+    assert problems == []
+    assert [u for u in fetched if not u.startswith(("file:", "data:", "blob:"))] == []
+    print(f"screenshot: {tmp_path / 'site.png'}")
+
+
+def test_index_lists_reports_and_ledger_states(site):
+    out, _ = site
+    folder = out.parent
+    done = subprocess.run(
+        [str(SHIFTBENCH), "index", str(folder)], check=True, capture_output=True, text=True
+    )
+    assert done.stdout.strip() == f"index written to {folder / 'index.html'}"
+    index = (folder / "index.html").read_text()
+    assert '<a href="report/report.html">report</a>' in index
+    assert '<a href="report/index.html">site</a>' in index
+    page = (out / "report.html").read_text()
+    assert '<a href="../index.html">all reports</a>' in page
+    assert "<table>" in page and "Test-environment accuracy per optimizer" in page
+    # a store: each study's ledger state, linked to the report of the same name
+    store_index = write_index(folder / "store")
+    assert re.search(
+        r"<td>sitetiny</td><td>8</td>\s*<td>8</td><td>0</td>", store_index.read_text()
+    )
+    (folder / "store" / "reports" / "sitetiny").mkdir(parents=True)
+    shutil.copy(out / "report.md", folder / "store" / "reports" / "sitetiny")
+    linked = write_index(folder / "store").read_text()
+    assert '<a href="reports/sitetiny/report.html">sitetiny</a>' in linked
+
+
+def test_published_index_is_current(tmp_path):
+    """results/published/index.html (which the README links) and its report pages are what
+    `shiftbench index results/published` writes from the committed reports."""
+    published = Path(__file__).parents[1] / "results" / "published"
+    shutil.copytree(published, tmp_path / "published")
+    write_index(tmp_path / "published")
+    for page in [
+        Path("index.html"),
+        *(p.relative_to(published) for p in published.rglob("*.html")),
+    ]:
+        assert (tmp_path / "published" / page).read_text() == (published / page).read_text(), page
+
+
+@pytest.mark.slow
+def test_watch_rebuilds_as_the_ledger_grows(tmp_path, driver):
+    study = tmp_path / "sitetiny.yml"
+    study.write_text(yaml.safe_dump(SITE_STUDY))
+    store_dir, out = tmp_path / "store", tmp_path / "report"
+    where = ("--store", str(store_dir))
+    # not one of the driver's processes: it stops those after each run
+    watch = ["report", str(study), *where, "--out", str(out), "--html", "--watch", "0.2"]
+    watcher = subprocess.Popen(
+        [str(SHIFTBENCH), *watch], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    pages = out / "trials"
+    assert driver.run("run", str(study), *where, "--workers", "0", "--max-trials", "3")[0] == 1
+    wait_for(lambda: len(list(pages.glob("*.html"))) == 3, "the site of the first 3 trials", 120)
+    assert driver.run("run", str(study), *where, "--workers", "0")[0] == 0
+    wait_for(lambda: len(list(pages.glob("*.html"))) == 8, "the site of all 8 trials", 120)
+    watcher.send_signal(signal.SIGINT)
+    output, _ = watcher.communicate(timeout=120)
+    assert watcher.returncode == 0, output
+    assert output.splitlines()[0].startswith(f"waiting: {study}: no results")
+    assert "rebuilt: site written to" in output and output.rstrip().endswith("stopped watching")
