@@ -36,6 +36,7 @@ from benchopt.stopping_criterion import SufficientProgressCriterion
 
 from shiftbench.data.image_folder import with_augmentation
 from shiftbench.models.registry import MODELS, SIZED_FAMILIES, check_size, create_model, is_model
+from shiftbench.store.schema import env_column
 from shiftbench.training.algorithms import ALGORITHMS, IRM_LOSS_SCALINGS, create_algorithm
 from shiftbench.training.primitives import evaluate, pick_device, seed_everything
 
@@ -159,8 +160,8 @@ class Objective(BaseObjective):
         id_accs, id_losses = [], []
         for i, (inn, out) in enumerate(self.eval_splits):
             ev_in, ev_out = evaluate(model, inn), evaluate(model, out)
-            metrics[f"env{i}_in_acc"] = ev_in.acc
-            metrics[f"env{i}_out_acc"] = ev_out.acc
+            metrics[env_column(i, "in_acc")] = ev_in.acc
+            metrics[env_column(i, "out_acc")] = ev_out.acc
             if i in self.training:
                 train_loss += ev_in.loss * ev_in.n
                 train_correct += ev_in.acc * ev_in.n
@@ -169,9 +170,9 @@ class Objective(BaseObjective):
                 id_losses.append(ev_out.loss)
                 continue
             n = ev_in.n + ev_out.n
-            metrics[f"env{i}_acc"] = (ev_in.acc * ev_in.n + ev_out.acc * ev_out.n) / n
+            metrics[env_column(i, "acc")] = (ev_in.acc * ev_in.n + ev_out.acc * ev_out.n) / n
             if i == self.data.test_env:
-                metrics["ood_acc"] = metrics[f"env{i}_acc"]
+                metrics["ood_acc"] = metrics[env_column(i, "acc")]
                 metrics["ood_loss"] = (ev_in.loss * ev_in.n + ev_out.loss * ev_out.n) / n
                 metrics["oracle_acc"] = ev_out.acc
                 metrics["test_in_acc"] = ev_in.acc

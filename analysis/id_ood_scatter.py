@@ -6,6 +6,7 @@ its trial id as its matplotlib URL, so the HTML site links it to the trial's pag
 import matplotlib.pyplot as plt
 
 from shiftbench.report.build import AnalysisContext
+from shiftbench.store import schema
 from shiftbench.studies.optimizer_ood.selection import (
     METHODS,
     condition_columns,
@@ -14,7 +15,7 @@ from shiftbench.studies.optimizer_ood.selection import (
 
 
 def run(context: AnalysisContext) -> None:
-    done = context.ledger[context.ledger["status"] == "done"]
+    done = schema.with_status(context.ledger, schema.DONE)
     picked = selected_checkpoints(done, METHODS["training_domain"])
     if picked.empty:
         return

@@ -9,6 +9,7 @@ varying parameter such as the algorithm) and optimizer."""
 import pandas as pd
 
 from shiftbench.report.build import AnalysisContext
+from shiftbench.store import schema
 from shiftbench.studies.optimizer_ood.selection import (
     ERROR_BAR,
     METHODS,
@@ -19,7 +20,7 @@ from shiftbench.studies.optimizer_ood.selection import (
 
 
 def run(context: AnalysisContext) -> None:
-    done = context.ledger[context.ledger["status"] == "done"]
+    done = schema.with_status(context.ledger, schema.DONE)
     table = by_method(done)
     if table.empty:
         context.report.text("No finished trials to tabulate.")
@@ -54,7 +55,7 @@ def run(context: AnalysisContext) -> None:
 def untrained(ledger: pd.DataFrame, keys: list[str]) -> str:
     """A line per condition and solver absent from the table: no trial finished (all diverged
     or failed), so the table cannot rank it."""
-    status = ledger.groupby(keys, dropna=False)["status"].agg(lambda s: (s == "done").any())
+    status = ledger.groupby(keys, dropna=False)["status"].agg(lambda s: (s == schema.DONE).any())
     missing = status[~status]
     if missing.empty:
         return "Every optimizer has finished trials in every condition."

@@ -14,6 +14,7 @@ import pandas as pd
 
 from shiftbench.measures import core as measures
 from shiftbench.report.build import AnalysisContext
+from shiftbench.store import schema
 from shiftbench.studies.generalization_measures import measure_table, stats
 from shiftbench.studies.generalization_measures.measure_table import CONVERGED_ACC
 
@@ -58,9 +59,9 @@ def settings(context: AnalysisContext) -> list[str]:
     if split:
         lines.append("Clean data per model, three disjoint parts: " + ", ".join(split) + ".")
     config = {
-        c.removeprefix("measure_config."): ledger[c].dropna().unique()
-        for c in sorted(ledger.columns)
-        if c.startswith("measure_config.") and ledger[c].notna().any()
+        schema.unprefixed(schema.MEASURE_CONFIG, c): ledger[c].dropna().unique()
+        for c in sorted(schema.columns(ledger, schema.MEASURE_CONFIG))
+        if ledger[c].notna().any()
     }
     if config:
         default = measures.MeasureConfig()

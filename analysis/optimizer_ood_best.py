@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from shiftbench.report.build import AnalysisContext
+from shiftbench.store import schema
 from shiftbench.studies.optimizer_ood.selection import (
     ERROR_BAR,
     METHODS,
@@ -27,7 +28,7 @@ from shiftbench.studies.optimizer_ood.selection import (
 
 def best_table(ledger: pd.DataFrame) -> pd.DataFrame:
     """One row per condition and solver; ``<method>_ood``, ``<method>_err`` and ``max_ood``."""
-    done = ledger[ledger["status"] == "done"]
+    done = schema.with_status(ledger, schema.DONE)
     table = by_method(done)
     if table.empty:
         return table

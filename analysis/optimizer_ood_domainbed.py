@@ -18,6 +18,7 @@ import pandas as pd
 
 from shiftbench.plugins import registry
 from shiftbench.report.build import AnalysisContext
+from shiftbench.store import schema
 from shiftbench.studies.optimizer_ood.selection import ERROR_BAR, METHODS, by_method, main_runs
 
 # DomainBed's published results (results.tex above): (dataset, algorithm, method) -> one
@@ -138,7 +139,7 @@ def scale(done: pd.DataFrame) -> str:
 
 
 def run(context: AnalysisContext) -> None:
-    done = context.ledger[context.ledger["status"] == "done"]
+    done = schema.with_status(context.ledger, schema.DONE)
     table = comparison(done) if not done.empty else pd.DataFrame()
     if table.empty:
         context.report.text(

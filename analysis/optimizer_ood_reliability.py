@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from shiftbench.report.build import AnalysisContext
+from shiftbench.store import schema
 from shiftbench.studies.optimizer_ood.selection import (
     condition_columns,
     main_runs,
@@ -25,7 +26,7 @@ BINS = 10
 
 def final_points(ledger: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Every finished main run at its last checkpoint, and the condition columns."""
-    rows = with_test_metrics(main_runs(ledger[ledger["status"] == "done"]))
+    rows = with_test_metrics(main_runs(schema.with_status(ledger, schema.DONE)))
     if rows.empty:
         return rows, []
     last = rows.loc[rows.groupby("trial_id")["step"].idxmax()]

@@ -21,6 +21,7 @@ import pandas as pd
 from scipy import stats
 
 from shiftbench.report.build import AnalysisContext
+from shiftbench.store import schema
 from shiftbench.studies.optimizer_ood.selection import condition_columns, selected_checkpoints
 
 LEVEL = 0.95
@@ -93,7 +94,7 @@ def distinct(id_acc: np.ndarray, minimum: int = 4) -> bool:
 def trial_points(ledger: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Every finished trial at its training-domain-selected checkpoint, and the condition
     columns."""
-    picked = selected_checkpoints(ledger[ledger["status"] == "done"], "training_domain")
+    picked = selected_checkpoints(schema.with_status(ledger, schema.DONE), "training_domain")
     return picked, condition_columns(picked) if not picked.empty else []
 
 

@@ -5,6 +5,7 @@ at the final checkpoint, in each run's own basis, next to its slowdown %; mean o
 import matplotlib.pyplot as plt
 
 from shiftbench.report.build import AnalysisContext
+from shiftbench.store import schema
 from shiftbench.studies.adam_rotations.analysis import probe_summary, slowdowns
 
 PROBES = [
@@ -26,7 +27,7 @@ def run(context: AnalysisContext) -> None:
     summary = summary[["task", "solver", "scope", *columns]].dropna(
         subset=[f"{p}_mean" for p in shown], how="all"
     )
-    slow = slowdowns(context.ledger[context.ledger["status"].isin(["done", "diverged"])])
+    slow = slowdowns(schema.with_status(context.ledger, *schema.FINISHED))
     if not slow.empty:
         mean = slow.groupby(["task", "solver", "scope"])["slowdown_pct"].mean()
         summary = summary.join(mean.rename("slowdown_pct"), on=["task", "solver", "scope"])

@@ -7,6 +7,7 @@ curves per scope."""
 import matplotlib.pyplot as plt
 
 from shiftbench.report.build import AnalysisContext
+from shiftbench.store import schema
 from shiftbench.studies.adam_rotations.analysis import (
     TIE,
     UNTRAINED,
@@ -20,7 +21,7 @@ from shiftbench.studies.adam_rotations.analysis import (
 
 
 def run(context: AnalysisContext) -> None:
-    rows = context.ledger[context.ledger["status"].isin(["done", "diverged"])]
+    rows = schema.with_status(context.ledger, *schema.FINISHED)
     table = slowdowns(rows)
     if table.empty:
         context.report.text("No run has an unrotated baseline (`rotation: none`).")

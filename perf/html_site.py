@@ -2,7 +2,7 @@
 
 Expands a study of 10,000 trials (4 optimizers x 1,250 random samples x 2 seeds on
 ColoredDigits), writes a synthetic ledger for it with the real row and store code
-(``shiftbench.trials.runner.ledger_rows``, ``shiftbench.store.ledger.append``; 5 checkpoints
+(``shiftbench.store.schema.trial_rows``, ``shiftbench.store.ledger.append``; 5 checkpoints
 per trial,
 made-up accuracies), then times ``shiftbench report --html`` on it (the report's analyses
 and the site) and prints the site's size, the weight of the index and trial-list pages
@@ -25,7 +25,7 @@ from shiftbench.report.build import build_report
 from shiftbench.report.site import ASSETS, ITABLES_JS, PLOTLY_JS
 from shiftbench.spec.study import load_study
 from shiftbench.store import ledger as store
-from shiftbench.trials.runner import ledger_rows
+from shiftbench.store.schema import trial_rows
 
 SOLVERS = ("sgd", "momentum", "rmsprop", "adam")
 STEPS = (0, 100, 200, 300, 400)
@@ -77,9 +77,7 @@ def write_ledger(study, store_dir: Path) -> int:
         rows = []
         for trial in trials[start : start + BATCH]:
             begun = datetime.now(UTC)
-            rows += ledger_rows(
-                trial, study.name, 0, "done", "", curve(rng), {}, begun, provenance
-            )
+            rows += trial_rows(trial, study.name, 0, "done", "", curve(rng), {}, begun, provenance)
         store.append(store_dir, study.name, rows)
     store.compact(store_dir, study.name)
     return len(trials)

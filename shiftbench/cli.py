@@ -12,7 +12,7 @@ import click
 from shiftbench.plugins import registry
 from shiftbench.spec import expansion_cache
 from shiftbench.spec.study import DEFAULT_TRIAL_LIMIT, StudyError, in_study, load_study
-from shiftbench.store import artifacts
+from shiftbench.store import artifacts, schema
 from shiftbench.store import ledger as store
 from shiftbench.store.lock import StudyLock, StudyLocked
 
@@ -131,7 +131,7 @@ def run(
         )
     _echo_models(store_dir, study.name)
     after = plan(study, store_dir, 0)
-    if after.exhausted or any(summary.counts.get(s) for s in store.FAILED):
+    if after.exhausted or any(summary.counts.get(s) for s in schema.UNSUCCESSFUL):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", store.LedgerWarning)
             ledger = store.read(store_dir, study.name)
@@ -167,16 +167,16 @@ def status(study_file: str, store_dir: Path, trial_limit: int | None) -> None:
     counts = Counter(states["status"])
     counts["pending"] += len(study.trial_numbers) - len(states)
     exhausted = int(
-        (states["status"].isin(store.FAILED) & (states["attempts"] > study.retries)).sum()
+        (states["status"].isin(schema.UNSUCCESSFUL) & (states["attempts"] > study.retries)).sum()
     )
     click.echo(f"{study.name}: {len(study.trial_numbers)} trials")
-    for state in ("done", "diverged", "failed", "timeout", "pending"):
+    for state in schema.STATUSES:
         click.echo(f"  {state:<9}{counts.get(state, 0):>7}")
     if exhausted:
         click.echo(f"  ({exhausted} failed trials have used all {study.retries + 1} attempts)")
     for path, reason in store.skipped_files(store_dir, study.name).items():
         click.echo(f"  unreadable ledger file left untouched: {path}: {reason}")
-    done = states.loc[states["status"] == "done", "trial_id"]
+    done = states.loc[states["status"] == schema.DONE, "trial_id"]
     gaps = artifacts.measure_gaps(
         store_dir, study.name, ledger, done, study.measures, study.measure_settings
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from shiftbench.plugins.files import benchmark_root
+from shiftbench.store import schema
 
 METRICS = (
     "train_loss",
@@ -29,9 +30,9 @@ METRICS = (
 
 def _label(name: str, row: pd.Series, prefix: str) -> str:
     params = ",".join(
-        f"{c.removeprefix(prefix)}={row[c]}"
-        for c in row.index
-        if c.startswith(prefix) and pd.notna(row[c])
+        f"{schema.unprefixed(prefix, c)}={row[c]}"
+        for c in schema.columns(row.index, prefix)
+        if pd.notna(row[c])
     )
     return f"{name}[{params}]"
 
@@ -53,18 +54,22 @@ def result_path(name: Path) -> Path:
 
 def to_benchopt(ledger: pd.DataFrame) -> pd.DataFrame:
     """Checkpoint rows of finished trials with Benchopt's result columns added."""
-    rows = ledger[(ledger["step"] >= 0) & ledger["status"].isin(["done", "diverged"])].copy()
+    rows = schema.with_status(ledger[ledger["step"] >= 0], *schema.FINISHED).copy()
     if rows.empty:
         return rows
     metrics = [m for m in METRICS if m in rows]
     out = pd.DataFrame({f"objective_{m}": rows[m] for m in metrics}, index=rows.index)
     out["objective_value"] = rows["train_loss"]
     out["solver_name"] = rows["solver_label"]
-    out["data_name"] = rows.apply(lambda r: _label(r["dataset"], r, "ds."), axis=1)
-    out["objective_name"] = rows.apply(lambda r: _label("shiftbench", r, "obj."), axis=1)
-    for prefix, bench_prefix in (("hp.", "p_solver_"), ("ds.", "p_dataset_"), ("obj.", "p_obj_")):
+    out["data_name"] = rows.apply(lambda r: _label(r["dataset"], r, schema.DATASET), axis=1)
+    out["objective_name"] = rows.apply(lambda r: _label("shiftbench", r, schema.OBJECTIVE), axis=1)
+    for prefix, bench_prefix in (
+        (schema.HPARAM, "p_solver_"),
+        (schema.DATASET, "p_dataset_"),
+        (schema.OBJECTIVE, "p_obj_"),
+    ):
         for column in (c for c in rows if c.startswith(prefix)):
-            out[bench_prefix + column.removeprefix(prefix)] = rows[column]
+            out[bench_prefix + schema.unprefixed(prefix, column)] = rows[column]
     out["time"] = rows["time"]
     out["stop_val"] = rows["step"]
     out["idx_rep"] = rows["seed"]

@@ -41,6 +41,7 @@ from matplotlib.figure import Figure
 from plotly.offline import get_plotlyjs
 
 from shiftbench.store import ledger as store
+from shiftbench.store import schema
 
 if TYPE_CHECKING:
     from shiftbench.report.build import AnalysisContext, Item
@@ -48,12 +49,11 @@ if TYPE_CHECKING:
 ASSETS = "assets"
 PLOTLY_JS = "plotly.min.js"
 ITABLES_JS = "itables.js"
-STATUSES = ("done", "diverged", "failed", "timeout", "pending")
 CURVES = {
     "loss": ("train_loss", "id_loss", "ood_loss"),
     "accuracy": ("train_acc", "id_acc", "ood_acc", "oracle_acc"),
 }
-CONFIG_PREFIXES = ("ds.", "obj.", "hp.", "accel.")  # shown in the trial's config
+CONFIG_PREFIXES = (*schema.CONFIG_PREFIXES, schema.ACCEL)  # shown in the trial's config
 CONFIG_COLUMNS = ("attempt", "seed", "sample", "worker_pid")
 PROVENANCE = (
     "shiftbench_version",
@@ -472,7 +472,7 @@ def _hover_text(rows: pd.DataFrame) -> dict[str, str]:
     """Per trial id, what a hover shows: the id, the data set, the solver, the seed and the
     hyperparameters that vary in the study."""
     last = rows.drop_duplicates("trial_id", keep="last").set_index("trial_id")
-    params = _varying(last, ("ds.", "hp."))
+    params = _varying(last, (schema.DATASET, schema.HPARAM))
     out = {}
     for trial_id, row in last.iterrows():
         shown = [f"{c.split('.', 1)[1]}={_short(row[c])}" for c in params if pd.notna(row[c])]
@@ -539,7 +539,7 @@ def _provenance(rows: pd.DataFrame) -> Markup:
 def _counts(rows: pd.DataFrame, n_trials: int) -> dict[str, int]:
     """Trials per status; ``pending`` are the study's trials not in the ledger."""
     states = rows.drop_duplicates("trial_id", keep="last")["status"].value_counts()
-    counts = {status: int(states.get(status, 0)) for status in STATUSES}
+    counts = {status: int(states.get(status, 0)) for status in schema.STATUSES}
     counts["pending"] = n_trials - int(states.sum())
     return counts
 
@@ -564,7 +564,7 @@ def _page(title: str, body: str, root: str, tables: bool) -> str:
 def _trial_table(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: a link to its page, what it ran, and its final numbers."""
     last = rows.drop_duplicates("trial_id", keep="last")
-    varying = _varying(last, ("ds.", "obj.", "hp."))
+    varying = _varying(last, schema.CONFIG_PREFIXES)
     metrics = [c for c in ("step", "train_loss", "train_acc", "id_acc", "ood_acc") if c in last]
     table = last[["trial_id", "status", "dataset", "solver", *varying, "seed", *metrics]].copy()
     table["trial_id"] = [f'<a href="trials/{t}.html">{t}</a>' for t in table["trial_id"]]
@@ -768,7 +768,7 @@ def _ledger_states(store_dir: Path) -> list[LedgerState]:
             LedgerState(
                 name=name,
                 trials=len(trials),
-                counts={status: int(counts.get(status, 0)) for status in STATUSES[:-1]},
+                counts={status: int(counts.get(status, 0)) for status in schema.STATUSES[:-1]},
                 attempts=int(trials["attempts"].sum()),
                 last=f"{last:%Y-%m-%d %H:%M UTC}" if pd.notna(last) else "",
             )
@@ -792,7 +792,7 @@ def write_index(folder: Path) -> Path:
         INDEX.render(
             title=f"shiftbench reports: {folder.resolve().name}",
             studies=_ledger_states(folder),
-            statuses=STATUSES[:-1],
+            statuses=schema.STATUSES[:-1],
             reports=reports,
             linked={Path(r.name).name: r.site or r.page for r in reports},
         )

@@ -35,6 +35,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from shiftbench import faults
 from shiftbench.store import ledger as ledger_store
+from shiftbench.store import schema
 
 KEEP = ("none", "final", "checkpoints")
 FOLDER = "_artifacts"
@@ -307,11 +308,11 @@ def missing_measures(row: pd.Series, names: tuple[str, ...], settings: dict[str,
     recorded = {k: row.get(f"measure_config.{k}") for k in settings}
     if any(pd.notna(recorded[k]) and recorded[k] != v for k, v in settings.items()):
         return list(names)
-    errors = row.get(ledger_store.ERRORS)
+    errors = row.get(schema.MEASURE_ERRORS)
     explained = {
         part.split(":", 1)[0].strip() for part in (errors.split("; ") if pd.notna(errors) else [])
     }
-    return [n for n in names if pd.isna(row.get(f"measure.{n}")) and n not in explained]
+    return [n for n in names if pd.isna(row.get(schema.MEASURE + n)) and n not in explained]
 
 
 def measure_gaps(

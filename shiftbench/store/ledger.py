@@ -48,19 +48,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shiftbench import faults
+from shiftbench.store import schema
+from shiftbench.store.schema import (
+    KEY_COLUMNS,
+    MEASURE_COUNTS,
+    MEASURE_PREFIXES,
+    MEASURED,
+)
+from shiftbench.store.schema import MEASURE_ERRORS as ERRORS
 
 SCHEMA_VERSION = 2
 SOURCES_KEY = b"shiftbench.sources"
 VERSION_KEY = b"shiftbench.schema_version"
-KEY_COLUMNS = ("trial_id", "attempt", "step")
 REQUIRED_COLUMNS = (*KEY_COLUMNS, "status")
 COMPACT_THRESHOLD = 32
 SCAN_ATTEMPTS = 5
 TMP_PATTERNS = (".batch-*.parquet.tmp", ".part-*.parquet.tmp")
-MEASURED = "measured"
-MEASURE_PREFIXES = ("measure.", "measure_config.")
-MEASURE_COUNTS = ("n_train_examples", "n_measure_examples", "n_iid_test_examples")
-ERRORS = "measure_errors"
 
 
 class LedgerWarning(UserWarning):
@@ -308,8 +311,8 @@ def merge_measured(ledger: pd.DataFrame) -> pd.DataFrame:
         measured = measured.sort_values("end_time", kind="stable")
     rows = ledger[~is_measured].set_index(key)
     columns = [c for c in rows if c.startswith(MEASURE_PREFIXES) or c in MEASURE_COUNTS]
-    settings = [c for c in columns if c.startswith("measure_config.")]
-    values = [c for c in columns if c.startswith("measure.")]
+    settings = schema.columns(columns, schema.MEASURE_CONFIG)
+    values = schema.columns(columns, schema.MEASURE)
     for _, batch in measured.groupby(measured.groupby(key).cumcount(), sort=True):
         batch = batch.set_index(key)
         batch = batch[batch.index.isin(rows.index)]  # rows measuring a checkpoint not here go
@@ -399,7 +402,6 @@ def final_rows(ledger: pd.DataFrame) -> pd.DataFrame:
     return ledger[ledger["attempt"] == latest].reset_index(drop=True)
 
 
-FAILED = ("failed", "timeout")
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -418,7 +420,7 @@ def failure_reasons(
     as ``(reason, trials, one trial id)``, most frequent first. ``trial_ids`` restricts it to
     those trials (the study's own, when the ledger holds rows of trials it no longer has)."""
     rows = final_rows(ledger)
-    rows = rows[rows["status"].isin(FAILED)]
+    rows = schema.with_status(rows, *schema.UNSUCCESSFUL)
     if trial_ids is not None:
         rows = rows[rows["trial_id"].isin(trial_ids)]
     if rows.empty:

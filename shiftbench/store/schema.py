@@ -132,6 +132,30 @@ def trial_rows(
     return rows
 
 
+def measured_row(
+    trial_id: str,
+    study: str,
+    attempt: int,
+    step: int,
+    measures: dict[str, Any],
+    started: datetime,
+    provenance: dict[str, Any],
+) -> dict[str, Any]:
+    """A row of measures computed later on a trial's stored model (status ``measured``), at
+    its final checkpoint ``step``; :func:`shiftbench.store.read` merges it into that row."""
+    return {
+        "study": study,
+        "trial_id": trial_id,
+        "attempt": attempt,
+        "step": step,
+        "status": MEASURED,
+        **provenance,
+        "start_time": started,
+        "end_time": datetime.now(UTC),
+        **measures,
+    }
+
+
 def measure_columns(
     values: Mapping[str, float],
     settings: Mapping[str, Any],

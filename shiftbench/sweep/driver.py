@@ -42,14 +42,14 @@ from tqdm import tqdm
 from shiftbench import faults
 from shiftbench.plugins.files import benchmark_root
 from shiftbench.spec.study import Resources, Study, StudyError, id_numbers, in_study
-from shiftbench.store import artifacts
+from shiftbench.store import artifacts, schema
 from shiftbench.store import ledger as store
 from shiftbench.store.lock import StudyLock
 from shiftbench.sweep import cluster
 from shiftbench.sweep.packing import gpu_fraction, trials_per_gpu
 from shiftbench.trials.ensemble import plan_groups, run_group
 from shiftbench.trials.provenance import static_provenance
-from shiftbench.trials.runner import MeasureJob, TrialOutcome, TrialRunner, ledger_rows
+from shiftbench.trials.runner import MeasureJob, TrialOutcome, TrialRunner
 from shiftbench.trials.trial import Trial
 
 IN_FLIGHT_PER_WORKER = 2
@@ -57,7 +57,6 @@ IN_FLIGHT_PER_WORKER = 2
 FLUSH_SECONDS = float(os.environ.get("SHIFTBENCH_FLUSH_SECONDS", "10"))
 FLUSH_TRIALS = int(os.environ.get("SHIFTBENCH_FLUSH_TRIALS", "64"))
 WORKER_DEATHS_ALLOWED = 2
-FINAL = ("done", "diverged")
 WINDOW = 10_000  # pending trials a run builds and dispatches at a time (bounded memory)
 # Columns that legitimately differ between two runs of one trial: wall-clock and bookkeeping.
 NOT_RESULTS = frozenset({"attempt", "time", "worker_pid", "sample"})
@@ -105,13 +104,13 @@ def plan(study: Study, store_dir: Path, limit: int | None = None) -> Plan:
     states = store.trial_states(ledger)
     states = states[in_study(states["trial_id"], study.trial_numbers)]
     ids, attempts = states["trial_id"].to_numpy(), states["attempts"].to_numpy(dtype=int)
-    final = states["status"].isin(FINAL).to_numpy()
+    final = states["status"].isin(schema.FINISHED).to_numpy()
     exhausted = ~final & (attempts > study.retries)
     skip = set(id_numbers(ids[final | exhausted]).tolist())
     rest = study.iter_trials(skip)
     pending = list(islice(rest, limit))
     tried = dict(zip(ids.tolist(), attempts.tolist(), strict=True))
-    done = ids[(states["status"] == "done").to_numpy()].tolist()
+    done = ids[(states["status"] == schema.DONE).to_numpy()].tolist()
     measure, unstored = _measure_jobs(study, store_dir, ledger, done)
     return Plan(
         total=len(study.trial_numbers),
@@ -487,7 +486,7 @@ def lost_trial(
 ) -> TrialOutcome:
     """The one-row outcome of a trial that produced no result of its own (timeout, a worker
     that kept dying, an error outside the runner)."""
-    rows = ledger_rows(trial, study, attempt, status, error, [], {}, started, provenance)
+    rows = schema.trial_rows(trial, study, attempt, status, error, [], {}, started, provenance)
     return TrialOutcome(trial.trial_id, status, rows, error)
 
 

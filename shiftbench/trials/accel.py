@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from shiftbench.store import schema
+
 if TYPE_CHECKING:  # torch is imported where it is used: validating a study needs no torch
     import torch
     from torch import nn
@@ -114,7 +116,7 @@ class Accel:
     def columns(self) -> dict[str, Any]:
         """The ledger columns recording these settings."""
         values = {**asdict(self), "compile": str(self.compile).lower()}
-        return {f"accel.{k}": v for k, v in values.items()}
+        return schema.prefixed(schema.ACCEL, values)
 
 
 AUTO = Accel()

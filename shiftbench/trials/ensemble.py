@@ -33,10 +33,11 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 
 from shiftbench import faults
 from shiftbench.plugins import registry
+from shiftbench.store import schema
 from shiftbench.training.algorithms import ERM
 from shiftbench.training.primitives import EnvSampler
 from shiftbench.trials.accel import PLAIN
-from shiftbench.trials.runner import TrialOutcome, TrialRunner, ledger_rows
+from shiftbench.trials.runner import TrialOutcome, TrialRunner
 from shiftbench.trials.trial import Trial
 
 ENSEMBLE_MODELS = frozenset({"mlp", "cnn", "mnist_cnn"})
@@ -298,7 +299,7 @@ class VectorizedTrainer:
                 for i in list(active):
                     metrics = self.objective.evaluate_result(members[i])
                     metrics.pop("value", None)
-                    curves[i].append({"step": step, "time": elapsed / k, **metrics})
+                    curves[i].append(schema.checkpoint(step, elapsed / k, metrics))
                     loss = metrics["train_loss"]
                     if not math.isfinite(loss) or (target > 0 and loss <= target):
                         active.remove(i)
@@ -402,8 +403,8 @@ def run_ensemble(
     for trial, attempt, curve in zip(trials, attempts, curves):
         for point in curve:
             point["epoch"] = point["step"] * per_step / examples
-        status = "done" if math.isfinite(curve[-1]["train_loss"]) else "diverged"
-        rows = ledger_rows(trial, study, attempt, status, "", curve, {}, started, provenance)
+        status = schema.DONE if math.isfinite(curve[-1]["train_loss"]) else schema.DIVERGED
+        rows = schema.trial_rows(trial, study, attempt, status, "", curve, {}, started, provenance)
         outcomes.append(TrialOutcome(trial.trial_id, status, rows))
     return outcomes
 

@@ -22,8 +22,7 @@ import torch
 
 from shiftbench import faults
 from shiftbench.plugins import registry
-from shiftbench.store import artifacts
-from shiftbench.store import ledger as store
+from shiftbench.store import artifacts, schema
 from shiftbench.training.primitives import pick_device
 from shiftbench.trials.accel import AUTO, Accel
 from shiftbench.trials.provenance import device_name
@@ -84,7 +83,7 @@ class Checkpointer:
             with self.solver.accel.autocast(device):
                 metrics = self.objective.evaluate_result(**self.solver.get_result())
             metrics.pop("value", None)
-            self.curve.append({"step": self.step, "time": self.elapsed, **metrics})
+            self.curve.append(schema.checkpoint(self.step, self.elapsed, metrics))
             if self.save:
                 self.save(f"step-{self.step}", self.solver.model, self.step)
             if not math.isfinite(metrics["train_loss"]):
@@ -173,7 +172,7 @@ class TrialRunner:
                 status, curve, extra = self._train(trial, measures, measure_config or {}, save)
             error = ""
         except Exception as exc:
-            status, curve, extra = "failed", [], {}
+            status, curve, extra = schema.FAILED, [], {}
             error = _error_text(exc)
             out_of_memory = isinstance(exc, torch.cuda.OutOfMemoryError)
         peak = total = 0
@@ -182,7 +181,7 @@ class TrialRunner:
             total = torch.cuda.get_device_properties(self.device).total_memory
             torch.cuda.empty_cache()  # give what this trial held back to the GPU's other trials
             extra = {**extra, "peak_memory_mb": peak / 2**20}
-        rows = ledger_rows(
+        rows = schema.trial_rows(
             trial, study, attempt, status, error, curve, extra, started, self.row_provenance()
         )
         return TrialOutcome(trial.trial_id, status, rows, error, out_of_memory, peak, total)
@@ -216,18 +215,10 @@ class TrialRunner:
             )
         except Exception as exc:
             return TrialOutcome(job.trial.trial_id, "measure_failed", [], _error_text(exc))
-        row = {
-            "study": study,
-            "trial_id": job.trial.trial_id,
-            "attempt": job.attempt,
-            "step": job.step,
-            "status": store.MEASURED,
-            **self.row_provenance(),
-            "start_time": started,
-            "end_time": datetime.now(UTC),
-            **extra,
-        }
-        return TrialOutcome(job.trial.trial_id, store.MEASURED, [row])
+        row = schema.measured_row(
+            job.trial.trial_id, study, job.attempt, job.step, extra, started, self.row_provenance()
+        )
+        return TrialOutcome(job.trial.trial_id, schema.MEASURED, [row])
 
     def row_provenance(self, accel: Accel | None = None) -> dict[str, Any]:
         """What every ledger row of this runner records about where and how it ran:
@@ -275,11 +266,11 @@ class TrialRunner:
             keep_every,
         )
         solver.run(callback)
-        status = "diverged" if callback.diverged else "done"
+        status = schema.DIVERGED if callback.diverged else schema.DONE
         if save:
             save(artifacts.FINAL, solver.model, callback.curve[-1]["step"])
         extra = {}
-        if measures and status == "done":
+        if measures and status == schema.DONE:
             extra = self._measures(
                 objective, solver, init_state, callback.curve, measures, measure_config
             )
@@ -318,50 +309,12 @@ class TrialRunner:
             ),
             optimizer=solver.optimizer,
         )
-        out: dict[str, Any] = {f"measure.{k}": float(v) for k, v in values.items()}
-        out["n_train_examples"] = len(x)
-        out["n_measure_examples"] = sum(len(e) for e in heldout)
-        out["n_iid_test_examples"] = sum(len(objective.splits[i][1]) for i in objective.training)
-        out.update({f"measure_config.{k}": v for k, v in asdict(settings).items()})
-        if reasons:
-            out["measure_errors"] = "; ".join(f"{k}: {v}" for k, v in sorted(reasons.items()))
-        return out
-
-
-def ledger_rows(
-    trial: Trial,
-    study: str,
-    attempt: int,
-    status: str,
-    error: str,
-    curve: list[dict[str, Any]],
-    extra: dict[str, Any],
-    started: datetime,
-    provenance: dict[str, Any],
-) -> list[dict[str, Any]]:
-    """One row per checkpoint (a failed trial: one row at step -1), final extras on the last."""
-    base = {
-        "study": study,
-        "trial_id": trial.trial_id,
-        "attempt": attempt,
-        "status": status,
-        "error": error,
-        "dataset": trial.dataset,
-        **{f"ds.{k}": v for k, v in trial.dataset_params},
-        **{f"obj.{k}": v for k, v in trial.objective_params},
-        "solver": trial.solver,
-        "solver_label": trial.solver_label,
-        **{f"hp.{k}": v for k, v in trial.solver_params},
-        "seed": trial.seed,
-        "sample": trial.sample,
-        **provenance,
-        "start_time": started,
-        "end_time": datetime.now(UTC),
-        "config": trial.config_json,
-    }
-    rows = [{**base, **point} for point in curve or [{"step": -1}]]
-    rows[-1].update(extra)
-    return rows
+        counts = {
+            "n_train_examples": len(x),
+            "n_measure_examples": sum(len(e) for e in heldout),
+            "n_iid_test_examples": sum(len(objective.splits[i][1]) for i in objective.training),
+        }
+        return schema.measure_columns(values, asdict(settings), counts, reasons)
 
 
 def _error_text(exc: BaseException) -> str:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from shiftbench.store import schema
+
 ID_LENGTH = 16
 
 
@@ -81,10 +83,7 @@ class Trial:
     @property
     def solver_label(self) -> str:
         """Benchopt-style name, e.g. ``adam[lr=0.001,weight_decay=0.0]``."""
-        inner = ",".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.solver_params
-        )
-        return f"{self.solver}[{inner}]"
+        return schema.solver_label(self.solver, self.solver_params)
 
     @classmethod
     def from_config(cls, config: dict[str, Any], sample: int = 0) -> Trial:

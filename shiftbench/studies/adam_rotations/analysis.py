@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shiftbench.store import schema
+
 RUN = ["task", "solver", "seed"]
 
 
@@ -115,12 +117,12 @@ def probe_summary(
 ) -> pd.DataFrame:
     """Mean and std over seeds of the final checkpoint's ``measure.<column>`` values, one row
     per (task, solver, scope) in ``SCOPE_ORDER``; columns ``<column>_mean``/``_std``."""
-    final = rows[rows["status"] == "done"].sort_values("step").groupby("trial_id").tail(1)
+    final = schema.with_status(rows, schema.DONE).sort_values("step").groupby("trial_id").tail(1)
     final = final.assign(task=task_label(final))
     if scope_column == "scope":
         final = final.assign(scope=scope_label(final))
-    present = [c for c in columns if f"measure.{c}" in final]
-    names = {f"measure.{c}": c for c in present}
+    present = [c for c in columns if schema.MEASURE + c in final]
+    names = {schema.MEASURE + c: c for c in present}
     final = final.rename(columns={**names, scope_column: "scope"})
     if final.empty or not present:
         return pd.DataFrame()

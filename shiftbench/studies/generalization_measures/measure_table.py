@@ -25,9 +25,10 @@ import pandas as pd
 
 from shiftbench.plugins import registry
 from shiftbench.store import ledger as store
+from shiftbench.store import schema
 
 CONVERGED_ACC = 0.99
-HPARAM_PREFIXES = ("ds.", "obj.", "hp.")
+HPARAM_PREFIXES = schema.CONFIG_PREFIXES
 NOT_HPARAMS = frozenset({"ds.test_env", "ds.shifts", "ds.data_home", "obj.eval_every"})
 """Columns that choose what is evaluated or where data lives, not the trained model."""
 
@@ -98,7 +99,7 @@ class MeasureTable:
 def final_checkpoints(ledger: pd.DataFrame) -> pd.DataFrame:
     """The last checkpoint of each done trial's latest attempt."""
     rows = store.final_rows(ledger)
-    rows = rows[rows["status"] == "done"]
+    rows = schema.with_status(rows, schema.DONE)
     last = rows.groupby("trial_id")["step"].transform("max")
     return rows[rows["step"] == last].drop_duplicates("trial_id").reset_index(drop=True)
 
@@ -116,10 +117,10 @@ def build(ledger: pd.DataFrame, describe: Describe = describe_environments) -> M
     """The table of a study's ledger; ``describe`` names each dataset's environments."""
     final = final_checkpoints(ledger)
     hparams = varying_hparams(final)
-    measures = sorted(c for c in final.columns if c.startswith("measure.") and c[8:])
+    measures = sorted(schema.columns(final, schema.MEASURE))
     measures = [c for c in measures if pd.api.types.is_numeric_dtype(final[c])]
     parts, shifts, n_test = [], [], {}
-    ds_columns = [c for c in final.columns if c.startswith("ds.")]
+    ds_columns = schema.columns(final, schema.DATASET)
     for keys, part in final.groupby(["dataset", *ds_columns], dropna=False, sort=False):
         params = tuple((c[3:], _plain(v)) for c, v in zip(ds_columns, keys[1:]) if _known(v))
         info = describe(keys[0], params)
@@ -163,9 +164,8 @@ def _target_columns(part: pd.DataFrame, targets: dict[str, str]) -> dict[str, pd
 
 def _env_index(column: str) -> int | None:
     """i for a column ``env<i>_acc`` (an environment not trained on), else None."""
-    if column.startswith("env") and column.endswith("_acc") and column[3:-4].isdigit():
-        return int(column[3:-4])
-    return None
+    parsed = schema.parse_env_column(column)
+    return parsed[0] if parsed and parsed[1] == "acc" else None
 
 
 def _known(value: Any) -> bool:
@@ -210,7 +210,7 @@ def direction(column: str) -> int:
 
 def short(column: str) -> str:
     """A measure column's display name: ``measure.l2`` -> ``l2``."""
-    return column.removeprefix("measure.")
+    return schema.unprefixed(schema.MEASURE, column)
 
 
 def wide(scores: pd.DataFrame, value: str, targets: tuple[str, ...]) -> pd.DataFrame:

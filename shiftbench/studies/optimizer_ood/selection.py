@@ -47,6 +47,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from shiftbench.store import schema
+
 METRICS = ("id_acc", "test_in_acc", "ood_acc", "avg_test_acc", "oracle_acc")
 DEFAULT_HOLDOUT = 0.2
 # per-trial seeds of the data (shiftbench.data.seeds) are repetitions, not conditions
@@ -86,7 +88,7 @@ def with_test_metrics(rows: pd.DataFrame) -> pd.DataFrame:
     def test_column(suffix: str) -> pd.Series:
         values = pd.Series(np.nan, index=rows.index)
         for env in test_env.dropna().unique():
-            column = f"env{int(env)}_{suffix}"
+            column = schema.env_column(int(env), suffix)
             if column in rows:
                 values[test_env == env] = rows.loc[test_env == env, column]
         return values
@@ -150,7 +152,7 @@ def leave_one_domain_out_scores(rows: pd.DataFrame) -> pd.DataFrame:
     long = []
     for env_col, other_col in (("v", "t"), ("t", "v")):
         part = held_pairs.rename(columns={env_col: "env", other_col: "other"})
-        acc = [held.at[i, f"env{e}_in_acc"] for i, e in zip(part.index, part["env"])]
+        acc = [held.at[i, schema.env_column(e, "in_acc")] for i, e in zip(part.index, part["env"])]
         long.append(part.assign(acc=acc))
     companions = (
         pd.concat(long).groupby(["base", "other", "env", "step"], as_index=False)["acc"].mean()
@@ -197,7 +199,7 @@ def condition_columns(rows: pd.DataFrame) -> list[str]:
     varying = [
         column
         for column in rows.columns
-        if column.startswith(("ds.", "obj."))
+        if column.startswith((schema.DATASET, schema.OBJECTIVE))
         and column not in _NOT_CONDITION
         and rows.groupby("dataset")[column].nunique(dropna=False).max() > 1
     ]
