@@ -35,7 +35,14 @@ from benchopt import BaseObjective
 from benchopt.stopping_criterion import SufficientProgressCriterion
 
 from shiftbench.data.image_folder import with_augmentation
-from shiftbench.models.registry import MODELS, SIZED_FAMILIES, check_size, create_model, is_model
+from shiftbench.models.registry import (
+    MODELS,
+    SIZED_FAMILIES,
+    check_size,
+    create_model,
+    is_model,
+    vectorizable,
+)
 from shiftbench.store.schema import env_column
 from shiftbench.training.algorithms import ALGORITHMS, IRM_LOSS_SCALINGS, create_algorithm
 from shiftbench.training.primitives import evaluate, pick_device, seed_everything
@@ -67,6 +74,15 @@ class Objective(BaseObjective):
     }
     test_dataset_name = "colored_digits"
     device = "auto"
+
+    @staticmethod
+    def ensemble_model(params: dict) -> str | None:
+        """The model family trials with these parameters train, when they can be trained as
+        one vectorized ensemble (ERM, no dropout, a family registered ``vectorizable``);
+        else None. The sweep's ensemble planner asks this hook."""
+        model = params.get("model")
+        erm = params.get("algorithm", "erm") == "erm" and params.get("dropout", 0.0) == 0
+        return model if erm and vectorizable(model) else None
 
     @staticmethod
     def check_parameters(params: dict) -> None:

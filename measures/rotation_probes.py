@@ -103,7 +103,7 @@ def _register_orthogonality(group: str, kind: str) -> None:
 
     fn.__qualname__ = fn.__name__ = f"update_orthogonality_{kind}"
     fn.__doc__ = f"Update orthogonality (singular-value CV) of the {kind} weight matrices."
-    measure(fn.__name__, family=FAMILY, adjustment="none")(fn)
+    measure(fn.__name__, family=FAMILY, adjustment="none", needs_optimizer=True)(fn)
 
 
 for _kind in probes.LAYER_TYPES:
@@ -112,7 +112,7 @@ for _role in probes.MATRIX_ROLES:
     _register_orthogonality("role", _role)
 
 
-@measure("linf_gradient_bound", family=FAMILY, adjustment="none")
+@measure("linf_gradient_bound", family=FAMILY, adjustment="none", needs_optimizer=True)
 def linf_gradient_bound(ctx: MeasureContext) -> float:
     """Max over minibatches of the largest gradient coordinate, in the optimizer's basis."""
     optimizer = adam_optimizer(ctx)
@@ -120,7 +120,7 @@ def linf_gradient_bound(ctx: MeasureContext) -> float:
     return probes.linf_gradient_bound(ctx.model, cross_entropy, batches, basis(optimizer))
 
 
-@measure("hessian_11_norm", family=FAMILY, adjustment="none")
+@measure("hessian_11_norm", family=FAMILY, adjustment="none", needs_optimizer=True)
 def hessian_11_norm(ctx: MeasureContext) -> float:
     """Estimate of the expected Hessian's (1,1)-norm, in the optimizer's basis."""
     optimizer = adam_optimizer(ctx)
@@ -165,7 +165,7 @@ def _register_hessian_block(key: str) -> None:
         if mean
         else f"Share of the Hessian's (1,1)-norm in its {block} blocks (standard basis)."
     )
-    measure(fn.__name__, family=FAMILY, adjustment="none")(fn)
+    measure(fn.__name__, family=FAMILY, adjustment="none", needs_optimizer=True)(fn)
 
 
 for _block in probes.HESSIAN_BLOCKS:
@@ -213,26 +213,26 @@ def _register_decade(decade: int) -> None:
 
     fn.__qualname__ = fn.__name__ = f"adam_v_decade_m{-decade}"
     fn.__doc__ = f"Fraction of Adam's positive second moments in [1e{decade}, 1e{decade + 1})."
-    measure(fn.__name__, family=FAMILY, adjustment="none")(fn)
+    measure(fn.__name__, family=FAMILY, adjustment="none", needs_optimizer=True)(fn)
 
 
 for _decade in V_DECADES:
     _register_decade(_decade)
 
 
-@measure("adam_v_log10_q10", family=FAMILY, adjustment="none")
+@measure("adam_v_log10_q10", family=FAMILY, adjustment="none", needs_optimizer=True)
 def adam_v_log10_q10(ctx: MeasureContext) -> float:
     """10% quantile of log10 of Adam's second moments."""
     return second_moment_quantile(ctx, 0.1)
 
 
-@measure("adam_v_log10_q50", family=FAMILY, adjustment="none")
+@measure("adam_v_log10_q50", family=FAMILY, adjustment="none", needs_optimizer=True)
 def adam_v_log10_q50(ctx: MeasureContext) -> float:
     """Median of log10 of Adam's second moments."""
     return second_moment_quantile(ctx, 0.5)
 
 
-@measure("adam_v_log10_q90", family=FAMILY, adjustment="none")
+@measure("adam_v_log10_q90", family=FAMILY, adjustment="none", needs_optimizer=True)
 def adam_v_log10_q90(ctx: MeasureContext) -> float:
     """90% quantile of log10 of Adam's second moments."""
     return second_moment_quantile(ctx, 0.9)

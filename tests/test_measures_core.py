@@ -168,3 +168,19 @@ def test_config_rejects_impossible_values():
         MeasureConfig(mc_draws=0)
     with pytest.raises(ValueError, match="accuracy_drop"):
         MeasureConfig(accuracy_drop=1.5)
+
+
+def test_measures_that_read_the_optimizer_declare_it_and_stay_out_of_all(tmp_path):
+    """The optimizer probes are flagged at registration, and ``measures: all`` is exactly
+    the measures that are not."""
+    from shiftbench.spec.study import load_study
+
+    entries = measures.registry()
+    flagged = {n for n, m in entries.items() if m.needs_optimizer}
+    assert flagged == set(measures.families()["rotation_probes"])
+    path = tmp_path / "all.yml"
+    path.write_text(
+        "name: all\ndatasets: {colored_digits: {}}\nsolvers: {sgd: {}}\n"
+        "search: {kind: grid}\nseeds: [0]\nmeasures: all\n"
+    )
+    assert set(load_study(path).measures) == set(entries) - flagged

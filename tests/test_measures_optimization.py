@@ -107,8 +107,7 @@ def test_the_measures_load_no_deprecated_torch_jit_script():
         "torch.manual_seed(0)\n"
         "model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))\n"
         "x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))\n"
-        "probes = set(measures.families().get('rotation_probes', ()))\n"
-        "names = [n for n in measures.available() if n not in probes]\n"
+        "names = [n for n, m in measures.registry().items() if not m.needs_optimizer]\n"
         "values = measures.compute(model, (x, y), init_model=model, names=names)\n"
         "print('fisher_rao_norm' in values, 'torch._decomp.decompositions_for_jvp' in sys.modules)"
     )

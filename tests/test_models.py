@@ -8,7 +8,9 @@ import torch
 from torch import nn
 
 from shiftbench.models.registry import (
+    CPU_VECTORIZED,
     SIZED_FAMILIES,
+    VECTORIZABLE,
     available,
     check_size,
     create_model,
@@ -179,3 +181,13 @@ def test_timm_vit_family_patches_and_heads(shape, patch):
     assert model.blocks[0].attn.num_heads == 2 and len(model.blocks) == 1
     if shape[1] <= 32:
         assert model.eval()(torch.rand(2, *shape)).shape == (2, 7)
+
+
+def test_families_declare_what_can_be_vectorized():
+    """Buffer-free families without dropout layers of their own declare themselves
+    vectorizable; only the MLP is worth vectorizing on CPU (perf/ensemble.py)."""
+    assert {"mlp", "cnn", "mnist_cnn"} == VECTORIZABLE
+    assert {"mlp"} == CPU_VECTORIZED
+    for name in VECTORIZABLE:
+        model = create_model(name, (2, 8, 8), 3)
+        assert not list(model.buffers()), name

@@ -143,3 +143,24 @@ def test_failed_vectorization_falls_back_to_each_trial(runner: TrialRunner) -> N
         outcomes = run_ensemble(runner, trials, "t", [0, 1])
     assert [o.status for o in outcomes] == ["done", "failed"]
     assert "lr must be > 0" in outcomes[1].error
+
+
+def test_a_model_vectorizes_when_its_family_declares_it(monkeypatch) -> None:
+    """The engine names no model: a family registered ``vectorizable`` groups, and the same
+    trials do not once the flag is withdrawn; ``ensemble: auto`` on CPU groups only the
+    families registered ``vectorize_on_cpu``."""
+    from shiftbench.models import registry as models
+    from shiftbench.trials.ensemble import plan_groups
+
+    nin = [make_trial("sgd", {"lr": lr}, 0, model="nin") for lr in (0.1, 0.2)]
+    cnn = [make_trial("sgd", {"lr": lr}, 0, model="cnn") for lr in (0.1, 0.2)]
+    mlp = [make_trial("sgd", {"lr": lr}, 0) for lr in (0.1, 0.2)]
+    assert not can_ensemble(nin) and can_ensemble(cnn)
+    monkeypatch.setattr(models, "VECTORIZABLE", models.VECTORIZABLE | {"nin"})
+    assert can_ensemble(nin)
+    monkeypatch.setattr(models, "VECTORIZABLE", models.VECTORIZABLE - {"cnn"})
+    assert not can_ensemble(cnn)
+    monkeypatch.undo()
+    on_cpu = plan_groups([*cnn, *mlp], "auto", uses_gpu=False, measures=False)
+    assert on_cpu == [mlp, [cnn[0]], [cnn[1]]]
+    assert plan_groups([*cnn, *mlp], "auto", uses_gpu=True, measures=False) == [cnn, mlp]

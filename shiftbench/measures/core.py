@@ -135,17 +135,24 @@ class Measure:
     family: str
     adjustment: Adjustment
     direction: int = 1
+    # reads the trial's optimizer state: named one by one, never part of ``measures: all``
+    needs_optimizer: bool = False
 
 
 REGISTRY: dict[str, Measure] = {}
 
 
 def measure(
-    name: str, family: str, adjustment: Adjustment | None = None, direction: int = 1
+    name: str,
+    family: str,
+    adjustment: Adjustment | None = None,
+    direction: int = 1,
+    needs_optimizer: bool = False,
 ) -> Callable[[MeasureFn], MeasureFn]:
     """Register ``fn(ctx) -> float`` as measure ``name``; the adjustment defaults to Jiang's
     rule (``log`` for names starting with ``log_``, else ``sqrt``); ``direction`` is -1 for
-    a measure whose larger values predict a smaller gap (see :class:`Measure`)."""
+    a measure whose larger values predict a smaller gap (see :class:`Measure`);
+    ``needs_optimizer``: it reads the trial's optimizer (``MeasureContext.optimizer``)."""
     rule: Adjustment = adjustment or ("log" if name.startswith("log_") else "sqrt")
     if direction not in (1, -1):
         raise ValueError(f"measure {name!r}: direction must be 1 or -1, got {direction}")
@@ -153,7 +160,7 @@ def measure(
     def wrap(fn: MeasureFn) -> MeasureFn:
         if name in REGISTRY and REGISTRY[name].fn.__qualname__ != fn.__qualname__:
             raise ValueError(f"measure {name!r} is registered twice")
-        REGISTRY[name] = Measure(name, fn, family, rule, direction)
+        REGISTRY[name] = Measure(name, fn, family, rule, direction, needs_optimizer)
         return fn
 
     return wrap

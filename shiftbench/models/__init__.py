@@ -7,19 +7,25 @@ Importing this package registers every built-in family.
 
 from shiftbench.models import cnn, gpt, mlp, nin, resnet, vit
 from shiftbench.models.registry import (
+    CPU_VECTORIZED,
     MODELS,
     SIZE_PARAMETERS,
     SIZED_FAMILIES,
+    VECTORIZABLE,
     available,
     create_model,
     is_model,
     register,
+    vectorizable,
+    vectorized_on_cpu,
 )
 
 __all__ = [
+    "CPU_VECTORIZED",
     "MODELS",
     "SIZED_FAMILIES",
     "SIZE_PARAMETERS",
+    "VECTORIZABLE",
     "available",
     "cnn",
     "create_model",
@@ -29,5 +35,7 @@ __all__ = [
     "nin",
     "register",
     "resnet",
+    "vectorizable",
+    "vectorized_on_cpu",
     "vit",
 ]

@@ -7,7 +7,7 @@ from torch import nn
 from shiftbench.models.registry import check_size, register
 
 
-@register("cnn")
+@register("cnn", vectorizable=True)
 def cnn(
     input_shape: tuple[int, ...],
     num_classes: int,
@@ -28,7 +28,7 @@ def cnn(
     return nn.Sequential(*layers)
 
 
-@register("mnist_cnn")
+@register("mnist_cnn", vectorizable=True)
 def mnist_cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """DomainBed's MNIST_CNN: 4 conv layers (64, 128, 128, 128) with GroupNorm(8),
     global average pooling to 128-d features, and a linear classifier."""

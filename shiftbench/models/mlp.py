@@ -8,7 +8,7 @@ from torch import nn
 from shiftbench.models.registry import check_size, register
 
 
-@register("mlp")
+@register("mlp", vectorizable=True, vectorize_on_cpu=True)
 def mlp(
     input_shape: tuple[int, ...],
     num_classes: int,

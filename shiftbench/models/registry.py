@@ -19,19 +19,42 @@ MODELS: dict[str, ModelFactory] = {}
 SIZE_PARAMETERS = frozenset({"depth", "width", "dropout"})
 # Families sized by the objective's depth, width and dropout: those whose factory takes them.
 SIZED_FAMILIES: set[str] = set()
+# Families whose members can train as one vectorized ensemble (torch.func; no buffers), and
+# those worth vectorizing on CPU too (a vectorized convolution is a grouped one, slower on
+# CPU than K separate ones: perf/ensemble.py).
+VECTORIZABLE: set[str] = set()
+CPU_VECTORIZED: set[str] = set()
 
 
-def register(name: str) -> Callable[[ModelFactory], ModelFactory]:
+def register(
+    name: str, *, vectorizable: bool = False, vectorize_on_cpu: bool = False
+) -> Callable[[ModelFactory], ModelFactory]:
     """Register a model factory ``f(input_shape, num_classes, **params) -> nn.Module``; one
-    that takes ``depth``, ``width`` and ``dropout`` is a sized family."""
+    that takes ``depth``, ``width`` and ``dropout`` is a sized family. ``vectorizable``:
+    the family can be trained as a vectorized ensemble; ``vectorize_on_cpu``: the sweep's
+    ``ensemble: auto`` groups it on CPU workers too."""
 
     def wrap(factory: ModelFactory) -> ModelFactory:
         MODELS[name] = factory
         if SIZE_PARAMETERS.issubset(inspect.signature(factory).parameters):
             SIZED_FAMILIES.add(name)
+        if vectorizable:
+            VECTORIZABLE.add(name)
+        if vectorizable and vectorize_on_cpu:
+            CPU_VECTORIZED.add(name)
         return factory
 
     return wrap
+
+
+def vectorizable(name: str | None) -> bool:
+    """Whether family ``name`` is registered ``vectorizable``."""
+    return name in VECTORIZABLE
+
+
+def vectorized_on_cpu(name: str | None) -> bool:
+    """Whether family ``name`` is registered ``vectorize_on_cpu``."""
+    return name in CPU_VECTORIZED
 
 
 def check_size(depth: int, width: int, dropout: float) -> None:

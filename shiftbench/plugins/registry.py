@@ -33,6 +33,15 @@ def names(kind: str) -> list[str]:
     return list(plugins.plugin_files(kind))
 
 
+def check_parameters(cls: type, params: dict[str, Any]) -> None:
+    """A plugin's one validation hook, ``check_parameters(params)``, alike for solvers, the
+    objective and datasets: raises ``ValueError`` naming the bad value before any trial
+    runs; a plugin without the hook accepts any value."""
+    hook = getattr(cls, "check_parameters", None)
+    if hook is not None:
+        hook(params)
+
+
 def defaults(cls: type) -> dict[str, Any]:
     """A Benchopt class's default parameters: the first value of each list."""
     return {key: values[0] for key, values in cls.parameters.items()}

@@ -60,7 +60,6 @@ TOP_LEVEL_KEYS = {
 DEFAULT_TRIAL_LIMIT = 100_000
 SEARCH_KEYS = {"kind", "trials_per_solver", "seed"}
 RESOURCE_KEYS = {"cpus", "gpus"}
-OPTIMIZER_PROBES = "rotation_probes"  # measure family that reads the optimizer's state
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 _RESOLVED_KEPT = 65_536  # resolved dataset parameters an expansion keeps for reuse
 _ID_BYTES = ID_LENGTH // 2  # a trial id is the first 8 bytes of its SHA-256, in hex
@@ -556,8 +555,8 @@ class _Checker:
 
         known = measures.available()
         if value == "all":  # the generalization measures; optimizer probes are named one by one
-            probes = set(measures.families().get(OPTIMIZER_PROBES, ()))
-            return tuple(name for name in known if name not in probes)
+            entries = measures.registry()
+            return tuple(name for name in known if not entries[name].needs_optimizer)
         if not isinstance(value, list):
             self.fail("measures", "must be a list of measure names or 'all'")
         for i, name in enumerate(value):
@@ -655,9 +654,8 @@ class _Checker:
                     else [space.sample(rng) for _ in range(16)]
                 )
                 for value in probes:
-                    solver = cls.get_instance(**{**registry.defaults(cls), param: value})
                     try:
-                        solver.validate()
+                        registry.check_parameters(cls, {**registry.defaults(cls), param: value})
                     except ValueError as exc:
                         self.fail(f"solvers.{name}.{param}", str(exc))
         for name, grid in study.datasets.items():
@@ -674,7 +672,7 @@ class _Checker:
                 if key := data_seeds.misplaced_seed({**defaults, **params}):
                     self.fail(f"datasets.{name}.{key}", data_seeds.UNFIXED)
                 try:
-                    getattr(cls, "check_parameters", lambda _: None)({**defaults, **params})
+                    registry.check_parameters(cls, {**defaults, **params})
                 except ValueError as exc:
                     self.fail(f"datasets.{name}", str(exc))
             for val_env in grid.get("val_env", []):
@@ -697,6 +695,8 @@ class _Checker:
             )
             for values in study.objective_samples(dataset):
                 try:
-                    objective.check_parameters({**registry.defaults(objective), **values})
+                    registry.check_parameters(
+                        objective, {**registry.defaults(objective), **values}
+                    )
                 except ValueError as exc:
                     self.fail(key, str(exc))

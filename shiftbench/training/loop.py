@@ -50,6 +50,14 @@ INERT: dict[str, Callable[[dict[str, Any]], bool]] = {
     "min_lr_ratio": lambda p: p["lr_schedule"] == "constant",
     "max_grad_norm": lambda p: p["max_grad_norm"] == 0,
 }
+# The values a vectorized ensemble trains at: a rotation, a learning-rate schedule or gradient
+# clipping change the loop beyond one optimizer step, which the ensemble does not vectorize.
+VECTORIZED_AT: dict[str, Any] = {
+    "rotation": "none",
+    "lr_schedule": "constant",
+    "warmup_steps": 0,
+    "max_grad_norm": 0.0,
+}
 COMMON_SPACE: dict[str, Space] = {
     "weight_decay": LogUniform(1e-6, 1e-2),
     "batch_size": IntUniform(16, 128),
@@ -67,6 +75,7 @@ class TorchSolver(BaseSolver):
     # How the loop runs (bf16, channels-last, compile): the shiftbench runner sets the
     # study's settings resolved for its device; ``benchopt run`` keeps the plain fp32 loop.
     accel: Accel = PLAIN
+    vectorized_at: ClassVar[dict[str, Any]] = VECTORIZED_AT
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Every solver has the parameters the training loop reads (``COMMON_PARAMETERS``:
@@ -79,6 +88,12 @@ class TorchSolver(BaseSolver):
     def trial_params(cls, params: dict[str, Any]) -> dict[str, Any]:
         """``params`` (every hyperparameter) without those that have no effect (``INERT``)."""
         return {k: v for k, v in params.items() if not (k in INERT and INERT[k](params))}
+
+    @classmethod
+    def check_parameters(cls, params: dict[str, Any]) -> None:
+        """The validation hook the objective and datasets share: :meth:`validate` on an
+        instance with ``params``."""
+        cls.get_instance(**params).validate()
 
     def optimizer_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``optimizer_class`` from this solver's hyperparameters."""

@@ -32,6 +32,7 @@ from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 from shiftbench import faults
+from shiftbench.models.registry import vectorized_on_cpu
 from shiftbench.plugins import registry
 from shiftbench.store import schema
 from shiftbench.training.algorithms import ERM
@@ -40,7 +41,6 @@ from shiftbench.trials.accel import PLAIN
 from shiftbench.trials.runner import TrialOutcome, TrialRunner
 from shiftbench.trials.trial import Trial
 
-ENSEMBLE_MODELS = frozenset({"mlp", "cnn", "mnist_cnn"})
 ENSEMBLE_HPARAMS = frozenset({"lr", "weight_decay", "momentum", "beta1", "beta2", "eps", "alpha"})
 
 Params = dict[str, torch.Tensor]
@@ -315,21 +315,16 @@ class VectorizedTrainer:
 
 def ensemble_key(trial: Trial) -> Hashable | None:
     """What a trial must share with others to be vectorized with them, or None if it cannot
-    be vectorized (IRM, rotation, a learning-rate schedule or gradient clipping, dropout, a
-    model with BatchNorm, an unsupported optimizer)."""
-    obj = dict(trial.objective_params)
-    solver_params = dict(trial.solver_params)
-    if (
-        obj.get("algorithm", "erm") != "erm"
-        or obj.get("model") not in ENSEMBLE_MODELS
-        or obj.get("dropout", 0.0) != 0
-        or solver_params.get("rotation", "none") != "none"
-        or solver_params.get("lr_schedule", "constant") != "constant"
-        or solver_params.get("warmup_steps", 0) != 0
-        or solver_params.get("max_grad_norm", 0.0) != 0
-    ):
+    be vectorized, as the plugins declare it: the objective's ``ensemble_model`` hook names
+    no vectorizable model, a solver hyperparameter is off its ``vectorized_at`` value, or
+    the optimizer has no vectorized update rule."""
+    if ensemble_model(trial) is None:
         return None
+    solver_params = dict(trial.solver_params)
     solver_cls = registry.solver_class(trial.solver)
+    at = getattr(solver_cls, "vectorized_at", {})
+    if any(solver_params.get(key, value) != value for key, value in at.items()):
+        return None
     rule = RULES.get(getattr(solver_cls, "optimizer_class", None))
     if rule is None or not set(solver_cls.get_instance(**solver_params).optimizer_kwargs()) <= (
         rule.kwargs
@@ -337,6 +332,13 @@ def ensemble_key(trial: Trial) -> Hashable | None:
         return None
     fixed = tuple((k, v) for k, v in trial.solver_params if k not in ENSEMBLE_HPARAMS)
     return trial.dataset, trial.dataset_params, trial.objective_params, trial.solver, fixed
+
+
+def ensemble_model(trial: Trial) -> str | None:
+    """The model family of ``trial`` if its objective parameters allow a vectorized ensemble
+    (the objective's ``ensemble_model`` hook; an objective without it allows none)."""
+    hook = getattr(registry.objective_class(), "ensemble_model", None)
+    return hook(dict(trial.objective_params)) if hook else None
 
 
 def can_ensemble(trials: Sequence[Trial]) -> bool:
@@ -411,7 +413,6 @@ def run_ensemble(
 
 AUTO_MAX_K_GPU = 32
 AUTO_MAX_K_CPU = 16
-CPU_AUTO_MODELS = ("mlp",)
 
 
 def plan_groups(
@@ -425,10 +426,11 @@ def plan_groups(
     """The sweep's units of work: vectorized groups where they apply, else single trials.
 
     ``ensemble`` is the study's key: ``off``; an integer, the largest group; or ``auto``:
-    groups of up to 32 on GPU workers, and on CPU workers groups of up to 16 MLPs only (a
-    vectorized convolution is a grouped convolution, slower on CPU than K separate ones:
-    ``perf/ensemble.py``). Trials whose measures are asked for always run alone. Groups
-    are kept small enough that there are at least ``parallel`` of them, so no worker idles.
+    groups of up to 32 on GPU workers, and on CPU workers groups of up to 16 of the model
+    families registered ``vectorize_on_cpu`` (the MLP: a vectorized convolution is a grouped
+    convolution, slower on CPU than K separate ones: ``perf/ensemble.py``). Trials whose
+    measures are asked for always run alone. Groups are kept small enough that there are at
+    least ``parallel`` of them, so no worker idles.
     """
     if ensemble == "off" or measures:
         return [[trial] for trial in trials]
@@ -437,9 +439,7 @@ def plan_groups(
     elif uses_gpu:
         candidates, max_k = list(trials), AUTO_MAX_K_GPU
     else:
-        candidates = [
-            t for t in trials if dict(t.objective_params).get("model") in CPU_AUTO_MODELS
-        ]
+        candidates = [t for t in trials if vectorized_on_cpu(ensemble_model(t))]
         max_k = AUTO_MAX_K_CPU
     max_k = max(1, min(max_k, -(-len(candidates) // max(parallel, 1))))
     chosen = {t.trial_id for t in candidates}
