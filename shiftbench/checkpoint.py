@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import random
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 
 from shiftbench import artifacts
+from shiftbench import store as ledger_store
 
 FOLDER = "resume"
 NAME = "checkpoint"
@@ -145,10 +147,21 @@ class Checkpoints:
         return 0 < step < steps and step % self.every == 0
 
     def save(self, state: dict[str, Any], step: int) -> None:
-        """Write ``state`` (the training state after ``step`` steps) atomically."""
+        """Write ``state`` (the training state after ``step`` steps) atomically. On a full
+        disk the trial trains on, with a warning: only its resumability is lost (the last
+        saved state, if any, stays whole)."""
         tensors, text = encode(state)
         metadata = {"trial_ids": ",".join(self.trial_ids), "step": str(step), "state": text}
-        artifacts.write_atomic(self.url, artifacts._serialize(tensors, metadata))
+        try:
+            artifacts.write_atomic(self.url, artifacts._serialize(tensors, metadata))
+        except OSError as exc:
+            if not ledger_store.is_full(exc):
+                raise
+            warnings.warn(
+                f"training state at step {step} not saved to {self.url}: disk full ({exc})",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def load(self) -> tuple[int, dict[str, Any]] | None:
         """The saved step and state, or None when there is no checkpoint; a checkpoint that
