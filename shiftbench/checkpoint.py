@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from shiftbench import artifacts
+from shiftbench import artifacts, faults
 from shiftbench import store as ledger_store
 
 FOLDER = "resume"
@@ -162,6 +162,8 @@ class Checkpoints:
                 RuntimeWarning,
                 stacklevel=2,
             )
+            return
+        faults.hit("checkpoint.saved", self.trial_ids[0])
 
     def load(self) -> tuple[int, dict[str, Any]] | None:
         """The saved step and state, or None when there is no checkpoint; a checkpoint that

@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import assert_same_numbers, wait_for
+from conftest import assert_same_numbers, faults, wait_for
 
 from shiftbench import artifacts, checkpoint, store
 from shiftbench.ensemble import ensemble_groups, run_ensemble
+from shiftbench.faults import ENV
 from shiftbench.runner import TrialRunner
 from shiftbench.study import StudyError, load_study
 from shiftbench.sweep import result_differences, run_study
@@ -190,6 +191,30 @@ def test_a_sigkilled_trial_resumes_from_its_checkpoint_to_the_uninterrupted_numb
     last = store.final_rows(store.read(store_dir, "tiny")).sort_values("step").iloc[-1]
     assert last["step"] == 200 and last["resumed_from_step"] == step
     assert saved.load() is None  # removed once the trial's rows landed
+    reference = tmp_path / "reference"
+    run_study(study, reference, workers=0, progress=False)
+    assert_same_numbers(store_dir, reference, "tiny")
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_ray_worker_killed_mid_trial_resumes_on_a_fresh_worker(
+    ray_cluster, make_study, store_dir, tmp_path, monkeypatch
+):
+    path = make_study(
+        solvers={"adam": {"lr": 0.01}}, search={"kind": "grid"}, seeds=[0], checkpoint_every=EVERY
+    )
+    study = load_study(path)
+    (trial,) = study.trials()
+    once = tmp_path / "killed-once"  # the fresh worker is not killed again
+    kill = {"at": "checkpoint.saved", "nth": 2, "do": "kill", "once": str(once)}
+    monkeypatch.setenv(ENV, faults(kill))
+    summary = run_study(study, store_dir, workers=1, progress=False)
+    assert once.exists() and summary.counts == {"done": 1}
+    last = store.final_rows(store.read(store_dir, "tiny")).sort_values("step").iloc[-1]
+    assert last["attempt"] == 0 and last["resumed_from_step"] == 14
+    assert checkpoint.Checkpoints.of(store_dir, "tiny", [trial.trial_id], EVERY).load() is None
+    monkeypatch.delenv(ENV)
     reference = tmp_path / "reference"
     run_study(study, reference, workers=0, progress=False)
     assert_same_numbers(store_dir, reference, "tiny")
