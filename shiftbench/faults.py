@@ -26,7 +26,8 @@ batches not yet deleted), ``store.batch_deleted`` (after each deletion),
 ``sweep.trial_finished`` (a trial's rows are buffered, not yet written),
 ``sweep.flushed`` (a batch is written), ``artifacts.tmp_written`` (a model file is
 written under its temporary name, not yet renamed), ``trial.start`` (a worker or the
-driver starts a trial, inside the runner's error handling).
+driver starts a trial, inside the runner's error handling), ``checkpoint.saved`` (a trial's
+training state is saved, mid-training; the trial is the first of an ensemble's).
 """
 
 from __future__ import annotations

@@ -17,11 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import TINY_STUDY, Driver, assert_exactly_once, wait_for
 
 from shiftbench.plugins.files import benchmark_root
 from shiftbench.spec.study import load_study
+from shiftbench.store import artifacts, checkpoint
 from shiftbench.store import ledger as store
 
 RAY = Path(sys.executable).parent / "ray"
@@ -154,6 +156,42 @@ def test_run_against_a_two_node_cluster(nodes, driver, tmp_path):
     )
     assert spans["end"].iloc[0] <= spans["start"].iloc[1:].min()
     assert spans["node"].nunique() == 1  # only the head has a GPU
+
+
+def test_models_and_checkpoints_written_on_both_nodes_land_in_the_store(nodes, driver, tmp_path):
+    """Each worker writes its trials' artifacts itself (through fsspec, into the store both
+    nodes see); the driver finds them, ``load_model`` loads each, and the training states
+    saved on the way (``checkpoint_every``) are gone once the rows landed."""
+    cluster, address = nodes
+    wait_for(lambda: alive_nodes(address, cluster.env()) == 2, "two nodes")
+    spec = {
+        **TINY_STUDY,
+        "name": "models",
+        "search": {"kind": "random", "trials_per_solver": 4, "seed": 0},
+        "measures": ["l2"],
+        "checkpoint_every": 5,
+    }
+    path = tmp_path / "models.yml"
+    path.write_text(yaml.safe_dump(spec))
+    store_dir = tmp_path / "store"
+    code, out = driver.run(
+        *("run", str(path), "--store", str(store_dir), "--address", address, "--quiet"),
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=cluster.token,
+    )
+    assert code == 0 and "8 done" in out, out
+    ledger = store.final_rows(store.read(store_dir, "models"))
+    last = ledger[ledger["measure.l2"].notna()].set_index("trial_id")
+    assert last["ray_node"].nunique() == 2 and len(last) == 8, last["ray_node"]
+    assert sorted(artifacts.sizes(store_dir, "models")) == sorted(last.index)
+    for trial_id, row in last.iterrows():
+        assert list(artifacts.trial_paths(store_dir, "models", trial_id)) == [0]
+        model = artifacts.load_model(store_dir, "models", trial_id)
+        weights = [p.detach().double() for p in model.parameters() if p.dim() > 1]
+        l2 = float(torch.sqrt(sum((w**2).sum() for w in weights)))
+        assert l2 == pytest.approx(row["measure.l2"], rel=1e-5), trial_id
+        assert row["resumed_from_step"] == 0
+    assert not list(store_dir.glob(f"study=models/{artifacts.FOLDER}/*/{checkpoint.FOLDER}"))
 
 
 def test_run_as_the_entrypoint_of_deploy_rayjob(head, tmp_path):

@@ -14,7 +14,7 @@ from conftest import assert_exactly_once
 
 from shiftbench.cli import main
 from shiftbench.spec.study import load_study
-from shiftbench.store import artifacts
+from shiftbench.store import artifacts, checkpoint
 from shiftbench.store import ledger as store
 from shiftbench.sweep import driver as sweep
 
@@ -73,3 +73,16 @@ def test_a_model_that_does_not_fit_leaves_no_file(make_study, small_disk):
     assert store.is_full(failed.value)
     assert [p for p in small_disk.rglob("*") if p.is_file()] == []
     assert artifacts.sizes(small_disk, "tiny") == {}
+
+
+def test_a_training_state_that_does_not_fit_warns_and_the_last_one_stays(make_study, small_disk):
+    trial = load_study(make_study()).trials()[0]
+    saved = checkpoint.Checkpoints.of(small_disk, "tiny", [trial.trial_id], 5)
+    saved.save({"weight": torch.ones(4)}, 5)
+    with pytest.warns(
+        RuntimeWarning, match=f"state at step 10 not saved to {saved.url}: disk full"
+    ):
+        saved.save({"weight": torch.ones(64, 1024)}, 10)  # 256 KiB: the trial trains on
+    step, state = saved.load()
+    assert step == 5 and torch.equal(state["weight"], torch.ones(4))
+    assert [p.name for p in small_disk.rglob("*") if p.is_file()] == ["checkpoint.safetensors"]

@@ -54,6 +54,8 @@ TOP_LEVEL_KEYS = {
     "trial_limit": "the most trials the study may expand to (integer >= 1; default 100000)",
     "keep": "trained models stored: none, final or checkpoints (default: final for a study "
     "with measures, else none)",
+    "checkpoint_every": "steps between a trial's saved training states, from which a killed "
+    "trial resumes (integer >= 0; default 0: none saved)",
 }
 # A study is counted before it is expanded: above this many trials it is refused (a grid with
 # one list too many is a typo that would take minutes and gigabytes to expand).
@@ -115,6 +117,9 @@ class Study:
     # trained models stored beside the rows (shiftbench.store.artifacts.KEEP); a run setting, not
     # part of any trial's identity
     keep: str = "none"
+    # steps between a trial's saved training states (shiftbench.store.checkpoint; 0: none); a run
+    # setting, not part of any trial's identity
+    checkpoint_every: int = 0
     # dataset -> its ``objective:`` variants (one mapping, or a list of them), each
     # overriding ``objective`` keys for it
     dataset_objectives: dict[str, tuple[dict[str, list[Any]], ...]] = field(default_factory=dict)
@@ -400,6 +405,7 @@ def parse_study(raw: Any, path: Path, trial_limit: int | None = None) -> Study:
     keep = raw.get("keep", artifacts.default_keep(measures))
     if keep not in artifacts.KEEP:
         check.fail("keep", f"must be one of {', '.join(artifacts.KEEP)}, got {keep!r}")
+    checkpoint_every = check.integer(raw.get("checkpoint_every", 0), "checkpoint_every", minimum=0)
     study = Study(
         path=path,
         name=name,
@@ -422,6 +428,7 @@ def parse_study(raw: Any, path: Path, trial_limit: int | None = None) -> Study:
         accel=accel,
         dataset_objectives=dataset_objectives,
         keep=keep,
+        checkpoint_every=checkpoint_every,
     )
     check.limit(study, limit if trial_limit is None else trial_limit)
     check.values(study)

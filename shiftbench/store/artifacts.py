@@ -76,11 +76,13 @@ def _url(fs: fsspec.AbstractFileSystem, path: str) -> str:
 
 @dataclass(frozen=True)
 class Sink:
-    """Where and what a worker stores: the ledger's store (path or URL) and the ``keep``
-    setting. Picklable, so Ray sends it to every worker."""
+    """Where and what a worker stores: the ledger's store (path or URL), the ``keep``
+    setting and the study's ``checkpoint_every`` (0: trials save no training state, see
+    :mod:`shiftbench.store.checkpoint`). Picklable, so Ray sends it to every worker."""
 
     store: str
     keep: str = FINAL
+    checkpoint_every: int = 0
 
     def save(
         self,

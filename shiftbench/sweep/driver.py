@@ -42,7 +42,7 @@ from tqdm import tqdm
 from shiftbench import faults
 from shiftbench.plugins.files import benchmark_root
 from shiftbench.spec.study import Resources, Study, StudyError, id_numbers, in_study
-from shiftbench.store import artifacts, schema
+from shiftbench.store import artifacts, checkpoint, schema
 from shiftbench.store import ledger as store
 from shiftbench.store.lock import StudyLock
 from shiftbench.sweep import cluster
@@ -59,7 +59,7 @@ FLUSH_TRIALS = int(os.environ.get("SHIFTBENCH_FLUSH_TRIALS", "64"))
 WORKER_DEATHS_ALLOWED = 2
 WINDOW = 10_000  # pending trials a run builds and dispatches at a time (bounded memory)
 # Columns that legitimately differ between two runs of one trial: wall-clock and bookkeeping.
-NOT_RESULTS = frozenset({"attempt", "time", "worker_pid", "sample"})
+NOT_RESULTS = frozenset({"attempt", "time", "worker_pid", "sample", "resumed_from_step"})
 
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # Set by Ray's job supervisor for a job's entrypoint (`ray job submit`, a KubeRay RayJob): the
@@ -184,8 +184,9 @@ class LedgerWriter:
     fits lands; the others' rows stay in the buffer for the next flush, and ``full`` says
     why (then :meth:`add` raises :class:`StoreFull`: the run stops)."""
 
-    def __init__(self, store_dir: Path, study: str) -> None:
+    def __init__(self, store_dir: Path, study: str, drop_checkpoints: bool = False) -> None:
         self.store_dir, self.study = store_dir, study
+        self.drop_checkpoints = drop_checkpoints  # landed trials' training states are removed
         self.rows: list[dict[str, Any]] = []
         self.trials = 0
         self.last_flush = time.monotonic()
@@ -214,6 +215,7 @@ class LedgerWriter:
             self.full = str(exc) if self.rows else ""
             return
         faults.hit("sweep.flushed")
+        self._landed(rows)
         self.compact(store.COMPACT_THRESHOLD)
 
     def _land_what_fits(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -227,7 +229,13 @@ class LedgerWriter:
                 if not store.is_full(exc):
                     raise
                 held.extend(batch)
+                continue
+            self._landed(batch)
         return held
+
+    def _landed(self, rows: list[dict[str, Any]]) -> None:
+        if self.drop_checkpoints:
+            checkpoint.remove(self.store_dir, self.study, (row["trial_id"] for row in rows))
 
     def compact(self, threshold: int = 1) -> None:
         """Compact the batches; on a full disk they stay as they are (and read the same)."""
@@ -269,9 +277,15 @@ def run_study(
         if not pending and not todo.measure:
             return summary
         provenance = static_provenance(benchmark_root())
-        writer = LedgerWriter(store_dir, study.name)
+        writer = LedgerWriter(
+            store_dir, study.name, study.checkpoint_every > 0 and study.keep != "checkpoints"
+        )
         keep = study.keep != "none"
-        sink = artifacts.Sink(str(store_dir.resolve()), study.keep) if keep else None
+        sink = (
+            artifacts.Sink(str(store_dir.resolve()), study.keep, study.checkpoint_every)
+            if keep or study.checkpoint_every
+            else None
+        )
         bar = tqdm(
             total=left + len(todo.measure),
             desc=study.name,
@@ -296,7 +310,7 @@ def run_study(
                         study.ensemble,
                         uses_gpu=study.resources.gpus > 0 or (workers == 0 and _has_cuda()),
                         # a vectorized ensemble neither measures nor stores its members' models
-                        measures=bool(study.measures) or sink is not None,
+                        measures=bool(study.measures) or keep,
                         parallel=max(workers or os.cpu_count() or 1, 1),
                     )
                     if workers == 0:

@@ -76,6 +76,8 @@ class TorchSolver(BaseSolver):
     # study's settings resolved for its device; ``benchopt run`` keeps the plain fp32 loop.
     accel: Accel = PLAIN
     vectorized_at: ClassVar[dict[str, Any]] = VECTORIZED_AT
+    # The step ``run`` starts at: 0, or a checkpoint's step after ``restore``.
+    start_step: int = 0
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Every solver has the parameters the training loop reads (``COMMON_PARAMETERS``:
@@ -173,13 +175,33 @@ class TorchSolver(BaseSolver):
             )
         return self.build_optimizer(self.model.parameters())
 
+    def training_state(self) -> dict[str, Any]:
+        """What a resumed run needs of this solver: model, optimizer (and so the learning
+        rate; a rotated one with its rotation state) and the data sampler's generator."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "sampler": self.sampler.generator.get_state(),
+        }
+
+    def restore(self, state: dict[str, Any], step: int) -> None:
+        """Continue from ``training_state()`` taken after ``step`` steps (past IRM's penalty
+        switch, the optimizer is the reset one)."""
+        self.model.load_state_dict(state["model"])
+        reset_at = self.algorithm.reset_at
+        if reset_at is not None and step > reset_at:
+            self.optimizer = self.reset_optimizer()
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.generator.set_state(state["sampler"])
+        self.start_step = step
+
     def run(self, callback: Callable[[], bool]) -> None:
         """Train until the callback says stop: no host synchronisation between its calls
         (data, sampling and optimizer state all live on the device). The learning rate
         follows ``lr_schedule`` after ``warmup_steps`` (``primitives.lr_factor``);
         with ``max_grad_norm`` > 0 the gradient is clipped to that global norm first."""
         self.model.train()
-        step = 0
+        step = self.start_step
         scheduled = self.lr_schedule != "constant" or int(self.warmup_steps) > 0
         while callback():
             if step == self.steps:

@@ -34,7 +34,7 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 from shiftbench import faults
 from shiftbench.models.registry import vectorized_on_cpu
 from shiftbench.plugins import registry
-from shiftbench.store import schema
+from shiftbench.store import checkpoint, schema
 from shiftbench.training.algorithms import ERM
 from shiftbench.training.primitives import EnvSampler
 from shiftbench.trials.accel import PLAIN
@@ -220,6 +220,7 @@ class VectorizedTrainer:
         self.samplers = [EnvSampler(objective.train_envs, batch_size, s) for s in seeds]
         self.hparams, self.flags = _member_hparams(solvers, self.device)
         self.state: State = {n: {} for n in self.params}
+        self.resumed_from = 0  # the step ``run`` continued from (0: from the start)
         self._grad = vmap(grad(self._loss))
 
     def _init_models(self, seeds: Sequence[int]) -> list[nn.Module]:
@@ -280,13 +281,36 @@ class VectorizedTrainer:
         model.load_state_dict({n: p[k] for n, p in source.items()})
         return model
 
-    def run(self) -> list[Curve]:
+    def training_state(self) -> dict[str, Any]:
+        """What a resumed run needs: the stacked weights, the update rule's stacked state
+        (moments, momentum buffers) and each member's sampler generator."""
+        return {
+            "params": self.params,
+            "state": self.state,
+            "samplers": [sampler.generator.get_state() for sampler in self.samplers],
+        }
+
+    @torch.no_grad()
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from ``training_state()`` (weights copied in place: members share them)."""
+        for name, p in self.params.items():
+            p.copy_(state["params"][name])
+        self.state = {
+            name: {key: value.to(self.device) for key, value in rule_state.items()}
+            for name, rule_state in state["state"].items()
+        }
+        for sampler, generator in zip(self.samplers, state["samplers"], strict=True):
+            sampler.generator.set_state(generator)
+
+    def run(self, resume: checkpoint.Checkpoints | None = None) -> list[Curve]:
         """Train for the objective's steps; evaluate every ``eval_every`` steps and at the end.
 
         Returns one curve per member, as :class:`~shiftbench.trials.runner.Checkpointer` builds it.
         ``time`` is the ensemble's training time (evaluations excluded) divided by K: each
         member's share. A member whose train loss is not finite, or at or below the objective's
         ``target_loss`` when that is > 0, stops there (its curve ends, as a sequential run's).
+        With ``resume`` the run saves its state when due and continues from a saved one
+        (``resumed_from`` is then its step).
         """
         k = len(self.samplers)
         curves: list[Curve] = [[] for _ in range(k)]
@@ -294,8 +318,15 @@ class VectorizedTrainer:
         target = float(getattr(self.objective, "target_loss", 0.0))
         members = [_Member(self.base, self.params, i) for i in range(k)]
         elapsed = 0.0
-        for step in range(self.steps + 1):
-            if step % self.eval_every == 0 or step == self.steps:
+        saved = resume.load() if resume else None
+        self.resumed_from = saved[0] if saved else 0
+        if saved:
+            self.restore(saved[1]["trainer"])
+            curves, active, elapsed = saved[1]["curves"], saved[1]["active"], saved[1]["elapsed"]
+            checkpoint.set_rng_state(saved[1]["rng"])
+        for step in range(self.resumed_from, self.steps + 1):
+            restored = saved is not None and step == self.resumed_from  # evaluated and saved
+            if (step % self.eval_every == 0 or step == self.steps) and not restored:
                 for i in list(active):
                     metrics = self.objective.evaluate_result(members[i])
                     metrics.pop("value", None)
@@ -305,6 +336,15 @@ class VectorizedTrainer:
                         active.remove(i)
             if step == self.steps or not active:
                 break
+            if resume and resume.due(step, self.steps) and not restored:
+                state = {
+                    "trainer": self.training_state(),
+                    "curves": curves,
+                    "active": active,
+                    "elapsed": elapsed,
+                    "rng": checkpoint.rng_state(),
+                }
+                resume.save(state, step)
             started = time.perf_counter()
             self.step(step + 1)
             if self.device.type == "cuda":
@@ -387,8 +427,9 @@ def run_ensemble(
         for trial in trials:
             faults.hit("trial.start", trial.trial_id)
         trainer = ensemble_trainer(runner, trials)
+        resume = runner.checkpoints(study, [t.trial_id for t in trials])
         with runner.accel.denormals():
-            curves = trainer.run()
+            curves = trainer.run(resume)
     except Exception as exc:
         warnings.warn(
             f"vectorized run failed ({exc}); running {len(trials)} trials one by one",
@@ -406,7 +447,10 @@ def run_ensemble(
         for point in curve:
             point["epoch"] = point["step"] * per_step / examples
         status = schema.DONE if math.isfinite(curve[-1]["train_loss"]) else schema.DIVERGED
-        rows = schema.trial_rows(trial, study, attempt, status, "", curve, {}, started, provenance)
+        extra = {"resumed_from_step": trainer.resumed_from} if resume else {}
+        rows = schema.trial_rows(
+            trial, study, attempt, status, "", curve, extra, started, provenance
+        )
         outcomes.append(TrialOutcome(trial.trial_id, status, rows))
     return outcomes
 

@@ -22,7 +22,7 @@ import torch
 
 from shiftbench import faults
 from shiftbench.plugins import registry
-from shiftbench.store import artifacts, schema
+from shiftbench.store import artifacts, checkpoint, schema
 from shiftbench.training.primitives import pick_device
 from shiftbench.trials.accel import AUTO, Accel
 from shiftbench.trials.provenance import device_name
@@ -52,7 +52,8 @@ class TrialOutcome:
 class Checkpointer:
     """The Benchopt-style callback: evaluates the objective every ``eval_every`` steps and at
     the end, times training without the evaluations, stops on a non-finite loss, and stops
-    once the training cross-entropy reaches ``target_loss`` (when > 0)."""
+    once the training cross-entropy reaches ``target_loss`` (when > 0). With ``resume`` it
+    saves the whole training state when that is due, and :meth:`restore` continues from it."""
 
     def __init__(
         self,
@@ -62,17 +63,37 @@ class Checkpointer:
         eval_every: int,
         target_loss: float = 0.0,
         save: Save | None = None,
+        resume: checkpoint.Checkpoints | None = None,
     ) -> None:
         self.objective, self.solver = objective, solver
         self.steps, self.eval_every, self.target_loss = steps, eval_every, target_loss
         self.save = save  # given: the weights are stored at every checkpoint
+        self.resume = resume
         self.step = 0
         self.elapsed = 0.0
         self.diverged = False
         self.curve: list[dict[str, Any]] = []
+        self.resumed_from = 0  # the step a resumed run continued from
+        self._restored = False  # the next call is at the restored step, evaluated before
         self._resumed = time.perf_counter()
 
+    def restore(self) -> None:
+        """Continue from ``resume``'s checkpoint, if there is one: the solver's state, the
+        curve so far, then the RNG states (last, so that nothing draws after them)."""
+        saved = self.resume.load() if self.resume else None
+        if saved is None:
+            return
+        step, state = saved
+        self.solver.restore(state["solver"], step)
+        self.step = self.resumed_from = step
+        self.elapsed, self.curve = state["elapsed"], state["curve"]
+        self._restored = True
+        checkpoint.set_rng_state(state["rng"])
+
     def __call__(self) -> bool:
+        if self._restored:
+            self._restored = False
+            return self._next()
         checkpoint = self.step % self.eval_every == 0 or self.step == self.steps
         device = self.objective.torch_device
         if checkpoint and device.type == "cuda":
@@ -93,6 +114,20 @@ class Checkpointer:
                 return False
         if self.step >= self.steps:
             return False
+        if self.resume and self.resume.due(self.step, self.steps):
+            self._save_state()
+        return self._next()
+
+    def _save_state(self) -> None:
+        state = {
+            "solver": self.solver.training_state(),
+            "elapsed": self.elapsed,
+            "curve": self.curve,
+            "rng": checkpoint.rng_state(),
+        }
+        self.resume.save(state, self.step)
+
+    def _next(self) -> bool:
         self.step += 1
         self._resumed = time.perf_counter()
         return True
@@ -168,8 +203,11 @@ class TrialRunner:
         try:
             faults.hit("trial.start", trial.trial_id)
             save = self._saver(trial, study, attempt)
+            resume = self.checkpoints(study, [trial.trial_id])
             with self.accel.denormals():
-                status, curve, extra = self._train(trial, measures, measure_config or {}, save)
+                status, curve, extra = self._train(
+                    trial, measures, measure_config or {}, save, resume
+                )
             error = ""
         except Exception as exc:
             status, curve, extra = schema.FAILED, [], {}
@@ -194,6 +232,15 @@ class TrialRunner:
             self.sink.save(study, trial, attempt, name, model.state_dict(), step)
 
         return save
+
+    def checkpoints(self, study: str, trial_ids: list[str]) -> checkpoint.Checkpoints | None:
+        """Where these trials (one, or an ensemble) save their training state, when the
+        study asks for it (``checkpoint_every``)."""
+        if self.sink is None or not self.sink.checkpoint_every:
+            return None
+        return checkpoint.Checkpoints.of(
+            self.sink.store, study, trial_ids, self.sink.checkpoint_every
+        )
 
     def measure(
         self, job: MeasureJob, study: str, measure_config: dict[str, Any] | None = None
@@ -249,6 +296,7 @@ class TrialRunner:
         measures: tuple[str, ...],
         measure_config: dict[str, Any],
         save: Save | None = None,
+        resume: checkpoint.Checkpoints | None = None,
     ):
         params = dict(trial.objective_params)
         objective = self.objective(trial)
@@ -264,14 +312,16 @@ class TrialRunner:
             params["eval_every"],
             params["target_loss"],
             keep_every,
+            resume,
         )
+        callback.restore()
         solver.run(callback)
         status = schema.DIVERGED if callback.diverged else schema.DONE
         if save:
             save(artifacts.FINAL, solver.model, callback.curve[-1]["step"])
-        extra = {}
+        extra: dict[str, Any] = {"resumed_from_step": callback.resumed_from} if resume else {}
         if measures and status == schema.DONE:
-            extra = self._measures(
+            extra |= self._measures(
                 objective, solver, init_state, callback.curve, measures, measure_config
             )
         examples = sum(len(env) for env in objective.train_envs)
