@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from shiftbench.spec.study import load_study  # noqa: E402
-from shiftbench.sweep.driver import result_differences  # noqa: E402
+from shiftbench.sweep.rerun import result_differences  # noqa: E402
 from shiftbench.trials.accel import Accel, can_flush_denormal  # noqa: E402
 from shiftbench.trials.runner import TrialRunner  # noqa: E402
 from shiftbench.trials.trial import Trial  # noqa: E402

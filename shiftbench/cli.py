@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import warnings
 from collections import Counter
+from itertools import islice
 from pathlib import Path
 
 import click
@@ -87,28 +88,28 @@ def run(
     trial_limit: int | None,
 ) -> None:
     """Run or resume a study: only trials the ledger does not hold yet are run."""
-    from shiftbench.sweep.driver import ClusterError, plan, run_study
+    from shiftbench.sweep import ClusterError, Plan, run_study
 
     study = _load(study_file, trial_limit)
     if workers is not None and workers < 0:
         raise click.ClickException("--workers must be >= 0")
-    todo = plan(study, store_dir, 0 if max_trials is None else max_trials)
-    try:  # every pending trial's data, built one at a time
-        study.check_data(todo.rest if max_trials is None else todo.pending)
-    except StudyError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(
-        f"{study.name}: {todo.total} trials, "
-        f"{todo.total - todo.pending_count - len(todo.exhausted)} already in the "
-        f"ledger, {todo.pending_count} to run"
-    )
-    if todo.measure:
-        click.echo(f"{len(todo.measure)} done trials get missing measures from stored models")
-    if todo.unstored:
+
+    def announce(todo: Plan) -> None:
+        """Check every pending trial's data (built one at a time), then say what will run."""
+        study.check_data(islice(study.iter_trials(todo.skip), max_trials))
         click.echo(
-            f"{len(todo.unstored)} done trials lack measures and have no stored model"
-            + (": training them again" if retrain else " (keep: none): --retrain trains them")
+            f"{study.name}: {todo.total} trials, "
+            f"{todo.total - todo.pending_count - len(todo.exhausted)} already in the "
+            f"ledger, {todo.pending_count} to run"
         )
+        if todo.measure:
+            click.echo(f"{len(todo.measure)} done trials get missing measures from stored models")
+        if todo.unstored:
+            click.echo(
+                f"{len(todo.unstored)} done trials lack measures and have no stored model"
+                + (": training them again" if retrain else " (keep: none): --retrain trains them")
+            )
+
     try:
         summary = run_study(
             study,
@@ -118,6 +119,7 @@ def run(
             max_trials=max_trials,
             progress=not quiet,
             retrain=retrain,
+            on_plan=announce,
         )
     except (StudyLocked, StudyError, ClusterError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -130,7 +132,7 @@ def run(
             "free space and run the same command again"
         )
     _echo_models(store_dir, study.name)
-    after = plan(study, store_dir, 0)
+    after = summary.plan
     if after.exhausted or any(summary.counts.get(s) for s in schema.UNSUCCESSFUL):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", store.LedgerWarning)
@@ -246,7 +248,7 @@ def _echo_failures(ledger, study_file: str, trial_ids: set[str]) -> None:
 @_limit_option
 def rerun(trial_id: str, study_file: str, store_dir: Path, trial_limit: int | None) -> None:
     """Rerun one trial in this process; exit 0 if its numbers match the ledger's."""
-    from shiftbench.sweep.driver import rerun_trial
+    from shiftbench.sweep import rerun_trial
 
     study = _load(study_file, trial_limit)
     try:
@@ -409,12 +411,12 @@ def cluster_status() -> None:
     import ray
 
     from shiftbench.sweep import cluster as local
-    from shiftbench.sweep.driver import _start_ray
+    from shiftbench.sweep import start_ray
 
     address = local.running()
     if address is None:
         click.echo("no local cluster running (`shiftbench cluster start` starts one)")
         return
-    _start_ray(None, None)
+    start_ray(None, None)
     pids = [pid for _, pid in ray.get([a.identity.remote() for a in local.warm_workers()])]
     click.echo(f"local cluster at {address}: {len(pids)} warm workers (pids {pids})")

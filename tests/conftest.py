@@ -24,7 +24,7 @@ from shiftbench.spec.expansion_cache import CACHE_ENV
 from shiftbench.spec.study import Study
 from shiftbench.store import ledger as store
 from shiftbench.sweep.cluster import DIR_ENV
-from shiftbench.sweep.driver import result_differences
+from shiftbench.sweep.rerun import result_differences
 
 SHIFTBENCH = Path(sys.executable).parent / "shiftbench"
 TINY_STUDY: dict[str, Any] = {
@@ -90,9 +90,9 @@ def ray_cluster() -> Iterator[None]:
     """One local two-CPU Ray cluster for the session, as ``shiftbench run`` starts it."""
     import ray
 
-    from shiftbench.sweep.driver import _start_ray
+    from shiftbench.sweep.ray_pool import start_ray
 
-    _start_ray(2, None)
+    start_ray(2, None)
     yield
     ray.shutdown()
 

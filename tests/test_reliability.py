@@ -29,7 +29,7 @@ from shiftbench.cli import main
 from shiftbench.faults import ENV
 from shiftbench.spec.study import Study, load_study
 from shiftbench.store import ledger as store
-from shiftbench.sweep import driver as sweep
+from shiftbench.sweep import planning, ray_pool
 from shiftbench.sweep.driver import run_study
 
 KILLED = -signal.SIGKILL
@@ -104,7 +104,7 @@ def test_driver_sigkilled_at_random_points_until_done(make_study, store_dir, tmp
     rng = random.Random(20261123)
     kills = []
     for _ in range(10):
-        pending = len(sweep.plan(study, store_dir).pending)
+        pending = len(planning.plan(study, store_dir).pending)
         if not pending:
             break
         if rng.random() < 0.3:  # from outside, at a random time
@@ -235,7 +235,7 @@ def test_worker_faults_end_as_rows_and_the_sweep_goes_on(
             },
         ),
     )
-    monkeypatch.setattr(sweep, "WORKER_DEATHS_ALLOWED", 1)
+    monkeypatch.setattr(ray_pool, "WORKER_DEATHS_ALLOWED", 1)
     killer = threading.Thread(target=kill_when_logged, args=(log, killed.trial_id))
     killer.start()
     summary = run_study(study, store_dir, workers=2, progress=False)

@@ -17,7 +17,8 @@ from shiftbench.cli import main
 from shiftbench.spec.study import StudyError, load_study
 from shiftbench.store import artifacts
 from shiftbench.store import ledger as store
-from shiftbench.sweep.driver import plan, run_study
+from shiftbench.sweep.driver import run_study
+from shiftbench.sweep.planning import plan
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 MEASURES = ["l2", "path_norm", "fro_dist"]

@@ -19,7 +19,8 @@ from shiftbench.faults import ENV
 from shiftbench.spec.study import StudyError, load_study
 from shiftbench.store import artifacts, checkpoint
 from shiftbench.store import ledger as store
-from shiftbench.sweep.driver import result_differences, run_study
+from shiftbench.sweep.driver import run_study
+from shiftbench.sweep.rerun import result_differences
 from shiftbench.trials.ensemble import ensemble_groups, run_ensemble
 from shiftbench.trials.runner import TrialRunner
 

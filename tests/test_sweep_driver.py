@@ -17,7 +17,9 @@ from shiftbench.faults import ENV
 from shiftbench.spec.study import load_study
 from shiftbench.store import ledger as store
 from shiftbench.sweep import driver as sweep
-from shiftbench.sweep.driver import plan, rerun_trial, run_study
+from shiftbench.sweep.driver import run_study
+from shiftbench.sweep.planning import plan
+from shiftbench.sweep.rerun import rerun_trial
 
 HUGE = 10**12  # an MLP this wide cannot be allocated: the trial runs out of memory at once
 
@@ -25,38 +27,6 @@ HUGE = 10**12  # an MLP this wide cannot be allocated: the trial runs out of mem
 def cli(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(main, list(args))
     return result.exit_code, result.output
-
-
-def ledger_row(trial_id: str, attempt: int, status: str, step: int = -1) -> dict:
-    return {
-        "study": "tiny",
-        "trial_id": trial_id,
-        "attempt": attempt,
-        "status": status,
-        "step": step,
-    }
-
-
-def test_plan_splits_trials_by_their_ledger_state(make_study, store_dir):
-    study = load_study(make_study(retries=1))
-    a, b, c, d = (t.trial_id for t in study.trials())
-    store.append(
-        store_dir,
-        "tiny",
-        [
-            ledger_row(a, 0, "done", 0),
-            ledger_row(a, 0, "done", 10),
-            ledger_row(b, 0, "failed"),
-            ledger_row(c, 0, "timeout"),
-            ledger_row(c, 1, "failed"),
-        ],
-    )
-    todo = plan(study, store_dir)
-    assert [t.trial_id for t in todo.pending] == [b, d]
-    assert todo.exhausted == [c]
-    assert (todo.total, todo.pending_count) == (4, 2)
-    assert todo.attempts == {a: 1, b: 1, c: 2, d: 0}
-    assert todo.states == {a: "done", b: "failed", c: "failed"}
 
 
 def test_run_records_provenance_and_resumes_to_nothing(make_study, store_dir):

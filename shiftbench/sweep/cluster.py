@@ -118,10 +118,10 @@ def _warm_up(address: str, n: int) -> None:
     """Start ``n`` detached worker actors (torch imported) in the cluster at ``address``."""
     import ray
 
-    from shiftbench.sweep.driver import _start_ray
+    from shiftbench.sweep.ray_pool import start_ray
     from shiftbench.trials.provenance import static_provenance
 
-    _start_ray(None, None)  # joins the cluster just started, as a run would
+    start_ray(None, None)  # joins the cluster just started, as a run would
     ray.get([actor.ready.remote() for actor in spawn_warm(n, static_provenance(benchmark_root()))])
     ray.shutdown()
 

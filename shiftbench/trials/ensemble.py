@@ -40,6 +40,7 @@ from shiftbench.training.primitives import EnvSampler
 from shiftbench.trials.accel import PLAIN
 from shiftbench.trials.runner import TrialOutcome, TrialRunner
 from shiftbench.trials.trial import Trial
+from shiftbench.trials.unit import WorkUnit
 
 ENSEMBLE_HPARAMS = frozenset({"lr", "weight_decay", "momentum", "beta1", "beta2", "eps", "alpha"})
 
@@ -490,15 +491,10 @@ def plan_groups(
     return ensemble_groups(candidates, max_k) + [[t] for t in trials if t.trial_id not in chosen]
 
 
-def run_group(
-    runner: TrialRunner,
-    group: Sequence[Trial],
-    study: str,
-    attempts: Sequence[int],
-    measures: tuple[str, ...] = (),
-    measure_config: dict[str, Any] | None = None,
-) -> list[TrialOutcome]:
-    """Run one unit of work from :func:`plan_groups`: a single trial, or an ensemble."""
-    if len(group) == 1:
-        return [runner.run(group[0], study, attempts[0], measures, measure_config)]
-    return run_ensemble(runner, group, study, attempts)
+def run_group(runner: TrialRunner, unit: WorkUnit) -> list[TrialOutcome]:
+    """Run one unit of work (a group from :func:`plan_groups`): a single trial, or an
+    ensemble."""
+    if len(unit.trials) == 1:
+        trial, attempt = unit.trials[0], unit.attempts[0]
+        return [runner.run(trial, unit.study, attempt, unit.measures, dict(unit.measure_config))]
+    return run_ensemble(runner, unit.trials, unit.study, unit.attempts)

@@ -17,7 +17,7 @@ from shiftbench.sweep.cluster import code_fingerprint
 from shiftbench.trials.accel import Accel
 from shiftbench.trials.ensemble import run_group
 from shiftbench.trials.runner import MeasureJob, TrialOutcome, TrialRunner
-from shiftbench.trials.trial import Trial
+from shiftbench.trials.unit import WorkUnit
 
 
 @ray.remote(max_restarts=0, max_task_retries=0)
@@ -49,11 +49,7 @@ class TrialWorker:
 
     def run(
         self,
-        group: list[Trial],
-        study: str,
-        attempts: list[int],
-        measures: tuple[str, ...],
-        measure_config: dict[str, Any] | None = None,
+        unit: WorkUnit,
         context: tuple[dict[str, Any], Accel, Sink | None] | None = None,
     ) -> list[TrialOutcome]:
         """Run one trial, or a group of trials as one vectorized ensemble; ``context``: the
@@ -64,7 +60,7 @@ class TrialWorker:
             self.runner.provenance = {**provenance, **self.where}
             self.runner.accel = accel.resolve(self.runner.device)
             self.runner.sink = sink
-        return run_group(self.runner, group, study, attempts, measures, measure_config)
+        return run_group(self.runner, unit)
 
     def measure(
         self, job: MeasureJob, study: str, measure_config: dict[str, Any] | None = None

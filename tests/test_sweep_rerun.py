@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from shiftbench.sweep.driver import result_differences
+from shiftbench.sweep.rerun import result_differences
 
 
 def rows(**changes: list) -> pd.DataFrame:
