@@ -12,7 +12,8 @@ import click
 
 from shiftbench.plugins import registry
 from shiftbench.spec import expansion_cache
-from shiftbench.spec.study import DEFAULT_TRIAL_LIMIT, StudyError, in_study, load_study
+from shiftbench.spec.settings import DEFAULT_TRIAL_LIMIT
+from shiftbench.spec.study import StudyError, in_study, load_study
 from shiftbench.store import artifacts, schema
 from shiftbench.store import ledger as store
 from shiftbench.store.lock import StudyLock, StudyLocked

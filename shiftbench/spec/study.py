@@ -28,8 +28,17 @@ from shiftbench.spec.search import (
     parse_space,
     random_samples,
 )
+from shiftbench.spec.settings import (
+    Model,
+    Resources,
+    RunSettings,
+    Search,
+    Seeds,
+    SettingError,
+    validate,
+)
 from shiftbench.store import artifacts
-from shiftbench.trials.accel import ACCEL_KEYS, AUTO, Accel
+from shiftbench.trials.accel import Accel
 from shiftbench.trials.trial import ID_LENGTH, Trial
 
 TOP_LEVEL_KEYS = {
@@ -57,11 +66,6 @@ TOP_LEVEL_KEYS = {
     "checkpoint_every": "steps between a trial's saved training states, from which a killed "
     "trial resumes (integer >= 0; default 0: none saved)",
 }
-# A study is counted before it is expanded: above this many trials it is refused (a grid with
-# one list too many is a typo that would take minutes and gigabytes to expand).
-DEFAULT_TRIAL_LIMIT = 100_000
-SEARCH_KEYS = {"kind", "trials_per_solver", "seed"}
-RESOURCE_KEYS = {"cpus", "gpus"}
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 _RESOLVED_KEPT = 65_536  # resolved dataset parameters an expansion keeps for reuse
 _ID_BYTES = ID_LENGTH // 2  # a trial id is the first 8 bytes of its SHA-256, in hex
@@ -79,19 +83,11 @@ class StudyError(ValueError):
 
 
 @dataclass(frozen=True)
-class Resources:
-    """What one trial asks of a worker (fractional GPUs let trials share a GPU). With
-    ``pack_gpus`` (``gpus: auto``) the sweep measures a first trial's peak GPU memory alone
-    on a GPU and packs as many trials per GPU as fit (``gpus`` is then that fraction)."""
-
-    cpus: float = 1.0
-    gpus: float = 0.0
-    pack_gpus: bool = False
-
-
-@dataclass(frozen=True)
 class Study:
-    """A validated study: what to run and what to report."""
+    """A validated study: its design (what each trial computes: datasets, objective,
+    solvers, search, seeds, measures), how it runs (:attr:`run`, a
+    :class:`~shiftbench.spec.settings.RunSettings`; none of it enters a trial's id) and what
+    it reports (analyses, ``score_config``)."""
 
     path: Path
     name: str
@@ -105,24 +101,42 @@ class Study:
     seeds: tuple[int, ...]
     measures: tuple[str, ...]
     analyses: tuple[str, ...]
-    retries: int
-    resources: Resources = field(default_factory=Resources)
-    timeout_s: float | None = None
+    run: RunSettings = field(default_factory=RunSettings)
     # MeasureConfig fields for the measures computed at the end of each trial
     measure_config: dict[str, Any] = field(default_factory=dict)
     # shiftbench.stats.ScoreConfig fields for the measures study's statistics
     score_config: dict[str, Any] = field(default_factory=dict)
-    ensemble: str | int = "auto"
-    accel: Accel = AUTO
-    # trained models stored beside the rows (shiftbench.store.artifacts.KEEP); a run setting, not
-    # part of any trial's identity
-    keep: str = "none"
-    # steps between a trial's saved training states (shiftbench.store.checkpoint; 0: none); a run
-    # setting, not part of any trial's identity
-    checkpoint_every: int = 0
     # dataset -> its ``objective:`` variants (one mapping, or a list of them), each
     # overriding ``objective`` keys for it
     dataset_objectives: dict[str, tuple[dict[str, list[Any]], ...]] = field(default_factory=dict)
+
+    @property
+    def retries(self) -> int:
+        return self.run.retries
+
+    @property
+    def resources(self) -> Resources:
+        return self.run.resources
+
+    @property
+    def timeout_s(self) -> float | None:
+        return self.run.timeout_s
+
+    @property
+    def ensemble(self) -> str | int:
+        return self.run.ensemble
+
+    @property
+    def accel(self) -> Accel:
+        return self.run.accel
+
+    @property
+    def keep(self) -> str:
+        return self.run.keep
+
+    @property
+    def checkpoint_every(self) -> int:
+        return self.run.checkpoint_every
 
     def objective_grids(self, dataset: str) -> list[dict[str, list[Any]]]:
         """The objective grids of one dataset: the study's, with each of the dataset's
@@ -366,46 +380,16 @@ def parse_study(raw: Any, path: Path, trial_limit: int | None = None) -> Study:
     solvers = check.solvers(raw.get("solvers"))
     search = raw.get("search") or {}
     check.mapping(search, "search")
-    for key in set(search) - SEARCH_KEYS:
-        check.fail(f"search.{key}", f"unknown key; allowed: {', '.join(sorted(SEARCH_KEYS))}")
-    kind = search.get("kind", "random")
-    if kind not in ("random", "grid"):
-        check.fail("search.kind", f"must be 'random' or 'grid', got {kind!r}")
-    trials_per_solver = check.integer(
-        search.get("trials_per_solver", 4), "search.trials_per_solver", minimum=1
-    )
-    search_seed = check.integer(search.get("seed", 0), "search.seed", minimum=0)
-    seeds = raw.get("seeds", [0])
-    if not (isinstance(seeds, list) and seeds):
-        check.fail("seeds", "a non-empty list of integers")
-    for i, seed in enumerate(seeds):
-        check.integer(seed, f"seeds[{i}]", minimum=0)
-    if len(set(seeds)) != len(seeds):
-        check.fail("seeds", "seeds must be distinct")
+    search = check.settings(Search, search, "search")
+    seeds = check.settings(Seeds, {"seeds": raw.get("seeds", [0])}).seeds
     measures = check.measures(raw.get("measures", []))
     measure_config = check.measure_config(raw.get("measure_config") or {})
     score_config = check.score_config(raw.get("score_config") or {})
     analyses = check.names(raw.get("analyses", []), "analyses", "analysis")
-    retries = check.integer(raw.get("retries", 2), "retries", minimum=0)
-    resources = check.resources(raw.get("resources") or {})
-    timeout_s = raw.get("timeout_s")
-    if timeout_s is not None and (
-        isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0
-    ):
-        check.fail("timeout_s", f"must be a number of seconds > 0, got {timeout_s!r}")
-    ensemble = raw.get("ensemble", "auto")
-    if isinstance(ensemble, bool):  # YAML reads a bare off/on as a boolean
-        ensemble = "auto" if ensemble else "off"
-    if ensemble not in ("auto", "off") and (
-        isinstance(ensemble, bool) or not isinstance(ensemble, int) or ensemble < 1
-    ):
-        check.fail("ensemble", f"must be auto, off or an integer >= 1, got {ensemble!r}")
-    accel = check.accel(raw.get("accel") or {})
-    limit = check.integer(raw.get("trial_limit", DEFAULT_TRIAL_LIMIT), "trial_limit", minimum=1)
-    keep = raw.get("keep", artifacts.default_keep(measures))
-    if keep not in artifacts.KEEP:
-        check.fail("keep", f"must be one of {', '.join(artifacts.KEEP)}, got {keep!r}")
-    checkpoint_every = check.integer(raw.get("checkpoint_every", 0), "checkpoint_every", minimum=0)
+    given = {key: raw[key] for key in RunSettings.KEYS if key in raw}
+    for key in ("resources", "accel"):  # an empty section is the defaults
+        given[key] = raw.get(key) or {}
+    run = check.settings(RunSettings, {"keep": artifacts.default_keep(measures), **given})
     study = Study(
         path=path,
         name=name,
@@ -413,24 +397,18 @@ def parse_study(raw: Any, path: Path, trial_limit: int | None = None) -> Study:
         datasets=datasets,
         objective=objective,
         solvers=solvers,
-        search_kind=kind,
-        trials_per_solver=trials_per_solver,
-        search_seed=search_seed,
-        seeds=tuple(seeds),
+        search_kind=search.kind,
+        trials_per_solver=search.trials_per_solver,
+        search_seed=search.seed,
+        seeds=seeds,
         measures=measures,
         analyses=analyses,
-        retries=retries,
-        resources=resources,
-        timeout_s=None if timeout_s is None else float(timeout_s),
+        run=run,
         measure_config=measure_config,
         score_config=score_config,
-        ensemble=ensemble,
-        accel=accel,
         dataset_objectives=dataset_objectives,
-        keep=keep,
-        checkpoint_every=checkpoint_every,
     )
-    check.limit(study, limit if trial_limit is None else trial_limit)
+    check.limit(study, run.trial_limit if trial_limit is None else trial_limit)
     check.values(study)
     return study
 
@@ -603,31 +581,13 @@ class _Checker:
             self.fail(name, str(exc))
         return dict(value)
 
-    def resources(self, value: Any) -> Resources:
-        self.mapping(value, "resources")
-        for key in set(value) - RESOURCE_KEYS:
-            self.fail(f"resources.{key}", "unknown key; allowed: cpus, gpus")
-        if value.get("gpus") == "auto":
-            return Resources(cpus=self._amount(value, "cpus", 1.0), gpus=1.0, pack_gpus=True)
-        return Resources(**{k: self._amount(value, k, 0.0) for k in value})
-
-    def _amount(self, value: Mapping, key: str, default: float) -> float:
-        v = value.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-            allowed = "a number >= 0, or auto" if key == "gpus" else "a number >= 0"
-            self.fail(f"resources.{key}", f"must be {allowed}, got {v!r}")
-        return float(v)
-
-    def accel(self, value: Any) -> Accel:
-        self.mapping(value, "accel")
-        for key in value:
-            if key not in ACCEL_KEYS:
-                self.fail(f"accel.{key}", f"unknown key; allowed: {', '.join(ACCEL_KEYS)}")
-            try:
-                Accel(**{key: value[key]})
-            except ValueError as exc:
-                self.fail(f"accel.{key}", str(exc))
-        return Accel(**value)
+    def settings(self, model: type[Model], values: Mapping[str, Any], where: str = "") -> Model:
+        """A declarative section (:mod:`shiftbench.spec.settings`), failing located."""
+        try:
+            return validate(model, values, where)
+        except SettingError as exc:
+            self.fail(exc.key, exc.message)
+        raise AssertionError("unreachable")
 
     def limit(self, study: Study, limit: int) -> None:
         """Refuse a study that expands to more than ``limit`` trials, naming the keys that
