@@ -305,12 +305,33 @@ def report(
 
 @main.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def index(folder: Path) -> None:
+@click.option(
+    "--rebuild",
+    "stores",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="First rebuild (report --html) each report under FOLDER whose ledger is in this "
+    "store (repeatable), the sites sharing FOLDER/assets.",
+)
+@click.option(
+    "--benchmarks",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("benchmarks"),
+    show_default=True,
+    help="Where --rebuild finds each report's study file, <report folder name>.yml.",
+)
+def index(folder: Path, stores: tuple[Path, ...], benchmarks: Path) -> None:
     """Write FOLDER/index.html: every report under FOLDER, and each study's ledger state when
     FOLDER is a store."""
-    from shiftbench.site import write_index
+    from shiftbench.site import rebuild_sites, write_index
 
-    click.echo(f"index written to {write_index(folder)}")
+    if not stores:
+        click.echo(f"index written to {write_index(folder)}")
+        return
+    try:
+        click.echo("\n".join(rebuild_sites(folder, stores, benchmarks)))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command(name="list")
