@@ -14,7 +14,7 @@ from torch.func import functional_call
 
 from shiftbench import measures, registry
 from shiftbench.report import AnalysisContext, Report
-from shiftbench.rotation_analysis import slowdowns
+from shiftbench.rotation_analysis import seed_interval, slowdowns
 from shiftbench.rotations import RotatedOptimizer
 from shiftbench.runner import TrialRunner
 from shiftbench.study import parse_study
@@ -286,6 +286,10 @@ def test_slowdown_keeps_the_models_of_one_data_set_apart(tmp_path):
     assert set(summary.index.get_level_values("task")) == {"d/a", "d/b"}
     assert summary.loc[("d/a", "global"), "slowdown_half_pct_mean"] == pytest.approx(100, 1e-2)
     assert summary.loc[("d/a", "global"), "seeds"] == 2
+    finals = table.xs(("d/a", "global"), level=["task", "scope"])["final_loss"]
+    assert tuple(summary.loc[("d/a", "global"), ["final_loss_low", "final_loss_high"]]) == (
+        pytest.approx(seed_interval(finals))
+    )
     assert (tmp_path / "rotation_curves.png").is_file()
 
 
