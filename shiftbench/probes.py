@@ -313,23 +313,21 @@ def _dense_ids(keys: Tensor) -> Tensor:
     return rank[inverse]
 
 
-def hessian_block_shares(
-    model: nn.Module,
-    loss_fn: LossFn,
-    batches: Sequence[Any],
-    n_samples: int,
-    generator: torch.Generator,
-) -> dict[str, float]:
-    """How the (1,1)-norm of the expected Hessian splits between its blocks, as Zhang, Maes
-    et al.'s Table 1: the share of sum |H_ij| (over sampled rows i, averaged over minibatches)
-    where j feeds the same neuron as i (``neuron``), the same layer but another neuron
-    (``layer``), or another layer (``other``); plus ``<block>_mean``, the mean |H_ij| of one
-    entry of each block (off-diagonal blocks are small per entry but many)."""
-    chosen, rows = mean_hessian_rows(model, loss_fn, batches, n_samples, generator)
+def hessian_block_masks(model: nn.Module, chosen: Sequence[int]) -> dict[str, Tensor]:
+    """For the sampled rows ``chosen`` (coordinate indices), a (rows, d) mask per block of
+    Zhang, Maes et al.'s partition (Sec. 4.1, "Block-diagonality of the Hessian"): ``neuron``
+    the weights leading to the same output neuron as w_i (I_N), ``layer`` the other weights
+    of its layer (I_L), ``other`` the weights of other layers."""
     layer, neuron = coordinate_blocks(model)
-    same_neuron = neuron[chosen][:, None] == neuron[None, :]
-    same_layer = (layer[chosen][:, None] == layer[None, :]) & ~same_neuron
-    masks = {"neuron": same_neuron, "layer": same_layer, "other": ~(same_neuron | same_layer)}
+    same_neuron = neuron[list(chosen)][:, None] == neuron[None, :]
+    same_layer = (layer[list(chosen)][:, None] == layer[None, :]) & ~same_neuron
+    return {"neuron": same_neuron, "layer": same_layer, "other": ~(same_neuron | same_layer)}
+
+
+def block_shares(rows: Tensor, masks: Mapping[str, Tensor]) -> dict[str, float]:
+    """The share of sum |H_ij| of ``rows`` in each block of ``masks``, and ``<block>_mean``,
+    the mean |H_ij| of one entry of the block (the magnitudes Fig. 9 of Zhang, Maes et al.
+    compares: off-diagonal blocks are small per entry but many)."""
     mass = rows.abs()
     total = mass.sum().item()
     out = {}
@@ -337,6 +335,62 @@ def hessian_block_shares(
         out[block] = mass[mask].sum().item() / total if total > 0 else float("nan")
         out[f"{block}_mean"] = mass[mask].mean().item() if mask.any() else float("nan")
     return out
+
+
+def hessian_block_shares(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Sequence[Any],
+    n_samples: int,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """How the (1,1)-norm of the expected Hessian splits between its blocks (``block_shares``
+    of ``hessian_block_masks``), in the standard basis, from ``n_samples`` rows each averaged
+    over ``batches`` (``mean_hessian_rows``): where j feeds the same neuron as i (``neuron``),
+    the same layer but another neuron (``layer``), or another layer (``other``)."""
+    chosen, rows = mean_hessian_rows(model, loss_fn, batches, n_samples, generator)
+    return block_shares(rows, hessian_block_masks(model, chosen))
+
+
+def block_contributions(
+    rows: Tensor, masks: Mapping[str, Tensor], directions: Tensor
+) -> dict[str, float]:
+    """Table 1 of Zhang, Maes et al. (Sec. 4.1, eq. after Fig. 9): the contribution
+    r_i[I] . dw[I] of block I of Hessian row r_i to the change of the i-th gradient
+    coordinate in direction dw, averaged over the sampled rows and the ``directions``
+    ((count, d)), signed as the paper reports it (``<block>``), and its mean absolute value
+    (``<block>_abs``: random directions make the signed mean cancel toward 0)."""
+    out = {}
+    for block, mask in masks.items():
+        contributions = (rows * mask) @ directions.T.to(rows.dtype)
+        out[block] = contributions.mean().item()
+        out[f"{block}_abs"] = contributions.abs().mean().item()
+    return out
+
+
+def flat_update_direction(optimizer: torch.optim.Optimizer, model: nn.Module) -> Tensor:
+    """Adam's normalized update (``normalized_updates``, in the standard basis) of ``model``'s
+    trainable parameters flattened in ``parameters()`` order (0 where a tensor has no Adam
+    state) and scaled to unit L2 norm: Table 1's "update" direction."""
+    updates = normalized_updates(optimizer)
+    params = [p for p in model.parameters() if p.requires_grad]
+    flat = torch.cat(
+        [updates.get(p, torch.zeros_like(p)).detach().reshape(-1).double().cpu() for p in params]
+    )
+    norm = flat.norm()
+    if norm == 0:
+        raise ValueError("Adam's update is 0 everywhere: no direction to take")
+    return flat / norm
+
+
+def random_directions(size: int, count: int, generator: torch.Generator) -> Tensor:
+    """``count`` Gaussian directions in R^size, each scaled to unit L2 norm: Table 1's
+    "random" directions (the paper does not state their law or scale; unit norm makes them
+    comparable with the unit update direction)."""
+    gaussian = torch.randn(
+        count, size, generator=generator, dtype=torch.float64, device=generator.device
+    ).cpu()
+    return gaussian / gaussian.norm(dim=1, keepdim=True)
 
 
 def _hessian_vector_product(

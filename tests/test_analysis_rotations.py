@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ from torch import nn
 from torch.func import functional_call
 
 from shiftbench import measures, registry
+from shiftbench.probes import random_directions
 from shiftbench.report import AnalysisContext, Report
 from shiftbench.rotation_analysis import seed_interval, slowdowns
 from shiftbench.rotations import RotatedOptimizer
@@ -31,6 +33,12 @@ PROBES = [
     "hessian_neuron_mean",
     "hessian_layer_mean",
     "hessian_other_mean",
+    *[
+        f"hessian_{block}_{kind}_{direction}"
+        for block in ("neuron", "layer", "other")
+        for kind in ("contribution", "abs_contribution")
+        for direction in ("random", "update")
+    ],
     "adam_v_log10_q10",
     "adam_v_log10_q50",
     "adam_v_log10_q90",
@@ -123,6 +131,29 @@ def test_adam_probes_match_direct_computations():
         share = hessian[mask].sum() / hessian.sum()
         assert values[f"hessian_{block}_share"] == pytest.approx(share, rel=1e-4)
         assert values[f"hessian_{block}_mean"] == pytest.approx(hessian[mask].mean(), rel=1e-4)
+    # Table 1: r_i[I] . dw over every row i, dw Adam's unit update or 16 unit random directions
+    signed = full_hessian(model, x, y)
+    update = np.concatenate(
+        [
+            (s["exp_avg"] / (1 - beta1 ** float(s["step"])))
+            .div((s["exp_avg_sq"] / (1 - beta2 ** float(s["step"]))).sqrt() + eps)
+            .numpy()
+            .ravel()
+            for s in (adam.state[p] for p in model.parameters())
+        ]
+    )
+    seed = zlib.crc32(b"hessian_contribution_random")
+    random = random_directions(12, 16, torch.Generator().manual_seed(seed)).numpy()
+    for direction, dws in (
+        ("update", update[None, :] / np.linalg.norm(update)),
+        ("random", random),
+    ):
+        for block, mask in (("neuron", same_neuron), ("layer", same_layer), ("other", other)):
+            contributions = (signed * mask) @ dws.T  # (rows, directions)
+            name = f"hessian_{block}_contribution_{direction}"
+            assert values[name] == pytest.approx(contributions.mean(), rel=1e-4, abs=1e-12)
+            name = f"hessian_{block}_abs_contribution_{direction}"
+            assert values[name] == pytest.approx(np.abs(contributions).mean(), rel=1e-4)
     v = np.concatenate([s["exp_avg_sq"].numpy().ravel() for s in adam.state.values()])
     logs = np.log10(v[v > 0].astype(np.float64))
     for q, name in ((0.1, "q10"), (0.5, "q50"), (0.9, "q90")):
@@ -231,6 +262,8 @@ def ledger() -> pd.DataFrame:
                 rows[-1]["measure.hessian_other_share"] = 0.5 - 0.1 * seed
                 rows[-1]["measure.hessian_neuron_mean"] = 1e-2
                 rows[-1]["measure.hessian_other_mean"] = 1e-4 * (seed + 1)
+                rows[-1]["measure.hessian_other_contribution_update"] = 1e-3 * (1 - 2 * seed)
+                rows[-1]["measure.hessian_other_abs_contribution_update"] = 1e-3 * (seed + 1)
                 for k in range(1, 21):  # v in 1e-8 (seed 0) or 1e-6 (seed 1), or spread
                     concentrated = k == 8 - 2 * seed
                     spread = 0.5 if k in (5, 9) else 0.0
@@ -300,6 +333,16 @@ def test_hessian_block_table_averages_seeds(tmp_path):
     assert table["other_share_std"].tolist() == pytest.approx([np.std([0.5, 0.4], ddof=1)] * 4)
     assert table["other_entry_vs_neuron_entry"].tolist() == pytest.approx([0.015] * 4)
     assert "sgd" not in set(table["solver"])
+    table = pd.read_csv(tmp_path / "rotation_hessian_contributions.csv")
+    assert list(table.columns) == [
+        "task",
+        "solver",
+        "scope",
+        "other_contribution_update",
+        "other_abs_contribution_update",
+    ]
+    assert table["other_contribution_update"].tolist() == pytest.approx([0.0] * 4)
+    assert table["other_abs_contribution_update"].tolist() == pytest.approx([1.5e-3] * 4)
 
 
 def test_second_moment_table_averages_the_decades_over_seeds(tmp_path):
