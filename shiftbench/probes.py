@@ -5,16 +5,29 @@ basis sensitivity. Each probe here measures one of them, in the standard basis
 or, with ``basis=`` a ``RotatedOptimizer``, in the basis that optimizer uses:
 
 - ``update_orthogonality``: the coefficient of variation (std / mean, population
-  std) of the singular values of Adam's normalized update A = m-hat / (sqrt(v-hat) + eps)
+  std: App. C.4 derives it as the minimizer of the normalized RMS deviation of the singular
+  values from a constant) of the singular values of Adam's normalized update
+  A = R^T m-hat / (sqrt(v-hat) + eps) (Sec. 4.2: step size and weight decay left out),
   mapped to the standard basis, per weight matrix (a fused QKV weight as its Q, K and V
-  blocks; each parameter viewed as a matrix by ``shiftbench.rotations.matrix_layout``),
-  averaged per layer type and per transformer matrix role (Q, K, V, O, W1, W2); 0 means an
-  orthogonal update, as Muon's. ``update_orthogonality_over_steps`` is the paper's
-  estimator: resume training a copy for some steps and average each matrix's CV over them.
-- ``linf_gradient_bound``: max over minibatches of ||g||_inf.
+  blocks, App. C.4; each parameter viewed as a matrix by
+  ``shiftbench.rotations.matrix_layout``), averaged per layer type and per transformer
+  matrix role (Q, K, V, O, W1, W2); 0 means an orthogonal update, as Muon's. The paper
+  writes A with the raw moments M_t, V_t ("ignoring the bias corrections", App. C.4); the
+  CV is scale-invariant, so the bias-corrected A differs from it only through eps's size
+  relative to sqrt(v). ``update_orthogonality_over_steps`` is the paper's estimator
+  (Sec. 4.2, Fig. 10): resume training a copy for some steps (the paper: 500) and average
+  each matrix's CV over them.
+- ``linf_gradient_bound``: max over minibatches of ||g||_inf at the checkpoint, in the
+  optimizer's basis (App. B.3, Algorithm 1: T = 1,000 minibatches).
 - ``hessian_11_norm``: an estimate of ||H||_{1,1} = sum_i ||H e_i||_1 of the expected
-  Hessian: each sampled row H e_i is averaged over minibatches before its L1 norm (the L1
-  norm of a single minibatch's row is biased upward by its noise).
+  Hessian: each sampled row H e_i is averaged over minibatches before its L1 norm (Sec. 4.1:
+  r_i, the i-th row averaged over k minibatches; the L1 norm of a single minibatch's row is
+  biased upward by its noise). App. B.3 reports the mean L1 norm of the sampled rows, an
+  estimate of ||H||_{1,1} / d; ours is d times it, the same comparison across rotations of
+  one model.
+- ``hessian_block_masks``, ``block_shares``, ``block_contributions``: the partition of a
+  Hessian row into the neuron / layer / other blocks of Sec. 4.1, the magnitudes of Fig. 9
+  and the contributions of Table 1.
 - ``second_moment_histogram``: log-spaced histogram of Adam's second moments v.
 
 ``loss_fn(model, batch) -> scalar`` evaluates the model as it is: put it in eval mode
