@@ -371,7 +371,7 @@ def test_analyses_say_so_when_nothing_was_probed(tmp_path):
         ("adam_rotations", 72),
         ("adam_rotations_small", 72),
         ("adam_rotations_block_size", 12),
-        ("adam_rotations_layer_types", 36),
+        ("adam_rotations_layer_types", 66),
         ("adam_rotations_vit", 30),
     ],
 )
