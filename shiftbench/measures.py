@@ -73,11 +73,17 @@ class MeasureConfig:
     noise_batch_size: minibatch size whose gradient variance is the gradient noise.
     eval_batch_size: examples per forward pass when evaluating a whole dataset.
     seed: seeds every random draw (one ``torch.Generator`` per measure).
-    linf_batches: minibatches of Study 3's L-inf gradient bound (the paper: 1,000).
-    hessian_batches: minibatches whose Hessian rows Study 3's (1,1)-norm averages.
-    hessian_coordinates: sampled rows of that (1,1)-norm estimate.
+    linf_batches: minibatches of Study 3's L-inf gradient bound (Zhang, Maes et al., NeurIPS
+        2025, Sec. 4.1, Fig. 7 and App. B.3 Algorithm 1: T = 1,000).
+    hessian_batches: minibatches over which each sampled Hessian row of Study 3's (1,1)-norm
+        and block probes is averaged before any norm (the paper's k, Sec. 4.1 "Block-
+        diagonality of the Hessian": k = 5,000).
+    hessian_coordinates: sampled Hessian rows of those probes. The paper does not state how
+        many rows it samples (App. B.3 averages the L1 norms of "sampled rows"; Fig. 9 and
+        App. C.3 show one row per layer type), so 16 is our choice.
     orthogonality_steps: steps of resumed training over which Study 3's update orthogonality
-        is averaged (the paper: 500).
+        is averaged (Sec. 4.2: "the next 500 steps").
+    The minibatch size of those probes is ``noise_batch_size``; the paper does not state it.
     """
 
     bisection_depth: int = 15
@@ -92,7 +98,7 @@ class MeasureConfig:
     eval_batch_size: int = 1024
     seed: int = 0
     linf_batches: int = 1000
-    hessian_batches: int = 100
+    hessian_batches: int = 5000
     hessian_coordinates: int = 16
     orthogonality_steps: int = 500
 

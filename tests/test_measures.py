@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from torch import nn
 from shiftbench import measure_utils as mu
 from shiftbench import measures
 from shiftbench.measures import MeasureConfig
+from shiftbench.study import load_study
 
 FAST = MeasureConfig(bisection_depth=4, mc_draws=2, subset=64, ascent_steps=2)
 
@@ -168,3 +170,14 @@ def test_config_rejects_impossible_values():
         MeasureConfig(mc_draws=0)
     with pytest.raises(ValueError, match="accuracy_drop"):
         MeasureConfig(accuracy_drop=1.5)
+
+
+def test_study3_probe_sample_sizes_default_to_the_papers():
+    """Zhang, Maes et al. (NeurIPS 2025): 1,000 minibatches for the L-inf bound (App. B.3,
+    Algorithm 1), Hessian rows averaged over k = 5,000 minibatches (Sec. 4.1), 500 resumed
+    steps for update orthogonality (Sec. 4.2); the full-scale study file states the same."""
+    paper = {"linf_batches": 1000, "hessian_batches": 5000, "orthogonality_steps": 500}
+    default = MeasureConfig()
+    assert {key: getattr(default, key) for key in paper} == paper
+    study = load_study(Path(__file__).parents[1] / "benchmarks" / "adam_rotations.yml")
+    assert {key: study.measure_config[key] for key in paper} == paper
