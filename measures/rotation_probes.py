@@ -145,8 +145,8 @@ def hessian_11_norm(ctx: MeasureContext) -> float:
 def hessian_block_rows(ctx: MeasureContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The sampled Hessian rows in the standard basis (``probes.mean_hessian_rows`` at
     ``hessian_11_norm``'s rows and minibatches) and their block masks, computed once per
-    trial, for the runs of an Adam-like optimizer as the other probes."""
-    adam_optimizer(ctx)
+    trial. They need only the model, so they are defined for every run and on a stored model
+    (``shiftbench run`` computes them after training)."""
 
     def rows() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         batches = minibatches(ctx, "hessian_11_norm", ctx.config.hessian_batches)
@@ -193,12 +193,11 @@ def hessian_block_contribution(ctx: MeasureContext, direction: str, key: str) ->
     sampled rows along ``direction``: ``random`` (``RANDOM_DIRECTIONS`` unit Gaussian
     directions from the measure's generator) or ``update`` (Adam's normalized update at the
     checkpoint, in the standard basis, at unit norm)."""
-    optimizer = adam_optimizer(ctx)
     sampled, masks = hessian_block_rows(ctx)
 
     def contributions() -> dict[str, float]:
         if direction == "update":
-            directions = probes.flat_update_direction(optimizer, ctx.model)[None, :]
+            directions = probes.flat_update_direction(adam_optimizer(ctx), ctx.model)[None, :]
         else:
             generator = ctx.generator("hessian_contribution_random")
             directions = probes.random_directions(sampled.shape[1], RANDOM_DIRECTIONS, generator)
