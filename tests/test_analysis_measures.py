@@ -267,7 +267,15 @@ def test_report_end_to_end(tmp_path):
     taus = tau.loc[["gap", "neg", "noise"], "gap_iid"]
     assert families.loc["other", "IID"] == pytest.approx(taus.mean())
     psi = pd.read_csv(tmp_path / "measures_psi_jiang.csv").set_index("measure")
-    assert psi.columns.tolist() == ["psi_depth", "psi_lr", "psi", "tau"]
+    assert psi.columns.tolist() == ["psi_depth", "psi_lr", "psi", "psi_lo", "psi_hi", "tau"]
+    known = psi.dropna(subset=["psi"])
+    assert (known["psi_lo"] <= known["psi"]).all() and (known["psi"] <= known["psi_hi"]).all()
+    for name, columns in (
+        ("measures_cmi_intervals", ["k", "k_lo", "k_hi"]),
+        ("measures_sign_error", ["mean", "mean_lo", "mean_hi", "p90", "p90_lo", "p90_hi"]),
+        ("measures_psi_components", ["psi_lr", "psi_lr_lo", "psi_lr_hi"]),
+    ):
+        assert set(columns) <= set(pd.read_csv(tmp_path / f"{name}.csv").columns)
     for name in ("measures_psi", "measures_tau_b", "measures_cmi", "measures_regret"):
         assert (tmp_path / f"{name}.tex").read_text().startswith("\\begin{table}")
     targets = pd.read_csv(tmp_path / "measures_targets.csv").set_index("target")
