@@ -4,7 +4,7 @@ the converged models; a heat map of tau by measure and shift. tau is Jiang's (no
 correction); tau-b is a labelled extra table. Jiang et al.'s Table 1 layout (psi per
 hyperparameter, Psi and tau for the IID gap), and Nakai et al.'s comparison of measure
 families across shifts (the mean tau of each family's measures per target, table and
-figure). Psi and every psi_h come with jackknife intervals over the seeds."""
+figure). tau, Psi and every psi_h come with jackknife intervals over the seeds."""
 
 from __future__ import annotations
 
@@ -19,18 +19,19 @@ from shiftbench.report import AnalysisContext
 def scores(
     table: measure_table.MeasureTable, config: stats.ScoreConfig | None = None
 ) -> pd.DataFrame:
-    """Long table: measure, target, tau (Jiang's), tau_b, psi and psi_<h> for each varied
-    hyperparameter, each psi with its jackknife interval over the seeds (``*_lo``, ``*_hi``;
-    `shiftbench.stats.jackknife_cis`: psi_h averages groups that hold the seed fixed, so
-    leaving a seed out removes whole groups and keeps every pair distinct, where a
-    bootstrap over models would duplicate them into ties)."""
+    """Long table: measure, target, tau_b, tau (Jiang's), psi and psi_<h> for each varied
+    hyperparameter, tau and each psi with its jackknife interval over the seeds (``*_lo``,
+    ``*_hi``; `shiftbench.stats.jackknife_cis`: leaving a seed out keeps every pair of
+    models distinct, where a bootstrap would duplicate models into ties, and psi_h averages
+    groups that hold the seed fixed, so a seed's groups leave together)."""
     config = config or stats.ScoreConfig()
     models = table.models()
-    names = ["psi", *(f"psi_{h.split('.', 1)[-1]}" for h in table.hparams)]
+    names = ["tau", "psi", *(f"psi_{h.split('.', 1)[-1]}" for h in table.hparams)]
 
     def psi(d: pd.DataFrame, measure: str, target: str) -> list[float]:
         result = stats.granulated_kendall(d, measure, target, table.hparams)
-        return [result.psi, *(result.per_hparam[h] for h in table.hparams)]
+        tau = stats.kendall_tau(d, measure, target)
+        return [tau, result.psi, *(result.per_hparam[h] for h in table.hparams)]
 
     rows = []
     for measure in table.measures:
@@ -43,7 +44,6 @@ def scores(
                 {
                     "measure": measure,
                     "target": target,
-                    "tau": stats.kendall_tau(models, measure, target),
                     "tau_b": stats.kendall_tau_b(models, measure, target),
                     **{
                         f"{name}{end}": v[i]
@@ -111,6 +111,14 @@ def run(context: AnalysisContext) -> None:
         "generalization gap (IID, shifts)",
     )
     context.report.table(
+        "measures_tau_intervals",
+        long[["measure", "target", "tau", "tau_lo", "tau_hi"]].assign(
+            measure=long["measure"].map(measure_table.short)
+        ),
+        f"Kendall tau with its {config.confidence:.0%} jackknife interval over seeds, per "
+        "measure and target",
+    )
+    context.report.table(
         "measures_tau_b",
         measure_table.wide(long, "tau_b", table.gap_targets),
         "Extra: Kendall tau-b (tie-corrected) of each measure with the generalization gap",
@@ -122,7 +130,7 @@ def run(context: AnalysisContext) -> None:
     )
     context.report.table(
         "measures_psi_components",
-        long.drop(columns=["tau", "tau_b"]).assign(
+        long.drop(columns=["tau", "tau_lo", "tau_hi", "tau_b"]).assign(
             measure=long["measure"].map(measure_table.short)
         ),
         "Granulated Kendall: Psi and psi_h per varied hyperparameter h, per measure and target, "
