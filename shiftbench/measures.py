@@ -17,10 +17,11 @@ BIC, the PAC-Bayes and sharpness bounds): the weights of the BatchNorm-folded mo
 Linear and Conv2d layers, biases excluded (:attr:`MeasureContext.flat_weights`, ``omega``
 their number), as in the reference implementation (nitarshan/robust-generalization-measures,
 ``data/generation/measures.py``, ``get_all_measures``: ``get_weights_only`` drops every
-parameter named ``bias`` or ``bn`` after ``_reparam`` folds the BatchNorms, and ``w_vec``,
-``dist_w_vec`` and ``num_params = len(w_vec)`` feed ``PARAMS``, ``_pacbayes_bound`` and
-``_pacbayes_mag_bound``). The perturbation searches perturb every parameter, biases too, as
-the reference's ``_perturbed_model`` does.
+parameter named ``bias`` or ``bn`` after ``_reparam`` folds the BatchNorms, lines 120-133,
+and ``w_vec``, ``dist_w_vec`` and ``num_params = len(w_vec)`` feed ``PARAMS``, line 147,
+``_pacbayes_bound``, lines 239-242, and ``_pacbayes_mag_bound``, lines 248-254). The
+perturbation searches perturb every parameter, biases too, as the reference's
+``_perturbed_model`` does (lines 46-52).
 """
 
 from __future__ import annotations
