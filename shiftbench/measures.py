@@ -12,13 +12,16 @@ Where to Find Them", Sec. 6 / App. C): a measure named ``log_*`` becomes
 number of training examples; empirical quantities (calibration, optimization speed,
 information criteria) are registered with ``adjustment="none"``.
 
-One parameter count ``omega`` (:attr:`MeasureContext.omega`) serves every measure that
-counts parameters (``params``, AIC, BIC, the magnitude-aware bounds): the number of
-parameters of the BatchNorm-folded model, weights and biases, i.e. of the function the
-model computes at evaluation time and of the vector the perturbation measures perturb.
-A BatchNorm's scale and shift fold into the preceding layer, so they are not counted
-again. The reference implementation (``get_all_measures``: ``num_params``) counts the
-folded weights without the biases; the difference is one bias per output unit.
+One parameter set serves every measure that counts or sums parameters (``params``, AIC,
+BIC, the PAC-Bayes and sharpness bounds): the weights of the BatchNorm-folded model's
+Linear and Conv2d layers, biases excluded (:attr:`MeasureContext.flat_weights`, ``omega``
+their number), as in the reference implementation (nitarshan/robust-generalization-measures,
+``data/generation/measures.py``, ``get_all_measures``: ``get_weights_only`` drops every
+parameter named ``bias`` or ``bn`` after ``_reparam`` folds the BatchNorms, lines 120-133,
+and ``w_vec``, ``dist_w_vec`` and ``num_params = len(w_vec)`` feed ``PARAMS``, line 147,
+``_pacbayes_bound``, lines 239-242, and ``_pacbayes_mag_bound``, lines 248-254). The
+perturbation searches perturb every parameter, biases too, as the reference's
+``_perturbed_model`` does (lines 46-52).
 """
 
 from __future__ import annotations
@@ -325,26 +328,25 @@ class MeasureContext:
         return init
 
     @cached_property
-    def flat_params(self) -> Tensor:
-        """Every parameter of the folded model, flattened in name order."""
-        return mu.flat(mu.trainable(self.folded))
+    def flat_weights(self) -> Tensor:
+        """The folded model's layer weights, biases excluded, flattened in layer order: the
+        parameter set of every counting or summing measure (module docstring)."""
+        return torch.cat([layer.weight.flatten() for layer in self.layers])
 
     @cached_property
     def omega(self) -> int:
-        """The parameter count of every measure (module docstring): the folded model's."""
-        return self.flat_params.numel()
+        """The parameter count of every measure (module docstring): the folded weights'."""
+        return self.flat_weights.numel()
 
     @cached_property
-    def flat_init_params(self) -> Tensor:
-        """Every parameter of the folded init model, flattened in the same order."""
-        init = mu.trainable(self.folded_init)
-        if list(init) != list(mu.trainable(self.folded)):
-            raise Undefined("init_model has a different architecture")
-        return mu.flat(init)
+    def flat_init_weights(self) -> Tensor:
+        """The folded init model's layer weights, flattened in the same order."""
+        return torch.cat([layer.weight.flatten() for layer in self.init_layers])
 
     def offsets(self, from_init: bool) -> Tensor:
-        """``w - w^0`` (``from_init``) or ``w``: the distance to a PAC-Bayes prior's centre."""
-        return self.flat_params - self.flat_init_params if from_init else self.flat_params
+        """``w - w^0`` (``from_init``) or ``w`` over the folded weights: the distance to a
+        PAC-Bayes prior's centre."""
+        return self.flat_weights - self.flat_init_weights if from_init else self.flat_weights
 
     @cached_property
     def accuracy_on_subset(self) -> float:

@@ -108,9 +108,10 @@ def test_missing_context_gives_nan_with_reason():
     assert math.isnan(values["fro_dist"]) and "init_model" in reasons["fro_dist"]
     assert "history" in reasons["steps_to_ce_0p1"]
     assert "heldout" in reasons["ece_heldout"]
-    # the BatchNorm-folded model's count (omega), not the trainable one
+    # the BatchNorm-folded model's weights (omega), biases excluded, not the trainable count
     folded = mu.fold_batchnorm(model, x[:2])
-    assert values["params"] == sum(p.numel() for p in folded.parameters())
+    weights = [p for name, p in folded.named_parameters() if not name.endswith("bias")]
+    assert values["params"] == sum(p.numel() for p in weights)
     assert values["params"] < sum(p.numel() for p in model.parameters())
     assert "params" not in reasons
 
