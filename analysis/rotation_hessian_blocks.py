@@ -19,6 +19,7 @@ CONTRIBUTIONS = [
     for block in HESSIAN_BLOCKS
     for kind in ("contribution", "abs_contribution")
 ]
+CONTRIBUTION_UNIT = 1e6  # the contributions of unit directions are of order 1e-6 on these models
 
 
 def run(context: AnalysisContext) -> None:
@@ -52,12 +53,15 @@ def run(context: AnalysisContext) -> None:
     if shown and not contributions[shown].isna().all().all():
         table = contributions[["task", "solver", "scope", *shown]].dropna(subset=shown, how="all")
         table.columns = [c.removeprefix("hessian_").removesuffix("_mean") for c in table.columns]
+        values = [c for c in table.columns if "contribution" in c]
+        table[values] = table[values] * CONTRIBUTION_UNIT
         context.report.table(
             "rotation_hessian_contributions",
             table,
             "Table 1 of the paper (standard basis): contribution r_i[I] . dw of the neuron, "
             "layer and other blocks I of sampled Hessian rows r_i along a unit random direction "
             "or Adam's unit update direction dw, mean over rows, directions and seeds; signed "
-            "(as the paper) and absolute (abs_contribution)",
+            "(as the paper) and absolute (abs_contribution), "
+            f"in units of {1 / CONTRIBUTION_UNIT:.0e}",
             digits=4,
         )
