@@ -266,7 +266,7 @@ def run_study(
         summary = Summary()
         if not pending and not todo.measure:
             return summary
-        provenance = static_provenance(benchmark_root())
+        provenance = {**static_provenance(benchmark_root()), **study.search_columns()}
         writer = LedgerWriter(store_dir, study.name)
         keep = study.keep != "none"
         sink = artifacts.Sink(str(store_dir.resolve()), study.keep) if keep else None
