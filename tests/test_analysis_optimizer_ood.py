@@ -21,6 +21,7 @@ top10 = registry.analysis("optimizer_ood_top10")
 best = registry.analysis("optimizer_ood_best")
 reliability = registry.analysis("optimizer_ood_reliability")
 domainbed = registry.analysis("optimizer_ood_domainbed")
+curves = registry.analysis("optimizer_ood_curves")
 
 
 def test_ols_matches_scipy_linregress_and_the_two_sample_t_test():
@@ -253,6 +254,51 @@ def test_reliability_uses_the_last_checkpoint_of_main_runs():
     final = ledger[ledger["step"] == 20]
     expected = (0.8 * final["env2_in_acc"] + 0.2 * final["env2_out_acc"]).mean()
     assert points["avg_test_acc"].mean() == pytest.approx(expected)
+
+
+def test_training_curves_late_gain_and_verdicts_by_hand():
+    steps = np.arange(0, 110, 10)
+    rows = [
+        # levelled off at 0.8 from step 50: gains nothing over the last fifth (steps 80-100)
+        *({"trial_id": "a", "step": s, "id_acc": min(0.8, 0.4 + 0.01 * s)} for s in steps),
+        # still rising: 0.5 at step 80, 0.6 at step 100
+        *({"trial_id": "b", "step": s, "id_acc": 0.1 + s / 200} for s in steps),
+        {"trial_id": "c", "step": 0, "id_acc": 0.3},
+    ]
+    gains = curves.late_gains(pd.DataFrame(rows)).set_index("trial_id")
+    assert gains["id_final"].to_dict() == pytest.approx({"a": 0.8, "b": 0.6, "c": 0.3})
+    assert gains["late_gain"].to_dict() == pytest.approx({"a": 0.0, "b": 0.1, "c": 0.0})
+    row = curves.summary(gains.reset_index())
+    assert row["trials"] == 3 and row["id_final_median"] == pytest.approx(0.6)
+    assert row["id_final_iqr"] == pytest.approx(0.7 - 0.45)  # numpy's linear quantiles
+    assert row["late_gain_median"] == 0.0 and row["still_gaining"] == pytest.approx(1 / 3)
+    assert curves.verdict(row) == "spread from hyperparameters"
+    assert curves.verdict({**row, "late_gain_median": 0.1}) == "training unfinished"
+    assert curves.verdict({**row, "id_final_iqr": 0.005}).startswith("vacuous")
+
+
+def test_training_curves_figure_and_table_from_the_main_runs(tmp_path):
+    ledger = _ledger(np.random.default_rng(9))
+    ledger["train_loss"] = 1.0 / (1 + ledger["step"])
+    companion = ledger[ledger["trial_id"].str.startswith("erm-sgd-")].assign(
+        trial_id=lambda f: f["trial_id"] + "-v0", **{"ds.val_env": 0, "id_acc": 0.0}
+    )
+    ledger = pd.concat([ledger.assign(**{"ds.val_env": -1}), companion], ignore_index=True)
+    study = load_study(ROOT / "benchmarks" / "optimizer_ood_mnist.yml")
+    report = Report(tmp_path, "curves")
+    curves.run(AnalysisContext(study, ledger, report))
+    table = pd.read_csv(tmp_path / "optimizer_ood_curves.csv")
+    # the synthetic trials rise by 0.1 per checkpoint to the end: the last fifth is step 20
+    assert len(table) == 2 * 7 and (table["trials"] == [8] * 6 + [48] + [8] * 6 + [48]).all()
+    assert table["late_gain_median"].to_numpy() == pytest.approx(0.0)
+    erm_sgd = ledger[ledger["trial_id"].str.match(r"erm-sgd-\d-\d$") & (ledger["step"] == 20)]
+    got = table[(table["algorithm"] == "erm") & (table["solver"] == "sgd")].iloc[0]
+    assert got["id_final_median"] == pytest.approx(erm_sgd["id_acc"].median())
+    assert (
+        table.loc[table["solver"] == "all", "verdict"].tolist()
+        == ["spread from hyperparameters"] * 2
+    )
+    assert (tmp_path / "optimizer_ood_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_real_mnist_study_is_the_papers_design():
