@@ -304,7 +304,16 @@ def test_training_curves_figure_and_table_from_the_main_runs(tmp_path):
 def test_real_mnist_study_is_the_papers_design():
     study = load_study(ROOT / "benchmarks" / "optimizer_ood_mnist.yml")
     trials = study.trials()
-    assert len(trials) == 324 and len(study.seeds) >= 3
+    assert len(trials) == 378 and len(study.seeds) >= 3
+    assert study.hparams_draw == "per_seed"  # DomainBed's draw per trial seed
+    # leave-one-domain-out companions on ColoredMNIST (DomainBed's test_envs [2, v]) only
+    val_envs = pd.Series([(t.dataset, dict(t.dataset_params)["val_env"]) for t in trials])
+    assert val_envs.value_counts().to_dict() == {
+        ("colored_mnist", -1): 108,
+        ("colored_mnist", 0): 108,
+        ("colored_mnist", 1): 108,
+        ("rotated_mnist", -1): 54,
+    }
     algorithms = {(t.dataset, dict(t.objective_params)["algorithm"]) for t in trials}
     assert algorithms == {
         ("colored_mnist", "erm"),

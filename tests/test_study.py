@@ -137,6 +137,12 @@ def test_random_search_redraws_each_sample_per_trial_seed_as_domainbed(tmp_path)
     assert all(len(d) == 1 for d in draws.values())
     # and every (sample, trial seed) has its own
     assert len({next(iter(d)) for d in draws.values()}) == 6
+    # a companion's data is DomainBed's run with test_envs [t, v] (v = 0 included)
+    for trial in study.trials():
+        params = dict(trial.dataset_params)
+        test_envs = sorted({2, params["val_env"]} - {-1})
+        expected = domainbed_seed_hash("ColoredDigits", "ERM", test_envs, trial.sample, trial.seed)
+        assert params["data_seed"] == expected
     raw["search"]["hparams"] = "shared"
     shared = parse_study(raw, tmp_path / "s.yml")
     by_sample: dict[int, set] = {}
