@@ -203,12 +203,53 @@ def test_a_flat_condition_is_called_vacuous():
     assert "in 0 of 0 tested, non-vacuous conditions; the finding does not hold" in text
 
 
-def test_full_study_validates_with_per_dataset_objectives():
-    study = load_study(ROOT / "benchmarks" / "optimizer_ood.yml")
+def test_full_study_is_the_papers_grid_with_local_imagenet_weights(tmp_path, monkeypatch):
+    import torch
+    import torchvision
+    from click.testing import CliRunner
+
+    from shiftbench.cli import main
+    from shiftbench.models import timm_model
+
+    path = ROOT / "benchmarks" / "optimizer_ood.yml"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    weights = tmp_path / ".cache" / "torch" / "hub" / "checkpoints" / "resnet50-0676ba61.pth"
+    # without the local weights file: one line naming the file, the key and the path
+    with pytest.raises(StudyError) as info:
+        load_study(path)
+    assert str(info.value).startswith(f"{path}: datasets.vlcs.objective: ")
+    assert "resnet50-0676ba61.pth" in str(info.value) and "\n" not in str(info.value)
+    # torchvision's ImageNet file format (what DomainBed loads), here with random values
+    weights.parent.mkdir(parents=True)
+    state = torchvision.models.resnet50().state_dict()
+    torch.save(state, weights)
+    study = load_study(path)
     assert study.objective_grids("pacs")[0]["model"] == ["resnet50"]
     assert study.objective_grids("colored_mnist")[0]["eval_every"] == [100]
     assert study.objective_grids("domain_net")[0]["algorithm"] == ["erm", "irm"]
     assert study.trials_per_solver == 20 and study.resources.gpus == 1
+    assert study.hparams_draw == "per_seed"
+    # the paper's one test environment per dataset: ColoredMNIST -90%, env 0 elsewhere
+    total, _ = study.trial_count()
+    assert total == 7 * 2 * 6 * 20 * 3
+    trials = study.trials()
+    assert len(trials) == total
+    test_envs = {(t.dataset, dict(t.dataset_params)["test_env"]) for t in trials}
+    photo = ("vlcs", "pacs", "office_home", "terra_incognita", "domain_net")
+    assert test_envs == {("colored_mnist", 2), ("rotated_mnist", 0)} | {(d, 0) for d in photo}
+    pretrained = {(t.dataset, dict(t.objective_params)["pretrained"]) for t in trials}
+    assert {p for d, p in pretrained if d.endswith("mnist")} == {"none"}
+    assert {p for d, p in pretrained if not d.endswith("mnist")} == {
+        str(weights).replace(str(tmp_path), "~")
+    }
+    result = CliRunner().invoke(main, ["status", str(path), "--store", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    assert "5040" in result.output.replace(",", "")
+    # timm's resnet50 takes torchvision's names: the body is the file's, the head fresh
+    model = timm_model("resnet50", (3, 224, 224), 7, pretrained_file=str(weights))
+    assert torch.equal(model.conv1.weight, state["conv1.weight"])
+    assert torch.equal(model.layer4[2].bn3.running_var, state["layer4.2.bn3.running_var"])
+    assert model.fc.weight.shape == (7, 2048)
 
 
 def test_dataset_objective_override_expands_and_reports_bad_keys(tmp_path):
