@@ -104,6 +104,23 @@ def test_budget_curve_by_hand():
     assert curve["all_ood"].tolist() == pytest.approx([0.1, 0.2, 0.2])
 
 
+def test_a_shape_is_flagged_when_flat_or_decided_by_one_trial():
+    x = np.linspace(0.5, 0.9, 12)
+    # a clean parabola: every leave-one-out fit agrees
+    y = 0.2 + 2.0 * (x - 0.7) ** 2 + np.tile([0.002, -0.002], 6)
+    assert returns.returns_shape(x, y)["shape"] == "increasing"
+    assert returns.caveat(x, y, "increasing") == ""
+    # a line with one high outlier at the end: it alone bends the fit
+    bent = 0.3 + 0.5 * x + np.tile([0.003, -0.003], 6)
+    bent[-1] += 0.15
+    shape = returns.returns_shape(x, bent)["shape"]
+    assert shape == "increasing"
+    assert returns.returns_shape(x[:-1], bent[:-1])["shape"] == "linear"
+    assert returns.caveat(x, bent, shape) == "one point decides"
+    flat = 0.1 + np.tile([0.001, 0.0], 6)
+    assert returns.caveat(x, flat, "linear").startswith("vacuous: every OOD accuracy within")
+
+
 def _ledger(rng):
     """Two conditions (ERM, IRM) x six optimizers x 4 samples x 2 seeds x 3 checkpoints; adaptive
     optimizers 0.05 worse OOD at equal ID accuracy."""
