@@ -37,7 +37,8 @@ TOP_LEVEL_KEYS = {
     "datasets": "mapping: dataset name -> {parameter: value or list}",
     "objective": "mapping: objective parameter -> value or list",
     "solvers": "mapping: solver name -> {hyperparameter: value, list or distribution}",
-    "search": "mapping with kind (random|grid), trials_per_solver, seed",
+    "search": "mapping with kind (random|grid), trials_per_solver, seed, hparams "
+    "(per_seed|shared)",
     "seeds": "list of integer trial seeds",
     "measures": "list of measure names, or 'all' (every measure but the optimizer probes)",
     "measure_config": "mapping: MeasureConfig field (bisection_depth, subset, ...) -> value",
@@ -59,7 +60,13 @@ TOP_LEVEL_KEYS = {
 # A study is counted before it is expanded: above this many trials it is refused (a grid with
 # one list too many is a typo that would take minutes and gigabytes to expand).
 DEFAULT_TRIAL_LIMIT = 100_000
-SEARCH_KEYS = {"kind", "trials_per_solver", "seed"}
+SEARCH_KEYS = {"kind", "trials_per_solver", "seed", "hparams"}
+# How a random search draws sample i: ``per_seed`` (the default) draws it anew for every trial
+# seed, as DomainBed does (``scripts/train.py``: ``hparams_registry.random_hparams(algorithm,
+# dataset, misc.seed_hash(args.hparams_seed, args.trial_seed))``; Naganuma et al.'s fork, line
+# 78, the same), so the selection protocol picks the best sample within each trial seed;
+# ``shared`` keeps one draw of sample i across the trial seeds (shiftbench before 2026-12).
+HPARAMS_DRAWS = ("per_seed", "shared")
 RESOURCE_KEYS = {"cpus", "gpus"}
 OPTIMIZER_PROBES = "rotation_probes"  # measure family that reads the optimizer's state
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -123,6 +130,8 @@ class Study:
     # dataset -> its ``objective:`` variants (one mapping, or a list of them), each
     # overriding ``objective`` keys for it
     dataset_objectives: dict[str, tuple[dict[str, list[Any]], ...]] = field(default_factory=dict)
+    # random search: sample i drawn per trial seed (DomainBed's) or shared (HPARAMS_DRAWS)
+    hparams_draw: str = "per_seed"
 
     def objective_grids(self, dataset: str) -> list[dict[str, list[Any]]]:
         """The objective grids of one dataset: the study's, with each of the dataset's
@@ -191,12 +200,23 @@ class Study:
                     algorithm, objective = objective["algorithm"], _without_seed(objective)
                     middle = f',"objective_params":{_dumps(objective)},"seed":'
                     for solver, overrides in self.solvers.items():
-                        samples = self.solver_samples(dataset, solver, overrides)
-                        for index, hparams in enumerate(samples):
-                            tail = (
-                                f',"solver":{_dumps(solver)},"solver_params":{_dumps(hparams)}}}'
-                            )
+                        # sample i at each trial seed, with its JSON tail, made once per solver
+                        tails = {
+                            seed: [
+                                (
+                                    hparams,
+                                    f',"solver":{_dumps(solver)},'
+                                    f'"solver_params":{_dumps(hparams)}}}',
+                                )
+                                for hparams in self.solver_samples(
+                                    dataset, solver, overrides, seed
+                                )
+                            ]
+                            for seed in self.seeds
+                        }
+                        for index in range(len(tails[self.seeds[0]])):
                             for seed in self.seeds:
+                                hparams, tail = tails[seed][index]
                                 key = algorithm, index, seed
                                 if key not in resolved:
                                     if len(resolved) >= _RESOLVED_KEPT:
@@ -267,8 +287,12 @@ class Study:
                 except (FileNotFoundError, ValueError) as exc:
                     raise StudyError(self.path, f"datasets.{dataset}", str(exc)) from None
 
-    def solver_samples(self, dataset: str, solver: str, overrides: dict) -> list[dict]:
-        """The hyperparameter configurations of one solver (full, defaults filled in)."""
+    def solver_samples(
+        self, dataset: str, solver: str, overrides: dict, trial_seed: int
+    ) -> list[dict]:
+        """The hyperparameter configurations of one solver at one trial seed (full, defaults
+        filled in); under random search with ``hparams_draw == "per_seed"`` each trial seed
+        has its own draw (:data:`HPARAMS_DRAWS`)."""
         cls = registry.solver_class(solver)
         base = registry.defaults(cls)
         if self.search_kind == "grid":
@@ -276,9 +300,18 @@ class Study:
             return [cls.trial_params({**base, **s}) for s in grid_samples(spaces)]
         spaces = {**cls.search_space, **{k: parse_space(v) for k, v in overrides.items()}}
         samples = random_samples(
-            spaces, self.trials_per_solver, seed=self.search_seed, scope=(dataset, solver)
+            spaces,
+            self.trials_per_solver,
+            seed=self.search_seed,
+            scope=(dataset, solver),
+            trial_seed=trial_seed if self.hparams_draw == "per_seed" else None,
         )
         return [cls.trial_params({**base, **s}) for s in samples]
+
+    def search_columns(self) -> dict[str, str]:
+        """Ledger columns naming how the search drew the trials' hyperparameters (a random
+        search's ``search.hparams``, :data:`HPARAMS_DRAWS`; none for a grid)."""
+        return {"search.hparams": self.hparams_draw} if self.search_kind == "random" else {}
 
 
 def _as_spaces(grid: Mapping[str, list[Any]]) -> dict[str, Choice]:
@@ -375,6 +408,11 @@ def parse_study(raw: Any, path: Path, trial_limit: int | None = None) -> Study:
         search.get("trials_per_solver", 4), "search.trials_per_solver", minimum=1
     )
     search_seed = check.integer(search.get("seed", 0), "search.seed", minimum=0)
+    hparams_draw = search.get("hparams", "per_seed")
+    if hparams_draw not in HPARAMS_DRAWS:
+        check.fail(
+            "search.hparams", f"must be one of {', '.join(HPARAMS_DRAWS)}, got {hparams_draw!r}"
+        )
     seeds = raw.get("seeds", [0])
     if not (isinstance(seeds, list) and seeds):
         check.fail("seeds", "a non-empty list of integers")
@@ -416,6 +454,7 @@ def parse_study(raw: Any, path: Path, trial_limit: int | None = None) -> Study:
         search_kind=kind,
         trials_per_solver=trials_per_solver,
         search_seed=search_seed,
+        hparams_draw=hparams_draw,
         seeds=tuple(seeds),
         measures=measures,
         analyses=analyses,

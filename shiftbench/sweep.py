@@ -274,7 +274,7 @@ def run_study(
         summary = Summary()
         if not pending and not todo.measure:
             return summary
-        provenance = static_provenance(benchmark_root())
+        provenance = {**static_provenance(benchmark_root()), **study.search_columns()}
         writer = LedgerWriter(
             store_dir, study.name, study.checkpoint_every > 0 and study.keep != "checkpoints"
         )
