@@ -1,6 +1,7 @@
 """Conditional mutual information K (Jiang et al. 2020, Eq. 4-5) of every measure with the
 generalization gap, IID and under each shift, over the converged models: the information
-about the gap's ordering that no set of at most two hyperparameters explains away."""
+about the gap's ordering that no set of at most two hyperparameters explains away, with
+jackknife intervals over the seeds."""
 
 from __future__ import annotations
 
@@ -10,21 +11,28 @@ from shiftbench.report.build import AnalysisContext
 from shiftbench.studies.generalization_measures import measure_table, stats
 
 
-def scores(table: measure_table.MeasureTable) -> pd.DataFrame:
-    """Long table: measure, target, k. A grid left incomplete by unconverged models is
-    scored as it is (the completeness check is reported, not enforced)."""
+def scores(
+    table: measure_table.MeasureTable, config: stats.ScoreConfig | None = None
+) -> pd.DataFrame:
+    """Long table: measure, target, k and its jackknife interval over the seeds (k_lo, k_hi;
+    `shiftbench.stats.jackknife_ci`: K counts ordered pairs of distinct models, which a
+    bootstrap over models would duplicate into ties). A grid left incomplete by unconverged
+    models is scored as it is (the completeness check is reported, not enforced)."""
+    config = config or stats.ScoreConfig()
     models = table.models()
-    rows = [
-        {
-            "measure": measure,
-            "target": target,
-            "k": stats.conditional_mi(
-                models, measure, target, table.hparams, require_complete=False
-            ).k,
-        }
-        for measure in table.measures
-        for target in table.gap_targets
-    ]
+    rows = []
+    for measure in table.measures:
+        for target in table.gap_targets:
+
+            def k(d: pd.DataFrame, measure: str = measure, target: str = target) -> float:
+                return stats.conditional_mi(
+                    d, measure, target, table.hparams, require_complete=False
+                ).k
+
+            lo, hi = stats.jackknife_ci(models, k, confidence=config.confidence)
+            rows.append(
+                {"measure": measure, "target": target, "k": k(models), "k_lo": lo, "k_hi": hi}
+            )
     return pd.DataFrame(rows)
 
 
@@ -37,8 +45,16 @@ def run(context: AnalysisContext) -> None:
         stats.check_full_factorial(table.models(), table.hparams)
     except ValueError as exc:
         context.report.text(f"Conditional MI caveat: {exc}.")
+    config = stats.ScoreConfig(**context.study.score_config)
+    long = scores(table, config)
     context.report.table(
         "measures_cmi",
-        measure_table.wide(scores(table), "k", table.gap_targets),
+        measure_table.wide(long, "k", table.gap_targets),
         "Conditional mutual information K of each measure with the gap (min over |S| <= 2)",
+    )
+    context.report.table(
+        "measures_cmi_intervals",
+        long.assign(measure=long["measure"].map(measure_table.short)),
+        f"Conditional mutual information K with its {config.confidence:.0%} jackknife interval "
+        "over seeds, per measure and target",
     )

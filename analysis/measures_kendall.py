@@ -4,7 +4,7 @@ the converged models; a heat map of tau by measure and shift. tau is Jiang's (no
 correction); tau-b is a labelled extra table. Jiang et al.'s Table 1 layout (psi per
 hyperparameter, Psi and tau for the IID gap), and Nakai et al.'s comparison of measure
 families across shifts (the mean tau of each family's measures per target, table and
-figure)."""
+figure). tau, Psi and every psi_h come with jackknife intervals over the seeds."""
 
 from __future__ import annotations
 
@@ -16,22 +16,40 @@ from shiftbench.report.build import AnalysisContext
 from shiftbench.studies.generalization_measures import measure_table, stats
 
 
-def scores(table: measure_table.MeasureTable) -> pd.DataFrame:
-    """Long table: measure, target, tau (Jiang's), tau_b, psi and psi_<h> for each varied
-    hyperparameter."""
+def scores(
+    table: measure_table.MeasureTable, config: stats.ScoreConfig | None = None
+) -> pd.DataFrame:
+    """Long table: measure, target, tau_b, tau (Jiang's), psi and psi_<h> for each varied
+    hyperparameter, tau and each psi with its jackknife interval over the seeds (``*_lo``,
+    ``*_hi``; `shiftbench.stats.jackknife_cis`: leaving a seed out keeps every pair of
+    models distinct, where a bootstrap would duplicate models into ties, and psi_h averages
+    groups that hold the seed fixed, so a seed's groups leave together)."""
+    config = config or stats.ScoreConfig()
     models = table.models()
+    names = ["tau", "psi", *(f"psi_{h.split('.', 1)[-1]}" for h in table.hparams)]
+
+    def psi(d: pd.DataFrame, measure: str, target: str) -> list[float]:
+        result = stats.granulated_kendall(d, measure, target, table.hparams)
+        tau = stats.kendall_tau(d, measure, target)
+        return [tau, result.psi, *(result.per_hparam[h] for h in table.hparams)]
+
     rows = []
     for measure in table.measures:
         for target in table.gap_targets:
-            psi = stats.granulated_kendall(models, measure, target, table.hparams)
+            values = psi(models, measure, target)
+            lo, hi = stats.jackknife_cis(
+                models, lambda d, m=measure, t=target: psi(d, m, t), confidence=config.confidence
+            )
             rows.append(
                 {
                     "measure": measure,
                     "target": target,
-                    "tau": stats.kendall_tau(models, measure, target),
                     "tau_b": stats.kendall_tau_b(models, measure, target),
-                    "psi": psi.psi,
-                    **{f"psi_{h.split('.', 1)[-1]}": v for h, v in psi.per_hparam.items()},
+                    **{
+                        f"{name}{end}": v[i]
+                        for i, name in enumerate(names)
+                        for end, v in (("", values), ("_lo", lo), ("_hi", hi))
+                    },
                 }
             )
     return pd.DataFrame(rows)
@@ -83,13 +101,22 @@ def run(context: AnalysisContext) -> None:
     if len(table.models()) < 2 or not table.measures:
         context.report.text("Kendall tau: fewer than two converged models with measures.")
         return
-    long = scores(table)
+    config = stats.ScoreConfig(**context.study.score_config)
+    long = scores(table, config)
     tau = measure_table.wide(long, "tau", table.gap_targets)
     context.report.table(
         "measures_tau",
         tau,
         "Kendall tau (Jiang et al. Eq. 2, no tie correction) of each measure with the "
         "generalization gap (IID, shifts)",
+    )
+    context.report.table(
+        "measures_tau_intervals",
+        long[["measure", "target", "tau", "tau_lo", "tau_hi"]].assign(
+            measure=long["measure"].map(measure_table.short)
+        ),
+        f"Kendall tau with its {config.confidence:.0%} jackknife interval over seeds, per "
+        "measure and target",
     )
     context.report.table(
         "measures_tau_b",
@@ -103,20 +130,23 @@ def run(context: AnalysisContext) -> None:
     )
     context.report.table(
         "measures_psi_components",
-        long.drop(columns=["tau", "tau_b"]).assign(
+        long.drop(columns=["tau", "tau_lo", "tau_hi", "tau_b"]).assign(
             measure=long["measure"].map(measure_table.short)
         ),
-        "Granulated Kendall: Psi and psi_h per varied hyperparameter h, per measure and target",
+        "Granulated Kendall: Psi and psi_h per varied hyperparameter h, per measure and target, "
+        f"with {config.confidence:.0%} jackknife intervals over seeds (_lo, _hi)",
     )
     context.report.figure("measures_tau_heatmap", heat_map(tau), "Kendall tau, measure x shift")
     iid = long[long["target"] == "gap_iid"].drop(columns=["target", "tau_b"])
-    psi_columns = [c for c in iid.columns if c.startswith("psi_")]
+    psi_columns = [f"psi_{h.split('.', 1)[-1]}" for h in table.hparams]
     context.report.table(
         "measures_psi_jiang",
-        iid[["measure", *psi_columns, "psi", "tau"]].assign(
+        iid[["measure", *psi_columns, "psi", "psi_lo", "psi_hi", "tau"]].assign(
             measure=iid["measure"].map(measure_table.short)
         ),
-        "IID gap in Jiang et al.'s Table 1 layout: psi per hyperparameter, Psi and tau",
+        "IID gap in Jiang et al.'s Table 1 layout: psi per hyperparameter, Psi with its "
+        f"{config.confidence:.0%} jackknife interval over seeds, and tau (psi_h intervals: "
+        "measures_psi_components)",
     )
     families = family_table(long, table.gap_targets)
     context.report.table(

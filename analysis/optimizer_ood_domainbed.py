@@ -79,7 +79,7 @@ PUBLISHED: dict[tuple[str, str, str], tuple[tuple[float, float], ...]] = {
         (95.2, 0.3),
     ),
 }
-SCALE = ("ds.source", "obj.model", "obj.steps", "obj.irm_reset_to")
+SCALE = ("ds.source", "obj.model", "obj.steps", "obj.irm_reset_to", "search.hparams")
 
 
 def domainbed_dataset(dataset: str) -> str | None:
@@ -167,4 +167,14 @@ def run(context: AnalysisContext) -> None:
             + ", ".join(METHODS[m].description for m in missing)
             + " (leave-one-domain-out needs the val_env companion runs)."
         )
+    for method in METHODS:
+        if method in missing:
+            continue
+        absent = table[table[method].isna()].drop_duplicates(["dataset", "test_env"])
+        if not absent.empty:
+            where = ", ".join(f"{r.dataset} test env {r.test_env}" for r in absent.itertuples())
+            lines.append(
+                f"{METHODS[method].description.capitalize()} is not in this study for {where}"
+                " (no val_env companion runs there)."
+            )
     context.report.text("\n\n".join(lines))

@@ -9,6 +9,9 @@ freedom). Rule: if the 95% CI of the quadratic coefficient c contains 0, the ret
 (concave). Fewer than 4 distinct ID values (3 would be interpolated exactly) or no
 residual variance: ``undetermined``. ``b`` is the slope
 at the mean ID accuracy. The row ``all`` pools every optimizer of the condition.
+A shape is flagged (``caveat``) when it says nothing: ``vacuous`` when every OOD accuracy lies
+within 0.01 (e.g. all at a shortcut; the adaptive analysis's rule), ``one point decides`` when
+leaving out some single trial changes the shape (a jackknife over the trials).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from shiftbench.store import schema
 from shiftbench.studies.optimizer_ood.selection import condition_columns, selected_checkpoints
 
 LEVEL = 0.95
+FLAT_OOD = 0.01  # an OOD range below this: the fit compares noise
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,19 @@ def returns_shape(id_acc: np.ndarray, ood_acc: np.ndarray) -> dict:
     }
 
 
+def caveat(id_acc: np.ndarray, ood_acc: np.ndarray, shape: str) -> str:
+    """Why a fitted shape says nothing, or "" (see the module docstring)."""
+    if np.ptp(ood_acc) < FLAT_OOD:
+        return f"vacuous: every OOD accuracy within {np.ptp(ood_acc):.3f}"
+    keep = np.ones(len(id_acc), bool)
+    for i in range(len(id_acc)):
+        keep[i] = False
+        if returns_shape(id_acc[keep], ood_acc[keep])["shape"] != shape:
+            return "one point decides"
+        keep[i] = True
+    return ""
+
+
 def distinct(id_acc: np.ndarray, minimum: int = 4) -> bool:
     """Whether the ID accuracies take enough distinct values for a quadratic fit with lack of
     fit (at least 4)."""
@@ -106,14 +123,18 @@ def run(context: AnalysisContext) -> None:
     rows = []
     for key, group in points.groupby(condition, dropna=False):
         for solver, part in [*group.groupby("solver"), ("all", group)]:
-            shape = returns_shape(part["id_acc"].to_numpy(), part["ood_acc"].to_numpy())
-            rows.append({**dict(zip(condition, key)), "solver": solver, **shape})
+            x, y = part["id_acc"].to_numpy(), part["ood_acc"].to_numpy()
+            shape = returns_shape(x, y)
+            flag = caveat(x, y, shape["shape"]) if shape["shape"] != "undetermined" else ""
+            rows.append({**dict(zip(condition, key)), "solver": solver, **shape, "caveat": flag})
     table = pd.DataFrame(rows).rename(columns=lambda c: c.split(".", 1)[-1])
     context.report.table(
         "optimizer_ood_returns",
         table,
         "Shape of the ID to OOD returns per optimizer (quadratic OLS; linear if the 95% CI "
-        "of the quadratic term contains 0, increasing if above, diminishing if below)",
+        "of the quadratic term contains 0, increasing if above, diminishing if below; caveat: "
+        "vacuous when the OOD accuracies are flat, one point decides when leaving out one "
+        "trial changes the shape)",
     )
     context.report.figure(
         "optimizer_ood_returns",

@@ -1,6 +1,8 @@
 """Information criteria from the training log-likelihood ``log L = sum_i log p(y_i | x_i)``
-with ``k = omega`` parameters (:attr:`shiftbench.measures.core.MeasureContext.omega`, the
-BatchNorm-folded model's count, as ``params``) and ``m`` training examples.
+with ``k = omega`` parameters (:attr:`shiftbench.measures.MeasureContext.omega`, the
+BatchNorm-folded model's weights, biases excluded, as ``params`` and the reference's
+``num_params``: one count for every measure) and ``m`` training examples. TIC's trace runs
+over every parameter, so TIC tends to AIC for a well-specified model without biases.
 
 The criteria estimate the expected out-of-sample deviance, so lower is better; they are
 not size adjusted. Under Jiang et al.'s stopping rule (train to cross-entropy 0.01) every

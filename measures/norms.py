@@ -19,19 +19,18 @@ def _fro_squared(ctx: MeasureContext) -> list[float]:
 
 
 def _weights(ctx: MeasureContext) -> torch.Tensor:
-    return torch.cat([layer.weight.flatten() for layer in ctx.layers])
+    return ctx.offsets(from_init=False)
 
 
 def _dist_weights(ctx: MeasureContext) -> torch.Tensor:
-    return torch.cat(
-        [(a.weight - b.weight).flatten() for a, b in zip(ctx.layers, ctx.init_layers)]
-    )
+    return ctx.offsets(from_init=True)
 
 
 @measure("params", family="norms")
 def params(ctx: MeasureContext) -> float:
-    """Number of parameters ``omega`` of the BatchNorm-folded model (VC-dimension proxy;
-    Jiang eq. 20; :attr:`shiftbench.measures.core.MeasureContext.omega`)."""
+    """Number of weights ``omega`` of the BatchNorm-folded model, biases excluded
+    (VC-dimension proxy; Jiang eq. 20; the reference's ``num_params = len(w_vec)``;
+    :attr:`shiftbench.measures.MeasureContext.omega`)."""
     return float(ctx.omega)
 
 

@@ -5,10 +5,12 @@ and App. C.6-C.7; McAllester 1999; Dziugaite & Roy 2017; Neyshabur et al. 2017).
 for which the mean training accuracy (over ``config.mc_draws`` draws, on
 ``config.subset`` examples) drops by at most ``config.accuracy_drop`` (0.1), found by
 :func:`shiftbench.measures.utils.bisect_scale`. The magnitude-aware variant perturbs each
-weight with variance ``sigma'^2 w_i^2 + eps^2``. ``w`` is every parameter of the
-BatchNorm-folded model (all are perturbed), ``w^0`` the same at initialization, ``omega``
-their number and ``m`` the number of training examples. Following the reference
-implementation, the confidence term ``log(m / delta)`` uses ``delta = sigma'``.
+weight with variance ``sigma'^2 w_i^2 + eps^2``. Every parameter of the BatchNorm-folded
+model is perturbed; the bounds sum over its weights only (``w``, biases excluded, as the
+reference's ``get_all_measures`` does: see :mod:`shiftbench.measures`), ``w^0`` the same at
+initialization, ``omega`` their number and ``m`` the number of training examples.
+Following the reference implementation, the confidence term ``log(m / delta)`` uses
+``delta = sigma'``.
 """
 
 from __future__ import annotations
@@ -54,9 +56,14 @@ def _bound(ctx: MeasureContext, from_init: bool) -> float:
 
 def _mag_bound(ctx: MeasureContext, from_init: bool) -> float:
     s = sigma(ctx, magnitude=True)
-    offsets = ctx.offsets(from_init)
+    reference_sq_norm = float(ctx.offsets(from_init).square().sum())
     return mu.magnitude_aware_bound(
-        float(offsets.square().sum()), offsets, s, s**2 + 1, ctx.config.magnitude_eps, ctx.m
+        reference_sq_norm,
+        ctx.offsets(from_init=True),
+        s,
+        s**2 + 1,
+        ctx.config.magnitude_eps,
+        ctx.m,
     )
 
 
@@ -88,8 +95,9 @@ def pacbayes_mag_init(ctx: MeasureContext) -> float:
 
 @measure("pacbayes_mag_orig", family="pac_bayes")
 def pacbayes_mag_orig(ctx: MeasureContext) -> float:
-    """The magnitude-aware bound with the prior centred at the origin (``w^0 = 0`` in
-    ``pacbayes_mag_init``; Jiang eq. 57)."""
+    """The magnitude-aware bound with the prior centred at the origin: ``||w - w^0||^2`` of
+    ``pacbayes_mag_init``'s numerator becomes ``||w||^2``; the denominator keeps
+    ``(w_i - w^0_i)^2`` (Jiang eq. 57; the reference's ``_pacbayes_mag_bound(w_vec)``)."""
     return _mag_bound(ctx, from_init=False)
 
 

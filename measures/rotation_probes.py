@@ -17,10 +17,15 @@ basis, else the standard one), at the paper's estimator with its sample sizes as
 - ``hessian_11_norm``: the (1,1)-norm of the expected Hessian, from ``hessian_coordinates``
   sampled rows each averaged over ``hessian_batches`` minibatches of ``noise_batch_size``
   examples before its L1 norm, on the model in eval mode.
-- ``hessian_<block>_share`` / ``_mean`` (block: neuron, layer, other): Table 1's
-  block-diagonality, in the standard basis from the same sampled rows: the share of the
-  (1,1)-norm, and the mean |H_ij| per entry, within one neuron, within one layer across
-  neurons, and across layers.
+- ``hessian_<block>_share`` / ``_mean`` (block: neuron, layer, other): how the Hessian's
+  magnitude splits between the paper's blocks (Sec. 4.1, Fig. 9), in the standard basis
+  from the same sampled rows: the share of the (1,1)-norm, and the mean |H_ij| per entry,
+  within one neuron, within one layer across neurons, and across layers.
+- ``hessian_<block>_contribution_<random|update>`` and ``hessian_<block>_abs_contribution_
+  <random|update>``: Table 1 itself, the contribution r_i[I] . dw of each block I of the
+  same rows to the change of gradient coordinate i along a unit direction dw (random, or
+  Adam's update at the checkpoint), averaged over rows and directions, signed (as the paper
+  reports it) and in absolute value.
 - ``adam_v_decade_m<k>`` (k = 20 ... 1): the histogram of Adam's positive second moments,
   the fraction in each decade [1e-k, 1e-k+1) (below 1e-20 and above 1 in the end decades).
 - ``adam_v_log10_q10`` / ``_q50`` / ``_q90``: quantiles of log10 of Adam's (raw) second
@@ -103,7 +108,7 @@ def _register_orthogonality(group: str, kind: str) -> None:
 
     fn.__qualname__ = fn.__name__ = f"update_orthogonality_{kind}"
     fn.__doc__ = f"Update orthogonality (singular-value CV) of the {kind} weight matrices."
-    measure(fn.__name__, family=FAMILY, adjustment="none", needs_optimizer=True)(fn)
+    measure(fn.__name__, family=FAMILY, adjustment="none", probe=True)(fn)
 
 
 for _kind in probes.LAYER_TYPES:
@@ -112,7 +117,7 @@ for _role in probes.MATRIX_ROLES:
     _register_orthogonality("role", _role)
 
 
-@measure("linf_gradient_bound", family=FAMILY, adjustment="none", needs_optimizer=True)
+@measure("linf_gradient_bound", family=FAMILY, adjustment="none", probe=True)
 def linf_gradient_bound(ctx: MeasureContext) -> float:
     """Max over minibatches of the largest gradient coordinate, in the optimizer's basis."""
     optimizer = adam_optimizer(ctx)
@@ -120,7 +125,7 @@ def linf_gradient_bound(ctx: MeasureContext) -> float:
     return probes.linf_gradient_bound(ctx.model, cross_entropy, batches, basis(optimizer))
 
 
-@measure("hessian_11_norm", family=FAMILY, adjustment="none", needs_optimizer=True)
+@measure("hessian_11_norm", family=FAMILY, adjustment="none", probe=True)
 def hessian_11_norm(ctx: MeasureContext) -> float:
     """Estimate of the expected Hessian's (1,1)-norm, in the optimizer's basis."""
     optimizer = adam_optimizer(ctx)
@@ -137,21 +142,28 @@ def hessian_11_norm(ctx: MeasureContext) -> float:
         )
 
 
-def hessian_block_share(ctx: MeasureContext, key: str) -> float:
-    """One entry of ``probes.hessian_block_shares`` in the standard basis (Table 1 of Zhang,
-    Maes et al.), from the rows and minibatches of ``hessian_11_norm``'s settings, for the
-    runs of an Adam-like optimizer as the other probes."""
-    adam_optimizer(ctx)
+def hessian_block_rows(ctx: MeasureContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The sampled Hessian rows in the standard basis (``probes.mean_hessian_rows`` at
+    ``hessian_11_norm``'s rows and minibatches) and their block masks, computed once per
+    trial. They need only the model, so they are defined for every run and on a stored model
+    (``shiftbench run`` computes them after training)."""
 
-    def shares() -> dict[str, float]:
+    def rows() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         batches = minibatches(ctx, "hessian_11_norm", ctx.config.hessian_batches)
         generator = torch.Generator().manual_seed(ctx.config.seed)
         with sdpa_kernel(SDPBackend.MATH):
-            return probes.hessian_block_shares(
+            chosen, sampled = probes.mean_hessian_rows(
                 ctx.model, cross_entropy, batches, ctx.config.hessian_coordinates, generator
             )
+        return sampled, probes.hessian_block_masks(ctx.model, chosen)
 
-    return ctx.memo("hessian_block_shares", shares)[key]
+    return ctx.memo("hessian_block_rows", rows)
+
+
+def hessian_block_share(ctx: MeasureContext, key: str) -> float:
+    """One entry of ``probes.block_shares`` of the sampled rows (standard basis)."""
+    sampled, masks = hessian_block_rows(ctx)
+    return ctx.memo("hessian_block_shares", lambda: probes.block_shares(sampled, masks))[key]
 
 
 def _register_hessian_block(key: str) -> None:
@@ -165,12 +177,53 @@ def _register_hessian_block(key: str) -> None:
         if mean
         else f"Share of the Hessian's (1,1)-norm in its {block} blocks (standard basis)."
     )
-    measure(fn.__name__, family=FAMILY, adjustment="none", needs_optimizer=True)(fn)
+    measure(fn.__name__, family=FAMILY, adjustment="none", probe=True)(fn)
 
 
 for _block in probes.HESSIAN_BLOCKS:
     _register_hessian_block(_block)
     _register_hessian_block(f"{_block}_mean")
+
+
+RANDOM_DIRECTIONS = 16  # Table 1's random directions dw: the paper says "multiple"; ours
+
+
+def hessian_block_contribution(ctx: MeasureContext, direction: str, key: str) -> float:
+    """One entry of ``probes.block_contributions`` (Table 1 of Zhang, Maes et al.) of the
+    sampled rows along ``direction``: ``random`` (``RANDOM_DIRECTIONS`` unit Gaussian
+    directions from the measure's generator) or ``update`` (Adam's normalized update at the
+    checkpoint, in the standard basis, at unit norm)."""
+    sampled, masks = hessian_block_rows(ctx)
+
+    def contributions() -> dict[str, float]:
+        if direction == "update":
+            directions = probes.flat_update_direction(adam_optimizer(ctx), ctx.model)[None, :]
+        else:
+            generator = ctx.generator("hessian_contribution_random")
+            directions = probes.random_directions(sampled.shape[1], RANDOM_DIRECTIONS, generator)
+        return probes.block_contributions(sampled, masks, directions)
+
+    return ctx.memo(f"hessian_block_contributions_{direction}", contributions)[key]
+
+
+def _register_hessian_contribution(direction: str, key: str) -> None:
+    def fn(ctx: MeasureContext) -> float:
+        return hessian_block_contribution(ctx, direction, key)
+
+    block, _, absolute = key.partition("_")
+    kind = "abs_contribution" if absolute else "contribution"
+    fn.__qualname__ = fn.__name__ = f"hessian_{block}_{kind}_{direction}"
+    fn.__doc__ = (
+        f"Table 1: {'mean |r_i[I] . dw|' if absolute else 'mean r_i[I] . dw'} of the {block} "
+        f"block I of sampled Hessian rows, dw the {direction} direction (standard basis)."
+    )
+    measure(fn.__name__, family=FAMILY, adjustment="none", probe=True)(fn)
+
+
+for _direction in ("random", "update"):
+    for _block in probes.HESSIAN_BLOCKS:
+        _register_hessian_contribution(_direction, _block)
+        _register_hessian_contribution(_direction, f"{_block}_abs")
 
 
 def second_moment_quantile(ctx: MeasureContext, q: float) -> float:
@@ -213,26 +266,26 @@ def _register_decade(decade: int) -> None:
 
     fn.__qualname__ = fn.__name__ = f"adam_v_decade_m{-decade}"
     fn.__doc__ = f"Fraction of Adam's positive second moments in [1e{decade}, 1e{decade + 1})."
-    measure(fn.__name__, family=FAMILY, adjustment="none", needs_optimizer=True)(fn)
+    measure(fn.__name__, family=FAMILY, adjustment="none", probe=True)(fn)
 
 
 for _decade in V_DECADES:
     _register_decade(_decade)
 
 
-@measure("adam_v_log10_q10", family=FAMILY, adjustment="none", needs_optimizer=True)
+@measure("adam_v_log10_q10", family=FAMILY, adjustment="none", probe=True)
 def adam_v_log10_q10(ctx: MeasureContext) -> float:
     """10% quantile of log10 of Adam's second moments."""
     return second_moment_quantile(ctx, 0.1)
 
 
-@measure("adam_v_log10_q50", family=FAMILY, adjustment="none", needs_optimizer=True)
+@measure("adam_v_log10_q50", family=FAMILY, adjustment="none", probe=True)
 def adam_v_log10_q50(ctx: MeasureContext) -> float:
     """Median of log10 of Adam's second moments."""
     return second_moment_quantile(ctx, 0.5)
 
 
-@measure("adam_v_log10_q90", family=FAMILY, adjustment="none", needs_optimizer=True)
+@measure("adam_v_log10_q90", family=FAMILY, adjustment="none", probe=True)
 def adam_v_log10_q90(ctx: MeasureContext) -> float:
     """90% quantile of log10 of Adam's second moments."""
     return second_moment_quantile(ctx, 0.9)

@@ -6,10 +6,13 @@ Keskar et al., ICLR 2017).
 training accuracy on ``config.subset`` examples by at most ``config.accuracy_drop`` (0.1).
 The worst case is approximated by ``config.ascent_steps`` steps of projected sign-gradient
 ascent on the cross-entropy, and ``alpha'`` is found by
-:func:`shiftbench.measures.utils.bisect_scale`. ``w`` is every parameter of the
-BatchNorm-folded model, ``w^0`` the same at initialization, ``omega`` their number, ``m``
-the number of training examples; the confidence ``delta`` is ``alpha'`` (as the reference
-implementation does for ``sigma'``).
+:func:`shiftbench.measures.utils.bisect_scale`. Every parameter of the BatchNorm-folded
+model is perturbed; the bounds sum over its weights ``w`` only (biases excluded, as the
+PAC-Bayes bounds after the reference: see :mod:`shiftbench.measures`), ``w^0`` the same at
+initialization, ``omega`` their number, ``m`` the number of training examples. The
+magnitude-aware denominator uses ``w - w^0`` for both priors, as the reference's PAC-Bayes
+bound does, and the confidence ``delta`` is ``alpha'`` (as the reference does for
+``sigma'``).
 """
 
 from __future__ import annotations
@@ -50,19 +53,21 @@ def _search(ctx: MeasureContext, magnitude: bool, key: str) -> float:
 
 def _bound(ctx: MeasureContext, from_init: bool) -> float:
     a = alpha(ctx, magnitude=False)
-    offsets = ctx.offsets(from_init)
-    omega = offsets.numel()
-    return (
-        float(offsets.square().sum()) * math.log(2 * omega) / (4 * a**2) + math.log(ctx.m / a) + 10
-    )
+    sq_norm = float(ctx.offsets(from_init).square().sum())
+    return sq_norm * math.log(2 * ctx.omega) / (4 * a**2) + math.log(ctx.m / a) + 10
 
 
 def _mag_bound(ctx: MeasureContext, from_init: bool) -> float:
     a = alpha(ctx, magnitude=True)
-    offsets = ctx.offsets(from_init)
-    coefficient = a**2 + 4 * math.log(2 * offsets.numel() / a)
+    reference_sq_norm = float(ctx.offsets(from_init).square().sum())
+    coefficient = a**2 + 4 * math.log(2 * ctx.omega / a)
     return mu.magnitude_aware_bound(
-        float(offsets.square().sum()), offsets, a, coefficient, ctx.config.magnitude_eps, ctx.m
+        reference_sq_norm,
+        ctx.offsets(from_init=True),
+        a,
+        coefficient,
+        ctx.config.magnitude_eps,
+        ctx.m,
     )
 
 
@@ -96,7 +101,8 @@ def sharpness_mag_init(ctx: MeasureContext) -> float:
 
 @measure("sharpness_mag_orig", family="sharpness")
 def sharpness_mag_orig(ctx: MeasureContext) -> float:
-    """The magnitude-aware sharpness bound with ``w^0 = 0`` (sharpness-mag-orig)."""
+    """The magnitude-aware sharpness bound with ``||w||^2`` in the numerator and
+    ``(w_i - w^0_i)^2`` in the denominator, as ``pacbayes_mag_orig`` (sharpness-mag-orig)."""
     return _mag_bound(ctx, from_init=False)
 
 

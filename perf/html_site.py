@@ -6,7 +6,8 @@ ColoredDigits), writes a synthetic ledger for it with the real row and store cod
 per trial,
 made-up accuracies), then times ``shiftbench report --html`` on it (the report's analyses
 and the site) and prints the site's size, the weight of the index and trial-list pages
-(each with the scripts it loads) and of one trial page.
+(each with the scripts it loads) and of what a trial page loads (the page, and the one data
+file of its trial).
 Run: ``python perf/html_site.py [--trials 10000] [--keep DIR]`` (about a minute on 2 CPU cores).
 """
 
@@ -22,7 +23,7 @@ import numpy as np
 import yaml
 
 from shiftbench.report.build import build_report
-from shiftbench.report.site import ASSETS, ITABLES_JS, PLOTLY_JS
+from shiftbench.report.site import ASSETS, ITABLES_JS, PLOTLY_JS, TRIAL_DATA, TRIAL_PAGE
 from shiftbench.spec.study import load_study
 from shiftbench.store import ledger as store
 from shiftbench.store.schema import trial_rows
@@ -84,7 +85,8 @@ def write_ledger(study, store_dir: Path) -> int:
 
 
 def weight(*paths: Path) -> str:
-    return f"{sum(p.stat().st_size for p in paths) / 1e6:.2f} MB"
+    size = sum(p.stat().st_size for p in paths)
+    return f"{size / 1e6:.2f} MB" if size >= 1e6 else f"{size / 1e3:.1f} KB"
 
 
 def main() -> None:
@@ -106,12 +108,16 @@ def main() -> None:
         site, out = report.site, report.out
         assets = out / ASSETS
         scripts = (assets / PLOTLY_JS, assets / ITABLES_JS, assets / "site.css")
-        one_trial = next((out / "trials").glob("*.html"))
+        data = sorted((out / TRIAL_DATA).glob("*.js"), key=lambda p: p.stat().st_size)
         print(f"build (analyses + site): {built:.1f} s")
-        print(f"site: {site.pages} pages, {site.size / 1e6:.1f} MB")
+        print(f"site: {site.summary()}")
         print(f"index page: {weight(out / 'index.html')} (+ scripts {weight(*scripts)})")
         print(f"trial list: {weight(out / 'trials.html')} (+ the same scripts)")
-        print(f"one trial page: {one_trial.stat().st_size / 1e3:.1f} KB (+ {PLOTLY_JS})")
+        print(
+            f"a trial page: {weight(out / TRIAL_PAGE)} + one of {len(data)} data files "
+            f"({weight(*data)} in all; {weight(data[len(data) // 2])} median, "
+            f"{weight(data[-1])} largest) + {PLOTLY_JS}"
+        )
 
 
 if __name__ == "__main__":

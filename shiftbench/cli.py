@@ -89,7 +89,9 @@ def run(
     trial_limit: int | None,
 ) -> None:
     """Run or resume a study: only trials the ledger does not hold yet are run."""
-    from shiftbench.sweep import ClusterError, Plan, run_study
+    from shiftbench.sweep.driver import run_study
+    from shiftbench.sweep.planning import Plan
+    from shiftbench.sweep.ray_pool import ClusterError
 
     study = _load(study_file, trial_limit)
     if workers is not None and workers < 0:
@@ -249,7 +251,7 @@ def _echo_failures(ledger, study_file: str, trial_ids: set[str]) -> None:
 @_limit_option
 def rerun(trial_id: str, study_file: str, store_dir: Path, trial_limit: int | None) -> None:
     """Rerun one trial in this process; exit 0 if its numbers match the ledger's."""
-    from shiftbench.sweep import rerun_trial
+    from shiftbench.sweep.rerun import rerun_trial
 
     study = _load(study_file, trial_limit)
     try:
@@ -311,12 +313,33 @@ def report(
 
 @main.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def index(folder: Path) -> None:
+@click.option(
+    "--rebuild",
+    "stores",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="First rebuild (report --html) each report under FOLDER whose ledger is in this "
+    "store (repeatable), the sites sharing FOLDER/assets.",
+)
+@click.option(
+    "--benchmarks",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("benchmarks"),
+    show_default=True,
+    help="Where --rebuild finds each report's study file, <report folder name>.yml.",
+)
+def index(folder: Path, stores: tuple[Path, ...], benchmarks: Path) -> None:
     """Write FOLDER/index.html: every report under FOLDER, and each study's ledger state when
     FOLDER is a store."""
-    from shiftbench.report.site import write_index
+    from shiftbench.report.site import rebuild_sites, write_index
 
-    click.echo(f"index written to {write_index(folder)}")
+    if not stores:
+        click.echo(f"index written to {write_index(folder)}")
+        return
+    try:
+        click.echo("\n".join(rebuild_sites(folder, stores, benchmarks)))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command(name="list")
@@ -412,7 +435,7 @@ def cluster_status() -> None:
     import ray
 
     from shiftbench.sweep import cluster as local
-    from shiftbench.sweep import start_ray
+    from shiftbench.sweep.driver import start_ray
 
     address = local.running()
     if address is None:

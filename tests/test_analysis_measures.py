@@ -27,6 +27,7 @@ ANALYSES = [
     "measures_cmi",
     "measures_sign_error",
     "measures_selection",
+    "measures_claims",
 ]
 
 
@@ -211,6 +212,32 @@ def test_selection_follows_each_measures_direction_and_counts_each_shift_once():
     assert taus.loc["calibration", "IID"] == pytest.approx(1.0)
 
 
+def test_claims_by_hand(table):
+    # gap: tau 1 with gap_iid and rotate-30, -1 with color (mean over shifts 0), the same
+    # without any seed, so its intervals are points; neg: the mirror image (IID tau -1, so
+    # its change is -1 x (-1 - 0) = 1). Across the three defined measures (gap, neg, noise,
+    # noise's taus strictly inside (-1, 1)), rotate-30 orders them as IID does, color the
+    # other way
+    claims = analysis("measures_claims")
+    measures, shifts = claims.rankings(table, stats.ScoreConfig())
+    rows = measures.set_index("measure")
+    for name, iid in (("gap", 1.0), ("neg", -1.0)):
+        row = rows.loc[name]
+        expected = {"tau_iid": iid, "tau_shift_mean": 0.0, "change": 1.0}
+        for column, value in expected.items():
+            assert [row[column], row[f"{column}_lo"], row[f"{column}_hi"]] == pytest.approx(
+                [value] * 3, abs=1e-12
+            )
+        assert row["informative_iid"] and row["weaker_under_shift"]
+        assert not row["holds_under_shift"]
+    assert shifts.set_index("shift")["tau_across_measures"].to_dict() == pytest.approx(
+        {"rotate-30": 1.0, "color": -1.0}
+    )
+    lines = claims.findings(measures, shifts, claims.families(table, stats.ScoreConfig()))
+    assert lines[0].startswith("Claim 1") and "2 of 3 measures" in lines[0]
+    assert "rotate-30 +1.000 [+1.000, +1.000]" in lines[0]
+
+
 def test_overview_states_the_split_the_settings_and_why_aic_is_no_finding(tmp_path):
     frame = ledger()
     params = 100.0 * frame["obj.depth"]
@@ -268,7 +295,15 @@ def test_report_end_to_end(tmp_path):
     taus = tau.loc[["gap", "neg", "noise"], "gap_iid"]
     assert families.loc["other", "IID"] == pytest.approx(taus.mean())
     psi = pd.read_csv(tmp_path / "measures_psi_jiang.csv").set_index("measure")
-    assert psi.columns.tolist() == ["psi_depth", "psi_lr", "psi", "tau"]
+    assert psi.columns.tolist() == ["psi_depth", "psi_lr", "psi", "psi_lo", "psi_hi", "tau"]
+    known = psi.dropna(subset=["psi"])
+    assert (known["psi_lo"] <= known["psi"]).all() and (known["psi"] <= known["psi_hi"]).all()
+    for name, columns in (
+        ("measures_cmi_intervals", ["k", "k_lo", "k_hi"]),
+        ("measures_sign_error", ["mean", "mean_lo", "mean_hi", "p90", "p90_lo", "p90_hi"]),
+        ("measures_psi_components", ["psi_lr", "psi_lr_lo", "psi_lr_hi"]),
+    ):
+        assert set(columns) <= set(pd.read_csv(tmp_path / f"{name}.csv").columns)
     for name in ("measures_psi", "measures_tau_b", "measures_cmi", "measures_regret"):
         assert (tmp_path / f"{name}.tex").read_text().startswith("\\begin{table}")
     targets = pd.read_csv(tmp_path / "measures_targets.csv").set_index("target")

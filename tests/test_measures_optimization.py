@@ -60,14 +60,16 @@ def test_grad_noise_tic_aic_bic_match_explicit_formulas():
     log_lik = -float(F.cross_entropy(model(x), y, reduction="sum"))
     expected_tic = -2 * log_lik + 2 * float(((g**2).mean(0) / fisher).sum())
     assert v["tic"] == pytest.approx(expected_tic, rel=1e-4)
-    assert v["aic"] == pytest.approx(2 * 15 - 2 * log_lik, rel=1e-6)
-    assert v["bic"] == pytest.approx(15 * math.log(30) - 2 * log_lik, rel=1e-6)
+    # k = omega, the 12 weights (biases excluded, as the reference's parameter count)
+    assert v["aic"] == pytest.approx(2 * 12 - 2 * log_lik, rel=1e-6)
+    assert v["bic"] == pytest.approx(12 * math.log(30) - 2 * log_lik, rel=1e-6)
 
 
 def test_tic_equals_aic_when_labels_follow_the_model():
-    # with y drawn from the model, I = J in expectation: tr(J^-1 I) is about k
+    # with y drawn from the model, I = J in expectation: tr(J^-1 I) is about the number of
+    # parameters, AIC's k = omega when there is no bias (omega counts weights only)
     torch.manual_seed(1)
-    model = nn.Linear(4, 3)
+    model = nn.Linear(4, 3, bias=False)
     x = torch.randn(4000, 4)
     y = torch.multinomial(model(x).softmax(1).detach(), 1).squeeze(1)
     v = measures.compute(model, (x, y), names=["tic", "aic"], config=MeasureConfig(subset=4000))
@@ -107,7 +109,7 @@ def test_the_measures_load_no_deprecated_torch_jit_script():
         "torch.manual_seed(0)\n"
         "model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))\n"
         "x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))\n"
-        "names = [n for n, m in measures.registry().items() if not m.needs_optimizer]\n"
+        "names = [n for n, m in measures.registry().items() if not m.probe]\n"
         "values = measures.compute(model, (x, y), init_model=model, names=names)\n"
         "print('fisher_rao_norm' in values, 'torch._decomp.decompositions_for_jvp' in sys.modules)"
     )

@@ -82,41 +82,49 @@ def test_magnitude_aware_scale_is_nearly_scale_invariant(name):
     assert math.isfinite(base) and scaled == pytest.approx(base, rel=0.2)
 
 
-def test_pacbayes_bounds_follow_from_sigma():
-    x, y = digits()
-    init = nn.Linear(64, 10, bias=False)
-    names = [
-        "pacbayes_init",
-        "pacbayes_orig",
-        "pacbayes_flatness",
-        "pacbayes_mag_orig",
-        "pacbayes_mag_flatness",
-    ]
-    v = measures.compute(linear(), (x, y), init, names=names, config=CONFIG)
-    sigma = 1 / math.sqrt(v["pacbayes_flatness"])
-    w, w0 = trained_weight().double(), init.weight.detach().double()
-    common = math.log(200 / sigma) + 10
-    assert v["pacbayes_init"] == pytest.approx(
-        float(((w - w0) ** 2).sum()) / (4 * sigma**2) + common, rel=1e-5
-    )
-    assert v["pacbayes_orig"] == pytest.approx(
-        float((w**2).sum()) / (4 * sigma**2) + common, rel=1e-5
-    )
-    s, eps, omega = 1 / math.sqrt(v["pacbayes_mag_flatness"]), 1e-3, w.numel()
-    expected = 0.25 * float(
-        torch.log((eps**2 + (s**2 + 1) * (w**2).sum() / omega) / (eps**2 + s**2 * w**2)).sum()
-    )
-    assert v["pacbayes_mag_orig"] == pytest.approx(expected + math.log(200 / s) + 10, rel=1e-5)
+FORMS = ("init", "orig", "flatness", "mag_init", "mag_orig", "mag_flatness")
 
 
-def test_sharpness_bounds_follow_from_alpha():
+def biased_linear() -> tuple[nn.Linear, nn.Linear]:
+    """The trained regression with nonzero biases added (predictions barely move), and a
+    random init with biases: the bounds must ignore every bias."""
+    torch.manual_seed(1)
+    model, init = nn.Linear(64, 10), nn.Linear(64, 10)
+    with torch.no_grad():
+        model.weight.copy_(trained_weight())
+        model.bias.copy_(0.01 * torch.randn(10))
+    return model, init
+
+
+def test_bounds_sum_over_the_weights_only_as_the_reference_does():
+    # the reference's get_all_measures: w_vec and dist_w_vec hold the weights only
+    # (get_weights_only drops "bias"), omega = len(w_vec); _pacbayes_mag_bound's
+    # denominator is dist_w_vec for both priors
     x, y = digits()
-    v = measures.compute(
-        linear(), (x, y), names=["sharpness_orig", "sharpness_flatness"], config=CONFIG
-    )
-    a, w = 1 / math.sqrt(v["sharpness_flatness"]), trained_weight().double()
-    expected = float((w**2).sum()) * math.log(2 * w.numel()) / (4 * a**2)
-    assert v["sharpness_orig"] == pytest.approx(expected + math.log(200 / a) + 10, rel=1e-5)
+    model, init = biased_linear()
+    names = [f"{f}_{k}" for f in ("pacbayes", "sharpness") for k in FORMS] + ["params"]
+    v = measures.compute(model, (x, y), init, names=names, config=CONFIG)
+    w, w0 = model.weight.detach().double(), init.weight.detach().double()
+    omega, eps = 640, 1e-3
+    assert v["params"] == omega
+    for family in ("pacbayes", "sharpness"):
+        s = 1 / math.sqrt(v[f"{family}_flatness"])
+        mag = 1 / math.sqrt(v[f"{family}_mag_flatness"])
+        for prior, r in (("init", w - w0), ("orig", w)):
+            plain = float((r**2).sum()) / (4 * s**2)
+            if family == "pacbayes":
+                coefficient = mag**2 + 1
+            else:
+                plain *= math.log(2 * omega)
+                coefficient = mag**2 + 4 * math.log(2 * omega / mag)
+            numerator = eps**2 + coefficient * float((r**2).sum()) / omega
+            per_weight = torch.log(numerator / (eps**2 + mag**2 * (w - w0) ** 2))
+            assert v[f"{family}_{prior}"] == pytest.approx(
+                plain + math.log(200 / s) + 10, rel=1e-6
+            )
+            assert v[f"{family}_mag_{prior}"] == pytest.approx(
+                0.25 * float(per_weight.sum()) + math.log(200 / mag) + 10, rel=1e-6
+            )
 
 
 def test_worst_case_perturbation_stays_in_the_box_and_raises_the_loss():

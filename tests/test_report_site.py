@@ -4,6 +4,7 @@ fetched), and the site in a real headless Chromium."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -21,7 +22,7 @@ from conftest import SHIFTBENCH, wait_for
 from playwright.sync_api import expect, sync_playwright
 
 from shiftbench.report.build import Report
-from shiftbench.report.site import plotly_figure, write_index
+from shiftbench.report.site import ASSETS, PLOTLY_JS, plotly_figure, write_index
 from shiftbench.store import ledger as store
 
 SITE_STUDY = {
@@ -97,7 +98,9 @@ def test_heatmap_keeps_values_and_rows():
     ax.text(0.5, 0.5, "note", ha="center", transform=ax.transAxes)
     figure = plotly_figure(fig)
     (heat,) = figure["data"]  # the colorbar's own axes is not a panel
-    assert heat["z"] == [[0.5, -0.2, 0.1], [0.0, 1.0, None]]
+    assert heat["z"]["dtype"] == "f4" and heat["z"]["shape"] == "2, 3"
+    z = np.frombuffer(base64.b64decode(heat["z"]["bdata"]), "<f4").reshape(2, 3)
+    np.testing.assert_array_equal(z, np.float32(values))  # NaN where NaN
     assert heat["x"] == [0, 1, 2] and heat["y"] == [0, 1]  # row 0 at the top, as imshow
     assert figure["layout"]["yaxis"]["range"] == [1.5, -0.5]
     assert (heat["zmin"], heat["zmax"], heat["showscale"]) == (-1, 1, True)
@@ -137,9 +140,22 @@ def site(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
         [*report, str(out), "--html"], check=True, env=env, capture_output=True, text=True
     )
     assert re.search(
-        rf"site written to {out / 'index.html'} \(10 pages, [0-9.]+ MB\)", done.stdout
+        rf"site written to {out / 'index.html'} \(3 pages, 8 trials, [0-9.]+ MB; "
+        rf"scripts [0-9.]+ MB in {out / 'assets'}\)",
+        done.stdout,
     )
     return out, store.final_rows(store.read(store_dir, "sitetiny"))
+
+
+def _records(out: Path) -> dict[str, dict]:
+    """Every trial's record in the site's data files, by trial id."""
+    records = {}
+    for shard in (out / "trials").glob("*.js"):
+        call = re.fullmatch(r"shiftbenchTrials\((.*)\);\n", shard.read_text(), re.DOTALL)
+        shard_records = json.loads(call.group(1))
+        assert all(trial_id.startswith(shard.stem) for trial_id in shard_records)
+        records |= shard_records
+    return records
 
 
 def _figures(page: str) -> list[dict]:
@@ -156,7 +172,8 @@ def test_site_shows_the_report_and_every_trial(site):
     out, rows = site
     index = (out / "index.html").read_text()
     trials = set(rows["trial_id"])
-    assert {p.stem for p in (out / "trials").glob("*.html")} == trials
+    records = _records(out)
+    assert set(records) == trials
     # the state: 8 trials, all done; one section per analysis, in the study's order
     assert re.search(r"<td>8</td>\s*<td>0</td>\s*<td>0</td>\s*<td>0</td>\s*<td>0</td>", index)
     trial = rows.drop_duplicates("trial_id")
@@ -178,20 +195,20 @@ def test_site_shows_the_report_and_every_trial(site):
         for trial_id, text in zip(trace["customdata"], trace["text"]):
             assert text.startswith(f"trial {trial_id}<br>")
             assert f"lr={lrs[trial_id]:.4g}" in text
-    # a trial page: its curves at every checkpoint, its config
+    # a trial's record: its curves at every checkpoint, its config, its final numbers
     trial_id = sorted(trials)[0]
-    page = (out / "trials" / f"{trial_id}.html").read_text()
-    (curves,) = _figures(page)
-    by_name = {t["name"]: t for t in curves["data"]}
+    record = records[trial_id]
     mine = rows[rows["trial_id"] == trial_id].sort_values("step")
-    assert by_name["ood_acc"]["y"] == pytest.approx(mine["ood_acc"].tolist())
-    assert by_name["train_loss"]["x"] == mine["step"].tolist() == [0, 10, 20]
-    assert json.loads(mine["config"].iloc[0])["solver"] in page
+    assert record["curves"]["ood_acc"] == pytest.approx(mine["ood_acc"].tolist())
+    assert record["step"] == mine["step"].tolist() == [0, 10, 20]
+    assert record["config"] == json.loads(mine["config"].iloc[0])
+    assert ["ood_acc", f"{mine['ood_acc'].iloc[-1]:.4g}"] in record["final"]
+    assert record["title"].startswith(f"trial {trial_id}: ")
 
 
 def test_site_fetches_nothing(site):
     out, _ = site
-    for page in [out / "index.html", out / "trials.html", *(out / "trials").glob("*.html")]:
+    for page in [out / "index.html", out / "trials.html", out / "trial.html"]:
         text = page.read_text()
         # what a browser loads by itself: scripts, images, style sheets, modules
         assert not re.search(r"""(src=|<link[^>]*href=)["']?(https?:)?//""", text), page
@@ -274,16 +291,25 @@ def test_site_in_a_browser(site, browser, tmp_path):
     page.screenshot(path=tmp_path / "site.png")  # the viewport, with the hover shown
     # a click on the point opens that trial's page, whose curves render
     page.mouse.click(x, y)
-    page.wait_for_url(f"**/trials/{named.group(1)}.html")
-    assert named.group(1) in page.locator("h1").inner_text()
+    page.wait_for_url(f"**/trial.html#{named.group(1)}")
+    expect(page.locator("h1")).to_contain_text(f"trial {named.group(1)}: ")
     page.wait_for_selector("#curves .scatterlayer .trace")
-    # the trial list links every trial's page
+    # the trial list links every trial's page; the page follows a change of # alone
     page.goto((out / "trials.html").as_uri())
     page.wait_for_selector("#table-trials.dataTable tbody tr td a")
     link = page.locator("#table-trials tbody a").first
     target = link.inner_text()
     link.click()
-    page.wait_for_url(f"**/trials/{target}.html")
+    page.wait_for_url(f"**/trial.html#{target}")
+    expect(page.locator("h1")).to_contain_text(f"trial {target}: ")
+    other = next(t for t in sorted(set(rows["trial_id"])) if t != target)
+    page.evaluate(f"location.hash = '{other}'")
+    expect(page.locator("h1")).to_contain_text(f"trial {other}: ")
+    solver = rows.loc[rows["trial_id"] == other, "solver"].iloc[0]
+    expect(page.locator("#config")).to_contain_text(f'"solver": "{solver}"')
+    missing = other[:2] + "-not-a-trial"
+    page.evaluate(f"location.hash = '{missing}'")
+    expect(page.locator("#status")).to_have_text(f"no trial {missing} in this study")
     assert problems == []
     assert [u for u in fetched if not u.startswith(("file:", "data:", "blob:"))] == []
     print(f"screenshot: {tmp_path / 'site.png'}")
@@ -337,13 +363,152 @@ def test_watch_rebuilds_as_the_ledger_grows(tmp_path, driver):
     watcher = subprocess.Popen(
         [str(SHIFTBENCH), *watch], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    pages = out / "trials"
     assert driver.run("run", str(study), *where, "--workers", "0", "--max-trials", "3")[0] == 1
-    wait_for(lambda: len(list(pages.glob("*.html"))) == 3, "the site of the first 3 trials", 120)
+    wait_for(lambda: len(_records(out)) == 3, "the site of the first 3 trials", 120)
     assert driver.run("run", str(study), *where, "--workers", "0")[0] == 0
-    wait_for(lambda: len(list(pages.glob("*.html"))) == 8, "the site of all 8 trials", 120)
+    wait_for(lambda: len(_records(out)) == 8, "the site of all 8 trials", 120)
     watcher.send_signal(signal.SIGINT)
     output, _ = watcher.communicate(timeout=120)
     assert watcher.returncode == 0, output
     assert output.splitlines()[0].startswith(f"waiting: {study}: no results")
     assert "rebuilt: site written to" in output and output.rstrip().endswith("stopped watching")
+
+
+def test_unnamed_lines_of_one_style_are_one_trace():
+    fig, ax = plt.subplots()
+    for i in range(3):  # as a sign-error figure draws them: alternating styles
+        ax.plot([i - 0.5, i + 0.5], [i, i], "k", lw=0.8)
+        ax.plot([i - 0.5, i + 0.5], [i + 5, i + 5], color="limegreen", lw=0.8)
+    ax.plot([0, 1], [6, 6], "k", lw=0.8, label="named")
+    ax.scatter([0, 1], [1, 2], c=["red", "blue"])
+    ax.scatter([0, 1], [3, 4], c=["red", "blue"])
+    figure = plotly_figure(fig)
+    lines = [t for t in figure["data"] if t["mode"] == "lines"]
+    assert [len(t["x"]) for t in lines] == [8, 8, 2]
+    assert lines[0]["x"] == lines[1]["x"] == [-0.5, 0.5, None, 0.5, 1.5, None, 1.5, 2.5]
+    assert lines[0]["y"] == [0, 0, None, 1, 1, None, 2, 2]
+    assert lines[1]["y"] == [5, 5, None, 6, 6, None, 7, 7]
+    assert lines[2]["name"] == "named"
+    # points coloured one by one stay one trace per scatter
+    assert [len(t["x"]) for t in figure["data"] if t["mode"] == "markers"] == [2, 2]
+    plt.close(fig)
+
+
+def test_index_rebuilds_sites_that_share_assets(site, browser, tmp_path):
+    out, rows = site
+    folder = out.parent
+    published = tmp_path / "published"
+    shutil.copytree(out, published / "sitetiny")
+    (published / "elsewhere").mkdir()  # a report without a study file: kept as it is
+    (published / "elsewhere" / "report.md").write_text("# elsewhere\n")
+    rebuild = ["index", str(published), "--rebuild", str(folder / "store")]
+    done = subprocess.run(
+        [str(SHIFTBENCH), *rebuild, "--benchmarks", str(folder)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+    )
+    kept, rebuilt, index = done.stdout.splitlines()
+    assert kept == f"kept {published / 'elsewhere'}: {folder / 'elsewhere.yml'}"
+    assert re.fullmatch(
+        rf"rebuilt from {folder / 'store'}: site written to {published / 'sitetiny/index.html'} "
+        rf"\(3 pages, 8 trials, [0-9.]+ MB; scripts [0-9.]+ MB in {published / 'assets'}\)",
+        rebuilt,
+    )
+    assert index == f"index written to {published / 'index.html'}"
+    study = published / "sitetiny"
+    assert not (study / "assets").exists()  # the copy it had before is gone
+    assets = sorted(p.name for p in (published / "assets").iterdir())
+    assert assets == ["itables.js", "plotly.min.js", "site.css", "trial.js"]
+    for name in ("index.html", "trials.html", "trial.html"):
+        assert '<script src="../assets/plotly.min.js"></script>' in (study / name).read_text()
+    assert set(_records(study)) == set(rows["trial_id"])
+    # from file://, the shared scripts load: a trial page and the study's tables render
+    page, problems, fetched = _watched_page(browser)
+    trial_id = sorted(set(rows["trial_id"]))[-1]
+    page.goto(f"{(study / 'trial.html').as_uri()}#{trial_id}")
+    page.wait_for_selector("#curves .scatterlayer .trace")
+    expect(page.locator("h1")).to_contain_text(f"trial {trial_id}: ")
+    page.goto((study / "index.html").as_uri())
+    page.wait_for_selector("#table-id_ood_table.dataTable tbody tr td")
+    assert problems == []
+    assert [u for u in fetched if not u.startswith(("file:", "data:", "blob:"))] == []
+
+
+def test_rules_boxes_violins_and_suptitle_keep_their_data():
+    fig, (left, right) = plt.subplots(1, 2)
+    left.plot([0, 1, 2, 3], [1, 2, 3, 4])
+    left.axhline(0.5, color="0.6", lw=0.6)
+    values = [np.array([1.0, 2.0, 3.0, 4.0, 10.0]), np.array([2.0, 2.5, 3.0])]
+    boxes = right.boxplot(values)
+    violins = left.violinplot(values, showmedians=True)
+    fig.suptitle("sign error")
+    figure = plotly_figure(fig)
+    assert figure["layout"]["title"]["text"] == "sign error"
+    # the rule spans the panel's x range in data units, not matplotlib's axes fractions
+    rule = next(t for t in figure["data"] if t["y"] == pytest.approx([0.5, 0.5]))
+    assert rule["x"] == pytest.approx(left.get_xlim())
+    traced = [
+        (t["x"][i], t["y"][i])
+        for t in figure["data"]
+        for i in range(len(t["x"]))
+        if t["x"][i] is not None
+    ]
+    # every box-plot line (whiskers, caps, medians, boxes, fliers) and every violin
+    # outline and bar, point by point
+    drawn = [line.get_xydata() for lines in boxes.values() for line in lines]
+    drawn += [path.vertices for body in violins["bodies"] for path in body.get_paths()]
+    drawn += [np.concatenate(violins[k].get_segments()) for k in ("cbars", "cmedians")]
+    for points in drawn:
+        for x, y in points:
+            assert any(x == pytest.approx(a) and y == pytest.approx(b) for a, b in traced)
+    plt.close(fig)
+
+
+@pytest.mark.parametrize(
+    "draw",
+    [
+        lambda fig, ax: ax.pcolormesh(np.ones((2, 2))),
+        lambda fig, ax: fig.text(0.1, 0.1, "a figure text"),
+        lambda fig, ax: ax.twinx().plot([0, 1], [5, 6]),
+        lambda fig, ax: ax.set_title("left", loc="left"),
+        lambda fig, ax: ax.imshow(np.ones((2, 2, 3))),
+    ],
+    ids=["mesh", "figure-text", "twin-axes", "left-title", "rgb-image"],
+)
+def test_what_is_not_redrawn_leaves_the_png(draw, tmp_path):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 2])
+    draw(fig, ax)
+    assert plotly_figure(fig) is None
+    report = Report(tmp_path, "demo", interactive=True)
+    report.analysis = "partial"
+    report.figure("f", fig, "a figure")
+    assert report.items[0].plotly is None and report.items[0].path.exists()
+
+
+PUBLISHED = Path(__file__).parents[1] / "results" / "published"
+
+
+@pytest.mark.parametrize(
+    "study", sorted(p.parent.name for p in PUBLISHED.glob("*/trial.html")) or ["none"]
+)
+def test_published_site_in_a_browser(study, browser):
+    """Each committed site, as `shiftbench index results/published --rebuild` writes it: its
+    scripts from the shared assets, every figure drawn, a trial page from its data file."""
+    site = PUBLISHED / study
+    assert (site / "trial.html").exists(), "no published site"
+    assert not (site / ASSETS).exists() and (PUBLISHED / ASSETS / PLOTLY_JS).exists()
+    page, problems, fetched = _watched_page(browser)
+    page.goto((site / "index.html").as_uri())
+    drawn = _figures((site / "index.html").read_text())
+    expect(page.locator(".plotly-graph-div.js-plotly-plot")).to_have_count(len(drawn))
+    heatmaps = sum(t["type"] == "heatmap" for figure in drawn for t in figure["data"])
+    expect(page.locator(".heatmaplayer image")).to_have_count(heatmaps)
+    trial_id = sorted(_records(site))[0]
+    page.goto(f"{(site / 'trial.html').as_uri()}#{trial_id}")
+    page.wait_for_selector("#curves .scatterlayer .trace")
+    expect(page.locator("h1")).to_contain_text(f"trial {trial_id}: ")
+    assert problems == []
+    assert [u for u in fetched if not u.startswith(("file:", "data:", "blob:"))] == []

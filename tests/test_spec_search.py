@@ -114,14 +114,14 @@ def test_search_seed_and_scope_change_the_samples():
     assert random_samples(space, 10, seed=0, scope=("rotated_digits", "sgd")) != base
 
 
-def test_the_trial_seed_does_not_affect_hyperparameters(tmp_path):
+def test_shared_draws_leave_the_hyperparameters_to_the_sample_alone(tmp_path):
     from shiftbench.spec.study import parse_study
 
     raw = {
         "name": "s",
         "datasets": {"colored_digits": {}},
         "solvers": {"adam": {}},
-        "search": {"trials_per_solver": 3},
+        "search": {"trials_per_solver": 3, "hparams": "shared"},
     }
     one = parse_study({**raw, "seeds": [0]}, tmp_path / "a.yml").trials()
     two = parse_study({**raw, "seeds": [7, 0, 11]}, tmp_path / "b.yml").trials()
@@ -130,6 +130,23 @@ def test_the_trial_seed_does_not_affect_hyperparameters(tmp_path):
     for trial in two:
         assert trial.solver_params == by_sample[trial.sample]
     assert {t.trial_id for t in one} <= {t.trial_id for t in two}
+
+
+def test_a_trial_seed_gives_its_own_draw_and_none_the_shared_one():
+    space = {"lr": LogUniform(1e-3, 1.0), "wd": Uniform(0.0, 1.0)}
+    shared = random_samples(space, 10, seed=0, scope=SCOPE)
+    # without a trial seed: the generators seeded as before the per-seed draws existed
+    assert shared == [
+        {
+            name: space[name].sample(np.random.default_rng(stable_seed(0, *SCOPE, name, i)))
+            for name in sorted(space)
+        }
+        for i in range(10)
+    ]
+    per_seed = [random_samples(space, 10, seed=0, scope=SCOPE, trial_seed=s) for s in (0, 1)]
+    assert per_seed[0] == random_samples(space, 10, seed=0, scope=SCOPE, trial_seed=0)
+    for i in range(10):
+        assert len({d[i]["lr"] for d in (shared, *per_seed)}) == 3
 
 
 def test_stable_seed_is_a_63_bit_function_of_the_parts():

@@ -115,6 +115,44 @@ def test_equal_configurations_are_one_trial(tmp_path):
     assert {t.seed for t in trials} == {0, 1}
 
 
+def test_random_search_redraws_each_sample_per_trial_seed_as_domainbed(tmp_path):
+    """DomainBed's scripts/train.py draws sample ``hparams_seed`` anew for every trial seed
+    (``seed_hash(hparams_seed, trial_seed)``); its leave-one-domain-out runs (test_envs [t, v])
+    share the main run's draw. ``hparams: shared`` is the old single draw per sample."""
+    raw = {
+        "name": "d",
+        "datasets": {"colored_digits": {"test_env": [2], "val_env": [-1, 0, 1]}},
+        "solvers": {"adam": {}},
+        "search": {"trials_per_solver": 3},
+        "seeds": [0, 1],
+    }
+    study = parse_study(copy.deepcopy(raw), tmp_path / "d.yml")
+    assert study.hparams_draw == "per_seed"
+    assert study.search_columns() == {"search.hparams": "per_seed"}
+    draws: dict[tuple[int, int], set] = {}
+    for trial in study.trials():
+        draws.setdefault((trial.sample, trial.seed), set()).add(trial.solver_params)
+    assert len(draws) == 6
+    # companions (val_env 0, 1) and the main run share their (sample, trial seed) draw
+    assert all(len(d) == 1 for d in draws.values())
+    # and every (sample, trial seed) has its own
+    assert len({next(iter(d)) for d in draws.values()}) == 6
+    # a companion's data is DomainBed's run with test_envs [t, v] (v = 0 included)
+    for trial in study.trials():
+        params = dict(trial.dataset_params)
+        test_envs = sorted({2, params["val_env"]} - {-1})
+        expected = domainbed_seed_hash("ColoredDigits", "ERM", test_envs, trial.sample, trial.seed)
+        assert params["data_seed"] == expected
+    raw["search"]["hparams"] = "shared"
+    shared = parse_study(raw, tmp_path / "s.yml")
+    by_sample: dict[int, set] = {}
+    for trial in shared.trials():
+        by_sample.setdefault(trial.sample, set()).add(trial.solver_params)
+    assert all(len(d) == 1 for d in by_sample.values()) and len(by_sample) == 3
+    assert shared.search_columns() == {"search.hparams": "shared"}
+    assert parse_study(copy.deepcopy(GRID), tmp_path / "g.yml").search_columns() == {}
+
+
 def domainbed_seed_hash(*args):
     """DomainBed's ``misc.seed_hash``, written out: md5 of ``str(args)``, mod 2**31."""
     return int(hashlib.md5(str(args).encode("utf-8")).hexdigest(), 16) % 2**31
@@ -266,6 +304,7 @@ BAD = {
     "unknown search key": (lambda r: r["search"].update(budget=1), "search.budget"),
     "bad search kind": (lambda r: r["search"].update(kind="bayes"), "search.kind"),
     "zero trials": (lambda r: r["search"].update(trials_per_solver=0), "trials_per_solver"),
+    "bad hyperparameter draw": (lambda r: r["search"].update(hparams="once"), "search.hparams"),
     "bad resources": (lambda r: r.update(resources={"gpus": -1}), "resources.gpus"),
     "negative retries": (lambda r: r.update(retries=-1), "retries"),
 }

@@ -9,7 +9,9 @@ import pytest
 from shiftbench.studies.adam_rotations.analysis import (
     invariance_verdict,
     ordering_verdict,
+    paired_difference,
     scope_label,
+    seed_interval,
     slowdowns,
     sort_scopes,
     steps_to_reach,
@@ -76,61 +78,103 @@ def test_a_baseline_that_never_trained_gives_no_slowdown():
     assert math.isnan(table.loc[(0, "global"), "slowdown_pct"])
 
 
-def summary(losses, std=0.01):
-    return pd.DataFrame(
-        {
-            "scope": list(losses),
-            "final_loss_mean": list(losses.values()),
-            "final_loss_std": [std] * len(losses),
-        }
-    )
+OFFSETS = (-0.01, 0.0, 0.01)  # per-seed offsets shared by every scope: seeds pair the scopes
+NOISE = (0.004, -0.006, 0.002)  # per-seed noise of one scope's difference, mean 0
+
+
+def runs(losses, initial=2.3, offsets=OFFSETS, noise=NOISE):
+    """One row per seed and scope: final loss = the scope's loss + the seed's offset (shared
+    by all scopes, as a seed's initialization is) + the scope's own noise (alternating sign
+    by scope so that paired differences keep a spread)."""
+    rows = []
+    for k, (scope, loss) in enumerate(losses.items()):
+        for seed, (offset, eps) in enumerate(zip(offsets, noise)):
+            rows.append(
+                {
+                    "seed": seed,
+                    "scope": scope,
+                    "initial_loss": initial,
+                    "final_loss": loss + offset + (eps if k % 2 else -eps),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_seed_interval_is_the_student_t_interval_of_the_mean():
+    """Hand computation: values 1, 2, 3 have mean 2, sd 1, t(0.975, 2) = 4.302653."""
+    low, high = seed_interval([1.0, 2.0, 3.0, math.nan])
+    assert (low, high) == pytest.approx((2 - 4.302653 / math.sqrt(3), 2 + 4.302653 / math.sqrt(3)))
+    assert all(math.isnan(b) for b in seed_interval([1.0]))
+
+
+def test_paired_difference_removes_the_seed_effect():
+    """Seed offsets of 0.5 nats swamp a 0.05 gap between scopes unless the seeds are paired."""
+    data = runs({"none": 1.0, "global": 1.05}, offsets=(-0.5, 0.0, 0.5))
+    diff = paired_difference(data, "none", "global")
+    assert diff["mean"] == pytest.approx(0.05)
+    assert diff["seeds"] == 3
+    d = np.array([0.008, -0.012, 0.004]) + 0.05  # global - none, per seed, by hand
+    half = 4.302653 * d.std(ddof=1) / math.sqrt(3)
+    assert (diff["low"], diff["high"]) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert diff["low"] > 0
 
 
 def test_ordering_verdict_follows_its_stated_rule():
     paper = {"none": 1.0, "output": 1.0, "input": 1.1, "layer": 1.2, "global": 1.3, "svd": 0.8}
-    text = ordering_verdict(summary(paper))
-    assert "ordering none ~ output <= input <= layer <= global holds" in text
+    text = ordering_verdict(runs(paper))
+    assert (
+        "ordering none ~ output <= input <= layer <= global holds (3 of 3 steps resolved" in text
+    )
+    assert "over 3 seeds" in text and "global-layer +0.100 [" in text
     assert "SVD helps" in text
     reversed_chain = {**paper, "global": 0.9, "svd": 1.0}
-    text = ordering_verdict(summary(reversed_chain))
-    assert "does not hold" in text and "SVD does not clearly help" in text
-    assert "holds" in ordering_verdict(summary({**paper, "global": 1.195}))  # within one std
+    text = ordering_verdict(runs(reversed_chain))
+    assert "does not hold (global-layer resolved the wrong way)" in text
+    assert "SVD does not clearly help" in text
+    unresolved = ordering_verdict(runs({**paper, "global": 1.195}))  # within the noise
+    assert "holds (2 of 3 steps resolved upward, none reversed)" in unresolved
+    worse_output = ordering_verdict(runs({**paper, "output": 1.05}))
+    assert "does not hold (output-none resolved the wrong way)" in worse_output
+    assert "holds" in ordering_verdict(runs({**paper, "output": 0.95}))  # better is allowed
+    assert "SVD hurts" in ordering_verdict(runs({**paper, "svd": 1.2}))
 
 
 def test_ordering_verdict_ties_differences_under_the_tie_threshold():
     """Runs that all reach a loss near 0 with almost no spread tie: no ordering is broken by
     differences of 1e-5 nats, and one of 0.05 still is."""
+    tiny = dict(offsets=(0.0, 0.0, 0.0), noise=(1e-6, -1e-6, 0.0))
     converged = {"none": 2e-5, "output": 1e-5, "input": 3e-5, "layer": 1e-5, "global": 0.04}
-    text = ordering_verdict(summary(converged, std=1e-6))
+    text = ordering_verdict(runs(converged, **tiny))
     assert "holds" in text and "SVD" not in text
     broken = {**converged, "layer": 0.06}
-    assert "does not hold" in ordering_verdict(summary(broken, std=1e-6))
+    assert "does not hold" in ordering_verdict(runs(broken, **tiny))
 
 
 def test_vacuous_comparisons_get_no_verdict():
     paper = {"none": 1.0, "output": 1.0, "input": 1.1, "layer": 1.2, "global": 1.3, "svd": 0.8}
-    untrained = summary(paper).assign(initial_loss_mean=1.02)
-    text = ordering_verdict(untrained)
+    text = ordering_verdict(runs(paper, initial=1.02))
     assert "vacuous: the unrotated run did not train (loss 1.020 -> 1.000)" in text
     assert "holds" not in text and "help" not in text
-    trained = summary(paper).assign(initial_loss_mean=2.3)
-    assert "vacuous" not in ordering_verdict(trained)
+    assert "vacuous" not in ordering_verdict(runs(paper))
     saturated = {scope: 1e-4 * (i + 1) for i, scope in enumerate(paper)}
-    text = ordering_verdict(summary(saturated, std=1e-5))
+    text = ordering_verdict(runs(saturated, offsets=(0, 0, 0), noise=(1e-5, -1e-5, 0)))
     assert text.count("every scope saturated") == 2 and "holds" not in text
     tied = {"none": 1.0, "output": 1.003, "input": 1.0, "layer": 1.004, "global": 1.002}
-    text = ordering_verdict(summary(tied))
+    text = ordering_verdict(runs(tied))
     assert "vacuous: all 5 scopes tie" in text and "holds" not in text
 
 
 def test_invariance_verdict_of_an_equivariant_control():
-    frame = summary({"none": 0.5, "global": 0.503}).assign(initial_loss_mean=2.3)
-    assert invariance_verdict(frame) == "invariance: global matches none (+0.003 nats)"
-    frame = summary({"none": 0.5, "global": 0.7}).assign(initial_loss_mean=2.3)
-    assert "global differs from none (+0.200 nats)" in invariance_verdict(frame)
-    one_seed = summary({"none": 0.5, "global": 0.5}, std=math.nan).assign(initial_loss_mean=2.3)
-    assert invariance_verdict(one_seed) == "invariance: global matches none (+0.000 nats)"
-    stuck = summary({"none": 2.29, "global": 2.30}).assign(initial_loss_mean=2.30)
+    text = invariance_verdict(runs({"none": 0.5, "global": 0.503}))
+    assert text.startswith("invariance: global matches none (+0.003 [")
+    assert text.endswith("] nats over 3 seeds)")
+    text = invariance_verdict(runs({"none": 0.5, "global": 0.7}))
+    assert "global differs from none (+0.200 [" in text
+    one_seed = runs({"none": 0.5, "global": 0.5}, noise=(0, 0, 0)).query("seed == 0")
+    assert invariance_verdict(one_seed) == (
+        "invariance: global matches none (+0.000 [no interval] nats over 1 seeds)"
+    )
+    stuck = runs({"none": 2.29, "global": 2.30}, initial=2.30)
     assert invariance_verdict(stuck).startswith("vacuous: the unrotated run did not train")
 
 

@@ -203,6 +203,16 @@ def test_leave_one_domain_out_end_to_end(tmp_path):
     assert val_envs == [-1] * 4 + [0] * 4 + [1] * 4
     run_study(study, tmp_path / "store", workers=0, progress=False)
     ledger = store.read(tmp_path / "store", "lodo")
+    # DomainBed's random search: a draw per (sample, trial seed), shared by the companions
+    assert (ledger["search.hparams"] == "per_seed").all()
+    lrs = ledger.groupby(["sample", "seed"])["hp.lr"].nunique()
+    assert (lrs == 1).all() and ledger["hp.lr"].nunique() == 4
+    # so the training-domain pick is made within each trial seed, among that seed's draws
+    chosen = select(ledger, "training_domain").iloc[0]
+    for seed, sample in zip((0, 1), chosen["sample"].split(",")):
+        mains = selected_checkpoints(ledger, "training_domain")
+        mine = mains[mains["seed"] == seed].sort_values(["val_score", "sample"])
+        assert str(mine["sample"].iloc[-1]) == sample
     companion = ledger[ledger["ds.val_env"] == 0]
     # a companion trains on env 1 only: env 0 is evaluated whole, as env 2 (the test env)
     assert companion["env0_acc"].notna().all() and companion["env1_acc"].isna().all()

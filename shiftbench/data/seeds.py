@@ -68,7 +68,8 @@ def resolve(
     if "data_seed" in params:
         # a leave-one-domain-out companion is DomainBed's run with two test environments
         val_env = params.get("val_env")
-        test_envs = sorted({params["test_env"], *([val_env] if (val_env or -1) >= 0 else [])})
+        companion = val_env is not None and val_env >= 0  # val_env 0 is a companion too
+        test_envs = sorted({params["test_env"], *([val_env] if companion else [])})
         resolved["data_seed"] = seed_hash(
             domainbed_name, algorithm.upper(), test_envs, hparams_seed, trial_seed
         )

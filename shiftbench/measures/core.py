@@ -12,13 +12,16 @@ Where to Find Them", Sec. 6 / App. C): a measure named ``log_*`` becomes
 number of training examples; empirical quantities (calibration, optimization speed,
 information criteria) are registered with ``adjustment="none"``.
 
-One parameter count ``omega`` (:attr:`MeasureContext.omega`) serves every measure that
-counts parameters (``params``, AIC, BIC, the magnitude-aware bounds): the number of
-parameters of the BatchNorm-folded model, weights and biases, i.e. of the function the
-model computes at evaluation time and of the vector the perturbation measures perturb.
-A BatchNorm's scale and shift fold into the preceding layer, so they are not counted
-again. The reference implementation (``get_all_measures``: ``num_params``) counts the
-folded weights without the biases; the difference is one bias per output unit.
+One parameter set serves every measure that counts or sums parameters (``params``, AIC,
+BIC, the PAC-Bayes and sharpness bounds): the weights of the BatchNorm-folded model's
+Linear and Conv2d layers, biases excluded (:attr:`MeasureContext.flat_weights`, ``omega``
+their number), as in the reference implementation (nitarshan/robust-generalization-measures,
+``data/generation/measures.py``, ``get_all_measures``: ``get_weights_only`` drops every
+parameter named ``bias`` or ``bn`` after ``_reparam`` folds the BatchNorms, lines 120-133,
+and ``w_vec``, ``dist_w_vec`` and ``num_params = len(w_vec)`` feed ``PARAMS``, line 147,
+``_pacbayes_bound``, lines 239-242, and ``_pacbayes_mag_bound``, lines 248-254). The
+perturbation searches perturb every parameter, biases too, as the reference's
+``_perturbed_model`` does (lines 46-52).
 """
 
 from __future__ import annotations
@@ -73,11 +76,17 @@ class MeasureConfig:
     noise_batch_size: minibatch size whose gradient variance is the gradient noise.
     eval_batch_size: examples per forward pass when evaluating a whole dataset.
     seed: seeds every random draw (one ``torch.Generator`` per measure).
-    linf_batches: minibatches of Study 3's L-inf gradient bound (the paper: 1,000).
-    hessian_batches: minibatches whose Hessian rows Study 3's (1,1)-norm averages.
-    hessian_coordinates: sampled rows of that (1,1)-norm estimate.
+    linf_batches: minibatches of Study 3's L-inf gradient bound (Zhang, Maes et al., NeurIPS
+        2025, Sec. 4.1, Fig. 7 and App. B.3 Algorithm 1: T = 1,000).
+    hessian_batches: minibatches over which each sampled Hessian row of Study 3's (1,1)-norm
+        and block probes is averaged before any norm (the paper's k, Sec. 4.1 "Block-
+        diagonality of the Hessian": k = 5,000).
+    hessian_coordinates: sampled Hessian rows of those probes. The paper does not state how
+        many rows it samples (App. B.3 averages the L1 norms of "sampled rows"; Fig. 9 and
+        App. C.3 show one row per layer type), so 16 is our choice.
     orthogonality_steps: steps of resumed training over which Study 3's update orthogonality
-        is averaged (the paper: 500).
+        is averaged (Sec. 4.2: "the next 500 steps").
+    The minibatch size of those probes is ``noise_batch_size``; the paper does not state it.
     """
 
     bisection_depth: int = 15
@@ -92,7 +101,7 @@ class MeasureConfig:
     eval_batch_size: int = 1024
     seed: int = 0
     linf_batches: int = 1000
-    hessian_batches: int = 100
+    hessian_batches: int = 5000
     hessian_coordinates: int = 16
     orthogonality_steps: int = 500
 
@@ -135,8 +144,9 @@ class Measure:
     family: str
     adjustment: Adjustment
     direction: int = 1
-    # reads the trial's optimizer state: named one by one, never part of ``measures: all``
-    needs_optimizer: bool = False
+    # a probe of the training run (its optimizer state, minibatch Hessians), not a measure of
+    # the trained model: named one by one, never part of ``measures: all``
+    probe: bool = False
 
 
 REGISTRY: dict[str, Measure] = {}
@@ -147,12 +157,13 @@ def measure(
     family: str,
     adjustment: Adjustment | None = None,
     direction: int = 1,
-    needs_optimizer: bool = False,
+    probe: bool = False,
 ) -> Callable[[MeasureFn], MeasureFn]:
     """Register ``fn(ctx) -> float`` as measure ``name``; the adjustment defaults to Jiang's
     rule (``log`` for names starting with ``log_``, else ``sqrt``); ``direction`` is -1 for
     a measure whose larger values predict a smaller gap (see :class:`Measure`);
-    ``needs_optimizer``: it reads the trial's optimizer (``MeasureContext.optimizer``)."""
+    ``probe``: it probes the training run (``MeasureContext.optimizer``, many minibatches)
+    rather than measuring the trained model, so ``measures: all`` leaves it out."""
     rule: Adjustment = adjustment or ("log" if name.startswith("log_") else "sqrt")
     if direction not in (1, -1):
         raise ValueError(f"measure {name!r}: direction must be 1 or -1, got {direction}")
@@ -160,7 +171,7 @@ def measure(
     def wrap(fn: MeasureFn) -> MeasureFn:
         if name in REGISTRY and REGISTRY[name].fn.__qualname__ != fn.__qualname__:
             raise ValueError(f"measure {name!r} is registered twice")
-        REGISTRY[name] = Measure(name, fn, family, rule, direction, needs_optimizer)
+        REGISTRY[name] = Measure(name, fn, family, rule, direction, probe)
         return fn
 
     return wrap
@@ -326,26 +337,25 @@ class MeasureContext:
         return init
 
     @cached_property
-    def flat_params(self) -> Tensor:
-        """Every parameter of the folded model, flattened in name order."""
-        return mu.flat(mu.trainable(self.folded))
+    def flat_weights(self) -> Tensor:
+        """The folded model's layer weights, biases excluded, flattened in layer order: the
+        parameter set of every counting or summing measure (module docstring)."""
+        return torch.cat([layer.weight.flatten() for layer in self.layers])
 
     @cached_property
     def omega(self) -> int:
-        """The parameter count of every measure (module docstring): the folded model's."""
-        return self.flat_params.numel()
+        """The parameter count of every measure (module docstring): the folded weights'."""
+        return self.flat_weights.numel()
 
     @cached_property
-    def flat_init_params(self) -> Tensor:
-        """Every parameter of the folded init model, flattened in the same order."""
-        init = mu.trainable(self.folded_init)
-        if list(init) != list(mu.trainable(self.folded)):
-            raise Undefined("init_model has a different architecture")
-        return mu.flat(init)
+    def flat_init_weights(self) -> Tensor:
+        """The folded init model's layer weights, flattened in the same order."""
+        return torch.cat([layer.weight.flatten() for layer in self.init_layers])
 
     def offsets(self, from_init: bool) -> Tensor:
-        """``w - w^0`` (``from_init``) or ``w``: the distance to a PAC-Bayes prior's centre."""
-        return self.flat_params - self.flat_init_params if from_init else self.flat_params
+        """``w - w^0`` (``from_init``) or ``w`` over the folded weights: the distance to a
+        PAC-Bayes prior's centre."""
+        return self.flat_weights - self.flat_init_weights if from_init else self.flat_weights
 
     @cached_property
     def accuracy_on_subset(self) -> float:

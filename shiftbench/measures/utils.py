@@ -372,12 +372,14 @@ def magnitude_aware_bound(
 ) -> float:
     """The magnitude-aware perturbation bound of Jiang et al. (2020, Sec. 8, App. C.7):
     ``1/4 sum_i log((eps^2 + coefficient ||r||^2 / omega) / (eps^2 + scale^2 offsets_i^2))
-    + log(m / scale) + 10``, with ``offsets = w - w^0`` per parameter (``w^0`` the prior's
-    centre: the initialization, or 0), ``||r||^2 = reference_sq_norm`` their squared norm and
-    ``omega`` their number (``MeasureContext.omega`` for the folded model's parameters);
-    ``coefficient`` is ``sigma^2 + 1`` (PAC-Bayes) or ``alpha^2 + 4 log(2 omega / alpha)``
-    (sharpness). As in the reference implementation, the confidence ``delta`` of
-    ``log(m / delta)`` is the found scale itself."""
+    + log(m / scale) + 10``, with ``||r||^2 = reference_sq_norm`` the squared norm of the
+    weights' distance to the prior's centre (``w - w^0`` or ``w``), ``offsets = w - w^0``
+    whatever the centre, and ``omega`` their number (:attr:`MeasureContext.omega`), as the
+    reference's ``_pacbayes_mag_bound`` computes it (``data/generation/measures.py``:
+    ``numerator`` from ``reference_vec``, ``denominator`` from ``dist_w_vec``, ``omega =
+    num_params``). ``coefficient`` is ``sigma^2 + 1`` (PAC-Bayes) or
+    ``alpha^2 + 4 log(2 omega / alpha)`` (sharpness). As in the reference, the confidence
+    ``delta`` of ``log(m / delta)`` is the found scale itself."""
     omega = offsets.numel()
     numerator = eps**2 + coefficient * reference_sq_norm / omega
     denominator = eps**2 + scale**2 * offsets.double().square()

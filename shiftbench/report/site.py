@@ -3,22 +3,27 @@ click through (``shiftbench report STUDY --html``), and an index over a folder o
 
 The site shows the report's own items (``shiftbench.report.build.Item``): the tables the analyses
 wrote, as sortable, filterable DataTables (itables), and their matplotlib figures redrawn
-by plotly from the figure's artists (``plotly_figure``), so nothing is computed twice. A
-scatter whose points carry trial ids as matplotlib URLs (``ax.scatter(..., urls=ids)``)
-names each trial on hover and opens its page on click.
+by plotly from the figure's artists (``plotly_figure``), so nothing is computed twice; a
+figure with an artist the translation does not cover keeps its PNG alone. A scatter whose
+points carry trial ids as matplotlib URLs (``ax.scatter(..., urls=ids)``) names each trial
+on hover and opens its page on click.
 
 Everything the pages need is written once into ``assets/`` (plotly.js, the DataTables
-bundle of itables, a style sheet) and read by relative paths: the site works offline and
-from ``file://``. At 10,000 trials the index stays small (the analyses aggregate); the
-trial list is one DataTable that pages through the rows in the browser, and each trial has a
-page of a few KB that loads plotly.js from ``assets/`` (``perf/html_site.py`` measures both).
+bundle of itables, a style sheet, the trial page's script), the site's own or one shared by
+the sites of a folder, and read by relative paths: the site works offline and from
+``file://``. At 10,000 trials the index stays small (the analyses aggregate); the trial list
+is one DataTable that pages through the rows in the browser, and one page, ``trial.html#ID``,
+shows any trial from the data file of its id's first two characters (``perf/html_site.py``
+measures all three).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +43,7 @@ from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection, PathCollection, PolyCollection
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from plotly.offline import get_plotlyjs
 
 from shiftbench.store import ledger as store
@@ -49,6 +55,10 @@ if TYPE_CHECKING:
 ASSETS = "assets"
 PLOTLY_JS = "plotly.min.js"
 ITABLES_JS = "itables.js"
+TRIAL_PAGE = "trial.html"  # one page for every trial: trial.html#<trial id>
+TRIAL_DATA = "trials"  # the trials' records, as scripts of 16**SHARD files at most
+SHARD = 2
+TRIAL_JS_FILE = "trial.js"
 CURVES = {
     "loss": ("train_loss", "id_loss", "ood_loss"),
     "accuracy": ("train_acc", "id_acc", "ood_acc", "oracle_acc"),
@@ -71,6 +81,7 @@ SYMBOLS |= {"x": "x-thin", "+": "cross-thin", "_": "line-ew", "|": "line-ns", "*
 NO_STYLE = ("None", "none", "", " ", None)
 PX_PER_PT = 100 / 72  # plotly draws at about 100 px per matplotlib inch
 WEBGL_POINTS = 2000
+DIGITS = 7  # significant digits of a plotted value: finer than a hover (4) or a pixel shows
 MIN_HEIGHT = 320  # px: a short matplotlib figure (a heat map of few rows) stays readable
 MARKDOWN = MarkdownIt("commonmark").enable("table")
 
@@ -84,13 +95,14 @@ def _colour(colour, alpha: float | None = None) -> str:
 
 
 def _values(values: Iterable) -> list:
-    """JSON-ready values: floats with NaN as null, or the labels of a categorical axis."""
+    """JSON-ready values: floats to ``DIGITS`` significant digits with NaN as null, or the
+    labels of a categorical axis."""
     array = np.ma.filled(np.ma.asarray(values, dtype=object), None).ravel()
     try:
         floats = np.asarray(array, dtype=float)
     except (TypeError, ValueError):
         return [str(v) for v in array]
-    return [float(v) if np.isfinite(v) else None for v in floats]
+    return [float(f"{v:.{DIGITS}g}") if np.isfinite(v) else None for v in floats]
 
 
 def _one_or_many(values) -> object:
@@ -133,11 +145,14 @@ def _line_traces(ax: Axes) -> list[dict]:
             continue
         colour = _colour(line.get_color(), line.get_alpha())
         symbol = SYMBOLS.get(str(line.get_marker()), "circle")
+        x, y = line.get_xdata(), line.get_ydata()
+        if line.get_transform() != ax.transData:  # axhline, axvline: x or y in axes fractions
+            x, y = (line.get_transform() - ax.transData).transform(line.get_xydata()).T
         traces.append(
             {
                 "type": "scatter",
-                "x": _values(line.get_xdata()),
-                "y": _values(line.get_ydata()),
+                "x": _values(x),
+                "y": _values(y),
                 "mode": "+".join(m for m, on in (("lines", styled), ("markers", marked)) if on),
                 "name": _label(line),
                 "line": {
@@ -230,12 +245,21 @@ def _patch_traces(ax: Axes) -> list[dict]:
     return traces
 
 
+def _typed(values: np.ndarray) -> dict:
+    """A 2-D array as a plotly.js typed array (float32, as base64: about 5 characters a
+    value, where decimals take about 10; NaN stays NaN, a gap)."""
+    data = np.ascontiguousarray(values, dtype="<f4").tobytes()
+    return {
+        "dtype": "f4",
+        "bdata": base64.b64encode(data).decode(),
+        "shape": "{}, {}".format(*values.shape),
+    }
+
+
 def _image_traces(ax: Axes) -> list[dict]:
     traces = []
     for image in ax.get_images():
         values = np.ma.filled(np.ma.asarray(image.get_array(), dtype=float), np.nan)
-        if values.ndim != 2:
-            continue
         left, right, bottom, top = image.get_extent()
         first, last = (top, bottom) if image.origin == "upper" else (bottom, top)
         rows, cols = values.shape
@@ -243,7 +267,7 @@ def _image_traces(ax: Axes) -> list[dict]:
         traces.append(
             {
                 "type": "heatmap",
-                "z": [_values(row) for row in values],
+                "z": _typed(values),
                 "x": (left + (np.arange(cols) + 0.5) * (right - left) / cols).tolist(),
                 "y": (first + (np.arange(rows) + 0.5) * (last - first) / rows).tolist(),
                 "zmin": float(image.norm.vmin),
@@ -284,10 +308,52 @@ def _axis(ax: Axes, which: str, anchor: str, domain: list[float]) -> dict:
     return out
 
 
-def plotly_figure(fig: Figure) -> dict:
+def _untranslated(fig: Figure) -> list[str]:
+    """What in ``fig`` ``plotly_figure`` does not redraw: any artist other than the lines,
+    scatters, line and polygon collections, patches, images, texts and titles of a panel
+    (and a panel's furniture: axis, spines, legend, background), figure-level artists but
+    the suptitle, and panels drawn over one another (twin axes)."""
+    texts = [t for t in fig.texts if t.get_text() not in ("", fig.get_suptitle())]
+    missing = [type(a).__name__ for a in (*texts, *fig.lines, *fig.patches, *fig.images)]
+    panels = _panels(fig)
+    boxes = [tuple(ax.get_position().bounds) for ax in panels]
+    missing += ["overlaid axes"] * (len(boxes) - len(set(boxes)))
+    for ax in fig.axes:
+        if ax.get_label() == "<colorbar>":
+            continue
+        drawn = [*ax.lines, *ax.collections, *ax.patches, *ax.images, *ax.texts]
+        missing += [f"{i.get_array().ndim}-D image" for i in ax.images if i.get_array().ndim != 2]
+        if ax not in panels:
+            missing += [type(a).__name__ for a in drawn]
+            continue
+        furniture = [ax.patch, ax.title, ax.xaxis, ax.yaxis, ax.get_legend()]
+        known = {id(a) for a in (*drawn, *furniture, *ax.spines.values())}
+        missing += [
+            type(a).__name__
+            for a in ax.get_children()
+            if id(a) not in known and not (isinstance(a, Text) and not a.get_text())
+        ]
+        missing += [
+            type(c).__name__
+            for c in ax.collections
+            if not isinstance(c, (PathCollection, LineCollection, PolyCollection))
+        ]
+    return missing
+
+
+def _panels(fig: Figure) -> list[Axes]:
+    """The axes ``plotly_figure`` draws: those with their axis on, colour bars aside."""
+    return [ax for ax in fig.axes if ax.axison and ax.get_label() != "<colorbar>"]
+
+
+def plotly_figure(fig: Figure) -> dict | None:
     """The matplotlib figure ``fig`` as a plotly figure dict: each axes at its place, with
     its lines, scatters (trial ids from the points' URLs as ``customdata``), error bars,
-    bands, bars, images, texts, titles, labels, scales and categorical ticks."""
+    bands, bars, box and violin plots, images, texts, titles, the suptitle, labels, scales
+    and categorical ticks; or None when ``fig`` draws anything else (``_untranslated``), so
+    that a figure is shown interactive only when every artist of it is redrawn."""
+    if _untranslated(fig):
+        return None
     data: list[dict] = []
     height = fig.get_size_inches()[1] * 100
     layout: dict = {
@@ -301,8 +367,10 @@ def plotly_figure(fig: Figure) -> dict:
         "showlegend": any(ax.get_legend() for ax in fig.axes) or bool(fig.legends),
     }
     named: set[str] = set()
-    axes = [ax for ax in fig.axes if ax.axison and ax.get_label() != "<colorbar>"]
-    for number, ax in enumerate(axes, start=1):
+    if fig.get_suptitle():
+        layout["title"] = {"text": fig.get_suptitle().replace("\n", "<br>"), "x": 0.5}
+        layout["margin"]["t"] = 70
+    for number, ax in enumerate(_panels(fig), start=1):
         suffix = "" if number == 1 else str(number)
         box = ax.get_position()
         layout[f"xaxis{suffix}"] = _axis(ax, "x", f"y{suffix}", [box.x0, box.x1])
@@ -315,7 +383,7 @@ def plotly_figure(fig: Figure) -> dict:
             if name:
                 trace |= {"name": name, "legendgroup": name, "showlegend": name not in named}
                 named.add(name)
-            data.append(trace)
+            _add(data, trace)
         for text, x, y, anchor in _texts(ax):
             layout["annotations"].append(
                 {
@@ -330,6 +398,30 @@ def plotly_figure(fig: Figure) -> dict:
                 }
             )
     return {"data": data, "layout": layout}
+
+
+def _add(data: list[dict], trace: dict) -> None:
+    """Append ``trace``, or join it to an earlier trace of its panel and style drawn above
+    any fill, bar or image (a figure of hundreds of short lines stays small and fast)."""
+    for earlier in reversed(data):
+        if _joinable(earlier, trace):
+            earlier["x"] += [None, *trace["x"]]
+            earlier["y"] += [None, *trace["y"]]
+            return
+        if earlier["type"] != "scatter" or "fill" in earlier or earlier["xaxis"] != trace["xaxis"]:
+            break
+    data.append(trace)
+
+
+def _joinable(first: dict, then: dict) -> bool:
+    """Whether two traces are unnamed lines or markers of one style."""
+    for trace in (first, then):
+        if trace["type"] != "scatter" or "customdata" in trace or "legendgroup" in trace:
+            return False
+        if any(isinstance(v, list) for v in trace.get("marker", {}).values()):
+            return False  # one colour or size per point
+    style = [{k: v for k, v in t.items() if k not in ("x", "y")} for t in (first, then)]
+    return style[0] == style[1]
 
 
 def _texts(ax: Axes) -> list[tuple[str, float, float, str]]:
@@ -358,12 +450,12 @@ table.facts td, table.facts th { text-align: left; padding: .1em .8em .1em 0; }
 PAGE = jinja2.Template(
     """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
-<link rel="stylesheet" href="{{ root }}assets/site.css">
-<script src="{{ root }}assets/plotly.min.js"></script>
-{% if tables %}<script src="{{ root }}assets/itables.js"></script>{% endif %}
+<link rel="stylesheet" href="{{ assets }}site.css">
+<script src="{{ assets }}plotly.min.js"></script>
+{% if tables %}<script src="{{ assets }}itables.js"></script>{% endif %}
 </head><body>
-<nav>{% for href, text in nav %}<a href="{{ root }}{{ href }}">{{ text }}</a>{% endfor %}</nav>
-<h1>{{ title }}</h1>
+<nav>{% for href, text in nav %}<a href="{{ href }}">{{ text }}</a>{% endfor %}</nav>
+<h1 id="title">{{ title }}</h1>
 {{ body }}
 </body></html>
 """,
@@ -387,16 +479,59 @@ STUDY = jinja2.Template(
 )
 
 TRIAL = jinja2.Template(
-    """<p>{{ status }}{% if error %}: <span class="error">{{ error }}</span>{% endif %}</p>
-{{ curves }}
+    """<p id="status">loading the trial named after # in the address</p>
+<div id="curves"></div>
 <h2>Final measurements</h2>
-{{ final }}
+<table class="facts" id="final"></table>
 <h2>Config</h2>
-<pre>{{ config }}</pre>
+<pre id="config"></pre>
 <h2>Provenance</h2>
-{{ provenance }}
+<table class="facts" id="provenance"></table>
+<script src="{{ assets }}trial.js"></script>
 """,
     autoescape=True,
+)
+
+# The trial page's script: reads the trial named after # from its data file, and draws it.
+TRIAL_JS = jinja2.Template(
+    """const LAYOUT = {{ layout | tojson }};
+const PANELS = {{ panels | tojson }};
+const byId = id => document.getElementById(id);
+function facts(table, rows) {
+  table.replaceChildren(...rows.map(([label, value]) => {
+    const row = document.createElement("tr");
+    row.append(document.createElement("th"), document.createElement("td"));
+    row.cells[0].textContent = label;
+    row.cells[1].textContent = value;
+    return row;
+  }));
+}
+window.shiftbenchTrials = trials => {
+  const id = decodeURIComponent(location.hash.slice(1));
+  const trial = trials[id];
+  if (!trial) { byId("status").textContent = `no trial ${id} in this study`; return; }
+  document.title = byId("title").textContent = trial.title;
+  byId("status").textContent = trial.status + (trial.error ? ": " + trial.error : "");
+  byId("status").className = trial.error ? "error" : "";
+  const data = PANELS.flatMap(([axis, columns]) => columns.filter(c => c in trial.curves)
+    .map(c => ({type: "scatter", mode: "lines+markers", name: c, x: trial.step,
+                y: trial.curves[c], xaxis: "x" + axis, yaxis: "y" + axis})));
+  Plotly.newPlot("curves", data, LAYOUT, {displaylogo: false, responsive: true});
+  facts(byId("final"), trial.final);
+  byId("config").textContent = JSON.stringify(trial.config, null, 2);
+  facts(byId("provenance"), trial.provenance);
+};
+function load() {
+  const id = decodeURIComponent(location.hash.slice(1));
+  if (!/^[A-Za-z0-9_-]+$/.test(id)) { byId("status").textContent = "no trial named"; return; }
+  const script = document.createElement("script");
+  script.src = "{{ data }}/" + id.slice(0, {{ shard }}) + ".js";
+  script.onerror = () => { byId("status").textContent = `no trial ${id} in this study`; };
+  document.head.append(script);
+}
+window.addEventListener("hashchange", load);
+load();
+"""
 )
 
 
@@ -410,14 +545,21 @@ FACTS = jinja2.Template(
 
 @dataclass(frozen=True)
 class Site:
-    """A written site: its index page, how many pages and how many bytes in all."""
+    """A written site: its index page, how many pages, trials and bytes (its own files; the
+    scripts in ``assets``, shared or not, are counted apart)."""
 
     index: Path
     pages: int
+    trials: int
     size: int
+    assets: Path
+    assets_size: int
 
     def summary(self) -> str:
-        return f"site written to {self.index} ({self.pages} pages, {self.size / 1e6:.1f} MB)"
+        return (
+            f"site written to {self.index} ({self.pages} pages, {self.trials} trials, "
+            f"{self.size / 1e6:.1f} MB; scripts {self.assets_size / 1e6:.1f} MB in {self.assets})"
+        )
 
 
 def _facts(rows: Iterable[tuple[str, object]]) -> Markup:
@@ -426,9 +568,11 @@ def _facts(rows: Iterable[tuple[str, object]]) -> Markup:
 
 
 def _datatable(frame: pd.DataFrame, table_id: str, links: bool = False) -> str:
-    """A sortable, filterable, paginated table (itables' DataTables, offline bundle)."""
+    """A sortable, filterable, paginated table (itables' DataTables, offline bundle). A name
+    of the column axis (a pivot's) is dropped: itables gives it a header cell of its own, one
+    more than the columns, which breaks the column filters."""
     return to_html_datatable(
-        frame,
+        frame.rename_axis(columns=None),
         table_id=table_id,
         connected=False,
         maxBytes=0,
@@ -442,13 +586,13 @@ def _datatable(frame: pd.DataFrame, table_id: str, links: bool = False) -> str:
     )
 
 
-def _figure_html(figure: dict, div_id: str, root: str) -> str:
+def _figure_html(figure: dict, div_id: str) -> str:
     """A plotly figure in a page that already loads plotly.js; a click on a point that
     names a trial opens the trial's page."""
     click = (
         "document.getElementById('{plot_id}').on('plotly_click', e => {"
         " const id = e.points[0].customdata;"
-        f" if (id) window.location.href = '{root}trials/' + id + '.html'; }});"
+        f" if (id) window.location.href = '{TRIAL_PAGE}#' + id; }});"
     )
     return pio.to_html(
         figure,
@@ -505,9 +649,10 @@ def _item_html(item: Item, number: int, hover: dict[str, str]) -> str:
         table = _datatable(item.frame, f"table-{item.name}")
         return f"<h3>{caption}</h3>\n{table}"
     png = f'<a href="{item.path.name}">PNG</a>'
-    if item.plotly is None:
-        return f'<figure><img src="{item.path.name}" alt="{caption}"></figure>'
-    plot = _figure_html(_with_trials(item.plotly, hover), f"figure-{number}", "")
+    if item.plotly is None:  # a figure drawn with what the site does not redraw
+        img = f'<img src="{item.path.name}" alt="{caption}">'
+        return f"<figure>{img}<figcaption>{caption}</figcaption></figure>"
+    plot = _figure_html(_with_trials(item.plotly, hover), f"figure-{number}")
     return f"<figure>{plot}<figcaption>{caption} ({png})</figcaption></figure>"
 
 
@@ -544,9 +689,16 @@ def _counts(rows: pd.DataFrame, n_trials: int) -> dict[str, int]:
     return counts
 
 
-def _write_assets(site: Path) -> None:
-    """plotly.js, the itables bundle and the style sheet, written once per site."""
-    assets = site / ASSETS
+def _assets(site: Path) -> Path:
+    """Where the site's scripts go: the ``assets/`` folder beside it when there is one (the
+    sites of a folder of reports, such as ``results/published/``, share it), else its own."""
+    shared = site.parent / ASSETS
+    return shared if shared.is_dir() else site / ASSETS
+
+
+def _write_assets(assets: Path) -> None:
+    """plotly.js, the itables bundle, the style sheet and the trial page's script, written
+    once per folder."""
     assets.mkdir(parents=True, exist_ok=True)
     if not (assets / PLOTLY_JS).exists():
         (assets / PLOTLY_JS).write_text(get_plotlyjs())
@@ -554,11 +706,14 @@ def _write_assets(site: Path) -> None:
     script = re.search(r"<script>(.*?)</script>", offline, re.DOTALL)
     (assets / ITABLES_JS).write_text(script.group(1))
     (assets / "site.css").write_text(CSS)
+    layout, panels = _curves_layout()
+    script = TRIAL_JS.render(layout=layout, panels=panels, data=TRIAL_DATA, shard=SHARD)
+    (assets / TRIAL_JS_FILE).write_text(script)
 
 
-def _page(title: str, body: str, root: str, tables: bool) -> str:
+def _page(title: str, body: str, assets: str, tables: bool) -> str:
     nav = [("index.html", "study"), ("trials.html", "trials")]
-    return PAGE.render(title=title, body=Markup(body), root=root, nav=nav, tables=tables)
+    return PAGE.render(title=title, body=Markup(body), assets=assets, nav=nav, tables=tables)
 
 
 def _trial_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -567,15 +722,17 @@ def _trial_table(rows: pd.DataFrame) -> pd.DataFrame:
     varying = _varying(last, schema.CONFIG_PREFIXES)
     metrics = [c for c in ("step", "train_loss", "train_acc", "id_acc", "ood_acc") if c in last]
     table = last[["trial_id", "status", "dataset", "solver", *varying, "seed", *metrics]].copy()
-    table["trial_id"] = [f'<a href="trials/{t}.html">{t}</a>' for t in table["trial_id"]]
+    table["trial_id"] = [f'<a href="{TRIAL_PAGE}#{t}">{t}</a>' for t in table["trial_id"]]
     for column in table.select_dtypes("float").columns:
         table[column] = table[column].round(4)
     return table.rename(columns=lambda c: c.split(".", 1)[-1])
 
 
-def _curves(trial: dict[str, np.ndarray]) -> dict:
-    """Loss and accuracy against step, one panel each (the checkpoints the ledger holds)."""
-    data, layout = [], {"height": 360, "margin": {"t": 30}, "plot_bgcolor": "white"}
+def _curves_layout() -> tuple[dict, list[tuple[str, tuple[str, ...]]]]:
+    """The trial page's plotly layout (loss and accuracy against step, one panel each) and
+    each panel's axis suffix with the ledger columns it draws."""
+    layout: dict = {"height": 360, "margin": {"t": 30}, "plot_bgcolor": "white"}
+    panels = []
     for number, (panel, columns) in enumerate(CURVES.items(), start=1):
         suffix = "" if number == 1 else str(number)
         left = (number - 1) / len(CURVES)
@@ -590,43 +747,37 @@ def _curves(trial: dict[str, np.ndarray]) -> dict:
             "title": {"text": panel},
             "gridcolor": "#e8e8e8",
         }
-        for column in columns:
-            values = _values(trial.get(column, []))
-            if any(v is not None for v in values):
-                data.append(
-                    {
-                        "type": "scatter",
-                        "mode": "lines+markers",
-                        "name": column,
-                        "x": _values(trial["step"]),
-                        "y": values,
-                        "xaxis": f"x{suffix}",
-                        "yaxis": f"y{suffix}",
-                    }
-                )
-    return {"data": data, "layout": layout}
+        panels.append((suffix, columns))
+    return layout, panels
 
 
-def _trial_page(trial_id: str, trial: dict[str, np.ndarray], measured: list[str]) -> str:
-    """A trial's page from its columns (its checkpoints in step order)."""
+def _trial_record(trial_id: str, trial: dict[str, np.ndarray], measured: list[str]) -> dict:
+    """What the trial page shows of one trial, from its columns (checkpoints in step order):
+    its curves, final measurements, config and provenance."""
     last = {column: values[-1] for column, values in trial.items()}
-    final = [(c, _short(last[c])) for c in measured if pd.notna(last[c])]
-    provenance = [(c, last[c]) for c in (*PROVENANCE, "start_time", "end_time") if c in last]
-    config = json.dumps(json.loads(last["config"]), indent=2) if "config" in last else ""
-    body = TRIAL.render(
-        status=last["status"],
-        error=last.get("error") or "",
-        curves=Markup(_figure_html(_curves(trial), "curves", "../")),
-        final=_facts(final),
-        config=config,
-        provenance=_facts(provenance),
-    )
-    title = f"trial {trial_id}: {last['solver']} seed {last['seed']} on {last['dataset']}"
-    return _page(title, body, "../", tables=False)
+    curves = {
+        column: _values(trial[column])
+        for columns in CURVES.values()
+        for column in columns
+        if column in trial and pd.notna(trial[column]).any()
+    }
+    provenance = [(c, str(last[c])) for c in (*PROVENANCE, "start_time", "end_time") if c in last]
+    return {
+        "title": f"trial {trial_id}: {last['solver']} seed {last['seed']} on {last['dataset']}",
+        "status": str(last["status"]),
+        "error": last["error"] if isinstance(last.get("error"), str) else "",
+        "step": _values(trial["step"]),
+        "curves": curves,
+        "final": [(c, _short(last[c])) for c in measured if pd.notna(last[c])],
+        "config": json.loads(last["config"]) if "config" in last else {},
+        "provenance": provenance,
+    }
 
 
-def _write_trial_pages(rows: pd.DataFrame, folder: Path) -> list[Path]:
-    """``folder/<trial id>.html`` for every trial (columns sliced per trial, for speed)."""
+def _write_trial_data(rows: pd.DataFrame, folder: Path) -> int:
+    """Every trial's record, in ``folder/<first SHARD characters of its id>.js`` files
+    (scripts, since a page opened from ``file://`` may load scripts but not fetch JSON): a
+    trial page loads one file of ``trials / 16**SHARD`` trials. Returns the trial count."""
     folder.mkdir(exist_ok=True)
     rows = rows.sort_values(["trial_id", "step"], kind="stable")
     measured = [
@@ -635,22 +786,37 @@ def _write_trial_pages(rows: pd.DataFrame, folder: Path) -> list[Path]:
         if not c.startswith(CONFIG_PREFIXES) and c not in CONFIG_COLUMNS
     ]
     columns = {column: rows[column].to_numpy() for column in rows.columns}
-    ids = columns["trial_id"]
+    ids = columns["trial_id"].astype(str)
     starts = [0, *(np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist()]
-    paths = []
+    shards: dict[str, dict[str, dict]] = {}
     for start, end in zip(starts, [*starts[1:], len(ids)]):
         trial = {column: values[start:end] for column, values in columns.items()}
-        paths.append(folder / f"{ids[start]}.html")
-        paths[-1].write_text(_trial_page(str(ids[start]), trial, measured))
-    return paths
+        shards.setdefault(ids[start][:SHARD], {})[ids[start]] = _trial_record(
+            ids[start], trial, measured
+        )
+    written = set()
+    for shard, records in shards.items():
+        data = json.dumps(records, separators=(",", ":"), default=str)
+        written.add(f"{shard}.js")
+        (folder / f"{shard}.js.tmp").write_text(f"shiftbenchTrials({data});\n")
+        (folder / f"{shard}.js.tmp").replace(folder / f"{shard}.js")  # whole, for --watch
+    for stale in set(os.listdir(folder)) - written:  # the site's own: older pages or records
+        (folder / stale).unlink()
+    return len(starts) if len(ids) else 0
 
 
 def write_site(context: AnalysisContext, store_dir: Path) -> Site:
     """Write the study's site beside its report: ``index.html`` (state, provenance, one
-    section per analysis), ``trials.html`` and ``trials/<id>.html``."""
+    section per analysis), ``trials.html`` (every trial), and ``trial.html``, the page of
+    the trial named after ``#`` (its record read from ``trials/``). The scripts go to the
+    folder's shared ``assets/`` when it has one (see ``_assets``), else to the site's own."""
     study, report, rows = context.study, context.report, context.ledger
     site = report.out
-    _write_assets(site)
+    assets = _assets(site)
+    _write_assets(assets)
+    if assets != site / ASSETS:
+        shutil.rmtree(site / ASSETS, ignore_errors=True)  # a copy from before it was shared
+    href = Path(os.path.relpath(assets, site)).as_posix() + "/"
     hover = _hover_text(rows)
     sections: dict[str, list[str]] = {}
     for number, item in enumerate(report.items):
@@ -668,12 +834,22 @@ def write_site(context: AnalysisContext, store_dir: Path) -> Site:
         provenance=_provenance(rows),
         sections=[(a, [Markup(h) for h in html]) for a, html in sections.items()],
     )
-    (site / "index.html").write_text(_page(report.title, body, "", tables=True))
+    (site / "index.html").write_text(_page(report.title, body, href, tables=True))
     trials = _datatable(_trial_table(rows), "table-trials", links=True)
-    (site / "trials.html").write_text(_page(f"{study.name}: trials", trials, "", tables=True))
-    html = [site / "index.html", site / "trials.html", *_write_trial_pages(rows, site / "trials")]
-    files = [*html, *(site / ASSETS).iterdir(), *(i.path for i in report.items if i.path)]
-    return Site(site / "index.html", len(html), sum(f.stat().st_size for f in files))
+    (site / "trials.html").write_text(_page(f"{study.name}: trials", trials, href, tables=True))
+    trial_page = TRIAL.render(assets=href)
+    (site / TRIAL_PAGE).write_text(_page("trial", trial_page, href, tables=False))
+    n_trials = _write_trial_data(rows, site / TRIAL_DATA)
+    html = [site / "index.html", site / "trials.html", site / TRIAL_PAGE]
+    files = [*html, *(site / TRIAL_DATA).iterdir(), *(i.path for i in report.items if i.path)]
+    return Site(
+        index=site / "index.html",
+        pages=len(html),
+        trials=n_trials,
+        size=sum(f.stat().st_size for f in files),
+        assets=assets,
+        assets_size=sum(f.stat().st_size for f in assets.iterdir()),
+    )
 
 
 # --- the index of a folder of reports -------------------------------------------------
@@ -776,6 +952,15 @@ def _ledger_states(store_dir: Path) -> list[LedgerState]:
     return states
 
 
+def _report_folders(folder: Path) -> list[Path]:
+    """The folders under ``folder`` with a ``report.md``, outside ledgers (``study=*``)."""
+    return [
+        report.parent
+        for report in sorted(Path(folder).rglob("report.md"))
+        if not any(part.startswith("study=") for part in report.parts)
+    ]
+
+
 def write_index(folder: Path) -> Path:
     """``folder/index.html``: every report under ``folder`` (a folder with ``report.md``),
     linked to its site when it has one and to its report as a page (``report.html``,
@@ -783,11 +968,7 @@ def write_index(folder: Path) -> Path:
     to the report of the same name."""
     folder = Path(folder)
     index = folder / "index.html"
-    reports = [
-        _render_report(report.parent, index)
-        for report in sorted(folder.rglob("report.md"))
-        if not any(part.startswith("study=") for part in report.parts)
-    ]
+    reports = [_render_report(report, index) for report in _report_folders(folder)]
     body = Markup(
         INDEX.render(
             title=f"shiftbench reports: {folder.resolve().name}",
@@ -800,3 +981,27 @@ def write_index(folder: Path) -> Path:
     title = f"shiftbench: {folder.resolve().name}"
     index.write_text(DOCUMENT.render(title=title, css=CSS, up=None, body=body))
     return index
+
+
+def rebuild_sites(folder: Path, stores: Iterable[Path], benchmarks: Path) -> list[str]:
+    """Rebuild, with ``report --html``, every report under ``folder`` whose study file
+    (``benchmarks/<folder name>.yml``) is there and whose ledger is in one of ``stores``
+    (the first that has it), the sites sharing ``folder/assets``; then the index. Returns a
+    line per report: what was rebuilt from where, or why not."""
+    from shiftbench.report.build import build_report
+    from shiftbench.spec.study import load_study
+
+    folder = Path(folder)
+    (folder / ASSETS).mkdir(exist_ok=True)
+    done = []
+    for out in _report_folders(folder):
+        name = out.name
+        study_file = Path(benchmarks) / f"{name}.yml"
+        ledger = next((Path(s) for s in stores if (Path(s) / f"study={name}").is_dir()), None)
+        if not study_file.is_file() or ledger is None:
+            missing = study_file if not study_file.is_file() else "no store with its ledger"
+            done.append(f"kept {out}: {missing}")
+            continue
+        built = build_report(load_study(study_file), ledger, out, html=True)
+        done.append(f"rebuilt from {ledger}: {built.site.summary()}")
+    return [*done, f"index written to {write_index(folder)}"]

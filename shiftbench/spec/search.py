@@ -9,9 +9,12 @@ can be overridden in a study file with the same vocabulary::
     nesterov: true                             # fixed
 
 Each hyperparameter of each sample is drawn from its own generator, seeded
-from (search seed, dataset, solver, hyperparameter name, sample index), so
-adding a hyperparameter never reshuffles the others, and the trial seed is
-not involved at all.
+from (search seed, dataset, solver, hyperparameter name, sample index) and,
+when given, the trial seed, so adding a hyperparameter never reshuffles the
+others. Drawing sample i anew per trial seed is DomainBed's behaviour
+(``scripts/train.py``: ``random_hparams(algorithm, dataset,
+misc.seed_hash(args.hparams_seed, args.trial_seed))``); without a trial seed
+sample i is one draw shared by every seed.
 """
 
 from __future__ import annotations
@@ -156,12 +159,21 @@ def stable_seed(*parts: Any) -> int:
 
 
 def random_samples(
-    spaces: Mapping[str, Space], n: int, *, seed: int, scope: tuple[str, ...]
+    spaces: Mapping[str, Space],
+    n: int,
+    *,
+    seed: int,
+    scope: tuple[str, ...],
+    trial_seed: int | None = None,
 ) -> list[dict[str, Any]]:
-    """``n`` random configurations; hyperparameter ``h`` of sample ``i`` uses its own generator."""
+    """``n`` random configurations; hyperparameter ``h`` of sample ``i`` uses its own generator,
+    seeded also from ``trial_seed`` when given (a draw per (sample, trial seed), DomainBed's)."""
+    per_seed = () if trial_seed is None else ("trial_seed", int(trial_seed))
     return [
         {
-            name: space.sample(np.random.default_rng(stable_seed(seed, *scope, name, i)))
+            name: space.sample(
+                np.random.default_rng(stable_seed(seed, *scope, name, i, *per_seed))
+            )
             for name, space in sorted(spaces.items())
         }
         for i in range(n)

@@ -22,6 +22,12 @@ from shiftbench.trials.accel import ACCEL_KEYS, AUTO, Accel
 # A study is counted before it is expanded: above this many trials it is refused (a grid with
 # one list too many is a typo that would take minutes and gigabytes to expand).
 DEFAULT_TRIAL_LIMIT = 100_000
+# How a random search draws sample i: ``per_seed`` (the default) draws it anew for every trial
+# seed, as DomainBed does (``scripts/train.py``: ``hparams_registry.random_hparams(algorithm,
+# dataset, misc.seed_hash(args.hparams_seed, args.trial_seed))``; Naganuma et al.'s fork, line
+# 78, the same), so the selection protocol picks the best sample within each trial seed;
+# ``shared`` keeps one draw of sample i across the trial seeds (shiftbench before 2026-12).
+HPARAMS_DRAWS = ("per_seed", "shared")
 Model = TypeVar("Model", bound=BaseModel)
 
 
@@ -147,13 +153,22 @@ class RunSettings(BaseModel):
 
 class Search(BaseModel):
     """How each solver's hyperparameters are drawn: ``random`` samples per solver (seeded by
-    ``seed``), or the ``grid`` of its lists."""
+    ``seed``; ``hparams``: drawn per trial seed or shared, :data:`HPARAMS_DRAWS`), or the
+    ``grid`` of its lists."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: Annotated[str, BeforeValidator(lambda v: _choice(v, ("random", "grid")))] = "random"
     trials_per_solver: Annotated[int, integer(1)] = 4
     seed: Annotated[int, integer(0)] = 0
+    # random search: sample i drawn per trial seed (DomainBed's) or shared (HPARAMS_DRAWS)
+    hparams: Annotated[str, BeforeValidator(_hparams_draw)] = "per_seed"
+
+
+def _hparams_draw(value: Any) -> str:
+    if value not in HPARAMS_DRAWS:
+        raise ValueError(f"must be one of {', '.join(HPARAMS_DRAWS)}, got {value!r}")
+    return value
 
 
 def _choice(value: Any, allowed: tuple[str, ...]) -> str:

@@ -37,7 +37,7 @@ from shiftbench.spec.settings import (
     SettingError,
     validate,
 )
-from shiftbench.store import artifacts
+from shiftbench.store import artifacts, schema
 from shiftbench.trials.accel import Accel
 from shiftbench.trials.trial import ID_LENGTH, Trial
 
@@ -47,7 +47,8 @@ TOP_LEVEL_KEYS = {
     "datasets": "mapping: dataset name -> {parameter: value or list}",
     "objective": "mapping: objective parameter -> value or list",
     "solvers": "mapping: solver name -> {hyperparameter: value, list or distribution}",
-    "search": "mapping with kind (random|grid), trials_per_solver, seed",
+    "search": "mapping with kind (random|grid), trials_per_solver, seed, hparams "
+    "(per_seed|shared)",
     "seeds": "list of integer trial seeds",
     "measures": "list of measure names, or 'all' (every measure but the optimizer probes)",
     "measure_config": "mapping: MeasureConfig field (bisection_depth, subset, ...) -> value",
@@ -109,6 +110,8 @@ class Study:
     # dataset -> its ``objective:`` variants (one mapping, or a list of them), each
     # overriding ``objective`` keys for it
     dataset_objectives: dict[str, tuple[dict[str, list[Any]], ...]] = field(default_factory=dict)
+    # random search: sample i drawn per trial seed (DomainBed's) or shared (HPARAMS_DRAWS)
+    hparams_draw: str = "per_seed"
 
     @property
     def retries(self) -> int:
@@ -205,12 +208,23 @@ class Study:
                     algorithm, objective = objective["algorithm"], _without_seed(objective)
                     middle = f',"objective_params":{_dumps(objective)},"seed":'
                     for solver, overrides in self.solvers.items():
-                        samples = self.solver_samples(dataset, solver, overrides)
-                        for index, hparams in enumerate(samples):
-                            tail = (
-                                f',"solver":{_dumps(solver)},"solver_params":{_dumps(hparams)}}}'
-                            )
+                        # sample i at each trial seed, with its JSON tail, made once per solver
+                        tails = {
+                            seed: [
+                                (
+                                    hparams,
+                                    f',"solver":{_dumps(solver)},'
+                                    f'"solver_params":{_dumps(hparams)}}}',
+                                )
+                                for hparams in self.solver_samples(
+                                    dataset, solver, overrides, seed
+                                )
+                            ]
+                            for seed in self.seeds
+                        }
+                        for index in range(len(tails[self.seeds[0]])):
                             for seed in self.seeds:
+                                hparams, tail = tails[seed][index]
                                 key = algorithm, index, seed
                                 if key not in resolved:
                                     if len(resolved) >= _RESOLVED_KEPT:
@@ -281,8 +295,12 @@ class Study:
                 except (FileNotFoundError, ValueError) as exc:
                     raise StudyError(self.path, f"datasets.{dataset}", str(exc)) from None
 
-    def solver_samples(self, dataset: str, solver: str, overrides: dict) -> list[dict]:
-        """The hyperparameter configurations of one solver (full, defaults filled in)."""
+    def solver_samples(
+        self, dataset: str, solver: str, overrides: dict, trial_seed: int
+    ) -> list[dict]:
+        """The hyperparameter configurations of one solver at one trial seed (full, defaults
+        filled in); under random search with ``hparams_draw == "per_seed"`` each trial seed
+        has its own draw (:data:`HPARAMS_DRAWS`)."""
         cls = registry.solver_class(solver)
         base = registry.defaults(cls)
         if self.search_kind == "grid":
@@ -290,9 +308,19 @@ class Study:
             return [cls.trial_params({**base, **s}) for s in grid_samples(spaces)]
         spaces = {**cls.search_space, **{k: parse_space(v) for k, v in overrides.items()}}
         samples = random_samples(
-            spaces, self.trials_per_solver, seed=self.search_seed, scope=(dataset, solver)
+            spaces,
+            self.trials_per_solver,
+            seed=self.search_seed,
+            scope=(dataset, solver),
+            trial_seed=trial_seed if self.hparams_draw == "per_seed" else None,
         )
         return [cls.trial_params({**base, **s}) for s in samples]
+
+    def search_columns(self) -> dict[str, str]:
+        """Ledger columns naming how the search drew the trials' hyperparameters (a random
+        search's ``search.hparams``, :data:`HPARAMS_DRAWS`; none for a grid)."""
+        random = self.search_kind == "random"
+        return {f"{schema.SEARCH}hparams": self.hparams_draw} if random else {}
 
 
 def _as_spaces(grid: Mapping[str, list[Any]]) -> dict[str, Choice]:
@@ -400,6 +428,7 @@ def parse_study(raw: Any, path: Path, trial_limit: int | None = None) -> Study:
         search_kind=search.kind,
         trials_per_solver=search.trials_per_solver,
         search_seed=search.seed,
+        hparams_draw=search.hparams,
         seeds=seeds,
         measures=measures,
         analyses=analyses,
@@ -541,7 +570,7 @@ class _Checker:
         known = measures.available()
         if value == "all":  # the generalization measures; optimizer probes are named one by one
             entries = measures.registry()
-            return tuple(name for name in known if not entries[name].needs_optimizer)
+            return tuple(name for name in known if not entries[name].probe)
         if not isinstance(value, list):
             self.fail("measures", "must be a list of measure names or 'all'")
         for i, name in enumerate(value):

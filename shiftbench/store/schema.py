@@ -9,7 +9,7 @@ A trial writes one row per checkpoint (a failed trial: one row at step -1)::
     dataset, ds.*, obj.*, solver, solver_label, hp.* its config (``ds.``/``obj.``/``hp.``)
     seed, sample, config                             its seed, search sample, config JSON
     step, time, epoch, env<i>_<metric>, ...           the checkpoint (objective metrics)
-    accel.*, device, hostname, git_commit, ...        where and how it ran (provenance)
+    accel.*, search.*, device, hostname, ...          where and how it ran (provenance)
     measure.*, measure_config.*, n_*_examples         measures, at the final checkpoint
 """
 
@@ -40,6 +40,7 @@ DATASET = "ds."
 OBJECTIVE = "obj."
 HPARAM = "hp."
 ACCEL = "accel."
+SEARCH = "search."  # how a random search drew the hyperparameters (search.hparams)
 MEASURE = "measure."
 MEASURE_CONFIG = "measure_config."
 CONFIG_PREFIXES = (DATASET, OBJECTIVE, HPARAM)

@@ -33,13 +33,8 @@ from shiftbench.store import ledger as store
 from shiftbench.store.lock import StudyLock
 from shiftbench.sweep.local import measure_in_process, run_in_process
 from shiftbench.sweep.planning import Plan, plan
-from shiftbench.sweep.ray_pool import (
-    measure_on_ray,
-    run_on_ray,
-)
-from shiftbench.sweep.signals import (
-    sigterm_interrupts,
-)
+from shiftbench.sweep.ray_pool import measure_on_ray, run_on_ray
+from shiftbench.sweep.signals import sigterm_interrupts
 from shiftbench.trials.ensemble import plan_groups
 from shiftbench.trials.provenance import static_provenance
 from shiftbench.trials.runner import TrialOutcome
@@ -179,7 +174,7 @@ def run_study(
         summary = Summary(plan=todo)
         if not pending and not todo.measure:
             return summary
-        provenance = static_provenance(benchmark_root())
+        provenance = {**static_provenance(benchmark_root()), **study.search_columns()}
         writer = LedgerWriter(
             store_dir, study.name, study.checkpoint_every > 0 and study.keep != "checkpoints"
         )

@@ -38,7 +38,10 @@ def lr_factor(
     """The learning rate of step ``step`` (0-based) of ``steps`` as a fraction of the peak, as
     nanoGPT's ``train.py:get_lr``: a linear warm-up ``(step + 1) / (warmup_steps + 1)`` for
     the first ``warmup_steps`` steps, then constant, or (``cosine``) a half cosine from 1 down
-    to ``min_ratio`` (nanoGPT: min_lr = lr / 10) reached at the last step."""
+    to ``min_ratio`` (nanoGPT: min_lr = lr / 10) reached at the last step. Zhang, Maes et al.
+    (NeurIPS 2025, App. B.2) train GPT-2 with it (2,000 warm-up steps of 100,000, cosine to
+    6e-5 = lr / 10, clipping at 1.0); their ViT/S and ResNet-50 use a cosine schedule with 5
+    warm-up epochs of 100 (no floor or clipping stated)."""
     if step < warmup_steps:
         return (step + 1) / (warmup_steps + 1)
     if schedule == "constant":

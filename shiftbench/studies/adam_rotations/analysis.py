@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from shiftbench.store import schema
 
@@ -147,6 +148,58 @@ PAPER_ORDER = ["output", "input", "layer", "global"]
 
 TIE = 0.01  # nats of final training loss: a smaller difference is no ordering
 UNTRAINED = 0.95  # a run whose final loss is >= this fraction of its initial loss did not train
+CONFIDENCE = 0.95  # two-sided level of the intervals over seeds the verdicts rest on
+
+
+def seed_interval(values: Any) -> tuple[float, float]:
+    """The two-sided ``CONFIDENCE`` Student-t interval of the mean of ``values`` (one per seed;
+    NaN dropped): mean +- t(n - 1) sd / sqrt(n), sd with ddof 1; NaN bounds under two values."""
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    if x.size < 2:
+        return math.nan, math.nan
+    half = stats.t.ppf(0.5 + CONFIDENCE / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
+    return float(x.mean() - half), float(x.mean() + half)
+
+
+def summarize_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per scope of one task and solver's runs (``runs``: one row per seed and scope
+    with ``final_loss`` and ``initial_loss``): mean and std over seeds, the ``seed_interval``
+    of the mean final loss (``final_loss_low``/``_high``) and the number of seeds."""
+    grouped = runs.groupby("scope")
+    summary = grouped[["initial_loss", "final_loss"]].agg(["mean", "std"])
+    summary.columns = ["_".join(c) for c in summary.columns]
+    bounds = grouped["final_loss"].apply(seed_interval)
+    summary["final_loss_low"] = bounds.str[0]
+    summary["final_loss_high"] = bounds.str[1]
+    summary["seeds"] = grouped.size()
+    return summary.reset_index()
+
+
+def paired_difference(runs: pd.DataFrame, a: str, b: str) -> dict[str, float]:
+    """Final loss of scope ``b`` minus scope ``a`` over the seeds that ran both (one seed draws
+    the same initialization and data order in every scope, so the difference is paired): its
+    mean, ``seed_interval`` (``low``, ``high``) and number of seeds."""
+    final = runs.pivot_table(index="seed", columns="scope", values="final_loss")
+    diff = (final[b] - final[a]).dropna()
+    low, high = seed_interval(diff)
+    return {"mean": float(diff.mean()), "low": low, "high": high, "seeds": int(diff.size)}
+
+
+def _direction(diff: dict[str, float]) -> int:
+    """+1 when the paired difference is resolved above 0 (its interval excludes 0 and its mean
+    exceeds ``TIE``), -1 when resolved below, 0 when not resolved."""
+    if diff["low"] > 0 and diff["mean"] > TIE:
+        return 1
+    if diff["high"] < 0 and diff["mean"] < -TIE:
+        return -1
+    return 0
+
+
+def _interval(diff: dict[str, float]) -> str:
+    if math.isnan(diff["low"]):
+        return f"{diff['mean']:+.3f} [no interval]"
+    return f"{diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]"
 
 
 def vacuous(summary: pd.DataFrame, scopes: list[str], ties: bool = True) -> str | None:
@@ -175,16 +228,16 @@ def vacuous(summary: pd.DataFrame, scopes: list[str], ties: bool = True) -> str 
     return None
 
 
-def invariance_verdict(summary: pd.DataFrame) -> str:
-    """For a rotation-equivariant optimizer (SGD): whether its rotated runs end within one
-    pooled std (or ``TIE``) of the unrotated one, said as vacuous when it did not train. A
-    single seed has no std: it counts as 0."""
-    by_scope = summary.set_index("scope")
-    scopes = [s for s in SCOPE_ORDER if s in by_scope.index]
+def invariance_verdict(runs: pd.DataFrame) -> str:
+    """For a rotation-equivariant optimizer (SGD), from one row per seed and scope of one task
+    (``final_loss``, ``initial_loss``): whether each rotated scope ends where the unrotated run
+    does, by the ``paired_difference`` of their final losses over seeds: it matches unless its
+    interval excludes 0 by more than ``TIE``. Vacuous when the unrotated run did not train."""
+    summary = summarize_runs(runs).set_index("scope")
+    scopes = [s for s in SCOPE_ORDER if s in summary.index]
     if "none" not in scopes or len(scopes) < 2:
         return "not enough scopes to judge"
-    start = by_scope.loc["none"].get("initial_loss_mean", math.inf)
-    end = by_scope.loc["none", "final_loss_mean"]
+    start, end = summary.loc["none", ["initial_loss_mean", "final_loss_mean"]]
     if end >= UNTRAINED * start:
         return (
             f"vacuous: the unrotated run did not train (loss {start:.3f} -> {end:.3f}), so its "
@@ -192,56 +245,57 @@ def invariance_verdict(summary: pd.DataFrame) -> str:
         )
     parts = []
     for scope in scopes[1:]:
-        d = by_scope.loc[scope, "final_loss_mean"] - end
-        sd = float(np.hypot(*np.nan_to_num(by_scope.loc[["none", scope], "final_loss_std"])))
-        same = abs(d) <= max(sd, TIE)
-        parts.append(f"{scope} {'matches' if same else 'differs from'} none ({d:+.3f} nats)")
+        diff = paired_difference(runs, "none", scope)
+        verb = "matches" if _direction(diff) == 0 else "differs from"
+        parts.append(f"{scope} {verb} none ({_interval(diff)} nats over {diff['seeds']} seeds)")
     return "invariance: " + ", ".join(parts)
 
 
-def ordering_verdict(summary: pd.DataFrame) -> str:
-    """Whether one task's Adam runs follow Zhang, Maes et al.'s ordering, by a stated rule.
+def ordering_verdict(runs: pd.DataFrame) -> str:
+    """Whether one task's Adam runs follow Zhang, Maes et al.'s ordering (Sec. 3.1, Fig. 1:
+    none ~ output <= input <= layer <= global; Sec. 3.2: SVD helps), by a stated rule on
+    intervals over seeds.
 
-    ``summary`` has one row per scope with ``final_loss_mean`` and ``final_loss_std`` (over
-    seeds), and ``initial_loss_mean`` when known. The ordering none ~ output <= input <=
-    layer <= global holds when no scope in that chain ends more than one (pooled) standard
-    deviation *below* the scope before it, and none and output are within one standard
-    deviation; SVD helps when its final loss is more than one standard deviation below the
-    unrotated run's. Differences under ``TIE`` nats count as ties whatever the spread. A
-    comparison that cannot tell (``vacuous``: untrained baseline, saturated losses, all
+    ``runs`` has one row per seed and scope with ``final_loss`` and ``initial_loss``. Each
+    step of the chain is the ``paired_difference`` of final losses over seeds, with its
+    ``CONFIDENCE`` interval: a step is reversed when its interval lies below 0 (and its mean
+    below -``TIE``), resolved when above 0 (mean above ``TIE``), else unresolved. The ordering
+    holds when no step of output <= input <= layer <= global is reversed and output is not
+    resolved worse than none (the paper: no degradation under output-wise rotations); the
+    verdict says how many steps are resolved. SVD helps when svd - none is resolved below 0.
+    A comparison that cannot tell (``vacuous``: untrained baseline, saturated losses, all
     scopes tied) is said to be vacuous instead of given a verdict.
     """
-    by_scope = summary.set_index("scope")
-
-    def gap(a: str, b: str) -> tuple[float, float]:
-        mean = by_scope.loc[b, "final_loss_mean"] - by_scope.loc[a, "final_loss_mean"]
-        sd = float(np.hypot(*np.nan_to_num(by_scope.loc[[a, b], "final_loss_std"])))
-        return float(mean), max(sd, TIE)
-
+    summary = summarize_runs(runs)
+    present = set(summary["scope"])
     parts = []
     chain_scopes = ["none", *PAPER_ORDER]
-    if set(chain_scopes) <= set(by_scope.index) and (why := vacuous(summary, chain_scopes)):
+    if set(chain_scopes) <= present and (why := vacuous(summary, chain_scopes)):
         parts.append(f"the ordering none ~ output <= input <= layer <= global is vacuous: {why}")
-    elif set(chain_scopes) <= set(by_scope.index):
-        chain = [gap(a, b) for a, b in itertools.pairwise(PAPER_ORDER)]
-        near, near_sd = gap("none", "output")
-        holds = all(d >= -sd for d, sd in chain) and abs(near) <= near_sd
-        parts.append(
-            f"the ordering none ~ output <= input <= layer <= global "
-            f"{'holds' if holds else 'does not hold'} (final losses "
-            + ", ".join(
-                f"{s} {by_scope.loc[s, 'final_loss_mean']:.3f}" for s in ["none", *PAPER_ORDER]
-            )
-            + ")"
+    elif set(chain_scopes) <= present:
+        steps = {
+            f"{b}-{a}": paired_difference(runs, a, b) for a, b in itertools.pairwise(PAPER_ORDER)
+        }
+        near = paired_difference(runs, "none", "output")
+        reversed_steps = [name for name, diff in steps.items() if _direction(diff) < 0]
+        broken = (["output-none"] if _direction(near) > 0 else []) + reversed_steps
+        resolved = sum(_direction(diff) > 0 for diff in steps.values())
+        if broken:
+            head = "does not hold (" + ", ".join(broken) + " resolved the wrong way)"
+        else:
+            head = f"holds ({resolved} of {len(steps)} steps resolved upward, none reversed)"
+        intervals = ", ".join(
+            f"{name} {_interval(diff)}" for name, diff in {"output-none": near, **steps}.items()
         )
-    if {"none", "svd"} <= set(by_scope.index) and (
-        why := vacuous(summary, ["none", "svd"], ties=False)
-    ):
+        parts.append(
+            f"the ordering none ~ output <= input <= layer <= global {head}; paired "
+            f"differences of final loss over {near['seeds']} seeds, mean "
+            f"[{CONFIDENCE:.0%} interval]: {intervals}"
+        )
+    if {"none", "svd"} <= present and (why := vacuous(summary, ["none", "svd"], ties=False)):
         parts.append(f"the SVD comparison is vacuous: {why}")
-    elif {"none", "svd"} <= set(by_scope.index):
-        d, sd = gap("none", "svd")
-        parts.append(
-            f"SVD {'helps' if d < -sd else 'does not clearly help'} "
-            f"(final loss {d:+.3f} vs none, one std {sd:.3f})"
-        )
+    elif {"none", "svd"} <= present:
+        diff = paired_difference(runs, "none", "svd")
+        verb = {-1: "helps", 0: "does not clearly help", 1: "hurts"}[_direction(diff)]
+        parts.append(f"SVD {verb} (svd-none {_interval(diff)} over {diff['seeds']} seeds)")
     return "; ".join(parts) if parts else "not enough scopes to judge"

@@ -5,16 +5,29 @@ basis sensitivity. Each probe here measures one of them, in the standard basis
 or, with ``basis=`` a ``RotatedOptimizer``, in the basis that optimizer uses:
 
 - ``update_orthogonality``: the coefficient of variation (std / mean, population
-  std) of the singular values of Adam's normalized update A = m-hat / (sqrt(v-hat) + eps)
+  std: App. C.4 derives it as the minimizer of the normalized RMS deviation of the singular
+  values from a constant) of the singular values of Adam's normalized update
+  A = R^T m-hat / (sqrt(v-hat) + eps) (Sec. 4.2: step size and weight decay left out),
   mapped to the standard basis, per weight matrix (a fused QKV weight as its Q, K and V
-  blocks; each parameter viewed as a matrix by ``shiftbench.rotations.matrix_layout``),
-  averaged per layer type and per transformer matrix role (Q, K, V, O, W1, W2); 0 means an
-  orthogonal update, as Muon's. ``update_orthogonality_over_steps`` is the paper's
-  estimator: resume training a copy for some steps and average each matrix's CV over them.
-- ``linf_gradient_bound``: max over minibatches of ||g||_inf.
+  blocks, App. C.4; each parameter viewed as a matrix by
+  ``shiftbench.rotations.matrix_layout``), averaged per layer type and per transformer
+  matrix role (Q, K, V, O, W1, W2); 0 means an orthogonal update, as Muon's. The paper
+  writes A with the raw moments M_t, V_t ("ignoring the bias corrections", App. C.4); the
+  CV is scale-invariant, so the bias-corrected A differs from it only through eps's size
+  relative to sqrt(v). ``update_orthogonality_over_steps`` is the paper's estimator
+  (Sec. 4.2, Fig. 10): resume training a copy for some steps (the paper: 500) and average
+  each matrix's CV over them.
+- ``linf_gradient_bound``: max over minibatches of ||g||_inf at the checkpoint, in the
+  optimizer's basis (App. B.3, Algorithm 1: T = 1,000 minibatches).
 - ``hessian_11_norm``: an estimate of ||H||_{1,1} = sum_i ||H e_i||_1 of the expected
-  Hessian: each sampled row H e_i is averaged over minibatches before its L1 norm (the L1
-  norm of a single minibatch's row is biased upward by its noise).
+  Hessian: each sampled row H e_i is averaged over minibatches before its L1 norm (Sec. 4.1:
+  r_i, the i-th row averaged over k minibatches; the L1 norm of a single minibatch's row is
+  biased upward by its noise). App. B.3 reports the mean L1 norm of the sampled rows, an
+  estimate of ||H||_{1,1} / d; ours is d times it, the same comparison across rotations of
+  one model.
+- ``hessian_block_masks``, ``block_shares``, ``block_contributions``: the partition of a
+  Hessian row into the neuron / layer / other blocks of Sec. 4.1, the magnitudes of Fig. 9
+  and the contributions of Table 1.
 - ``second_moment_histogram``: log-spaced histogram of Adam's second moments v.
 
 ``loss_fn(model, batch) -> scalar`` evaluates the model as it is: put it in eval mode
@@ -313,23 +326,21 @@ def _dense_ids(keys: Tensor) -> Tensor:
     return rank[inverse]
 
 
-def hessian_block_shares(
-    model: nn.Module,
-    loss_fn: LossFn,
-    batches: Sequence[Any],
-    n_samples: int,
-    generator: torch.Generator,
-) -> dict[str, float]:
-    """How the (1,1)-norm of the expected Hessian splits between its blocks, as Zhang, Maes
-    et al.'s Table 1: the share of sum |H_ij| (over sampled rows i, averaged over minibatches)
-    where j feeds the same neuron as i (``neuron``), the same layer but another neuron
-    (``layer``), or another layer (``other``); plus ``<block>_mean``, the mean |H_ij| of one
-    entry of each block (off-diagonal blocks are small per entry but many)."""
-    chosen, rows = mean_hessian_rows(model, loss_fn, batches, n_samples, generator)
+def hessian_block_masks(model: nn.Module, chosen: Sequence[int]) -> dict[str, Tensor]:
+    """For the sampled rows ``chosen`` (coordinate indices), a (rows, d) mask per block of
+    Zhang, Maes et al.'s partition (Sec. 4.1, "Block-diagonality of the Hessian"): ``neuron``
+    the weights leading to the same output neuron as w_i (I_N), ``layer`` the other weights
+    of its layer (I_L), ``other`` the weights of other layers."""
     layer, neuron = coordinate_blocks(model)
-    same_neuron = neuron[chosen][:, None] == neuron[None, :]
-    same_layer = (layer[chosen][:, None] == layer[None, :]) & ~same_neuron
-    masks = {"neuron": same_neuron, "layer": same_layer, "other": ~(same_neuron | same_layer)}
+    same_neuron = neuron[list(chosen)][:, None] == neuron[None, :]
+    same_layer = (layer[list(chosen)][:, None] == layer[None, :]) & ~same_neuron
+    return {"neuron": same_neuron, "layer": same_layer, "other": ~(same_neuron | same_layer)}
+
+
+def block_shares(rows: Tensor, masks: Mapping[str, Tensor]) -> dict[str, float]:
+    """The share of sum |H_ij| of ``rows`` in each block of ``masks``, and ``<block>_mean``,
+    the mean |H_ij| of one entry of the block (the magnitudes Fig. 9 of Zhang, Maes et al.
+    compares: off-diagonal blocks are small per entry but many)."""
     mass = rows.abs()
     total = mass.sum().item()
     out = {}
@@ -337,6 +348,62 @@ def hessian_block_shares(
         out[block] = mass[mask].sum().item() / total if total > 0 else float("nan")
         out[f"{block}_mean"] = mass[mask].mean().item() if mask.any() else float("nan")
     return out
+
+
+def hessian_block_shares(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Sequence[Any],
+    n_samples: int,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """How the (1,1)-norm of the expected Hessian splits between its blocks (``block_shares``
+    of ``hessian_block_masks``), in the standard basis, from ``n_samples`` rows each averaged
+    over ``batches`` (``mean_hessian_rows``): where j feeds the same neuron as i (``neuron``),
+    the same layer but another neuron (``layer``), or another layer (``other``)."""
+    chosen, rows = mean_hessian_rows(model, loss_fn, batches, n_samples, generator)
+    return block_shares(rows, hessian_block_masks(model, chosen))
+
+
+def block_contributions(
+    rows: Tensor, masks: Mapping[str, Tensor], directions: Tensor
+) -> dict[str, float]:
+    """Table 1 of Zhang, Maes et al. (Sec. 4.1, eq. after Fig. 9): the contribution
+    r_i[I] . dw[I] of block I of Hessian row r_i to the change of the i-th gradient
+    coordinate in direction dw, averaged over the sampled rows and the ``directions``
+    ((count, d)), signed as the paper reports it (``<block>``), and its mean absolute value
+    (``<block>_abs``: random directions make the signed mean cancel toward 0)."""
+    out = {}
+    for block, mask in masks.items():
+        contributions = (rows * mask) @ directions.T.to(rows.dtype)
+        out[block] = contributions.mean().item()
+        out[f"{block}_abs"] = contributions.abs().mean().item()
+    return out
+
+
+def flat_update_direction(optimizer: torch.optim.Optimizer, model: nn.Module) -> Tensor:
+    """Adam's normalized update (``normalized_updates``, in the standard basis) of ``model``'s
+    trainable parameters flattened in ``parameters()`` order (0 where a tensor has no Adam
+    state) and scaled to unit L2 norm: Table 1's "update" direction."""
+    updates = normalized_updates(optimizer)
+    params = [p for p in model.parameters() if p.requires_grad]
+    flat = torch.cat(
+        [updates.get(p, torch.zeros_like(p)).detach().reshape(-1).double().cpu() for p in params]
+    )
+    norm = flat.norm()
+    if norm == 0:
+        raise ValueError("Adam's update is 0 everywhere: no direction to take")
+    return flat / norm
+
+
+def random_directions(size: int, count: int, generator: torch.Generator) -> Tensor:
+    """``count`` Gaussian directions in R^size, each scaled to unit L2 norm: Table 1's
+    "random" directions (the paper does not state their law or scale; unit norm makes them
+    comparable with the unit update direction)."""
+    gaussian = torch.randn(
+        count, size, generator=generator, dtype=torch.float64, device=generator.device
+    ).cpu()
+    return gaussian / gaussian.norm(dim=1, keepdim=True)
 
 
 def _hessian_vector_product(

@@ -13,13 +13,14 @@ SGD (with or without momentum) is rotation-equivariant, so it follows the
 unrotated trajectory; Adam's elementwise division is not, which is what the
 study measures.
 
-Scopes (what a rotation mixes; rotations never cross parameter groups, whose
-hyperparameters may differ):
+Scopes (what a rotation mixes, Zhang, Maes et al. Sec. 3.1 and Fig. 4; rotations never cross
+parameter groups, whose hyperparameters may differ):
 
 - ``none``: the identity; the base optimizer runs as usual.
 - ``global``: the whole flattened parameter vector of each group.
 - ``layer``: the parameters of one layer together (same module name, e.g. a
-  Linear's weight and bias); a fused QKV projection is three layers Q, K, V.
+  Linear's weight and bias); a fused QKV projection is three layers Q, K, V (Sec. 3.1:
+  "keys/queries/values are treated separately"; App. B.1).
   Without names every tensor is its own layer.
 - ``output``: each weight matrix W (out, in) is rotated on the right, W R^T,
   so the weights ending at one output neuron (a row) are mixed; one rotation
@@ -29,7 +30,9 @@ hyperparameters may differ):
   base optimizer sees U^T G V and its step is mapped back with U (.) V^T.
   U and V (full, square: out^2 + in^2 memory per matrix, so meant for small
   vocabularies) are recomputed from the current gradient every ``svd_every``
-  steps; the base optimizer's moments are not transformed then.
+  steps (Sec. 3.2 and App. B.1: 250; App. D, Algorithm 5, whose ``t mod 250 = 0``
+  leaves the first basis undefined: ours is computed at the first step); the base
+  optimizer's moments are not transformed then (Algorithm 5 keeps m and v).
 
 In ``output``, ``input`` and ``svd`` each parameter is a vector, a matrix or a
 table by one rule per shape (``matrix_layout``):
@@ -40,7 +43,10 @@ table by one rule per shape (``matrix_layout``):
   (out, rest): a conv kernel (out, in, kh, kw) is (out, in*kh*kw);
 - an ``nn.Embedding`` table (vocab, dim) is the linear map from a one-hot
   entry to its vector, so it is transposed to (dim, vocab): its rows are
-  output features too, as the paper treats embeddings;
+  output features too, as App. B.1 does ("we transpose embedding layers before
+  and after rotations"). App. C.2 glosses the output-wise rotation of an
+  embedding as "within weights corresponding to a same token", which is the
+  ``input`` scope under B.1's transposition; we follow B.1's stated procedure;
 - a free parameter (one not owned by an ``nn.Linear``, a convolution or an
   embedding, which only ``module=`` reveals) first drops its leading
   broadcast dimensions of size 1: timm's ``cls_token`` (1, 1, D) is then a
@@ -54,8 +60,12 @@ rotated on its own, in every scope.
 Large dimensions use a ``BlockRotation``: a fixed random permutation then one
 Haar-random rotation of size ``block_size`` applied block-diagonally (plus a
 residual block when ``block_size`` does not divide the size), O(b^2 + n)
-memory and one batched matmul. All rotations are drawn at construction from
-a private ``torch.Generator`` seeded with ``seed``.
+memory and one batched matmul: App. A.1 (eq. 1, one R_n shared by the blocks of
+a random partition), A.3 (the residual block from SO(p)), B.1 (n = 768, drawn
+once at the start of training, shared across blocks). Haar matrices come from
+the QR trick (App. A.2; reflections are kept, as Adam is reflection-equivariant).
+All rotations are drawn at construction from a private ``torch.Generator`` seeded
+with ``seed``.
 
 Parameters may be given as torch optimizers accept them: tensors, (name,
 tensor) pairs as ``model.named_parameters()`` yields, or param-group dicts of
@@ -79,8 +89,8 @@ from torch import Tensor, nn
 SCOPES = ("none", "global", "layer", "output", "input", "svd")
 FUSED_QKV_MODULES = ("qkv", "c_attn")
 LAYER_TYPES = ("embed", "head", "attn", "mlp", "conv", "other")
-# Zhang, Maes et al. (NeurIPS 2025), appendices: Haar blocks of 768 (GPT-2's width), SVD bases
-# recomputed every 250 steps.
+# Zhang, Maes et al. (NeurIPS 2025): Haar blocks of 768, GPT-2's width (App. B.1), SVD bases
+# recomputed every 250 steps (Sec. 3.2, App. B.1, App. D Algorithm 5).
 DEFAULT_BLOCK_SIZE = 768
 DEFAULT_SVD_EVERY = 250
 

@@ -384,13 +384,17 @@ class SignErrorResult:
     hyperparameters (None in the changed one's column), ``n_pairs``, ``weight``
     (sum of pair weights), ``ess`` ((sum w)^2 / sum w^2), ``sign_error`` (weighted
     mean over the pairs) and ``kept`` (ess >= min_ess). ``mean``, ``p90`` and
-    ``max`` summarize the kept environments' sign errors (NaN if none is kept).
+    ``max`` summarize the kept environments' sign errors (NaN if none is kept);
+    ``mean_ci`` and ``p90_ci`` are their jackknife intervals over the ``unit`` given to
+    `robust_sign_error` (NaN without one).
     """
 
     environments: pd.DataFrame = field(compare=False)
     mean: float
     p90: float
     max: float
+    mean_ci: tuple[float, float] = (math.nan, math.nan)
+    p90_ci: tuple[float, float] = (math.nan, math.nan)
 
 
 def _environment_pairs(
@@ -400,11 +404,13 @@ def _environment_pairs(
     h: str,
     hparams: Sequence[str],
     match: Sequence[str],
+    units: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """All pairs of models that differ in ``h`` only (and agree on ``match``), one row each."""
+    """All pairs of models that differ in ``h`` only (and agree on ``match``), one row each,
+    with both models' ``units`` columns (as ``<unit>_a``, ``<unit>_b`` unless matched)."""
     others = [o for o in hparams if o != h]
     keys = [*others, *[m for m in match if m not in others]]
-    columns = list(dict.fromkeys([*keys, h, measure, target]))
+    columns = list(dict.fromkeys([*keys, h, measure, target, *units]))
     left = d[columns].assign(_code=pd.factorize(d[h], sort=True, use_na_sentinel=False)[0])
     if keys:
         pairs = left.merge(left, on=keys, suffixes=("_a", "_b"))
@@ -424,6 +430,10 @@ def robust_sign_error(
     match: Sequence[str] = (),
     min_weight: float = 0.5,
     quantile: str = "reference",
+    unit: str | None = None,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
 ) -> SignErrorResult:
     """Robust sign error over coupled environments (Dziugaite et al. 2020, Sec. 5-6).
 
@@ -445,24 +455,46 @@ def robust_sign_error(
     that list, each environment twice (``figure_cdf_all_measures.make_figure``), which is
     not the 90th percentile of the environments listed once; ``"empirical"`` is the
     empirical-CDF (inverted-CDF) quantile, the same for either list.
+
+    With ``unit`` (a column, e.g. ``"seed"``), ``mean_ci`` and ``p90_ci`` are percentile
+    bootstrap intervals (``resamples`` draws, seeded by ``seed``) over its values: a draw
+    takes the values with replacement, a pair of models counts once per copy of its pair
+    of values (the product of their counts; per copy of the value when ``match`` holds the
+    unit fixed), and each kept environment's sign error is recomputed with those
+    multiplicities. The environments are those the filter keeps on all the data (the filter
+    is a decision taken once, so duplicated pairs cannot inflate an ESS; an environment
+    left with no weight drops out of that draw). The seed is the unit because it is what
+    varies between reruns of a fixed grid: the environments are the grid's complete set of
+    neighbouring configurations, not a sample, and they share models, so resampling them
+    as independent units would give intervals too narrow (rliable#20). Duplicating seeds
+    does no harm here, unlike for tau and K: every pair joins two configurations, so no
+    pair is a model with its own copy. A bootstrap, not the jackknife used for tau, Psi and
+    K (`jackknife_ci`), because the 90th percentile is not smooth and the jackknife's
+    variance of a quantile is inconsistent (Efron & Tibshirani 1993, Sec. 11.6).
     """
     d = _clean(df, measure, target)
-    frames = []
+    units = [unit] if unit is not None and unit in d else []
+    frames, pair_frames = [], []
     for h in hparams:
-        pairs = _environment_pairs(d, measure, target, h, hparams, match)
+        pairs = _environment_pairs(d, measure, target, h, hparams, match, units)
         dm = _sign(pairs[f"{measure}_a"].to_numpy(float), pairs[f"{measure}_b"].to_numpy(float))
         g_a, g_b = pairs[f"{target}_a"].to_numpy(float), pairs[f"{target}_b"].to_numpy(float)
         w = hoeffding_weight(g_a - g_b, n_test, min_weight)
         err = (1.0 - dm * _sign(g_a, g_b)) / 2.0
         keys = [o for o in hparams if o != h]
+        env_keys = ["hparam", "value_a", "value_b", *keys]
         env = (
-            pairs[["hparam", "value_a", "value_b", *keys]]
+            pairs[env_keys]
             .assign(n_pairs=1, weight=w, w2=w**2, werr=w * err)
-            .groupby(["hparam", "value_a", "value_b", *keys], dropna=False, sort=False)
+            .groupby(env_keys, dropna=False, sort=False)
             .sum()
             .reset_index()
         )
         frames.append(env.assign(**{h: None}))
+        if units:
+            ids = pairs.groupby(env_keys, dropna=False, sort=False).ngroup().to_numpy()
+            a, b = (unit, unit) if unit in match else (f"{unit}_a", f"{unit}_b")
+            pair_frames.append((ids, w, err, pairs[a].to_numpy(), pairs[b].to_numpy()))
     columns = ["hparam", "value_a", "value_b", *hparams, "n_pairs", "weight", "ess", "sign_error"]
     envs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if envs.empty:
@@ -474,11 +506,63 @@ def robust_sign_error(
         envs = envs[columns].assign(
             kept=(envs["ess"] >= min_ess) | np.isclose(envs["ess"], min_ess)
         )
-    errors = envs.loc[envs["kept"].astype(bool), "sign_error"].to_numpy(float)
+    kept = envs["kept"].to_numpy(bool)
+    errors = envs.loc[kept, "sign_error"].to_numpy(float)
     if len(errors) == 0:
         return SignErrorResult(envs, math.nan, math.nan, math.nan)
-    p90 = sign_error_quantile(errors, 0.9, quantile)
-    return SignErrorResult(envs, float(errors.mean()), p90, float(errors.max()))
+    mean_ci = p90_ci = (math.nan, math.nan)
+    values = d[unit].dropna().unique() if units else []
+    if len(values) >= 2:
+        draws = _bootstrap_errors(
+            pair_frames, kept, pd.Index(values), unit in match, resamples, seed
+        )
+        tails = [50 * (1 - confidence), 50 * (1 + confidence)]
+        mean_ci = tuple(np.nanpercentile(np.nanmean(draws, axis=1), tails).tolist())
+        p90_ci = tuple(np.nanpercentile(_quantiles(draws, 0.9, quantile), tails).tolist())
+    return SignErrorResult(
+        envs,
+        float(errors.mean()),
+        sign_error_quantile(errors, 0.9, quantile),
+        float(errors.max()),
+        mean_ci,
+        p90_ci,
+    )
+
+
+def _bootstrap_errors(
+    pair_frames: list[tuple],
+    kept: np.ndarray,
+    values: pd.Index,
+    matched: bool,
+    resamples: int,
+    seed: int,
+) -> np.ndarray:
+    """The kept environments' sign errors in each of ``resamples`` draws of the unit's
+    ``values`` with replacement (rows: draws; NaN for an environment left with no weight)."""
+    offsets = np.cumsum([0] + [int(f[0].max()) + 1 if len(f[0]) else 0 for f in pair_frames])
+    env = np.concatenate([f[0] + offset for f, offset in zip(pair_frames, offsets)])
+    w, err, unit_a, unit_b = (np.concatenate([f[i] for f in pair_frames]) for i in range(1, 5))
+    index = np.full(len(kept), -1)
+    index[kept] = np.arange(int(kept.sum()))
+    env = index[env]
+    on = env >= 0
+    onehot = np.zeros((int(on.sum()), int(kept.sum())))
+    onehot[np.arange(len(onehot)), env[on]] = 1.0
+    counts = np.random.default_rng(seed).multinomial(
+        len(values), np.full(len(values), 1 / len(values)), size=resamples
+    )
+    a, b = values.get_indexer(unit_a[on]), values.get_indexer(unit_b[on])
+    multiplicity = counts[:, a] if matched else counts[:, a] * counts[:, b]
+    weight = (multiplicity * w[on]) @ onehot
+    werr = (multiplicity * (w * err)[on]) @ onehot
+    return np.divide(werr, weight, out=np.full(weight.shape, np.nan), where=weight > 0)
+
+
+def _quantiles(errors: np.ndarray, q: float, quantile: str) -> np.ndarray:
+    """`sign_error_quantile` of each row of ``errors``, NaN entries left out."""
+    if quantile == "reference":
+        return np.nanpercentile(np.repeat(errors, 2, axis=-1), 100 * q, axis=-1)
+    return np.nanquantile(errors, q, axis=-1, method="inverted_cdf")
 
 
 def sign_error_quantile(errors: np.ndarray, q: float, quantile: str = "reference") -> float:
@@ -486,9 +570,7 @@ def sign_error_quantile(errors: np.ndarray, q: float, quantile: str = "reference
     ``reference`` lists each twice and interpolates linearly, as Dziugaite et al.'s figures
     do (``np.percentile`` over both orders of every environment); ``empirical`` is the
     inverted-CDF quantile."""
-    if quantile == "reference":
-        return float(np.percentile(np.repeat(errors, 2), 100 * q))
-    return float(np.quantile(errors, q, method="inverted_cdf"))
+    return float(_quantiles(np.asarray(errors, dtype=float)[None], q, quantile)[0])
 
 
 def sign_error_cdf(result: SignErrorResult) -> tuple[np.ndarray, np.ndarray]:
@@ -578,6 +660,36 @@ def bootstrap_ci(
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
+def jackknife_interval(
+    full: np.ndarray, loo: np.ndarray, confidence: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Normal jackknife interval ``full +- z se`` of each statistic (Efron & Tibshirani 1993,
+    Eq. 11.5: ``se^2 = (n - 1) / n sum_u (loo_u - mean loo)^2``), from the statistics on all
+    the data (``full``, one per column) and with each of the n units left out (``loo``, n
+    rows); NaN where a leave-one-out value is NaN."""
+    loo = np.asarray(loo, dtype=float).reshape(len(loo), -1)
+    n = len(loo)
+    se = np.sqrt((n - 1) / n * np.sum((loo - loo.mean(axis=0)) ** 2, axis=0))
+    z = float(scipy_stats.norm.ppf(0.5 + confidence / 2))
+    return np.asarray(full, dtype=float) - z * se, np.asarray(full, dtype=float) + z * se
+
+
+def jackknife_cis(
+    df: pd.DataFrame,
+    statistic: Callable[[pd.DataFrame], Sequence[float]],
+    unit: str = "seed",
+    confidence: float = 0.95,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`jackknife_ci` of several statistics at once (``statistic`` returns one value per
+    statistic): arrays of lower and upper ends, NaN when fewer than two units."""
+    units = df[unit].dropna().unique()
+    full = np.asarray(statistic(df), dtype=float)
+    if len(units) < 2:
+        return np.full(full.shape, math.nan), np.full(full.shape, math.nan)
+    loo = np.array([statistic(df[df[unit] != u]) for u in units], dtype=float)
+    return jackknife_interval(full, loo, confidence)
+
+
 def jackknife_ci(
     df: pd.DataFrame,
     statistic: Callable[[pd.DataFrame], float],
@@ -585,19 +697,12 @@ def jackknife_ci(
     confidence: float = 0.95,
 ) -> tuple[float, float]:
     """Normal interval statistic(df) +- z se from the jackknife over the values of ``unit``
-    (leave one out; Efron & Tibshirani 1993, Eq. 11.5): for a study on a fixed grid, the
-    seed is what varies between reruns, and leaving a whole seed out keeps every pair of
-    distinct models distinct (a bootstrap would duplicate models, and duplicated models tie,
-    which biases Jiang's tau towards 0). NaN when fewer than two units."""
-    units = df[unit].dropna().unique()
-    if len(units) < 2:
-        return math.nan, math.nan
-    full = statistic(df)
-    loo = np.array([statistic(df[df[unit] != u]) for u in units], dtype=float)
-    n = len(units)
-    se = math.sqrt((n - 1) / n * float(np.sum((loo - loo.mean()) ** 2)))
-    z = float(scipy_stats.norm.ppf(0.5 + confidence / 2))
-    return full - z * se, full + z * se
+    (leave one out; `jackknife_interval`): for a study on a fixed grid, the seed is what
+    varies between reruns, and leaving a whole seed out keeps every pair of distinct models
+    distinct (a bootstrap would duplicate models, and duplicated models tie, which biases
+    Jiang's tau, Psi and K towards 0). NaN when fewer than two units."""
+    lo, hi = jackknife_cis(df, lambda d: [statistic(d)], unit, confidence)
+    return float(lo[0]), float(hi[0])
 
 
 def score_table(
