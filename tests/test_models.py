@@ -125,7 +125,9 @@ def test_timm_weights_file_loads_body_and_keeps_a_fresh_head(tmp_path, suffix):
         safetensors = pytest.importorskip("safetensors.torch")
         safetensors.save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     torch.manual_seed(1)
-    model = create_model("test_resnet", (3, 32, 32), 5, pretrained_file=str(path))
+    model = create_model(
+        "test_resnet", (3, 32, 32), 5, pretrained_file=str(path), pretrained_bn="train"
+    )
     loaded = model.state_dict()
     body = [k for k in state if not k.startswith("fc")]
     assert body and all(torch.equal(loaded[k], state[k]) for k in body)
@@ -191,3 +193,32 @@ def test_families_declare_what_can_be_vectorized():
     for name in VECTORIZABLE:
         model = create_model(name, (2, 8, 8), 3)
         assert not list(model.buffers()), name
+
+
+def test_pretrained_batch_norms_are_folded_into_their_convolutions_by_default(tmp_path):
+    """Naganuma et al.'s ResNet-50 (``remove_batch_norm_from_resnet``): no batch norm is left,
+    the eval-mode features equal the source's, and training mode no longer changes them."""
+    torch.manual_seed(0)
+    source = create_model("timm:resnet50", (3, 32, 32), 7)
+    with torch.no_grad():  # running statistics and affine parameters away from their init
+        for m in source.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    path = tmp_path / "resnet50.pth"
+    torch.save(source.state_dict(), path)
+    fused = create_model("timm:resnet50", (3, 32, 32), 5, pretrained_file=str(path))
+    kept = create_model(
+        "timm:resnet50", (3, 32, 32), 5, pretrained_file=str(path), pretrained_bn="train"
+    )
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in kept.modules()) == 53
+    x = torch.rand(4, 3, 32, 32)
+    expected = source.eval().forward_features(x)
+    assert torch.allclose(fused.eval().forward_features(x), expected, rtol=1e-3, atol=1e-3)
+    assert torch.allclose(fused.train().forward_features(x), expected, rtol=1e-3, atol=1e-3)
+    assert not torch.allclose(kept.train().forward_features(x), expected, rtol=1e-2, atol=1e-3)
+    with pytest.raises(ValueError, match="pretrained_bn"):
+        create_model("timm:resnet50", (3, 32, 32), 5, pretrained_file=str(path), pretrained_bn="x")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -69,10 +70,18 @@ def timm_model(
     input_shape: tuple[int, ...],
     num_classes: int,
     pretrained_file: str | None = None,
+    pretrained_bn: str = "fuse",
     **kwargs: object,
 ) -> nn.Module:
     """A timm model for this input; ImageNet weights from ``pretrained_file`` when given
-    (never downloaded: runs must work offline). The classifier head is always fresh."""
+    (never downloaded: runs must work offline). The classifier head is always fresh.
+
+    ``pretrained_bn`` says what becomes of the pretrained model's batch norms: ``fuse``
+    (the default) folds each into the convolution before it, with its ImageNet running
+    statistics, so the network has no batch norm left, as Naganuma et al.'s ResNet-50 does
+    (Hiroki11x/Optimizer_Comparison_OOD, ``domainbed/networks.py``,
+    ``remove_batch_norm_from_resnet``, lines 13-34, called in ``ResNet.__init__``);
+    ``train`` keeps them as ordinary, trained batch norms."""
     import timm
 
     model = timm.create_model(
@@ -86,6 +95,30 @@ def timm_model(
         )
         if [k for k in missing if not k.startswith(model.default_cfg.get("classifier", "fc"))]:
             raise ValueError(f"{pretrained_file}: weights do not match timm model {name!r}")
+        if pretrained_bn == "fuse":
+            fuse_batch_norms(model)
+        elif pretrained_bn != "train":
+            raise ValueError(f"pretrained_bn must be 'fuse' or 'train', got {pretrained_bn!r}")
+    return model
+
+
+def fuse_batch_norms(model: nn.Module) -> nn.Module:
+    """Fold every ``BatchNorm2d`` into the ``Conv2d`` just before it among its siblings
+    (``torch.nn.utils.fusion.fuse_conv_bn_eval``: the running statistics and affine
+    parameters become the convolution's weight and bias) and put an identity in its place;
+    the eval-mode function is unchanged, and training no longer normalizes by batch."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for parent in list(model.modules()):
+        for (conv_name, conv), (bn_name, bn) in pairwise(list(parent.named_children())):
+            if isinstance(bn, nn.BatchNorm2d) and isinstance(conv, nn.Conv2d):
+                was_training = conv.training
+                fused = fuse_conv_bn_eval(conv.eval(), bn.eval())
+                setattr(parent, conv_name, fused.train(was_training))
+                setattr(parent, bn_name, nn.Identity())
+    left = [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    if left:
+        raise ValueError(f"batch norms without a convolution just before them: {left}")
     return model
 
 
