@@ -16,7 +16,15 @@ from shiftbench import measures
 from shiftbench.measures import MeasureConfig
 from shiftbench.study import load_study
 
-FAST = MeasureConfig(bisection_depth=4, mc_draws=2, subset=64, ascent_steps=2)
+FAST = MeasureConfig(
+    bisection_depth=4,
+    mc_draws=2,
+    subset=64,
+    ascent_steps=2,
+    linf_batches=4,
+    hessian_batches=2,
+    orthogonality_steps=4,
+)
 
 
 def bn_net() -> nn.Module:
@@ -155,7 +163,8 @@ def test_full_suite_is_deterministic_and_leaves_the_model_unchanged():
 
 
 def test_seed_changes_random_measures_only():
-    model, (x, y) = bn_net(), data()
+    model, (x, _) = bn_net().eval(), data()
+    y = model(x).argmax(1).detach()  # labels it fits, so that noise lowers its accuracy
     names = ["pacbayes_flatness", "sharpness_flatness", "log_prod_of_fro"]
     # a fine search, so that other draws move the critical scale by more than its step
     fine = dataclasses.replace(FAST, bisection_depth=12, drop_tolerance=0.0)
@@ -171,6 +180,8 @@ def test_config_rejects_impossible_values():
         MeasureConfig(mc_draws=0)
     with pytest.raises(ValueError, match="accuracy_drop"):
         MeasureConfig(accuracy_drop=1.5)
+    with pytest.raises(ValueError, match="noise_std must be one of reference, paper"):
+        MeasureConfig(noise_std="sigma")
 
 
 def test_study3_probe_sample_sizes_default_to_the_papers():
