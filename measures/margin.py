@@ -1,7 +1,8 @@
 """Output-margin and path-norm measures (Jiang et al., ICLR 2020, App. C.2 and C.5).
 
 ``gamma`` is the 10th-percentile over the training set of the margin
-``f_y(x) - max_{j != y} f_j(x)`` (robust to a few outliers, as in Jiang et al.).
+``f_y(x) - max_{j != y} f_j(x)`` (robust to a few outliers, as in Jiang et al.), by default
+its absolute value as the reference takes it (:attr:`MeasureContext.margin`).
 """
 
 from __future__ import annotations

@@ -1,12 +1,17 @@
 """PAC-Bayes flatness measures with the sigma bisection (Jiang et al., ICLR 2020, Sec. 7-8
 and App. C.6-C.7; McAllester 1999; Dziugaite & Roy 2017; Neyshabur et al. 2017).
 
-``sigma'`` is the largest standard deviation of an isotropic Gaussian weight perturbation
-for which the mean training accuracy (over ``config.mc_draws`` draws, on
-``config.subset`` examples) drops by at most ``config.accuracy_drop`` (0.1), found by
-:func:`shiftbench.measures.utils.bisect_scale`. The magnitude-aware variant perturbs each
-weight with variance ``sigma'^2 w_i^2 + eps^2``. Every parameter of the BatchNorm-folded
-model is perturbed; the bounds sum over its weights only (``w``, biases excluded, as the
+``sigma'`` is the largest scale of an isotropic Gaussian weight perturbation for which
+the mean training accuracy (over ``config.mc_draws`` draws, on ``config.subset`` examples)
+drops by at most ``config.accuracy_drop`` (0.1), found by
+:func:`shiftbench.measures.utils.bisect_scale`. By default (``config.noise_std="reference"``)
+the noise's standard deviation is ``sigma'^2``, and ``sigma'^2 w_i^2 + eps^2`` for the
+magnitude-aware variant, as the reference's ``_perturbed_model`` draws it
+(``data/generation/measures.py`` lines 47 and 49); ``"paper"`` gives Jiang et al.'s std
+``sigma'`` and variance ``sigma'^2 w_i^2 + eps^2``. Every parameter of the BatchNorm-folded
+model is perturbed, and the scale 1 and shift 0 of each folded BatchNorm too, as the
+reference perturbs the BatchNorms its ``_reparam`` resets (:attr:`MeasureContext.perturbable`,
+lines 17-35 and 52); the bounds sum over its weights only (``w``, biases excluded, as the
 reference's ``get_all_measures`` does: see :mod:`shiftbench.measures`), ``w^0`` the same at
 initialization, ``omega`` their number and ``m`` the number of training examples.
 Following the reference implementation, the confidence term ``log(m / delta)`` uses
@@ -17,8 +22,10 @@ from __future__ import annotations
 
 import math
 
+from torch import Tensor
+
 from shiftbench.measures import utils as mu
-from shiftbench.measures.core import MeasureContext, measure
+from shiftbench.measures.core import MeasureConfig, MeasureContext, measure
 
 
 def sigma(ctx: MeasureContext, magnitude: bool) -> float:
@@ -29,24 +36,25 @@ def sigma(ctx: MeasureContext, magnitude: bool) -> float:
 
 def _search(ctx: MeasureContext, magnitude: bool, key: str) -> float:
     cfg = ctx.config
-    model, (x, y) = ctx.folded, ctx.subset
+    model, (x, y) = ctx.perturbable, ctx.subset
     params = mu.trainable(model)
     draws = mu.gaussian_draws(params, cfg.mc_draws, ctx.generator(key))
 
     def drop_at(scale: float) -> float:
         accs = []
         for z in draws:
-            if magnitude:
-                noisy = {
-                    k: w + (scale**2 * w.square() + cfg.magnitude_eps**2).sqrt() * z[k]
-                    for k, w in params.items()
-                }
-            else:
-                noisy = {k: w + scale * z[k] for k, w in params.items()}
+            noisy = {k: w + _std(w, scale, magnitude, cfg) * z[k] for k, w in params.items()}
             accs.append(mu.accuracy(model, x, y, noisy, cfg.eval_batch_size))
         return ctx.accuracy_on_subset - sum(accs) / len(accs)
 
     return mu.bisect_scale(drop_at, cfg.accuracy_drop, cfg.drop_tolerance, cfg.bisection_depth)
+
+
+def _std(w: Tensor, scale: float, magnitude: bool, cfg: MeasureConfig) -> Tensor | float:
+    """The noise's standard deviation at ``scale`` for weights ``w`` (module docstring)."""
+    if cfg.noise_std == "reference":
+        return scale**2 * w.square() + cfg.magnitude_eps**2 if magnitude else scale**2
+    return (scale**2 * w.square() + cfg.magnitude_eps**2).sqrt() if magnitude else scale
 
 
 def _bound(ctx: MeasureContext, from_init: bool) -> float:

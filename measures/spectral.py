@@ -3,9 +3,12 @@ Neyshabur et al. 2018; Pitas et al. 2017).
 
 Each measure comes in two variants. The plain name uses a conv kernel reshaped to a
 ``(c_out, c_in k k)`` matrix (Yoshida & Miyato 2017), as Jiang et al. do; the ``_fft``
-name uses the operator norm of the convolution itself on the layer's recorded input size,
-from the 2-D FFT of the kernel (Sedghi et al. 2019; exact for circular padding, a tight
-upper bound for zero padding: see ``measure_utils.conv_operator_norm``). Linear layers are
+name uses the operator norm of the convolution from the 2-D FFT of the kernel (Sedghi et
+al. 2019): by default (``config.fft_input="image"``) a stride-1 circular convolution on the
+input image's size for every layer, as the reference's ``_spectral_norm_fft``
+(``data/generation/measures.py`` line 224); with ``"layer"`` the layer's own map on its
+recorded input size (exact for circular padding, a tight upper bound for zero padding: see
+``shiftbench.measures.utils.conv_operator_norm``). Linear layers are
 the same in both. ``||W_i||_2`` is a layer's spectral norm, ``W_i^0`` the layer at
 initialization, ``d`` the number of layers and ``gamma`` the 10th-percentile margin. As in
 the reference implementation, the Frobenius norms in the ratios are those of the weights.
@@ -24,9 +27,10 @@ from shiftbench.measures.core import MeasureContext, measure
 VARIANTS = {"": "reshaped kernel", "_fft": "exact conv operator (FFT)"}
 
 
-def _norm(layer: mu.Layer, weight: Tensor, variant: str) -> float:
+def _norm(ctx: MeasureContext, layer: mu.Layer, weight: Tensor, variant: str) -> float:
     if variant == "_fft" and isinstance(layer.module, nn.Conv2d):
-        return mu.conv_layer_norm(layer, weight)
+        image = tuple(ctx.x.shape[-2:]) if ctx.config.fft_input == "image" else None
+        return mu.conv_layer_norm(layer, weight, image)
     return float(torch.linalg.matrix_norm(weight.reshape(weight.shape[0], -1), ord=2))
 
 
@@ -34,7 +38,7 @@ def spec_squared(ctx: MeasureContext, variant: str) -> list[float]:
     """``||W_i||_2^2`` for every layer."""
     return ctx.memo(
         f"spec{variant}",
-        lambda: [_norm(layer, layer.weight, variant) ** 2 for layer in ctx.layers],
+        lambda: [_norm(ctx, layer, layer.weight, variant) ** 2 for layer in ctx.layers],
     )
 
 
@@ -43,7 +47,7 @@ def dist_spec_squared(ctx: MeasureContext, variant: str) -> list[float]:
     return ctx.memo(
         f"dist_spec{variant}",
         lambda: [
-            _norm(a, a.weight - b.weight, variant) ** 2
+            _norm(ctx, a, a.weight - b.weight, variant) ** 2
             for a, b in zip(ctx.layers, ctx.init_layers)
         ],
     )

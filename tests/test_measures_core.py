@@ -21,9 +21,9 @@ FAST = MeasureConfig(
     mc_draws=2,
     subset=64,
     ascent_steps=2,
-    linf_batches=2,
+    linf_batches=4,
     hessian_batches=2,
-    orthogonality_steps=2,
+    orthogonality_steps=4,
 )
 
 
@@ -163,7 +163,8 @@ def test_full_suite_is_deterministic_and_leaves_the_model_unchanged():
 
 
 def test_seed_changes_random_measures_only():
-    model, (x, y) = bn_net(), data()
+    model, (x, _) = bn_net().eval(), data()
+    y = model(x).argmax(1).detach()  # labels it fits, so that noise lowers its accuracy
     names = ["pacbayes_flatness", "sharpness_flatness", "log_prod_of_fro"]
     # a fine search, so that other draws move the critical scale by more than its step
     fine = dataclasses.replace(FAST, bisection_depth=12, drop_tolerance=0.0)
@@ -179,6 +180,8 @@ def test_config_rejects_impossible_values():
         MeasureConfig(mc_draws=0)
     with pytest.raises(ValueError, match="accuracy_drop"):
         MeasureConfig(accuracy_drop=1.5)
+    with pytest.raises(ValueError, match="noise_std must be one of reference, paper"):
+        MeasureConfig(noise_std="sigma")
 
 
 def test_probes_declare_it_and_stay_out_of_all(tmp_path):

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from shiftbench.measures import core as measures
+from shiftbench.measures.core import MeasureConfig
 
 
 def mlp(seed: int, bias: bool = True) -> nn.Sequential:
@@ -68,12 +69,31 @@ def test_norms_match_closed_forms():
     )
 
 
-def test_negative_margin_is_undefined():
+def test_negative_margin_is_undefined_with_the_papers_margin():
     model, (x, y) = mlp(0), data()
     values, reasons = measures.compute_with_reasons(
-        model, (x, (y + 1) % 3), names=["inverse_margin"]
+        model, (x, (y + 1) % 3), names=["inverse_margin"], config=MeasureConfig(margin="paper")
     )
     assert math.isnan(values["inverse_margin"]) and "margin" in reasons["inverse_margin"]
+
+
+def test_margin_is_the_references_absolute_m_div_10_th_smallest():
+    # the reference's _margin: kthvalue(m // 10) of f_y - max_{j != y} f_j, then .abs();
+    # with m = 45, the 4th smallest (ceil(0.1 m) would take the 5th); wrong labels make it < 0
+    model, (x, y) = mlp(0), data()
+    x, y = x[:45], (y[:45] + 1) % 3
+    logits = model(x).detach()
+    by_hand = sorted(
+        float(row[label] - torch.cat([row[:label], row[label + 1 :]]).max())
+        for row, label in zip(logits, y)
+    )
+    assert by_hand[3] < 0 and by_hand[3] != by_hand[4]
+    v = measures.compute(model, (x, y), names=["inverse_margin"])
+    assert v["inverse_margin"] == pytest.approx(1 / by_hand[3] ** 2, rel=1e-5)
+    paper = measures.compute(
+        model, (x, y), names=["inverse_margin"], config=MeasureConfig(margin="paper")
+    )
+    assert math.isnan(paper["inverse_margin"])
 
 
 def test_path_norm_is_the_sum_over_paths_of_squared_weights():

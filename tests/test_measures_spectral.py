@@ -11,6 +11,7 @@ from torch import nn
 
 from shiftbench.measures import core as measures
 from shiftbench.measures import utils as mu
+from shiftbench.measures.core import MeasureConfig
 
 
 def conv_matrix(conv: nn.Conv2d, channels: int, size: int) -> torch.Tensor:
@@ -99,7 +100,7 @@ NAMES = [
 
 def test_spectral_measures_match_direct_computation():
     model, init, (x, y) = cnn(0), cnn(1), data()
-    v = measures.compute(model, (x, y), init, names=NAMES)
+    v = measures.compute(model, (x, y), init, names=NAMES, config=MeasureConfig(fft_input="layer"))
     sizes = [8, 8, None]
     mats, exact, dist_exact, fro, dist_fro = [], [], [], [], []
     for layer, layer0, size in zip(
@@ -159,6 +160,33 @@ def test_spectral_measures_match_direct_computation():
         for a, b in zip([model[0], model[2], model[5]], [init[0], init[2], init[5]])
     ]
     assert v["dist_spec_init"] == pytest.approx(sum(dist_mats), rel=1e-4)
+
+
+def test_fft_norms_default_to_the_references_stride_1_map_at_the_image_size():
+    # the reference's _spectral_norm_fft(kernel, input_shape) with input_shape the image's
+    # (H, W) for every layer: the kernel as a stride-1 circular convolution on the 8 x 8
+    # image grid, whatever the layer's stride (the second conv has stride 2). By hand: the
+    # explicit matrix of that convolution.
+    model, init, (x, y) = cnn(0), cnn(1), data()
+    names = ["log_prod_of_spec_fft", "dist_spec_init_fft", "fro_over_spec_fft"]
+    v = measures.compute(model, (x, y), init, names=names)
+    spec, dist_spec, fro = [], [], []
+    for layer, layer0 in zip([model[0], model[2], model[5]], [init[0], init[2], init[5]]):
+        w, w0 = layer.weight.detach(), layer0.weight.detach()
+        fro.append(float((w**2).sum()))
+        if w.dim() == 2:
+            spec.append(float(torch.linalg.matrix_norm(w, ord=2)) ** 2)
+            dist_spec.append(float(torch.linalg.matrix_norm(w - w0, ord=2)) ** 2)
+            continue
+        for kernel, out in ((w, spec), (w - w0, dist_spec)):
+            stride_1 = nn.Conv2d(w.shape[1], len(w), 3, padding=1, padding_mode="circular")
+            with torch.no_grad():
+                stride_1.weight.copy_(kernel)
+            matrix = conv_matrix(stride_1, w.shape[1], 8).double()
+            out.append(float(torch.linalg.matrix_norm(matrix, ord=2)) ** 2)
+    assert v["log_prod_of_spec_fft"] == pytest.approx(sum(map(math.log, spec)), rel=1e-5)
+    assert v["dist_spec_init_fft"] == pytest.approx(sum(dist_spec), rel=1e-5)
+    assert v["fro_over_spec_fft"] == pytest.approx(sum(f / s for f, s in zip(fro, spec)), rel=1e-5)
 
 
 def test_product_of_spectral_norms_is_invariant_to_layer_rescaling():

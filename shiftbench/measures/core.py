@@ -87,6 +87,19 @@ class MeasureConfig:
     orthogonality_steps: steps of resumed training over which Study 3's update orthogonality
         is averaged (Sec. 4.2: "the next 500 steps").
     The minibatch size of those probes is ``noise_batch_size``; the paper does not state it.
+    noise_std: ``reference`` (default) draws the PAC-Bayes perturbation with standard
+        deviation ``sigma^2`` (magnitude-aware: ``sigma^2 w_i^2 + eps^2``), as the
+        reference's ``_perturbed_model`` passes them to ``torch.normal`` as its std
+        (``data/generation/measures.py`` lines 47 and 49); ``paper`` uses ``sigma`` (variance
+        ``sigma^2 w_i^2 + eps^2``), Jiang et al.'s definition (App. C.6-C.7).
+    fft_input: ``image`` (default) takes every conv layer's FFT spectral norm at the input
+        image's size with stride 1 and no padding, as the reference (line 224: ``input_shape
+        = D[1], D[2]`` for every layer, ``np.fft.fft2(kernel, input_shape)``); ``layer``
+        takes the exact operator of each layer on its own input size (Sedghi et al. 2019).
+    margin: ``reference`` (default) takes the absolute value of the ``m // 10``-th smallest
+        margin, as the reference (lines 162 and 164: ``kthvalue(m // 10)``, ``.abs()``);
+        ``paper`` takes the ``ceil(0.1 m)``-th and leaves the margin measures undefined when
+        it is <= 0 (Jiang et al.'s margin is positive, App. C.2).
     """
 
     bisection_depth: int = 15
@@ -104,8 +117,21 @@ class MeasureConfig:
     hessian_batches: int = 5000
     hessian_coordinates: int = 16
     orthogonality_steps: int = 500
+    noise_std: str = "reference"
+    fft_input: str = "image"
+    margin: str = "reference"
 
     def __post_init__(self) -> None:
+        for key, choices in (
+            ("noise_std", ("reference", "paper")),
+            ("fft_input", ("image", "layer")),
+            ("margin", ("reference", "paper")),
+        ):
+            if getattr(self, key) not in choices:
+                raise ValueError(
+                    f"MeasureConfig.{key} must be one of {', '.join(choices)}, "
+                    f"got {getattr(self, key)!r}"
+                )
         for key in (
             "bisection_depth",
             "mc_draws",
@@ -302,8 +328,12 @@ class MeasureContext:
     @cached_property
     def margin(self) -> float:
         """Jiang et al.'s margin: the 10th percentile of ``f_y(x) - max_{j != y} f_j(x)``
-        over the training set; it must be positive for the ``*_over_margin`` measures."""
-        value = float(mu.tenth_percentile_margin(self.logits, self.y))
+        over the training set, its absolute value with ``config.margin="reference"`` (the
+        reference's ``_margin(...).abs()``); with ``"paper"`` it must be positive for the
+        margin measures."""
+        value = float(mu.tenth_percentile_margin(self.logits, self.y, self.config.margin))
+        if self.config.margin == "reference":
+            return abs(value)
         if value <= 0:
             raise Undefined(
                 f"10th-percentile margin is {value:.3g} <= 0 (more than 10% of "
@@ -315,6 +345,12 @@ class MeasureContext:
     def folded(self) -> nn.Module:
         """A copy of the model with every BatchNorm folded into its conv/linear layer."""
         return mu.fold_batchnorm(self.model, self.x[:2])
+
+    @cached_property
+    def perturbable(self) -> nn.Module:
+        """The folded model with each folded BatchNorm kept, reset to scale 1 and shift 0
+        (the reference's ``_reparam``): the model the PAC-Bayes search perturbs."""
+        return mu.fold_batchnorm(self.model, self.x[:2], reset=True)
 
     @cached_property
     def folded_init(self) -> nn.Module:

@@ -60,11 +60,14 @@ def margins(logits: Tensor, y: Tensor) -> Tensor:
     return correct - others.max(1).values
 
 
-def tenth_percentile_margin(logits: Tensor, y: Tensor) -> Tensor:
-    """The 10th percentile of the margins (Jiang et al. 2020, App. C.2): the
-    ``ceil(0.1 m)``-th smallest, robust to a few outliers."""
+def tenth_percentile_margin(logits: Tensor, y: Tensor, rank: str = "reference") -> Tensor:
+    """The 10th percentile of the margins (Jiang et al. 2020, App. C.2), robust to a few
+    outliers: the ``m // 10``-th smallest (at least the first) with ``rank="reference"``, as
+    the reference's ``_margin`` (``data/generation/measures.py`` line 162: ``kthvalue(m //
+    10)``), or the ``ceil(0.1 m)``-th with ``rank="paper"``."""
     values = margins(logits, y)
-    return values.kthvalue(max(1, math.ceil(0.1 * len(values)))).values
+    k = len(values) // 10 if rank == "reference" else math.ceil(0.1 * len(values))
+    return values.kthvalue(max(1, k)).values
 
 
 def _trace(model: nn.Module, x_probe: Tensor, kinds: tuple[type, ...]) -> list[tuple]:
@@ -87,11 +90,16 @@ def _trace(model: nn.Module, x_probe: Tensor, kinds: tuple[type, ...]) -> list[t
     return calls
 
 
-def fold_batchnorm(model: nn.Module, x_probe: Tensor) -> nn.Module:
+def fold_batchnorm(model: nn.Module, x_probe: Tensor, reset: bool = False) -> nn.Module:
     """A copy of ``model`` (eval mode) with each BatchNorm whose input is exactly the output
     of a Conv2d/Linear folded into that layer with its running statistics:
     ``W' = W * g / sqrt(var + eps)`` and ``b' = (b - mean) * g / sqrt(var + eps) + beta``
     (Ioffe & Szegedy 2015, inference form), the BatchNorm replaced by ``nn.Identity``.
+
+    With ``reset=True`` the BatchNorm stays, reset to scale 1, shift 0, running mean 0 and
+    running variance 1 (so it still divides by ``sqrt(1 + eps)``), as the reference's
+    ``_reparam`` leaves it (``data/generation/measures.py`` lines 17-35); its scale and
+    shift are then parameters that a perturbation moves, as ``_perturbed_model`` does.
 
     A BatchNorm whose input comes from anything else (e.g. after an activation) stays;
     measures that need a plain conv/linear network then report it. A layer output that also
@@ -109,9 +117,13 @@ def fold_batchnorm(model: nn.Module, x_probe: Tensor) -> nn.Module:
             producers[id(out)] = name
     with torch.no_grad():
         for layer_name, bn_name in pairs:
-            _fold_into(folded.get_submodule(layer_name), folded.get_submodule(bn_name))
-            parent, _, child = bn_name.rpartition(".")
-            setattr(folded.get_submodule(parent), child, nn.Identity())
+            bn = folded.get_submodule(bn_name)
+            _fold_into(folded.get_submodule(layer_name), bn)
+            if reset:
+                _reset(bn)
+            else:
+                parent, _, child = bn_name.rpartition(".")
+                setattr(folded.get_submodule(parent), child, nn.Identity())
     return folded
 
 
@@ -125,6 +137,16 @@ def _fold_into(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
         new_bias = new_bias + bn.bias
     layer.weight.mul_(scale.view(-1, *[1] * (layer.weight.dim() - 1)))
     layer.bias = nn.Parameter(new_bias.detach().clone())
+
+
+def _reset(bn: nn.modules.batchnorm._BatchNorm) -> None:
+    """Scale 1, shift 0, mean 0, variance 1: the reference's ``_reparam`` after folding."""
+    bn.running_mean.fill_(0)
+    bn.running_var.fill_(1)
+    if bn.weight is not None:
+        bn.weight.fill_(1)
+    if bn.bias is not None:
+        bn.bias.fill_(0)
 
 
 @dataclass(frozen=True)
@@ -223,10 +245,19 @@ def _phase(offset: int, stride: int, grid: int) -> tuple[int, int]:
     return r, ((offset - r) // stride) % grid
 
 
-def conv_layer_norm(layer: Layer, weight: Tensor | None = None) -> float:
+def conv_layer_norm(
+    layer: Layer, weight: Tensor | None = None, image_size: tuple[int, int] | None = None
+) -> float:
     """Exact (circular) or upper-bound (zero padding) operator norm of a conv layer's map
-    on its recorded input size, for its own weight or another kernel of the same shape."""
+    on its recorded input size, for its own weight or another kernel of the same shape.
+
+    With ``image_size`` the kernel is taken instead as a stride-1 circular convolution on
+    that grid, ignoring the layer's stride, padding, dilation and groups, as the reference's
+    ``_spectral_norm_fft`` does at the image size for every layer
+    (``data/generation/measures.py`` lines 214-225: ``np.fft.fft2(kernel, input_shape)``)."""
     conv = layer.module
+    if image_size is not None:
+        return conv_operator_norm(layer.weight if weight is None else weight, image_size)
     if layer.input_size is None:
         raise Undefined(f"no recorded input size for {layer.name}")
     if isinstance(conv.padding, str):
@@ -316,23 +347,26 @@ def bisect_scale(
     target: float,
     tolerance: float,
     depth: int,
-    low: float = 1e-6,
+    low: float = 0.0,
     high: float = 2.0,
 ) -> float:
-    """The largest scale whose accuracy drop ``drop_at(scale)`` is about ``target``: a
-    bisection on the geometric midpoint of ``[low, high]`` (scales span decades, so this
-    resolves them with few steps), stopping early within ``tolerance`` of the target, as
-    in the sigma search of Jiang et al. (2020, App. C.6) and Dziugaite et al. (2020)."""
+    """The scale whose accuracy drop ``|drop_at(scale)|`` is about ``target``: ``depth``
+    steps of a bisection on the arithmetic midpoint of ``[low, high]`` (``[0, 2]``), stopping
+    early once within ``tolerance`` of the target, and returning the last midpoint tried, as
+    the reference's ``_pacbayes_sigma`` (``data/generation/measures.py`` lines 60-101:
+    ``search_depth=15``, ``accuracy_displacement=0.1``, ``displacement_tolerance=1e-2``,
+    ``displacement = abs(mean accuracy - accuracy)``) and Jiang et al. (2020, App. C.6)."""
+    mid = (low + high) / 2
     for _ in range(depth):
-        mid = math.sqrt(low * high)
-        drop = drop_at(mid)
+        mid = (low + high) / 2
+        drop = abs(drop_at(mid))
         if abs(drop - target) < tolerance:
-            return mid
+            break
         if drop > target:
             high = mid
         else:
             low = mid
-    return math.sqrt(low * high)
+    return mid
 
 
 def worst_case_perturbation(
