@@ -264,7 +264,9 @@ def test_full_study_is_the_papers_grid_with_local_imagenet_weights(tmp_path, mon
     assert result.exit_code == 0, result.output
     assert "5040" in result.output.replace(",", "")
     # timm's resnet50 takes torchvision's names: the body is the file's, the head fresh
-    model = timm_model("resnet50", (3, 224, 224), 7, pretrained_file=str(weights))
+    model = timm_model(
+        "resnet50", (3, 224, 224), 7, pretrained_file=str(weights), pretrained_bn="train"
+    )
     assert torch.equal(model.conv1.weight, state["conv1.weight"])
     assert torch.equal(model.layer4[2].bn3.running_var, state["layer4.2.bn3.running_var"])
     assert model.fc.weight.shape == (7, 2048)
