@@ -246,7 +246,7 @@ def test_worker_faults_end_as_rows_and_the_sweep_goes_on(
     for (width, _, _), trial in by_config.items():
         row = final.loc[trial.trial_id]
         if trial == killed:  # its worker was SIGKILLed mid-trial; it ran again on a new one
-            assert row["status"] == "done" and row["attempt"] == 0
+            assert row["status"] == "done" and row["attempt"] == 0, row["error"]
         elif trial == dying:
             assert row["status"] == "failed" and "worker died 2 times" in row["error"]
         elif trial == hung:
