@@ -59,15 +59,6 @@ CURVES = {
 }
 CONFIG_PREFIXES = (*schema.CONFIG_PREFIXES, schema.ACCEL)  # shown in the trial's config
 CONFIG_COLUMNS = ("attempt", "seed", "sample", "worker_pid")
-PROVENANCE = (
-    "shiftbench_version",
-    "git_commit",
-    "git_dirty",
-    "torch_version",
-    "python_version",
-    "hostname",
-    "device",
-)
 WEBGL_POINTS = 2000
 MARKDOWN = MarkdownIt("commonmark").enable("table")
 
@@ -309,7 +300,7 @@ def _provenance(rows: pd.DataFrame) -> Markup:
     """Each provenance column's distinct values, with how many trials had each."""
     last = rows.drop_duplicates("trial_id", keep="last")
     facts = []
-    for column in PROVENANCE:
+    for column in schema.PROVENANCE:
         if column in last:
             counts = last[column].astype(str).value_counts()
             facts.append((column, ", ".join(f"{v} ({n})" for v, n in counts.items())))
@@ -396,7 +387,9 @@ def _trial_record(trial_id: str, trial: dict[str, np.ndarray], measured: list[st
         for column in columns
         if column in trial and pd.notna(trial[column]).any()
     }
-    provenance = [(c, str(last[c])) for c in (*PROVENANCE, "start_time", "end_time") if c in last]
+    provenance = [
+        (c, str(last[c])) for c in (*schema.PROVENANCE, "start_time", "end_time") if c in last
+    ]
     return {
         "title": f"trial {trial_id}: {last['solver']} seed {last['seed']} on {last['dataset']}",
         "status": str(last["status"]),

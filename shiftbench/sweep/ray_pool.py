@@ -270,7 +270,7 @@ class RaySweep:
         self.sink = sink
         self.warm = warm  # take the warm workers of the local cluster where they serve
         self.provenance = provenance
-        self.lost_provenance = {**provenance, "device": "unknown"}
+        self.lost_provenance = {**provenance, **schema.provenance(device="unknown")}
         self.resources = study.resources
         self.queue: deque[Group] = deque()
         self.running: dict[Any, tuple[_Slot, Group, datetime]] = {}
