@@ -89,9 +89,9 @@ def run(
     trial_limit: int | None,
 ) -> None:
     """Run or resume a study: only trials the ledger does not hold yet are run."""
+    from shiftbench.sweep.connect import ClusterError
     from shiftbench.sweep.driver import run_study
     from shiftbench.sweep.planning import Plan
-    from shiftbench.sweep.ray_pool import ClusterError
 
     study = _load(study_file, trial_limit)
     if workers is not None and workers < 0:
@@ -435,7 +435,7 @@ def cluster_status() -> None:
     import ray
 
     from shiftbench.sweep import cluster as local
-    from shiftbench.sweep.driver import start_ray
+    from shiftbench.sweep.connect import start_ray
 
     address = local.running()
     if address is None:

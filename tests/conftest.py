@@ -90,7 +90,7 @@ def ray_cluster() -> Iterator[None]:
     """One local two-CPU Ray cluster for the session, as ``shiftbench run`` starts it."""
     import ray
 
-    from shiftbench.sweep.ray_pool import start_ray
+    from shiftbench.sweep.connect import start_ray
 
     start_ray(2, None)
     yield

@@ -21,7 +21,8 @@ from shiftbench.store import artifacts, checkpoint
 from shiftbench.store import ledger as store
 from shiftbench.sweep.driver import run_study
 from shiftbench.sweep.rerun import result_differences
-from shiftbench.trials.ensemble import ensemble_groups, run_ensemble
+from shiftbench.trials.ensemble import run_ensemble
+from shiftbench.trials.grouping import ensemble_groups
 from shiftbench.trials.runner import TrialRunner
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

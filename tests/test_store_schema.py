@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from shiftbench.plugins import registry
 from shiftbench.store import schema
+from shiftbench.trials.provenance import static_provenance
 from shiftbench.trials.runner import TrialRunner
 from shiftbench.trials.trial import Trial
 
-# provenance and bookkeeping columns: written once by the runner, named here by hand
+# bookkeeping columns: written once by the runner, named here by hand
 BOOKKEEPING = {
     "study",
     "trial_id",
@@ -30,7 +32,6 @@ BOOKKEEPING = {
     "step",
     "time",
     "epoch",
-    "device",
     "test",
 }
 METRICS = {"train_loss", "train_acc", "id_acc", "id_loss", "ood_acc", "ood_loss"}
@@ -95,13 +96,15 @@ def test_status_filter_and_measure_columns():
 
 @pytest.mark.parametrize("measures", [(), ("l2",)])
 def test_every_column_a_real_trial_writes_is_named_by_the_schema(measures):
-    outcome = TrialRunner({"test": True}, device="cpu").run(tiny_trial(), "s", measures=measures)
+    provenance = {**static_provenance(Path(__file__).parents[1]), "test": True}
+    outcome = TrialRunner(provenance, device="cpu").run(tiny_trial(), "s", measures=measures)
     assert outcome.status == schema.DONE, outcome.error
     columns = set().union(*outcome.rows)
     unnamed = {
         c
         for c in columns
         if c not in BOOKKEEPING
+        and c not in schema.PROVENANCE
         and c not in METRICS
         and c not in schema.MEASURE_COUNTS
         and c != schema.MEASURE_ERRORS
@@ -112,3 +115,16 @@ def test_every_column_a_real_trial_writes_is_named_by_the_schema(measures):
     envs = {schema.parse_env_column(c) for c in columns} - {None}
     assert {(0, "in_acc"), (0, "out_acc"), (2, "acc")} <= envs
     assert ("measure.l2" in columns) == bool(measures)
+
+
+def test_provenance_and_worker_columns_are_written_through_the_schema():
+    """Provenance (code, libraries, host, device) and the worker's Ray node are the schema's
+    named columns, and a name the schema does not know is refused."""
+    written = static_provenance(Path(__file__).parents[1])
+    assert set(written) == set(schema.PROVENANCE) - {"device"}
+    row = TrialRunner(written, device="cpu").row_provenance()
+    assert {c for c in row if not c.startswith(schema.ACCEL)} == set(schema.PROVENANCE)
+    assert schema.provenance(hostname="h", ray_node="n") == {"hostname": "h", "ray_node": "n"}
+    assert schema.WORKER == ("ray_node",)
+    with pytest.raises(KeyError, match="worker_host"):
+        schema.provenance(worker_host="h")

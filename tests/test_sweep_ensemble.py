@@ -8,7 +8,7 @@ import pytest
 from shiftbench.spec.study import StudyError, load_study
 from shiftbench.store import ledger as store
 from shiftbench.sweep.driver import run_study
-from shiftbench.trials.ensemble import plan_groups
+from shiftbench.trials.grouping import plan_groups
 
 # fixed data: an ensemble's members share one data set (DomainBed's default redraws it per trial)
 STUDY = """

@@ -138,7 +138,7 @@ class Report:
         fig.savefig(path, dpi=150, bbox_inches="tight")
         plotly = None
         if self.interactive:
-            from shiftbench.report.site import plotly_figure
+            from shiftbench.report.plotly_figures import plotly_figure
 
             plotly = plotly_figure(fig)
         plt.close(fig)

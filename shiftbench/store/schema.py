@@ -9,7 +9,7 @@ A trial writes one row per checkpoint (a failed trial: one row at step -1)::
     dataset, ds.*, obj.*, solver, solver_label, hp.* its config (``ds.``/``obj.``/``hp.``)
     seed, sample, config                             its seed, search sample, config JSON
     step, time, epoch, env<i>_<metric>, ...           the checkpoint (objective metrics)
-    accel.*, search.*, device, hostname, ...          where and how it ran (provenance)
+    accel.*, search.*, device, hostname, ...          where and how it ran (PROVENANCE, WORKER)
     measure.*, measure_config.*, n_*_examples         measures, at the final checkpoint
 """
 
@@ -48,6 +48,18 @@ MEASURE_PREFIXES = (MEASURE, MEASURE_CONFIG)
 KEY_COLUMNS = ("trial_id", "attempt", "step")
 MEASURE_COUNTS = ("n_train_examples", "n_measure_examples", "n_iid_test_examples")
 MEASURE_ERRORS = "measure_errors"
+# where and how a row was computed: the code and libraries (trials.provenance), the host and
+# device (the runner), and the Ray node of the worker that ran it (trials.worker)
+PROVENANCE = (
+    "shiftbench_version",
+    "git_commit",
+    "git_dirty",
+    "torch_version",
+    "python_version",
+    "hostname",
+    "device",
+)
+WORKER = ("ray_node",)
 
 _ENV_COLUMN = re.compile(r"env(\d+)_(\w+)")
 
@@ -67,6 +79,15 @@ def columns(frame: pd.DataFrame | Iterable[str], prefix: str | tuple[str, ...]) 
     """The columns of ``frame`` that start with ``prefix`` (one or several), in order."""
     names = frame.columns if isinstance(frame, pd.DataFrame) else frame
     return [c for c in names if c.startswith(prefix) and c != prefix]
+
+
+def provenance(**values: Any) -> dict[str, Any]:
+    """Provenance columns by name: each must be one of :data:`PROVENANCE` or :data:`WORKER`,
+    so no writer adds a provenance column the schema does not name."""
+    unknown = sorted(set(values) - {*PROVENANCE, *WORKER})
+    if unknown:
+        raise KeyError(f"not provenance columns of the ledger schema: {', '.join(unknown)}")
+    return values
 
 
 def env_column(env: int, metric: str) -> str:

@@ -118,7 +118,7 @@ def _warm_up(address: str, n: int) -> None:
     """Start ``n`` detached worker actors (torch imported) in the cluster at ``address``."""
     import ray
 
-    from shiftbench.sweep.ray_pool import start_ray
+    from shiftbench.sweep.connect import start_ray
     from shiftbench.trials.provenance import static_provenance
 
     start_ray(None, None)  # joins the cluster just started, as a run would

@@ -35,7 +35,7 @@ from shiftbench.sweep.local import measure_in_process, run_in_process
 from shiftbench.sweep.planning import Plan, plan
 from shiftbench.sweep.ray_pool import measure_on_ray, run_on_ray
 from shiftbench.sweep.signals import sigterm_interrupts
-from shiftbench.trials.ensemble import plan_groups
+from shiftbench.trials.grouping import plan_groups
 from shiftbench.trials.provenance import static_provenance
 from shiftbench.trials.runner import TrialOutcome
 

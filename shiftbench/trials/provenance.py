@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 import shiftbench
+from shiftbench.store import schema
 
 
 @cache
@@ -40,14 +41,14 @@ def git_state(root: Path) -> tuple[str, bool]:
 def static_provenance(root: Path) -> dict[str, object]:
     """What does not change between the trials of one worker."""
     commit, dirty = git_state(root)
-    return {
-        "shiftbench_version": shiftbench.__version__,
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
-        "hostname": socket.gethostname(),
-    }
+    return schema.provenance(
+        shiftbench_version=shiftbench.__version__,
+        git_commit=commit,
+        git_dirty=dirty,
+        torch_version=torch.__version__,
+        python_version=platform.python_version(),
+        hostname=socket.gethostname(),
+    )
 
 
 def device_name(device: torch.device) -> str:

@@ -272,7 +272,7 @@ class TrialRunner:
         this runner's settings, or ``accel`` for a trial that ran with others."""
         return {
             **self.provenance,
-            "device": device_name(self.device),
+            **schema.provenance(device=device_name(self.device)),
             **(accel or self.accel).columns(),
         }
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import ray
 
+from shiftbench.store import schema
 from shiftbench.store.artifacts import Sink
 from shiftbench.sweep.cluster import code_fingerprint
 from shiftbench.trials.accel import Accel
@@ -29,10 +30,9 @@ class TrialWorker:
 
         threads = max(1, int(float(os.environ.get("OMP_NUM_THREADS", "1"))))
         torch.set_num_threads(threads)
-        self.where = {
-            "hostname": socket.gethostname(),
-            "ray_node": ray.get_runtime_context().get_node_id(),
-        }
+        self.where = schema.provenance(
+            hostname=socket.gethostname(), ray_node=ray.get_runtime_context().get_node_id()
+        )
         self.runner = TrialRunner({**provenance, **self.where}, accel=accel, sink=sink)
         self.code = code_fingerprint()
         # per thread: set before the first parallel op, so torch's intra-op threads inherit it
