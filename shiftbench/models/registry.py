@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -96,30 +95,24 @@ def timm_model(
         if [k for k in missing if not k.startswith(model.default_cfg.get("classifier", "fc"))]:
             raise ValueError(f"{pretrained_file}: weights do not match timm model {name!r}")
         if pretrained_bn == "fuse":
-            fuse_batch_norms(model)
+            model = fuse_batch_norms(model, input_shape)
         elif pretrained_bn != "train":
             raise ValueError(f"pretrained_bn must be 'fuse' or 'train', got {pretrained_bn!r}")
     return model
 
 
-def fuse_batch_norms(model: nn.Module) -> nn.Module:
-    """Fold every ``BatchNorm2d`` into the ``Conv2d`` just before it among its siblings
-    (``torch.nn.utils.fusion.fuse_conv_bn_eval``: the running statistics and affine
-    parameters become the convolution's weight and bias) and put an identity in its place;
-    the eval-mode function is unchanged, and training no longer normalizes by batch."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
+def fuse_batch_norms(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
+    """``model`` with every batch norm folded into the convolution that feeds it, by the
+    measures' own fold (:func:`shiftbench.measures.utils.fold_batchnorm`, which traces one
+    forward pass of ``input_shape``): the eval-mode function is unchanged, and training no
+    longer normalizes by batch. A batch norm fed by anything else is an error."""
+    from shiftbench.measures.utils import fold_batchnorm
 
-    for parent in list(model.modules()):
-        for (conv_name, conv), (bn_name, bn) in pairwise(list(parent.named_children())):
-            if isinstance(bn, nn.BatchNorm2d) and isinstance(conv, nn.Conv2d):
-                was_training = conv.training
-                fused = fuse_conv_bn_eval(conv.eval(), bn.eval())
-                setattr(parent, conv_name, fused.train(was_training))
-                setattr(parent, bn_name, nn.Identity())
-    left = [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    fused = fold_batchnorm(model, torch.zeros(1, *input_shape)).train(model.training)
+    left = [n for n, m in fused.named_modules() if isinstance(m, nn.BatchNorm2d)]
     if left:
         raise ValueError(f"batch norms without a convolution just before them: {left}")
-    return model
+    return fused
 
 
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:
