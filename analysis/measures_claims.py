@@ -27,6 +27,9 @@ from shiftbench.plugins import registry
 from shiftbench.report.build import AnalysisContext
 from shiftbench.studies.generalization_measures import measure_table, stats
 
+# the study-file section this analysis reads, checked by the study file's checker
+SECTIONS = {"score_config": stats.ScoreConfig}
+
 
 def _statistics(
     models: pd.DataFrame, table: measure_table.MeasureTable, sign: np.ndarray

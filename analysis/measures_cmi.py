@@ -10,6 +10,9 @@ import pandas as pd
 from shiftbench.report.build import AnalysisContext
 from shiftbench.studies.generalization_measures import measure_table, stats
 
+# the study-file section this analysis reads, checked by the study file's checker
+SECTIONS = {"score_config": stats.ScoreConfig}
+
 
 def scores(
     table: measure_table.MeasureTable, config: stats.ScoreConfig | None = None

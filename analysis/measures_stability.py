@@ -13,6 +13,9 @@ import pandas as pd
 from shiftbench.report.build import AnalysisContext
 from shiftbench.studies.generalization_measures import measure_table, stats
 
+# the study-file section this analysis reads, checked by the study file's checker
+SECTIONS = {"score_config": stats.ScoreConfig}
+
 NAMED = 5
 """How many most and least stable measures the report names."""
 INFORMATIVE = 0.2

@@ -25,7 +25,8 @@ import math
 from torch import Tensor
 
 from shiftbench.measures import utils as mu
-from shiftbench.measures.core import MeasureConfig, MeasureContext, measure
+from shiftbench.measures.config import MeasureConfig
+from shiftbench.measures.core import MeasureContext, measure
 
 
 def sigma(ctx: MeasureContext, magnitude: bool) -> float:

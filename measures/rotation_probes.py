@@ -46,8 +46,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from shiftbench.measures.core import MeasureContext, Undefined, measure
 from shiftbench.studies.adam_rotations import probes
-from shiftbench.studies.adam_rotations.rotations import RotatedOptimizer
 from shiftbench.training.primitives import flat_predictions
+from shiftbench.training.rotations import RotatedOptimizer
 
 FAMILY = "rotation_probes"
 

@@ -10,9 +10,12 @@ The same training (digits CNN, SGD, ``--steps`` steps, evaluation every
    for a study twice as long as the runner's overhead plus the sweep's own time outside
    trials per trial (wall time minus the worker's time inside trials, from the ledger's
    start and end times: a figure that machine-speed drift between ways cannot skew); its
-   steady state is the same figure per *extra* trial (the long study's time outside
-   trials minus the short one's, over the extra trials): the worker's start-up, paid once
-   per run, is then left out;
+   steady state is the same figure per *extra* trial, without each run's start-up (from
+   the run's start to its first trial's start: connecting to Ray, planning, starting the
+   worker, paid once per run and varying by tenths of a second from run to run, which
+   would otherwise swamp a per-trial figure): the long study's time outside trials after
+   its start-up minus the short one's, over the extra trials. The mean gap between one
+   trial's end and the next one's start on the worker is printed beside it;
 4. Ray Tune, the alternative a user would pick: a ``Tuner`` over the same trainings (a
    function trainable calling the runner, one trial at a time like the one-worker sweep),
    with default settings and with actor reuse (``TuneConfig(reuse_actors=True)``);
@@ -33,6 +36,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +51,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 from shiftbench.models.registry import create_model  # noqa: E402
 from shiftbench.plugins.registry import dataset_class, defaults, objective_class, solver_class  # noqa: E402
-from shiftbench.spec.study import load_study  # noqa: E402
+from shiftbench.spec.study import Study, load_study  # noqa: E402
 from shiftbench.store import ledger as store  # noqa: E402
 from shiftbench.sweep.driver import run_study  # noqa: E402
 from shiftbench.trials.runner import TrialRunner  # noqa: E402
@@ -126,11 +131,30 @@ def write_study(folder: Path, n: int, steps: int, eval_every: int) -> Path:
     return path
 
 
-def outside_trials(store_dir: Path, wall: float) -> float:
-    """Seconds of a sweep's wall time its worker spent outside trials (ledger start/end)."""
-    ledger = store.final_rows(store.read(store_dir, "overhead"))
+@dataclass(frozen=True)
+class SweepTime:
+    """One sweep's wall seconds, and what the ledger's start and end times say of them."""
+
+    wall: float
+    outside: float  # seconds its worker spent outside trials
+    start_up: float  # seconds from the run's start to its first trial's start
+    gaps: tuple[float, ...]  # seconds between one trial's end and the next one's start
+
+
+def timed_sweep(study: Study, store_dir: Path) -> SweepTime:
+    """Run ``study`` on one worker into ``store_dir`` and read its time outside trials
+    from the ledger's start and end times."""
+    began = datetime.now(UTC)
+    wall = timed(lambda: run_study(study, store_dir, workers=1, progress=False))
+    ledger = store.final_rows(store.read(store_dir, study.name))
     spans = ledger.groupby("trial_id").agg(start=("start_time", "min"), end=("end_time", "max"))
-    return wall - (spans["end"] - spans["start"]).dt.total_seconds().sum()
+    spans = spans.sort_values("start")
+    inside = (spans["end"] - spans["start"]).dt.total_seconds().sum()
+    gaps = (
+        spans["start"].iloc[1:].to_numpy() - spans["end"].iloc[:-1].to_numpy()
+    ) / np.timedelta64(1, "s")
+    start_up = (spans["start"].iloc[0] - began).total_seconds()
+    return SweepTime(wall, wall - inside, start_up, tuple(float(g) for g in gaps))
 
 
 class TuneTrial(tune.Trainable):
@@ -207,17 +231,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         m = args.sweep_trials
         study = load_study(write_study(Path(tmp), m, args.steps, args.eval_every))
-        cold = timed(lambda: run_study(study, Path(tmp) / "cold", workers=1, progress=False)) / m
-        sweep = timed(lambda: run_study(study, Path(tmp) / "warm", workers=1, progress=False)) / m
+        cold = timed_sweep(study, Path(tmp) / "cold").wall / m
+        warm = timed_sweep(study, Path(tmp) / "warm")
         # the sweep's own cost, independent of how fast this machine trains right now: its
         # wall time minus the time its worker spent inside trials (each row's start to end
         # time), per trial, on a study twice as long; plus the runner's measured overhead
-        double = load_study(write_study(Path(tmp), 2 * m, args.steps, args.eval_every))
-        whole = timed(lambda: run_study(double, Path(tmp) / "double", workers=1, progress=False))
-        outside = outside_trials(Path(tmp) / "double", whole)
-        dispatch = outside / (2 * m)
-        # per extra trial: the start-up both runs pay once cancels out
-        steady = (outside - outside_trials(Path(tmp) / "warm", sweep * m)) / m
+        double = timed_sweep(
+            load_study(write_study(Path(tmp), 2 * m, args.steps, args.eval_every)),
+            Path(tmp) / "double",
+        )
+        dispatch = double.outside / (2 * m)
+        # per extra trial, each run's start-up (paid once) left out
+        steady = ((double.outside - double.start_up) - (warm.outside - warm.start_up)) / m
+        gap = float(np.mean(double.gaps))
         tune_default = tune_seconds(study.trials(), Path(tmp) / "tune", reuse_actors=False)
         tune_reuse = tune_seconds(study.trials(), Path(tmp) / "tune_reuse", reuse_actors=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -245,7 +271,7 @@ def main() -> None:
         ("bare PyTorch loop", bare),
         ("shiftbench runner (in-process)", harness),
         ("shiftbench sweep (Ray start + 1 worker)", cold),
-        ("shiftbench sweep (Ray running, 1 worker)", sweep),
+        ("shiftbench sweep (Ray running, 1 worker)", warm.wall / m),
         ("sweep, long study (runner+dispatch)", harness + dispatch),
         ("sweep, steady state (per extra trial)", harness + steady),
         ("Ray Tune Tuner (default settings)", tune_default),
@@ -278,13 +304,17 @@ def main() -> None:
             / n
         )
         rows.append(("benchopt run", benchopt))
+    print(
+        f"sweep start-up {double.start_up:.2f} s and {warm.start_up:.2f} s per run; "
+        f"worker gap between trials {1000 * gap:.1f} ms"
+    )
     print(f"{n} trials of {args.steps} steps (digits CNN, SGD), seconds per trial:")
     print(f"{'way':<36}{'s/trial':>9}{'overhead s':>12}{'overhead %':>12}")
     for name, seconds in rows:
         over = seconds - bare
         print(f"{name:<36}{seconds:>9.3f}{over:>12.3f}{100 * over / bare:>11.1f}%")
     harness_over = max(harness - bare, 1e-3)
-    sweep_over = max(sweep - bare, 1e-3)
+    sweep_over = max(warm.wall / m - bare, 1e-3)
     for name, seconds in rows[6:]:
         print(
             f"{name}: {(seconds - bare) / harness_over:.1f}x the runner's overhead, "

@@ -312,7 +312,7 @@ def test_report_end_to_end(tmp_path):
 
 def test_study_files_validate_without_data():
     cifar = load_study(ROOT / "benchmarks" / "generalization_measures.yml")
-    assert cifar.resources.gpus > 0 and cifar.measure_config["bisection_depth"] == 15
+    assert cifar.resources.gpus > 0 and cifar.measure_config.bisection_depth == 15
     assert cifar.objective["target_loss"] == [0.01]
     assert len(cifar.seeds) == 10 and cifar.datasets["cifar10_c"]["measure_fraction"] == [0.1]
     digits = load_study(ROOT / "benchmarks" / "generalization_measures_digits.yml")

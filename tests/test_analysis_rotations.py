@@ -19,7 +19,7 @@ from shiftbench.report.build import AnalysisContext, Report
 from shiftbench.spec.study import parse_study
 from shiftbench.studies.adam_rotations.analysis import seed_interval, slowdowns
 from shiftbench.studies.adam_rotations.probes import random_directions
-from shiftbench.studies.adam_rotations.rotations import RotatedOptimizer
+from shiftbench.training.rotations import RotatedOptimizer
 from shiftbench.trials.runner import TrialRunner
 
 PROBES = [
@@ -232,7 +232,12 @@ def test_the_runner_gives_the_trials_optimizer_to_the_measures(tmp_path):
     names = ("update_orthogonality_conv", "adam_v_log10_q50")
     rows = {}
     for trial in parse_study(raw, tmp_path / "r.yml").trials():
-        outcome = runner.run(trial, "r", measures=names, measure_config={"orthogonality_steps": 3})
+        outcome = runner.run(
+            trial,
+            "r",
+            measures=names,
+            measure_config=measures.MeasureConfig(orthogonality_steps=3),
+        )
         assert outcome.status == "done", outcome.error
         rows[(trial.solver, dict(trial.solver_params)["rotation"])] = outcome.rows[-1]
     for key in (("adam", "none"), ("adam", "output")):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ from torch import nn
 
 from shiftbench.measures import core as measures
 from shiftbench.measures import utils as mu
-from shiftbench.measures.core import MeasureConfig
+from shiftbench.measures.config import MeasureConfig
 from shiftbench.spec.study import load_study
 
 FAST = MeasureConfig(
@@ -175,19 +174,9 @@ def test_seed_changes_random_measures_only():
     assert a["sharpness_flatness"] != b["sharpness_flatness"]
 
 
-def test_config_rejects_impossible_values():
-    with pytest.raises(ValueError, match="mc_draws"):
-        MeasureConfig(mc_draws=0)
-    with pytest.raises(ValueError, match="accuracy_drop"):
-        MeasureConfig(accuracy_drop=1.5)
-    with pytest.raises(ValueError, match="noise_std must be one of reference, paper"):
-        MeasureConfig(noise_std="sigma")
-
-
 def test_probes_declare_it_and_stay_out_of_all(tmp_path):
     """The training-run probes are flagged at registration, and ``measures: all`` is exactly
     the measures that are not."""
-    from shiftbench.spec.study import load_study
 
     entries = measures.registry()
     flagged = {n for n, m in entries.items() if m.probe}
@@ -198,14 +187,3 @@ def test_probes_declare_it_and_stay_out_of_all(tmp_path):
         "search: {kind: grid}\nseeds: [0]\nmeasures: all\n"
     )
     assert set(load_study(path).measures) == set(entries) - flagged
-
-
-def test_study3_probe_sample_sizes_default_to_the_papers():
-    """Zhang, Maes et al. (NeurIPS 2025): 1,000 minibatches for the L-inf bound (App. B.3,
-    Algorithm 1), Hessian rows averaged over k = 5,000 minibatches (Sec. 4.1), 500 resumed
-    steps for update orthogonality (Sec. 4.2); the full-scale study file states the same."""
-    paper = {"linf_batches": 1000, "hessian_batches": 5000, "orthogonality_steps": 500}
-    default = MeasureConfig()
-    assert {key: getattr(default, key) for key in paper} == paper
-    study = load_study(Path(__file__).parents[1] / "benchmarks" / "adam_rotations.yml")
-    assert {key: study.measure_config[key] for key in paper} == paper

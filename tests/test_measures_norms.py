@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from shiftbench.measures import core as measures
-from shiftbench.measures.core import MeasureConfig
+from shiftbench.measures.config import MeasureConfig
 
 
 def mlp(seed: int, bias: bool = True) -> nn.Sequential:

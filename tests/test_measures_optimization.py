@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shiftbench.measures import core as measures
-from shiftbench.measures.core import MeasureConfig
+from shiftbench.measures.config import MeasureConfig
 
 
 def data(n: int = 30, d: int = 4, k: int = 3) -> tuple[torch.Tensor, torch.Tensor]:

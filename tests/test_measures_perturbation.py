@@ -16,7 +16,7 @@ from torch import nn
 
 from shiftbench.measures import core as measures
 from shiftbench.measures import utils as mu
-from shiftbench.measures.core import MeasureConfig
+from shiftbench.measures.config import MeasureConfig
 
 CONFIG = MeasureConfig(
     bisection_depth=12, mc_draws=3, subset=200, drop_tolerance=0.0, ascent_steps=3

@@ -11,7 +11,7 @@ from torch import nn
 
 from shiftbench.measures import core as measures
 from shiftbench.measures import utils as mu
-from shiftbench.measures.core import MeasureConfig
+from shiftbench.measures.config import MeasureConfig
 
 
 def conv_matrix(conv: nn.Conv2d, channels: int, size: int) -> torch.Tensor:

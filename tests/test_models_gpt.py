@@ -7,7 +7,7 @@ import torch
 
 from shiftbench.data.text import char_corpus, get_batch
 from shiftbench.models.gpt import CharGPT, loss
-from shiftbench.studies.adam_rotations.rotations import RotatedOptimizer
+from shiftbench.training.rotations import RotatedOptimizer
 
 
 def _model(**kwargs: object) -> CharGPT:

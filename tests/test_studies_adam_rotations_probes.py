@@ -22,7 +22,7 @@ from shiftbench.studies.adam_rotations.probes import (
     update_orthogonality,
     update_orthogonality_over_steps,
 )
-from shiftbench.studies.adam_rotations.rotations import RotatedOptimizer
+from shiftbench.training.rotations import RotatedOptimizer
 
 
 class Block(nn.Module):

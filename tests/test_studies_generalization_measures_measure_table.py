@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from test_data_cifar import write_cifar
 
+from shiftbench.measures.config import MeasureConfig
 from shiftbench.plugins.files import load_module
 from shiftbench.spec.study import StudyError, parse_study
 from shiftbench.studies.generalization_measures import measure_table
@@ -136,11 +137,13 @@ def study(**extra) -> dict:
 
 
 @pytest.mark.parametrize(
-    "section, good, bad",
+    "section, good, parsed, default, bad",
     [
         (
             "measure_config",
             {"subset": 64, "accuracy_drop": 0.05},
+            MeasureConfig(subset=64, accuracy_drop=0.05),
+            MeasureConfig(),
             [
                 ({"subsets": 1}, "measure_config.subsets: unknown key"),
                 ({"subset": "all"}, "measure_config.subset: expected int"),
@@ -150,6 +153,8 @@ def study(**extra) -> dict:
         (
             "score_config",
             {"min_ess": 4, "quantile": "empirical"},
+            {"min_ess": 4, "quantile": "empirical"},
+            {},
             [
                 ({"ess": 1}, "score_config.ess: unknown key"),
                 ({"min_ess": "12"}, "score_config.min_ess: expected float"),
@@ -158,27 +163,44 @@ def study(**extra) -> dict:
         ),
     ],
 )
-def test_config_keys_are_validated(tmp_path, section, good, bad):
+def test_config_keys_are_validated(tmp_path, section, good, parsed, default, bad):
     path = tmp_path / "m.yml"
-    assert getattr(parse_study(study(**{section: good}), path), section) == good
-    assert getattr(parse_study(study(), path), section) == {}
+    reads = {"analyses": ["measures_kendall"]}  # score_config is the measures analyses' section
+    assert getattr(parse_study(study(**{section: good}, **reads), path), section) == parsed
+    assert getattr(parse_study(study(**reads), path), section) == default
     for value, key in bad:
         with pytest.raises(StudyError) as info:
-            parse_study(study(**{section: value}), path)
+            parse_study(study(**{section: value}, **reads), path)
         assert str(info.value).startswith(f"{path}: {key}") and "\n" not in str(info.value)
 
 
+def test_a_section_no_analysis_of_the_study_reads_is_refused(tmp_path):
+    """``score_config`` is declared by the analyses that read it (their ``SECTIONS``): a study
+    without one of them gets a located error instead of settings nothing uses."""
+    path = tmp_path / "m.yml"
+    with pytest.raises(StudyError) as info:
+        parse_study(study(score_config={"min_ess": 4}, analyses=["measures_overview"]), path)
+    assert str(info.value) == (
+        f"{path}: score_config: no analysis of this study reads it (analyses: measures_overview)"
+    )
+
+
 def test_runner_passes_the_measure_config_to_the_measures(tmp_path):
-    trial = parse_study(study(), tmp_path / "m.yml").trials()[0]
+    parsed = parse_study(study(measure_config={"seed": 3}), tmp_path / "m.yml")
+    # parsed once into its one form, which the runner takes as it is
+    assert parsed.measure_config == MeasureConfig(seed=3)
+    trial = parsed.trials()[0]
     runner = TrialRunner({})
-    done = runner.run(trial, "m", measures=("params", "mce_train"), measure_config={"seed": 3})
+    done = runner.run(
+        trial, "m", measures=("params", "mce_train"), measure_config=parsed.measure_config
+    )
     assert done.status == "done" and done.rows[-1]["measure.params"] > 0
     # the settings every measure ran with are in the ledger: the study's, else the defaults
     last = done.rows[-1]
     assert last["measure_config.seed"] == 3
     assert (last["measure_config.bisection_depth"], last["measure_config.mc_draws"]) == (15, 10)
-    bad = runner.run(trial, "m", measures=("params",), measure_config={"mc_draws": 0})
-    assert bad.status == "failed" and "MeasureConfig.mc_draws" in bad.error
+    defaults = runner.run(trial, "m", measures=("params",))
+    assert defaults.rows[-1]["measure_config.seed"] == MeasureConfig().seed == 0
 
 
 def test_cifar10_c_shifts_are_separate_test_environments(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from shiftbench.plugins import registry
-from shiftbench.trials.ensemble import ensemble_trainer, run_ensemble
+from shiftbench.trials.ensemble import VectorizedTrainer, ensemble_trainer, run_ensemble
 from shiftbench.trials.runner import TrialRunner
 from shiftbench.trials.trial import Trial
 
@@ -116,3 +116,20 @@ def test_failed_vectorization_falls_back_to_each_trial(runner: TrialRunner) -> N
         outcomes = run_ensemble(runner, trials, "t", [0, 1])
     assert [o.status for o in outcomes] == ["done", "failed"]
     assert "lr must be > 0" in outcomes[1].error
+
+
+@pytest.mark.parametrize(
+    "hparams, key",
+    [
+        ({"rotation": "output"}, "rotation"),
+        ({"lr_schedule": "cosine"}, "lr_schedule"),
+        ({"max_grad_norm": 1.0}, "max_grad_norm"),
+    ],
+)
+def test_a_solver_off_its_vectorized_values_is_refused(runner: TrialRunner, hparams, key) -> None:
+    """The trainer refuses any solver whose class declares it trains only at other values
+    (``vectorized_at``), whatever the hyperparameter."""
+    trials = [make_trial("adam", {}, 0, steps=2), make_trial("adam", hparams, 1, steps=2)]
+    solvers = [runner.solver(t) for t in trials]
+    with pytest.raises(ValueError, match=f"^{key}=.* is not vectorized"):
+        VectorizedTrainer(runner.objective(trials[0]), solvers, [0, 1])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import TINY_STUDY
 
+from shiftbench.measures.config import MeasureConfig
 from shiftbench.spec.study import load_study
 from shiftbench.trials.ensemble import run_group
 from shiftbench.trials.runner import TrialRunner
@@ -16,7 +17,8 @@ def test_a_unit_carries_the_study_settings_and_each_trials_attempt(make_study):
     a, b, *_ = study.trials()
     unit = WorkUnit.of([a, b], {a.trial_id: 2, b.trial_id: 0, "other": 5}, study)
     assert unit.trials == (a, b) and unit.attempts == (2, 0)
-    assert (unit.study, unit.measures, dict(unit.measure_config)) == ("tiny", ("l2",), {"seed": 3})
+    assert (unit.study, unit.measures) == ("tiny", ("l2",))
+    assert unit.measure_config == MeasureConfig(seed=3) == study.measure_config
     with pytest.raises(ValueError, match="one attempt per trial"):
         WorkUnit((a, b), (0,), "tiny")
     with pytest.raises(ValueError, match="one attempt per trial"):

@@ -1,9 +1,9 @@
 """Public path of Study 3's rotated-basis optimizer (``RotatedOptimizer``) and its helpers.
 
-The code lives in :mod:`shiftbench.studies.adam_rotations.rotations`; this module keeps
+The code lives in :mod:`shiftbench.training.rotations`; this module keeps
 ``shiftbench.rotations.RotatedOptimizer`` working for notebooks and scripts."""
 
-from shiftbench.studies.adam_rotations.rotations import (
+from shiftbench.training.rotations import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_SVD_EVERY,
     FUSED_QKV_MODULES,

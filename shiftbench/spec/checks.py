@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -17,7 +17,10 @@ from shiftbench.spec.search import Choice, Fixed, SpaceError, grid_samples, pars
 from shiftbench.spec.settings import Model, SettingError, validate
 
 if TYPE_CHECKING:
+    from shiftbench.measures.config import MeasureConfig
     from shiftbench.spec.study import Study
+
+T = TypeVar("T")
 
 # Line breaks (as str.splitlines sees them) are escaped so a message stays on one line.
 _ONE_LINE = {ord(ch): repr(ch)[1:-1] for ch in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
@@ -176,21 +179,31 @@ class Checker:
                 )
         return tuple(value)
 
-    def measure_config(self, value: Any) -> dict[str, Any]:
-        """``{field: value}`` of :class:`shiftbench.measures.core.MeasureConfig`."""
+    def measure_config(self, value: Any) -> MeasureConfig:
+        """The study's :class:`shiftbench.measures.config.MeasureConfig`."""
         from shiftbench.measures.core import MeasureConfig
 
         return self.config(value, "measure_config", MeasureConfig)
 
-    def score_config(self, value: Any) -> dict[str, Any]:
-        """``{field: value}`` of :class:`shiftbench.stats.ScoreConfig`."""
-        from shiftbench.studies.generalization_measures.stats import ScoreConfig
+    def analysis_section(self, name: str, value: Any, analyses: tuple[str, ...]) -> dict[str, Any]:
+        """``{field: value}`` of a study-file section that the study's analyses read
+        (``score_config``), checked by building the frozen dataclass they declare for it
+        (``SECTIONS = {name: cls}`` in the analysis module): the engine carries it without
+        knowing whose it is."""
+        if not value:
+            return {}
+        declared = [getattr(registry.analysis(a), "SECTIONS", {}).get(name) for a in analyses]
+        classes = [cls for cls in declared if cls is not None]
+        if not classes:
+            self.fail(
+                name, f"no analysis of this study reads it (analyses: {', '.join(analyses)})"
+            )
+        self.config(value, name, classes[0])
+        return dict(value)
 
-        return self.config(value, "score_config", ScoreConfig)
-
-    def config(self, value: Any, name: str, cls: type) -> dict[str, Any]:
-        """``{field: value}`` of the frozen dataclass ``cls``, checked by building it
-        (unknown field, wrong type or impossible value fail here)."""
+    def config(self, value: Any, name: str, cls: type[T]) -> T:
+        """The frozen dataclass ``cls`` built from the mapping ``value``, once, here: an
+        unknown field, a wrong type or an impossible value fails located."""
         from dataclasses import fields
 
         self.mapping(value, name)
@@ -200,10 +213,10 @@ class Checker:
                 self.fail(f"{name}.{key}", f"unknown key; allowed: {', '.join(allowed)}")
             self.same_type(v, allowed[key], f"{name}.{key}")
         try:
-            cls(**value)
+            return cls(**value)
         except ValueError as exc:
             self.fail(name, str(exc))
-        return dict(value)
+        raise AssertionError("unreachable")
 
     def settings(self, model: type[Model], values: Mapping[str, Any], where: str = "") -> Model:
         """A declarative section (:mod:`shiftbench.spec.settings`), failing located."""

@@ -80,14 +80,12 @@ def lookup(study_file: str | Path, trial_limit: int | None = None) -> Expansion 
 
 def remember(study_file: str | Path, trial_limit: int | None, study) -> Expansion:
     """Expand a validated :class:`shiftbench.spec.study.Study` and cache the result."""
-    from shiftbench.measures.core import MeasureConfig
-
     expansion = Expansion(
         study.name,
         study.retries,
         study.trial_numbers,
         study.measures,
-        asdict(MeasureConfig(**study.measure_config)),
+        asdict(study.measure_config),
     )
     try:
         folder = cache_dir()

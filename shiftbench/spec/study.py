@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 
 from shiftbench.data import seeds as data_seeds
+from shiftbench.measures.config import MeasureConfig
 from shiftbench.plugins import registry
 from shiftbench.spec.checks import Checker, StudyError, as_spaces
 from shiftbench.spec.search import (
@@ -89,9 +90,10 @@ class Study:
     measures: tuple[str, ...]
     analyses: tuple[str, ...]
     run: RunSettings = field(default_factory=RunSettings)
-    # MeasureConfig fields for the measures computed at the end of each trial
-    measure_config: dict[str, Any] = field(default_factory=dict)
-    # shiftbench.stats.ScoreConfig fields for the measures study's statistics
+    # the settings of the measures computed at the end of each trial
+    measure_config: MeasureConfig = field(default_factory=MeasureConfig)
+    # the measures analyses' statistics settings (shiftbench.stats.ScoreConfig fields), which
+    # the analyses declare and build (the engine checks them, and carries them as given)
     score_config: dict[str, Any] = field(default_factory=dict)
     # dataset -> its ``objective:`` variants (one mapping, or a list of them), each
     # overriding ``objective`` keys for it
@@ -394,8 +396,8 @@ def parse_study(raw: Any, path: Path, trial_limit: int | None = None) -> Study:
     seeds = check.settings(Seeds, {"seeds": raw.get("seeds", [0])}).seeds
     measures = check.measures(raw.get("measures", []))
     measure_config = check.measure_config(raw.get("measure_config") or {})
-    score_config = check.score_config(raw.get("score_config") or {})
     analyses = check.names(raw.get("analyses", []), "analyses", "analysis")
+    score_config = check.analysis_section("score_config", raw.get("score_config"), analyses)
     given = {key: raw[key] for key in RunSettings.KEYS if key in raw}
     for key in ("resources", "accel"):  # an empty section is the defaults
         given[key] = raw.get(key) or {}

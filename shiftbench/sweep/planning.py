@@ -106,9 +106,7 @@ def _measure_jobs(
     one; only these trials are built."""
     if not study.measures or not done:
         return [], []
-    from shiftbench.measures.core import MeasureConfig
-
-    settings = asdict(MeasureConfig(**study.measure_config))
+    settings = asdict(study.measure_config)
     gaps = artifacts.measure_gaps(store_dir, study.name, ledger, done, study.measures, settings)
     if not gaps:
         return [], []

@@ -16,14 +16,14 @@ import torch
 from benchopt import BaseSolver
 
 from shiftbench.spec.search import IntUniform, LogOneMinus, LogUniform, Space
-from shiftbench.studies.adam_rotations.rotations import (
+from shiftbench.training.primitives import LR_SCHEDULES, EnvSampler, lr_factor
+from shiftbench.training.rotations import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_SVD_EVERY,
     LAYER_TYPES,
     SCOPES,
     RotatedOptimizer,
 )
-from shiftbench.training.primitives import LR_SCHEDULES, EnvSampler, lr_factor
 from shiftbench.trials.accel import PLAIN, Accel
 
 COMMON_PARAMETERS: dict[str, list[Any]] = {

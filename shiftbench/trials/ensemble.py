@@ -189,8 +189,9 @@ class VectorizedTrainer:
             raise ValueError("an ensemble needs one solver class and one batch_size")
         for solver in solvers:
             solver.validate()
-            if solver.rotation != "none":
-                raise ValueError("rotated optimizers are not vectorized")
+            for key, value in solver.vectorized_at.items():
+                if getattr(solver, key) != value:
+                    raise ValueError(f"{key}={getattr(solver, key)!r} is not vectorized")
         task = objective.get_objective()
         if not isinstance(task["algorithm"], ERM):
             raise ValueError(f"only ERM is vectorized, not {objective.algorithm!r}")
@@ -404,5 +405,5 @@ def run_group(runner: TrialRunner, unit: WorkUnit) -> list[TrialOutcome]:
     ensemble."""
     if len(unit.trials) == 1:
         trial, attempt = unit.trials[0], unit.attempts[0]
-        return [runner.run(trial, unit.study, attempt, unit.measures, dict(unit.measure_config))]
+        return [runner.run(trial, unit.study, attempt, unit.measures, unit.measure_config)]
     return run_ensemble(runner, unit.trials, unit.study, unit.attempts)

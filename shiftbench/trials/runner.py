@@ -21,6 +21,8 @@ from typing import Any
 import torch
 
 from shiftbench import faults
+from shiftbench.measures.config import MeasureConfig
+from shiftbench.measures.core import compute_with_reasons
 from shiftbench.plugins import registry
 from shiftbench.store import artifacts, checkpoint, schema
 from shiftbench.training.primitives import pick_device
@@ -191,10 +193,11 @@ class TrialRunner:
         study: str,
         attempt: int = 0,
         measures: tuple[str, ...] = (),
-        measure_config: dict[str, Any] | None = None,
+        measure_config: MeasureConfig | None = None,
     ) -> TrialOutcome:
-        """Train and evaluate one trial; never raises for a trial's own failure.
-        ``measure_config`` holds :class:`shiftbench.measures.core.MeasureConfig` fields."""
+        """Train and evaluate one trial, computing ``measures`` at its end with
+        ``measure_config`` (the defaults when None); never raises for a trial's own
+        failure."""
         started = datetime.now(UTC)
         cuda = self.device.type == "cuda"
         if cuda:
@@ -206,7 +209,7 @@ class TrialRunner:
             resume = self.checkpoints(study, [trial.trial_id])
             with self.accel.denormals():
                 status, curve, extra = self._train(
-                    trial, measures, measure_config or {}, save, resume
+                    trial, measures, measure_config or MeasureConfig(), save, resume
                 )
             error = ""
         except Exception as exc:
@@ -243,7 +246,7 @@ class TrialRunner:
         )
 
     def measure(
-        self, job: MeasureJob, study: str, measure_config: dict[str, Any] | None = None
+        self, job: MeasureJob, study: str, measure_config: MeasureConfig | None = None
     ) -> TrialOutcome:
         """Compute ``job``'s measures on the stored model, without training: one ``measured``
         row at the trial's final checkpoint (:func:`shiftbench.store.ledger.read` merges it into
@@ -258,7 +261,12 @@ class TrialRunner:
             model.load_state_dict(state)
             curve = [{"step": s, "train_loss": loss} for s, loss in job.history]
             extra = self._measures(
-                objective, _Trained(model), init_state, curve, job.names, measure_config or {}
+                objective,
+                _Trained(model),
+                init_state,
+                curve,
+                job.names,
+                measure_config or MeasureConfig(),
             )
         except Exception as exc:
             return TrialOutcome(job.trial.trial_id, "measure_failed", [], _error_text(exc))
@@ -294,7 +302,7 @@ class TrialRunner:
         self,
         trial: Trial,
         measures: tuple[str, ...],
-        measure_config: dict[str, Any],
+        measure_config: MeasureConfig,
         save: Save | None = None,
         resume: checkpoint.Checkpoints | None = None,
     ):
@@ -331,10 +339,8 @@ class TrialRunner:
         return status, callback.curve, extra
 
     def _measures(
-        self, objective, solver, init_state, curve, names, config: dict[str, Any]
+        self, objective, solver, init_state, curve, names, config: MeasureConfig
     ) -> dict[str, Any]:
-        from shiftbench.measures import core as measures
-
         model = solver.model
         init_model = objective.build_model()
         init_model.load_state_dict(init_state)
@@ -344,13 +350,12 @@ class TrialRunner:
         # the measure part of the training environments: neither trained on nor the IID
         # test set (the out split) that defines gap_iid, and never a shifted environment
         heldout = objective.measure_envs
-        settings = measures.MeasureConfig(**config)
-        values, reasons = measures.compute_with_reasons(
+        values, reasons = compute_with_reasons(
             model,
             (x, y),
             init_model=init_model,
             names=list(names),
-            config=settings,
+            config=config,
             history=[(p["step"], p["train_loss"]) for p in curve],
             heldout_data=(
                 (torch.cat([e.x for e in heldout]), torch.cat([e.y for e in heldout]))
@@ -364,7 +369,7 @@ class TrialRunner:
             "n_measure_examples": sum(len(e) for e in heldout),
             "n_iid_test_examples": sum(len(objective.splits[i][1]) for i in objective.training),
         }
-        return schema.measure_columns(values, asdict(settings), counts, reasons)
+        return schema.measure_columns(values, asdict(config), counts, reasons)
 
 
 def _error_text(exc: BaseException) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from shiftbench.measures.config import MeasureConfig
 from shiftbench.trials.trial import Trial
 
 if TYPE_CHECKING:
@@ -17,13 +18,13 @@ if TYPE_CHECKING:
 class WorkUnit:
     """One trial, or a group trained as one vectorized ensemble, with what its rows need:
     the study's name, each trial's attempt, and the measures to compute at its end (with
-    their :class:`~shiftbench.measures.MeasureConfig` fields)."""
+    their :class:`~shiftbench.measures.MeasureConfig`)."""
 
     trials: tuple[Trial, ...]
     attempts: tuple[int, ...]
     study: str
     measures: tuple[str, ...] = ()
-    measure_config: Mapping[str, Any] = field(default_factory=dict)
+    measure_config: MeasureConfig = field(default_factory=MeasureConfig)
 
     def __post_init__(self) -> None:
         if not self.trials or len(self.trials) != len(self.attempts):
@@ -41,5 +42,5 @@ class WorkUnit:
             tuple(attempts[t.trial_id] for t in trials),
             study.name,
             tuple(study.measures),
-            dict(study.measure_config),
+            study.measure_config,
         )

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from shiftbench.studies.adam_rotations.rotations import (
+from shiftbench.training.rotations import (
     FUSED_QKV_MODULES,
     LAYER_TYPES,
     RotatedOptimizer,

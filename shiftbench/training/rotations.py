@@ -1,4 +1,7 @@
-"""Run any torch optimizer in a rotated basis (Study 3, "Adam under rotations").
+"""Run any torch optimizer in a rotated basis: every solver's ``rotation`` hyperparameter.
+
+The training loop's, offered to every solver; Study 3 ("Adam under rotations",
+``shiftbench.studies.adam_rotations``) is the study that varies it.
 
 Zhang, Maes et al. (NeurIPS 2025) train with an optimizer whose coordinates are
 a rotation of the standard ones. ``RotatedOptimizer`` does this without

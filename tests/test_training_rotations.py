@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from shiftbench.models.registry import create_model
-from shiftbench.studies.adam_rotations.rotations import (
+from shiftbench.training.rotations import (
     SCOPES,
     BlockRotation,
     RotatedOptimizer,
