@@ -23,7 +23,8 @@ The same training (digits CNN, SGD, ``--steps`` steps, evaluation every
 6. one process per trial, DomainBed style (``python -c`` running one trial).
 
 Overhead per trial = seconds per trial minus the bare loop's (the bare loop and the
-in-process runner are interleaved over ``--rounds`` and compared by their medians). Run:
+in-process runner run back to back on each trial, in alternating order, over ``--rounds``,
+and the runner's overhead is the median of those paired differences). Run:
 ``.venv/bin/python perf/overhead.py [--trials 6] [--sweep-trials 24] [--steps 400]``.
 Each way's bare-loop baseline is the mean bare time of the same kind of trial.
 """
@@ -213,7 +214,9 @@ def main() -> None:
         default=24,
         help="trials in each Ray sweep (its fixed costs amortize over them)",
     )
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (medians)")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="interleaved rounds (medians of paired differences)"
+    )
     parser.add_argument("--skip-benchopt", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -222,12 +225,20 @@ def main() -> None:
     bare_loop(todo[0])
     runner = TrialRunner({})
     runner.run(todo[0], "overhead")
-    bare_times, harness_times = [], []
-    for _ in range(args.rounds):  # interleaved, so drift in machine speed hits both alike
+    bare_times, differences = [], []
+    for round_ in range(args.rounds):  # interleaved, so drift in machine speed hits both alike
         for trial in todo:
-            bare_times.append(bare_loop(trial))
-            harness_times.append(timed(lambda t=trial: runner.run(t, "overhead")))
-    bare, harness = float(np.median(bare_times)), float(np.median(harness_times))
+            if round_ % 2:  # alternate which goes first, so neither always runs on a warm cache
+                h = timed(lambda t=trial: runner.run(t, "overhead"))
+                b = bare_loop(trial)
+            else:
+                b = bare_loop(trial)
+                h = timed(lambda t=trial: runner.run(t, "overhead"))
+            bare_times.append(b)
+            differences.append(h - b)
+    # the runner's overhead: the median of paired differences (same trial, back to back)
+    bare = float(np.median(bare_times))
+    harness = bare + float(np.median(differences))
     with tempfile.TemporaryDirectory() as tmp:
         m = args.sweep_trials
         study = load_study(write_study(Path(tmp), m, args.steps, args.eval_every))
