@@ -331,7 +331,7 @@ def report(
 def index(folder: Path, stores: tuple[Path, ...], benchmarks: Path) -> None:
     """Write FOLDER/index.html: every report under FOLDER, and each study's ledger state when
     FOLDER is a store."""
-    from shiftbench.report.site import rebuild_sites, write_index
+    from shiftbench.report.index import rebuild_sites, write_index
 
     if not stores:
         click.echo(f"index written to {write_index(folder)}")

@@ -1,11 +1,14 @@
-"""Shared fixtures of the ledger, sweep and reliability tests: a tiny study on the offline
-digits data, a local Ray cluster, the ``shiftbench`` command as a subprocess, and the
-exactly-once check of a study's ledger."""
+"""Shared fixtures of the ledger, sweep, reliability and report tests: a tiny study on the
+offline digits data, a local Ray cluster, the ``shiftbench`` command as a subprocess, the
+exactly-once check of a study's ledger, and the HTML site of a tiny run with a headless
+Chromium to look at it."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,10 +18,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import psutil
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from playwright.sync_api import sync_playwright
 
 from shiftbench.spec.expansion_cache import CACHE_ENV
 from shiftbench.spec.study import Study
@@ -228,3 +233,80 @@ def wait_for(condition, what: str, seconds: float = 240.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"gave up waiting for {what}"
         time.sleep(0.05)
+
+
+# --- the HTML site of a tiny real run, and a browser to look at it (report tests)
+
+SITE_STUDY = {
+    "name": "sitetiny",
+    "description": "two optimizers on two digits data sets",
+    "datasets": {"colored_digits": {"test_env": [2]}, "rotated_digits": {"test_env": [0]}},
+    "objective": {"steps": 20, "eval_every": 10, "model": "mlp", "width": 16},
+    "solvers": {"sgd": {"lr": {"loguniform": [0.01, 0.5]}}, "adam": {}},
+    "search": {"kind": "random", "trials_per_solver": 2, "seed": 0},
+    "seeds": [0],
+    "analyses": ["reproduce", "id_ood_table", "id_ood_scatter", "optimizer_ood_best"],
+}
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
+    """The site of a tiny real run (8 trials, 20 steps, in this process's CLI)."""
+    folder = tmp_path_factory.mktemp("site")
+    study = folder / "sitetiny.yml"
+    study.write_text(yaml.safe_dump(SITE_STUDY))
+    store_dir, out = folder / "store", folder / "report"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    run = [str(SHIFTBENCH), "run", str(study), "--store", str(store_dir), "--workers", "0"]
+    subprocess.run([*run, "--quiet"], check=True, env=env)
+    report = [str(SHIFTBENCH), "report", str(study), "--store", str(store_dir), "--out"]
+    done = subprocess.run(
+        [*report, str(out), "--html"], check=True, env=env, capture_output=True, text=True
+    )
+    assert re.search(
+        rf"site written to {out / 'index.html'} \(3 pages, 8 trials, [0-9.]+ MB; "
+        rf"scripts [0-9.]+ MB in {out / 'assets'}\)",
+        done.stdout,
+    )
+    return out, store.final_rows(store.read(store_dir, "sitetiny"))
+
+
+def site_records(out: Path) -> dict[str, dict]:
+    """Every trial's record in the site's data files, by trial id."""
+    records = {}
+    for shard in (out / "trials").glob("*.js"):
+        call = re.fullmatch(r"shiftbenchTrials\((.*)\);\n", shard.read_text(), re.DOTALL)
+        shard_records = json.loads(call.group(1))
+        assert all(trial_id.startswith(shard.stem) for trial_id in shard_records)
+        records |= shard_records
+    return records
+
+
+def _chromium() -> str | None:
+    return os.environ.get("SHIFTBENCH_CHROMIUM") or next(
+        filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
+    )
+
+
+@pytest.fixture
+def browser():
+    """A headless Chromium from the system; skipped when there is none, unless
+    SHIFTBENCH_REQUIRE_BROWSER is set (as in CI)."""
+    executable = _chromium()
+    if executable is None:
+        if os.environ.get("SHIFTBENCH_REQUIRE_BROWSER"):
+            pytest.fail("no chromium found and SHIFTBENCH_REQUIRE_BROWSER is set")
+        pytest.skip("no chromium on this machine (`apt-get install chromium`)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable)
+        yield chromium
+        chromium.close()
+
+
+def watched_page(browser):
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    problems, fetched = [], []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("request", lambda r: fetched.append(r.url))
+    return page, problems, fetched

@@ -4,9 +4,7 @@ figures, a page per trial, nothing fetched), and the site in a real headless Chr
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -15,23 +13,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 import yaml
-from conftest import SHIFTBENCH, wait_for
-from playwright.sync_api import expect, sync_playwright
+from conftest import SHIFTBENCH, SITE_STUDY, site_records, wait_for, watched_page
+from playwright.sync_api import expect
 
 from shiftbench.report.build import Report
-from shiftbench.report.site import ASSETS, PLOTLY_JS, write_index
-from shiftbench.store import ledger as store
-
-SITE_STUDY = {
-    "name": "sitetiny",
-    "description": "two optimizers on two digits data sets",
-    "datasets": {"colored_digits": {"test_env": [2]}, "rotated_digits": {"test_env": [0]}},
-    "objective": {"steps": 20, "eval_every": 10, "model": "mlp", "width": 16},
-    "solvers": {"sgd": {"lr": {"loguniform": [0.01, 0.5]}}, "adam": {}},
-    "search": {"kind": "random", "trials_per_solver": 2, "seed": 0},
-    "seeds": [0],
-    "analyses": ["reproduce", "id_ood_table", "id_ood_scatter", "optimizer_ood_best"],
-}
+from shiftbench.report.site import ASSETS, PLOTLY_JS
 
 
 def test_report_items_are_what_markdown_shows(tmp_path):
@@ -50,39 +36,6 @@ def test_report_items_are_what_markdown_shows(tmp_path):
     assert figure.plotly["data"][0]["y"] == [2, 3]
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
-    """The site of a tiny real run (8 trials, 20 steps, in this process's CLI)."""
-    folder = tmp_path_factory.mktemp("site")
-    study = folder / "sitetiny.yml"
-    study.write_text(yaml.safe_dump(SITE_STUDY))
-    store_dir, out = folder / "store", folder / "report"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    run = [str(SHIFTBENCH), "run", str(study), "--store", str(store_dir), "--workers", "0"]
-    subprocess.run([*run, "--quiet"], check=True, env=env)
-    report = [str(SHIFTBENCH), "report", str(study), "--store", str(store_dir), "--out"]
-    done = subprocess.run(
-        [*report, str(out), "--html"], check=True, env=env, capture_output=True, text=True
-    )
-    assert re.search(
-        rf"site written to {out / 'index.html'} \(3 pages, 8 trials, [0-9.]+ MB; "
-        rf"scripts [0-9.]+ MB in {out / 'assets'}\)",
-        done.stdout,
-    )
-    return out, store.final_rows(store.read(store_dir, "sitetiny"))
-
-
-def _records(out: Path) -> dict[str, dict]:
-    """Every trial's record in the site's data files, by trial id."""
-    records = {}
-    for shard in (out / "trials").glob("*.js"):
-        call = re.fullmatch(r"shiftbenchTrials\((.*)\);\n", shard.read_text(), re.DOTALL)
-        shard_records = json.loads(call.group(1))
-        assert all(trial_id.startswith(shard.stem) for trial_id in shard_records)
-        records |= shard_records
-    return records
-
-
 def _figures(page: str) -> list[dict]:
     """The plotly figures of a page, as the page hands them to plotly.js."""
     decoder, figures = json.JSONDecoder(), []
@@ -97,7 +50,7 @@ def test_site_shows_the_report_and_every_trial(site):
     out, rows = site
     index = (out / "index.html").read_text()
     trials = set(rows["trial_id"])
-    records = _records(out)
+    records = site_records(out)
     assert set(records) == trials
     # the state: 8 trials, all done; one section per analysis, in the study's order
     assert re.search(r"<td>8</td>\s*<td>0</td>\s*<td>0</td>\s*<td>0</td>\s*<td>0</td>", index)
@@ -141,36 +94,6 @@ def test_site_fetches_nothing(site):
     assert not re.search(r"https?://(www\.)?unpkg|cdn", (out / "assets/itables.js").read_text())
 
 
-def _chromium() -> str | None:
-    return os.environ.get("SHIFTBENCH_CHROMIUM") or next(
-        filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
-    )
-
-
-@pytest.fixture
-def browser():
-    """A headless Chromium from the system; skipped when there is none, unless
-    SHIFTBENCH_REQUIRE_BROWSER is set (as in CI)."""
-    executable = _chromium()
-    if executable is None:
-        if os.environ.get("SHIFTBENCH_REQUIRE_BROWSER"):
-            pytest.fail("no chromium found and SHIFTBENCH_REQUIRE_BROWSER is set")
-        pytest.skip("no chromium on this machine (`apt-get install chromium`)")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable)
-        yield chromium
-        chromium.close()
-
-
-def _watched_page(browser):
-    page = browser.new_page(viewport={"width": 1300, "height": 900})
-    problems, fetched = [], []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    page.on("request", lambda r: fetched.append(r.url))
-    return page, problems, fetched
-
-
 def _cells(page, table: str, name: str):
     """The cells of a column of a DataTable, in the order shown."""
     headers = page.locator(f"#{table}_wrapper thead th").all_inner_texts()
@@ -184,7 +107,7 @@ def _column(page, table: str, name: str) -> list[str]:
 
 def test_site_in_a_browser(site, browser, tmp_path):
     out, rows = site
-    page, problems, fetched = _watched_page(browser)
+    page, problems, fetched = watched_page(browser)
     page.goto((out / "index.html").as_uri())
     table = "table-id_ood_table"
     page.wait_for_selector(f"#{table}.dataTable tbody tr td")
@@ -240,43 +163,6 @@ def test_site_in_a_browser(site, browser, tmp_path):
     print(f"screenshot: {tmp_path / 'site.png'}")
 
 
-def test_index_lists_reports_and_ledger_states(site):
-    out, _ = site
-    folder = out.parent
-    done = subprocess.run(
-        [str(SHIFTBENCH), "index", str(folder)], check=True, capture_output=True, text=True
-    )
-    assert done.stdout.strip() == f"index written to {folder / 'index.html'}"
-    index = (folder / "index.html").read_text()
-    assert '<a href="report/report.html">report</a>' in index
-    assert '<a href="report/index.html">site</a>' in index
-    page = (out / "report.html").read_text()
-    assert '<a href="../index.html">all reports</a>' in page
-    assert "<table>" in page and "Test-environment accuracy per optimizer" in page
-    # a store: each study's ledger state, linked to the report of the same name
-    store_index = write_index(folder / "store")
-    assert re.search(
-        r"<td>sitetiny</td><td>8</td>\s*<td>8</td><td>0</td>", store_index.read_text()
-    )
-    (folder / "store" / "reports" / "sitetiny").mkdir(parents=True)
-    shutil.copy(out / "report.md", folder / "store" / "reports" / "sitetiny")
-    linked = write_index(folder / "store").read_text()
-    assert '<a href="reports/sitetiny/report.html">sitetiny</a>' in linked
-
-
-def test_published_index_is_current(tmp_path):
-    """results/published/index.html (which the README links) and its report pages are what
-    `shiftbench index results/published` writes from the committed reports."""
-    published = Path(__file__).parents[1] / "results" / "published"
-    shutil.copytree(published, tmp_path / "published")
-    write_index(tmp_path / "published")
-    for page in [
-        Path("index.html"),
-        *(p.relative_to(published) for p in published.rglob("*.html")),
-    ]:
-        assert (tmp_path / "published" / page).read_text() == (published / page).read_text(), page
-
-
 @pytest.mark.slow
 def test_watch_rebuilds_as_the_ledger_grows(tmp_path, driver):
     study = tmp_path / "sitetiny.yml"
@@ -289,56 +175,14 @@ def test_watch_rebuilds_as_the_ledger_grows(tmp_path, driver):
         [str(SHIFTBENCH), *watch], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     assert driver.run("run", str(study), *where, "--workers", "0", "--max-trials", "3")[0] == 1
-    wait_for(lambda: len(_records(out)) == 3, "the site of the first 3 trials", 120)
+    wait_for(lambda: len(site_records(out)) == 3, "the site of the first 3 trials", 120)
     assert driver.run("run", str(study), *where, "--workers", "0")[0] == 0
-    wait_for(lambda: len(_records(out)) == 8, "the site of all 8 trials", 120)
+    wait_for(lambda: len(site_records(out)) == 8, "the site of all 8 trials", 120)
     watcher.send_signal(signal.SIGINT)
     output, _ = watcher.communicate(timeout=120)
     assert watcher.returncode == 0, output
     assert output.splitlines()[0].startswith(f"waiting: {study}: no results")
     assert "rebuilt: site written to" in output and output.rstrip().endswith("stopped watching")
-
-
-def test_index_rebuilds_sites_that_share_assets(site, browser, tmp_path):
-    out, rows = site
-    folder = out.parent
-    published = tmp_path / "published"
-    shutil.copytree(out, published / "sitetiny")
-    (published / "elsewhere").mkdir()  # a report without a study file: kept as it is
-    (published / "elsewhere" / "report.md").write_text("# elsewhere\n")
-    rebuild = ["index", str(published), "--rebuild", str(folder / "store")]
-    done = subprocess.run(
-        [str(SHIFTBENCH), *rebuild, "--benchmarks", str(folder)],
-        check=True,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
-    )
-    kept, rebuilt, index = done.stdout.splitlines()
-    assert kept == f"kept {published / 'elsewhere'}: {folder / 'elsewhere.yml'}"
-    assert re.fullmatch(
-        rf"rebuilt from {folder / 'store'}: site written to {published / 'sitetiny/index.html'} "
-        rf"\(3 pages, 8 trials, [0-9.]+ MB; scripts [0-9.]+ MB in {published / 'assets'}\)",
-        rebuilt,
-    )
-    assert index == f"index written to {published / 'index.html'}"
-    study = published / "sitetiny"
-    assert not (study / "assets").exists()  # the copy it had before is gone
-    assets = sorted(p.name for p in (published / "assets").iterdir())
-    assert assets == ["itables.js", "plotly.min.js", "site.css", "trial.js"]
-    for name in ("index.html", "trials.html", "trial.html"):
-        assert '<script src="../assets/plotly.min.js"></script>' in (study / name).read_text()
-    assert set(_records(study)) == set(rows["trial_id"])
-    # from file://, the shared scripts load: a trial page and the study's tables render
-    page, problems, fetched = _watched_page(browser)
-    trial_id = sorted(set(rows["trial_id"]))[-1]
-    page.goto(f"{(study / 'trial.html').as_uri()}#{trial_id}")
-    page.wait_for_selector("#curves .scatterlayer .trace")
-    expect(page.locator("h1")).to_contain_text(f"trial {trial_id}: ")
-    page.goto((study / "index.html").as_uri())
-    page.wait_for_selector("#table-id_ood_table.dataTable tbody tr td")
-    assert problems == []
-    assert [u for u in fetched if not u.startswith(("file:", "data:", "blob:"))] == []
 
 
 PUBLISHED = Path(__file__).parents[1] / "results" / "published"
@@ -353,13 +197,13 @@ def test_published_site_in_a_browser(study, browser):
     site = PUBLISHED / study
     assert (site / "trial.html").exists(), "no published site"
     assert not (site / ASSETS).exists() and (PUBLISHED / ASSETS / PLOTLY_JS).exists()
-    page, problems, fetched = _watched_page(browser)
+    page, problems, fetched = watched_page(browser)
     page.goto((site / "index.html").as_uri())
     drawn = _figures((site / "index.html").read_text())
     expect(page.locator(".plotly-graph-div.js-plotly-plot")).to_have_count(len(drawn))
     heatmaps = sum(t["type"] == "heatmap" for figure in drawn for t in figure["data"])
     expect(page.locator(".heatmaplayer image")).to_have_count(heatmaps)
-    trial_id = sorted(_records(site))[0]
+    trial_id = sorted(site_records(site))[0]
     page.goto(f"{(site / 'trial.html').as_uri()}#{trial_id}")
     page.wait_for_selector("#curves .scatterlayer .trace")
     expect(page.locator("h1")).to_contain_text(f"trial {trial_id}: ")

@@ -1,2 +1,3 @@
 """On top of the ledger: the Markdown/LaTeX report built by the analyses (``build``), its HTML
-site (``site``) and the Benchopt result export (``benchopt``)."""
+site (``site``), the index of a folder of reports (``index``) and the Benchopt result export
+(``benchopt``)."""
