@@ -9,7 +9,7 @@ direction (mean over seeds, signed as the paper and in absolute value)."""
 
 from shiftbench.report.build import AnalysisContext
 from shiftbench.studies.adam_rotations.analysis import probe_summary
-from shiftbench.studies.adam_rotations.probes import HESSIAN_BLOCKS
+from shiftbench.studies.adam_rotations.hessian import HESSIAN_BLOCKS
 
 SHARES = [f"hessian_{block}_share" for block in HESSIAN_BLOCKS]
 MEANS = [f"hessian_{block}_mean" for block in HESSIAN_BLOCKS]

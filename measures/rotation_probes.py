@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from shiftbench.measures.core import MeasureContext, Undefined, measure
-from shiftbench.studies.adam_rotations import probes
+from shiftbench.studies.adam_rotations import hessian, probes
 from shiftbench.training.primitives import flat_predictions
 from shiftbench.training.rotations import RotatedOptimizer
 
@@ -132,7 +132,7 @@ def hessian_11_norm(ctx: MeasureContext) -> float:
     batches = minibatches(ctx, "hessian_11_norm", ctx.config.hessian_batches)
     generator = torch.Generator().manual_seed(ctx.config.seed)
     with sdpa_kernel(SDPBackend.MATH):  # the fused attention kernels have no double backward
-        return probes.hessian_11_norm(
+        return hessian.hessian_11_norm(
             ctx.model,
             cross_entropy,
             batches,
@@ -143,7 +143,7 @@ def hessian_11_norm(ctx: MeasureContext) -> float:
 
 
 def hessian_block_rows(ctx: MeasureContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The sampled Hessian rows in the standard basis (``probes.mean_hessian_rows`` at
+    """The sampled Hessian rows in the standard basis (``hessian.mean_hessian_rows`` at
     ``hessian_11_norm``'s rows and minibatches) and their block masks, computed once per
     trial. They need only the model, so they are defined for every run and on a stored model
     (``shiftbench run`` computes them after training)."""
@@ -152,18 +152,18 @@ def hessian_block_rows(ctx: MeasureContext) -> tuple[torch.Tensor, dict[str, tor
         batches = minibatches(ctx, "hessian_11_norm", ctx.config.hessian_batches)
         generator = torch.Generator().manual_seed(ctx.config.seed)
         with sdpa_kernel(SDPBackend.MATH):
-            chosen, sampled = probes.mean_hessian_rows(
+            chosen, sampled = hessian.mean_hessian_rows(
                 ctx.model, cross_entropy, batches, ctx.config.hessian_coordinates, generator
             )
-        return sampled, probes.hessian_block_masks(ctx.model, chosen)
+        return sampled, hessian.hessian_block_masks(ctx.model, chosen)
 
     return ctx.memo("hessian_block_rows", rows)
 
 
 def hessian_block_share(ctx: MeasureContext, key: str) -> float:
-    """One entry of ``probes.block_shares`` of the sampled rows (standard basis)."""
+    """One entry of ``hessian.block_shares`` of the sampled rows (standard basis)."""
     sampled, masks = hessian_block_rows(ctx)
-    return ctx.memo("hessian_block_shares", lambda: probes.block_shares(sampled, masks))[key]
+    return ctx.memo("hessian_block_shares", lambda: hessian.block_shares(sampled, masks))[key]
 
 
 def _register_hessian_block(key: str) -> None:
@@ -180,7 +180,7 @@ def _register_hessian_block(key: str) -> None:
     measure(fn.__name__, family=FAMILY, adjustment="none", probe=True)(fn)
 
 
-for _block in probes.HESSIAN_BLOCKS:
+for _block in hessian.HESSIAN_BLOCKS:
     _register_hessian_block(_block)
     _register_hessian_block(f"{_block}_mean")
 
@@ -189,7 +189,7 @@ RANDOM_DIRECTIONS = 16  # Table 1's random directions dw: the paper says "multip
 
 
 def hessian_block_contribution(ctx: MeasureContext, direction: str, key: str) -> float:
-    """One entry of ``probes.block_contributions`` (Table 1 of Zhang, Maes et al.) of the
+    """One entry of ``hessian.block_contributions`` (Table 1 of Zhang, Maes et al.) of the
     sampled rows along ``direction``: ``random`` (``RANDOM_DIRECTIONS`` unit Gaussian
     directions from the measure's generator) or ``update`` (Adam's normalized update at the
     checkpoint, in the standard basis, at unit norm)."""
@@ -197,11 +197,11 @@ def hessian_block_contribution(ctx: MeasureContext, direction: str, key: str) ->
 
     def contributions() -> dict[str, float]:
         if direction == "update":
-            directions = probes.flat_update_direction(adam_optimizer(ctx), ctx.model)[None, :]
+            directions = hessian.flat_update_direction(adam_optimizer(ctx), ctx.model)[None, :]
         else:
             generator = ctx.generator("hessian_contribution_random")
-            directions = probes.random_directions(sampled.shape[1], RANDOM_DIRECTIONS, generator)
-        return probes.block_contributions(sampled, masks, directions)
+            directions = hessian.random_directions(sampled.shape[1], RANDOM_DIRECTIONS, generator)
+        return hessian.block_contributions(sampled, masks, directions)
 
     return ctx.memo(f"hessian_block_contributions_{direction}", contributions)[key]
 
@@ -221,7 +221,7 @@ def _register_hessian_contribution(direction: str, key: str) -> None:
 
 
 for _direction in ("random", "update"):
-    for _block in probes.HESSIAN_BLOCKS:
+    for _block in hessian.HESSIAN_BLOCKS:
         _register_hessian_contribution(_direction, _block)
         _register_hessian_contribution(_direction, f"{_block}_abs")
 

@@ -18,7 +18,7 @@ from shiftbench.plugins import registry
 from shiftbench.report.build import AnalysisContext, Report
 from shiftbench.spec.study import parse_study
 from shiftbench.studies.adam_rotations.analysis import seed_interval, slowdowns
-from shiftbench.studies.adam_rotations.probes import random_directions
+from shiftbench.studies.adam_rotations.hessian import random_directions
 from shiftbench.training.rotations import RotatedOptimizer
 from shiftbench.trials.runner import TrialRunner
 

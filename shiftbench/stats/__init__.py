@@ -1,60 +1,10 @@
 """Public path of Study 2's statistics (Kendall tau, Psi, K, sign error, regret, intervals).
 
-The code lives in :mod:`shiftbench.studies.generalization_measures.stats`; this module keeps
-``shiftbench.stats.<function>`` working for notebooks and scripts."""
+The code lives in :mod:`shiftbench.studies.generalization_measures.stats` and the modules by
+concept it gathers; this module keeps ``shiftbench.stats.<function>`` working for notebooks
+and scripts, with the names of that module's ``__all__``."""
 
-from shiftbench.studies.generalization_measures.stats import (
-    MIN_ESS,
-    PAIR_BLOCK,
-    QUANTILES,
-    SMALL_SAMPLE,
-    ConditionalMI,
-    GranulatedKendall,
-    ScoreConfig,
-    SignErrorResult,
-    bootstrap_ci,
-    check_full_factorial,
-    conditional_mi,
-    granulated_kendall,
-    hoeffding_threshold,
-    hoeffding_weight,
-    jackknife_ci,
-    jackknife_cis,
-    jackknife_interval,
-    kendall_tau,
-    kendall_tau_b,
-    normalized_regret,
-    robust_sign_error,
-    score_table,
-    sign_error_cdf,
-    sign_error_quantile,
-    top_k_hit_rate,
-)
+from shiftbench.studies.generalization_measures import stats as _stats
+from shiftbench.studies.generalization_measures.stats import *  # noqa: F403
 
-__all__ = [
-    "MIN_ESS",
-    "PAIR_BLOCK",
-    "QUANTILES",
-    "SMALL_SAMPLE",
-    "ConditionalMI",
-    "GranulatedKendall",
-    "ScoreConfig",
-    "SignErrorResult",
-    "bootstrap_ci",
-    "check_full_factorial",
-    "conditional_mi",
-    "granulated_kendall",
-    "hoeffding_threshold",
-    "hoeffding_weight",
-    "jackknife_ci",
-    "jackknife_cis",
-    "jackknife_interval",
-    "kendall_tau",
-    "kendall_tau_b",
-    "normalized_regret",
-    "robust_sign_error",
-    "score_table",
-    "sign_error_cdf",
-    "sign_error_quantile",
-    "top_k_hit_rate",
-]
+__all__ = _stats.__all__
