@@ -12,7 +12,6 @@ from torch import nn
 
 from shiftbench.models.registry import create_model
 from shiftbench.studies.adam_rotations.probes import (
-    layer_type,
     linf_gradient_bound,
     matrix_role,
     second_moment_histogram,
@@ -76,25 +75,6 @@ def _step(model: nn.Module, optimizer: torch.optim.Optimizer, seed: int) -> dict
 def _cv(matrix: np.ndarray) -> float:
     values = np.linalg.svd(matrix.reshape(matrix.shape[0], -1), compute_uv=False)
     return float(values.std() / values.mean())
-
-
-def test_layer_type_from_names() -> None:
-    cases = {
-        "transformer.wte.weight": "embed",
-        "tok_embeddings.weight": "embed",
-        "lm_head.weight": "head",
-        "blocks.0.attn.qkv.weight": "attn",
-        "h.1.attn.c_attn.weight": "attn",
-        "blocks.0.mlp.fc1.weight": "mlp",
-        "h.0.mlp.c_proj.weight": "mlp",
-        "features.3.weight": "conv",
-        "layer1.0.conv1.weight": "conv",
-        "patch_embed.proj.weight": "embed",
-        "0.weight": "other",
-    }
-    for name, expected in cases.items():
-        param = torch.zeros(2, 2, 3, 3) if name == "features.3.weight" else torch.zeros(2, 2)
-        assert layer_type(name, param) == expected, name
 
 
 def test_update_orthogonality_matches_numpy_adam() -> None:

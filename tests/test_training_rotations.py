@@ -10,39 +10,12 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from training_rotations_nets import MODEL, X, Y, make_rotated, nonzero_shadows
 
 from shiftbench.models.registry import create_model
-from shiftbench.training.rotations import (
-    SCOPES,
-    BlockRotation,
-    RotatedOptimizer,
-    haar_rotation,
-)
+from shiftbench.training.rotations import SCOPES, RotatedOptimizer
 
 STEPS = 20
-
-
-class TinyNet(nn.Module):
-    """An embedding, a fused QKV projection and a head: every kind of parameter."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.emb = nn.Embedding(5, 4)
-        self.qkv = nn.Linear(4, 12)
-        self.fc = nn.Linear(12, 3)
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.tanh(self.qkv(self.emb(idx))))
-
-
-def _setup() -> tuple[TinyNet, torch.Tensor, torch.Tensor]:
-    torch.manual_seed(0)
-    model = TinyNet().double()
-    x, y = torch.randint(0, 5, (16,)), torch.randint(0, 3, (16,))
-    return model, x, y
-
-
-MODEL, X, Y = _setup()
 
 
 def _train(make: Callable[[nn.Module], torch.optim.Optimizer], steps: int = STEPS) -> nn.Module:
@@ -66,48 +39,6 @@ def _flat(model: nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
-def _rotated(scope: str, base: type, **kwargs: object) -> Callable[[nn.Module], RotatedOptimizer]:
-    return lambda m: RotatedOptimizer(
-        m.named_parameters(), base, scope=scope, block_size=3, module=m, **kwargs
-    )
-
-
-def test_haar_rotation_is_orthogonal_and_reproducible() -> None:
-    for n in (1, 2, 7):
-        q = haar_rotation(n, torch.Generator().manual_seed(3))
-        torch.testing.assert_close(q @ q.T, torch.eye(n, dtype=q.dtype))
-        torch.testing.assert_close(q, haar_rotation(n, torch.Generator().manual_seed(3)))
-
-
-def test_haar_rotation_has_unbiased_signs() -> None:
-    """Under Haar measure Q[0, 0] is symmetric about 0; plain QR makes it one-signed."""
-    generator = torch.Generator().manual_seed(0)
-    corners = torch.tensor([haar_rotation(3, generator)[0, 0].item() for _ in range(500)])
-    assert corners.mean().abs() < 0.1
-    assert (corners > 0).float().mean().item() == pytest.approx(0.5, abs=0.05)
-
-
-def test_block_rotation_matches_explicit_matrix() -> None:
-    rotation = BlockRotation.haar(10, 4, torch.Generator().manual_seed(1))
-    m = rotation.matrix()
-    torch.testing.assert_close(m @ m.T, torch.eye(10, dtype=m.dtype))
-    b, c = rotation.block.numpy(), rotation.residual.numpy()
-    blocks = np.zeros((10, 10))
-    blocks[:4, :4], blocks[4:8, 4:8], blocks[8:, 8:] = b, b, c
-    permutation = np.eye(10)[rotation.perm.numpy()]
-    np.testing.assert_allclose(m.numpy(), blocks @ permutation, atol=1e-12)
-    x = torch.randn(3, 10, dtype=torch.float64)
-    torch.testing.assert_close(rotation.apply(x), x @ m.T)
-    torch.testing.assert_close(rotation.apply_transpose(rotation.apply(x)), x)
-
-
-def test_block_size_one_is_a_signed_permutation() -> None:
-    m = BlockRotation.haar(6, 1, torch.Generator().manual_seed(2)).matrix()
-    torch.testing.assert_close(m.abs().sum(0), torch.ones(6, dtype=m.dtype))
-    torch.testing.assert_close(m.abs().sum(1), torch.ones(6, dtype=m.dtype))
-    assert set(m.abs().unique().tolist()) == {0.0, 1.0}
-
-
 @pytest.mark.parametrize("scope", SCOPES)
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_sgd_is_rotation_equivariant(scope: str, momentum: float) -> None:
@@ -116,7 +47,7 @@ def test_sgd_is_rotation_equivariant(scope: str, momentum: float) -> None:
     svd_every = 1 if momentum == 0 else 1000
     expected = _reference(torch.optim.SGD, 0.1, momentum)
     rotated = _train(
-        _rotated(scope, torch.optim.SGD, lr=0.1, momentum=momentum, svd_every=svd_every)
+        make_rotated(scope, torch.optim.SGD, lr=0.1, momentum=momentum, svd_every=svd_every)
     )
     torch.testing.assert_close(_flat(rotated), expected, rtol=0, atol=1e-10)
     assert (_flat(rotated) - _flat(MODEL)).abs().max() > 1e-2
@@ -125,7 +56,7 @@ def test_sgd_is_rotation_equivariant(scope: str, momentum: float) -> None:
 @pytest.mark.parametrize("scope", ["global", "layer", "output", "input", "svd"])
 def test_adam_depends_on_the_basis(scope: str) -> None:
     expected = _reference(torch.optim.Adam, 0.01)
-    rotated = _train(_rotated(scope, torch.optim.Adam, lr=0.01))
+    rotated = _train(make_rotated(scope, torch.optim.Adam, lr=0.01))
     assert (_flat(rotated) - expected).abs().max() > 1e-3
 
 
@@ -164,7 +95,7 @@ def test_weight_decay_is_decoupled_as_adamw(base: type) -> None:
     expected = _flat(
         _train(lambda m: torch.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.5))
     )
-    rotated = _train(_rotated("none", base, lr=0.01, weight_decay=0.5))
+    rotated = _train(make_rotated("none", base, lr=0.01, weight_decay=0.5))
     torch.testing.assert_close(_flat(rotated), expected, rtol=0, atol=1e-12)
 
 
@@ -186,7 +117,7 @@ def test_lr_scheduler_reaches_the_base_optimizer() -> None:
     for rotated in (False, True):
         model = copy.deepcopy(MODEL)
         if rotated:
-            optimizer = _rotated("global", torch.optim.SGD, lr=0.1)(model)
+            optimizer = make_rotated("global", torch.optim.SGD, lr=0.1)(model)
         else:
             optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
@@ -201,7 +132,7 @@ def test_lr_scheduler_reaches_the_base_optimizer() -> None:
 
 @pytest.mark.parametrize("scope", ["global", "svd"])
 def test_state_dict_resumes_the_same_trajectory(scope: str) -> None:
-    make = _rotated(scope, torch.optim.Adam, lr=0.01, svd_every=3)
+    make = make_rotated(scope, torch.optim.Adam, lr=0.01, svd_every=3)
     straight = _train(make, steps=10)
     model = _train(make, steps=0)
     optimizer = make(model)
@@ -230,7 +161,7 @@ def test_state_dict_resumes_the_same_trajectory(scope: str) -> None:
 @pytest.mark.parametrize("scope", ["global", "layer", "output", "input"])
 def test_rotate_is_orthogonal_and_unrotate_inverts_it(scope: str) -> None:
     model = copy.deepcopy(MODEL)
-    optimizer = _rotated(scope, torch.optim.SGD, lr=0.1)(model)
+    optimizer = make_rotated(scope, torch.optim.SGD, lr=0.1)(model)
     values = {p: torch.randn_like(p) for p in model.parameters()}
     rotated = optimizer.rotate(values)
     norm = sum(v.pow(2).sum() for v in values.values())
@@ -238,10 +169,6 @@ def test_rotate_is_orthogonal_and_unrotate_inverts_it(scope: str) -> None:
     back = optimizer.unrotate(rotated)
     for p, value in values.items():
         torch.testing.assert_close(back[p], value)
-
-
-def _nonzero_shadows(optimizer: RotatedOptimizer, values: dict) -> list[torch.Tensor]:
-    return [v for v in optimizer.rotate(values).values() if v.abs().max() > 0]
 
 
 def test_output_scope_mixes_within_rows_and_input_within_columns() -> None:
@@ -253,33 +180,21 @@ def test_output_scope_mixes_within_rows_and_input_within_columns() -> None:
         ("output", row, (1, slice(None))),
         ("input", column, (slice(None), 2)),
     ]:
-        optimizer = _rotated(scope, torch.optim.SGD, lr=0.1)(model)
-        (shadow,) = _nonzero_shadows(optimizer, {weight: value})
+        optimizer = make_rotated(scope, torch.optim.SGD, lr=0.1)(model)
+        (shadow,) = nonzero_shadows(optimizer, {weight: value})
         mask = torch.ones_like(shadow, dtype=torch.bool)
         mask[keep] = False
         assert shadow[mask].abs().max() == 0
         assert not torch.allclose(shadow[keep], value[keep])
 
 
-def test_embedding_tables_are_transposed_for_output_scope() -> None:
-    """An embedding's output features are its columns: one column mixes only with itself."""
-    model = copy.deepcopy(MODEL)
-    table = model.emb.weight
-    column = torch.zeros_like(table)
-    column[:, 1] = torch.randn(5, dtype=table.dtype)
-    optimizer = _rotated("output", torch.optim.SGD, lr=0.1)(model)
-    (shadow,) = _nonzero_shadows(optimizer, {table: column})
-    assert shadow[:, [0, 2, 3]].abs().max() == 0
-    torch.testing.assert_close(shadow[:, 1].norm(), column[:, 1].norm())
-
-
 def test_layer_scope_splits_fused_qkv() -> None:
     model = copy.deepcopy(MODEL)
-    optimizer = _rotated("layer", torch.optim.SGD, lr=0.1)(model)
+    optimizer = make_rotated("layer", torch.optim.SGD, lr=0.1)(model)
     assert len(optimizer.base.param_groups[0]["params"]) == 5  # emb, Q, K, V, fc
     query_only = torch.zeros_like(model.qkv.weight)
     query_only[:4] = torch.randn(4, 4, dtype=query_only.dtype)
-    (shadow,) = _nonzero_shadows(optimizer, {model.qkv.weight: query_only})
+    (shadow,) = nonzero_shadows(optimizer, {model.qkv.weight: query_only})
     assert shadow.numel() == 4 * 4 + 4  # the Q rows of the weight and of the bias
     unnamed = RotatedOptimizer(model.parameters(), torch.optim.SGD, scope="layer", lr=0.1)
     assert len(unnamed.base.param_groups[0]["params"]) == 5  # one per tensor
@@ -309,54 +224,9 @@ def test_bad_arguments_are_rejected() -> None:
         optimizer.add_param_group({"params": [torch.zeros(2, requires_grad=True)]})
 
 
-def _line(name: str, shape: torch.Size, index: tuple[int, ...], scope: str) -> tuple:
-    """Where ``scope`` may move a unit value at ``index`` of a timm parameter: the intended
-    axis, written out per parameter kind (the rule of the rotations module doc)."""
-    if name == "pos_embed":  # (1, N, D): a table of positions, one feature across positions
-        _, n, d = index
-        return (0, slice(None), d) if scope == "output" else (0, n, slice(None))
-    if scope == "output":  # the weights ending at one output neuron
-        return (index[0], *[slice(None)] * (len(shape) - 1))
-    return (slice(None), *index[1:])  # the weights leaving one input coordinate
-
-
-@pytest.mark.parametrize("model_name", ["timm_vit", "timm_resnet"])
-@pytest.mark.parametrize("scope", ["output", "input"])
-def test_matrix_scopes_act_within_the_intended_axis_of_every_timm_parameter(
-    model_name: str, scope: str
-) -> None:
-    """Every parameter of a timm ViT and ResNet: a unit value on one coordinate is mixed only
-    along the intended axis (pos_embed never mixes the whole table; cls_token, biases and
-    norms stay put), and mixed at all where that axis is longer than one."""
-    torch.manual_seed(0)
-    model = create_model(model_name, (1, 8, 8), 4, depth=1, width=8).double()
-    optimizer = RotatedOptimizer(
-        model.named_parameters(), torch.optim.SGD, scope=scope, block_size=4, module=model, lr=0.1
-    )
-    generator = torch.Generator().manual_seed(1)
-    for name, p in model.named_parameters():
-        index = tuple(int(torch.randint(n, (), generator=generator)) for n in p.shape)
-        value = torch.zeros_like(p)
-        value[index] = 1.0
-        (shadow,) = _nonzero_shadows(optimizer, {p: value})
-        if p.squeeze().ndim < 2:  # a bias, a norm, cls_token (1, 1, D): not rotated
-            torch.testing.assert_close(shadow, value, rtol=0, atol=0, msg=name)
-            continue
-        if shadow.shape != p.shape:  # one of Q, K, V of a fused weight
-            third = p.shape[0] // 3
-            value = value[index[0] // third * third :][:third]
-            index = (index[0] % third, *index[1:])
-        keep = torch.zeros_like(shadow, dtype=torch.bool)
-        keep[_line(name, shadow.shape, index, scope)] = True
-        assert shadow[~keep].abs().max() == 0, f"{name} mixes across the {scope} axis"
-        if keep.sum() > 1:
-            assert (shadow[keep] != 0).sum() > 1, f"{name} is not rotated in {scope}"
-        torch.testing.assert_close(shadow.norm(), value.norm())
-
-
 def test_step_with_a_closure_returns_its_loss_and_steps_on_its_gradient() -> None:
     model = copy.deepcopy(MODEL)
-    optimizer = _rotated("global", torch.optim.SGD, lr=0.1)(model)
+    optimizer = make_rotated("global", torch.optim.SGD, lr=0.1)(model)
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
@@ -376,7 +246,7 @@ def test_parameters_without_a_gradient() -> None:
 
     def train(scope: str, missing: str) -> tuple[nn.Module, RotatedOptimizer]:
         model = copy.deepcopy(MODEL)
-        optimizer = _rotated(scope, torch.optim.Adam, lr=0.01)(model)
+        optimizer = make_rotated(scope, torch.optim.Adam, lr=0.01)(model)
         for _ in range(3):
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(X), Y).backward()
@@ -474,7 +344,7 @@ def test_svd_basis_refresh_keeps_the_moments_of_the_old_basis() -> None:
 
 @pytest.mark.parametrize("scope", ["global", "svd"])
 def test_a_deep_copy_with_its_model_continues_the_same_trajectory(scope: str) -> None:
-    make = _rotated(scope, torch.optim.Adam, lr=0.01, svd_every=2)
+    make = make_rotated(scope, torch.optim.Adam, lr=0.01, svd_every=2)
     straight = _train(make, steps=6)
     model = copy.deepcopy(MODEL)
     optimizer = make(model)

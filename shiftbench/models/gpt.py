@@ -3,7 +3,7 @@
 Pre-LayerNorm transformer blocks of causal self-attention (one fused ``qkv``
 Linear, so ``RotatedOptimizer`` can split it into Q, K, V) and a GELU MLP, over
 token plus learned position embeddings. Parameter names are chosen so that
-``shiftbench.training.rotations.layer_type`` reads them: ``wte``/``wpe`` (embed),
+``shiftbench.training.parameter_views.layer_type`` reads them: ``wte``/``wpe`` (embed),
 ``blocks.i.attn.*`` (attn), ``blocks.i.mlp.*`` (mlp), ``head`` (head).
 """
 

@@ -16,11 +16,11 @@ import torch
 from benchopt import BaseSolver
 
 from shiftbench.spec.search import IntUniform, LogOneMinus, LogUniform, Space
+from shiftbench.training.parameter_views import LAYER_TYPES
 from shiftbench.training.primitives import LR_SCHEDULES, EnvSampler, lr_factor
 from shiftbench.training.rotations import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_SVD_EVERY,
-    LAYER_TYPES,
     SCOPES,
     RotatedOptimizer,
 )

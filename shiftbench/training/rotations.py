@@ -37,38 +37,14 @@ parameter groups, whose hyperparameters may differ):
   leaves the first basis undefined: ours is computed at the first step); the base
   optimizer's moments are not transformed then (Algorithm 5 keeps m and v).
 
-In ``output``, ``input`` and ``svd`` each parameter is a vector, a matrix or a
-table by one rule per shape (``matrix_layout``):
+The ``output``, ``input`` and ``svd`` scopes rotate each parameter as the matrix that
+:mod:`shiftbench.training.parameter_views` makes of it (one rule per shape,
+``matrix_layout``; a vector stays in the standard basis). In every scope a fused QKV weight
+(and bias) is split into its Q, K, V row blocks, each rotated on its own.
 
-- a vector (a bias, a norm's scale, any tensor of fewer than two dimensions)
-  stays in the standard basis;
-- a layer's weight (any tensor of two or more dimensions) is the matrix
-  (out, rest): a conv kernel (out, in, kh, kw) is (out, in*kh*kw);
-- an ``nn.Embedding`` table (vocab, dim) is the linear map from a one-hot
-  entry to its vector, so it is transposed to (dim, vocab): its rows are
-  output features too, as App. B.1 does ("we transpose embedding layers before
-  and after rotations"). App. C.2 glosses the output-wise rotation of an
-  embedding as "within weights corresponding to a same token", which is the
-  ``input`` scope under B.1's transposition; we follow B.1's stated procedure;
-- a free parameter (one not owned by an ``nn.Linear``, a convolution or an
-  embedding, which only ``module=`` reveals) first drops its leading
-  broadcast dimensions of size 1: timm's ``cls_token`` (1, 1, D) is then a
-  vector, and its ``pos_embed`` (1, N, D) a table of N positions, transposed
-  like an embedding, so ``output`` mixes one feature across positions and
-  ``input`` the features of one position (never the whole table).
-
-A fused QKV weight (and bias) is split into its Q, K, V row blocks, each
-rotated on its own, in every scope.
-
-Large dimensions use a ``BlockRotation``: a fixed random permutation then one
-Haar-random rotation of size ``block_size`` applied block-diagonally (plus a
-residual block when ``block_size`` does not divide the size), O(b^2 + n)
-memory and one batched matmul: App. A.1 (eq. 1, one R_n shared by the blocks of
-a random partition), A.3 (the residual block from SO(p)), B.1 (n = 768, drawn
-once at the start of training, shared across blocks). Haar matrices come from
-the QR trick (App. A.2; reflections are kept, as Adam is reflection-equivariant).
-All rotations are drawn at construction from a private ``torch.Generator`` seeded
-with ``seed``.
+Large dimensions use a ``BlockRotation`` (:mod:`shiftbench.training.block_rotation`: a
+random permutation then Haar blocks of size ``block_size``). All rotations are drawn at
+construction from a private ``torch.Generator`` seeded with ``seed``.
 
 Parameters may be given as torch optimizers accept them: tensors, (name,
 tensor) pairs as ``model.named_parameters()`` yields, or param-group dicts of
@@ -80,171 +56,29 @@ with the module.
 from __future__ import annotations
 
 import inspect
-import math
-import re
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from shiftbench.training.block_rotation import BlockRotation
+from shiftbench.training.parameter_views import (
+    FUSED_QKV_MODULES,
+    LAYER_TYPES,
+    MatrixLayout,
+    layer_type,
+    matrix_layout,
+    module_layouts,
+    parameter_types,
+)
+
 SCOPES = ("none", "global", "layer", "output", "input", "svd")
-FUSED_QKV_MODULES = ("qkv", "c_attn")
-LAYER_TYPES = ("embed", "head", "attn", "mlp", "conv", "other")
 # Zhang, Maes et al. (NeurIPS 2025): Haar blocks of 768, GPT-2's width (App. B.1), SVD bases
 # recomputed every 250 steps (Sec. 3.2, App. B.1, App. D Algorithm 5).
 DEFAULT_BLOCK_SIZE = 768
 DEFAULT_SVD_EVERY = 250
-
-
-def haar_rotation(
-    n: int, generator: torch.Generator, dtype: torch.dtype = torch.float64
-) -> Tensor:
-    """A Haar-distributed orthogonal (n, n) matrix: QR of a Gaussian matrix, each column of Q
-    multiplied by the sign of R's diagonal entry (without it Q is not Haar)."""
-    gaussian = torch.randn(n, n, generator=generator, dtype=torch.float64, device=generator.device)
-    q, r = torch.linalg.qr(gaussian)
-    return (q * torch.sign(torch.diagonal(r))).to(dtype)
-
-
-def layer_type(name: str, param: Tensor) -> str:
-    """The layer type of a parameter from its name's tokens (split at ``.`` and ``_``):
-    ``embed`` (a token containing "emb", wte, wpe), ``head`` (head, classifier), ``attn``
-    (attn, attention, qkv), ``mlp`` (mlp, ffn, fc, fc1, fc2), ``conv`` (a 4-d kernel or a
-    token starting with "conv"), else ``other``. The first rule that matches wins."""
-    tokens = set(re.split(r"[._]", name.lower()))
-    if any("emb" in token for token in tokens) or tokens & {"wte", "wpe"}:
-        return "embed"
-    if tokens & {"head", "classifier"}:
-        return "head"
-    if tokens & {"attn", "attention", "qkv"}:
-        return "attn"
-    if tokens & {"mlp", "ffn", "fc", "fc1", "fc2"}:
-        return "mlp"
-    if param.ndim == 4 or any(token.startswith("conv") for token in tokens):
-        return "conv"
-    return "other"
-
-
-def parameter_types(
-    model: nn.Module, classify: Callable[[str, Tensor], str] = layer_type
-) -> dict[str, str]:
-    """The layer type of each named parameter of ``model``: ``classify(name, param)``, except
-    that the classifier a timm model declares through ``get_classifier()`` (such as a
-    ResNet's ``fc``) is ``head`` whatever its name."""
-    declared = model.get_classifier() if hasattr(model, "get_classifier") else None
-    head = {id(p) for p in declared.parameters()} if isinstance(declared, nn.Module) else set()
-    return {
-        name: "head" if id(p) in head else classify(name, p)
-        for name, p in model.named_parameters()
-    }
-
-
-class BlockRotation:
-    """The orthogonal map M = blockdiag(B, ..., B, C) P on the last dimension of a tensor.
-
-    P permutes coordinates (``x[..., perm]``), B (b, b) rotates each full block of
-    b coordinates and C (r, r) the residual r = n mod b coordinates. ``apply`` is
-    ``x -> M x`` and ``apply_transpose`` is ``y -> M^T y`` for vectors along the last axis.
-    """
-
-    def __init__(self, perm: Tensor, block: Tensor, residual: Tensor | None = None) -> None:
-        n, b = perm.numel(), block.shape[0]
-        r = 0 if residual is None else residual.shape[0]
-        if block.shape != (b, b) or (residual is not None and residual.shape != (r, r)):
-            raise ValueError("rotation blocks must be square")
-        if b == 0 or (n - r) % b != 0:
-            raise ValueError(f"{n} coordinates do not split into blocks of {b} plus {r}")
-        self.perm = perm
-        self.inverse_perm = torch.argsort(perm)
-        self.block = block
-        self.residual = residual
-        self.n_blocks = (n - r) // b
-
-    @classmethod
-    def haar(
-        cls,
-        n: int,
-        block_size: int,
-        generator: torch.Generator,
-        dtype: torch.dtype = torch.float64,
-        device: torch.device | str | None = None,
-    ) -> BlockRotation:
-        """A random permutation then Haar rotations of size min(block_size, n) (and residual)."""
-        if n < 1 or block_size < 1:
-            raise ValueError(f"need n >= 1 and block_size >= 1, got {n} and {block_size}")
-        b = min(block_size, n)
-        perm = torch.randperm(n, generator=generator, device=generator.device)
-        block = haar_rotation(b, generator)
-        residual = haar_rotation(n % b, generator) if n % b else None
-        return cls(perm, block, residual).to(dtype=dtype, device=device)
-
-    @classmethod
-    def dense(cls, matrix: Tensor) -> BlockRotation:
-        """A single dense orthogonal matrix, no permutation."""
-        return cls(torch.arange(matrix.shape[0], device=matrix.device), matrix)
-
-    @property
-    def n(self) -> int:
-        return self.perm.numel()
-
-    def to(
-        self, dtype: torch.dtype | None = None, device: torch.device | str | None = None
-    ) -> BlockRotation:
-        """The same rotation with its matrices cast/moved."""
-        residual = None if self.residual is None else self.residual.to(device, dtype)
-        return BlockRotation(self.perm.to(device), self.block.to(device, dtype), residual)
-
-    def apply(self, x: Tensor) -> Tensor:
-        """M x along the last dimension."""
-        return self._blocks(x[..., self.perm], transpose=False)
-
-    def apply_transpose(self, y: Tensor) -> Tensor:
-        """M^T y along the last dimension (the inverse of ``apply``)."""
-        return self._blocks(y, transpose=True)[..., self.inverse_perm]
-
-    def matrix(self) -> Tensor:
-        """M as a dense (n, n) matrix (for tests and small probes)."""
-        eye = torch.eye(self.n, dtype=self.block.dtype, device=self.block.device)
-        return self.apply(eye).mT
-
-    def _blocks(self, x: Tensor, transpose: bool) -> Tensor:
-        split = self.n_blocks * self.block.shape[0]
-        block = self.block if transpose else self.block.mT
-        head = (x[..., :split].unflatten(-1, (self.n_blocks, -1)) @ block).flatten(-2)
-        if self.residual is None:
-            return head
-        residual = self.residual if transpose else self.residual.mT
-        return torch.cat([head, x[..., split:] @ residual], dim=-1)
-
-
-@dataclass(frozen=True)
-class MatrixLayout:
-    """How a parameter is seen as a matrix: reshaped to ``shape`` (entries, features for a
-    table), then transposed when ``table`` so that rows are always output features."""
-
-    shape: tuple[int, int]
-    table: bool = False
-
-
-def matrix_layout(
-    shape: Sequence[int], *, embedding: bool = False, free: bool = False
-) -> MatrixLayout | None:
-    """The matrix view of a tensor of ``shape`` (None: a vector), by the rules of the module
-    doc. ``embedding``: an ``nn.Embedding`` table; ``free``: a parameter owned by no linear,
-    convolution or embedding layer, whose leading size-1 dimensions are broadcast ones."""
-    dims = list(shape)
-    if free and len(dims) >= 3:
-        while len(dims) > 1 and dims[0] == 1:
-            dims.pop(0)
-        if len(dims) == 2:
-            return MatrixLayout((dims[0], dims[1]), table=True)
-    if len(dims) < 2:
-        return None
-    if embedding:
-        return MatrixLayout((math.prod(dims[:-1]), dims[-1]), table=True)
-    return MatrixLayout((dims[0], math.prod(dims[1:])))
 
 
 @dataclass(frozen=True, eq=False)
@@ -601,26 +435,6 @@ def _load_shadow(unit: _Unit, refresh_svd: bool) -> bool:
     unit.shadow.copy_(unit.rotate([piece.view(piece.param) for piece in unit.pieces]))
     unit.shadow.grad = unit.rotate(views)
     return True
-
-
-LAYERS = (nn.Linear, nn.modules.conv._ConvNd, nn.Embedding)
-
-
-def module_layouts(module: nn.Module) -> dict[str, MatrixLayout | None]:
-    """The matrix view of each named parameter of ``module`` (None: a vector), by the rules
-    of the module doc: embeddings are tables, free parameters drop broadcast dimensions."""
-    owners = {
-        id(p): m for m in module.modules() for p in m.parameters(recurse=False) if m is not module
-    } | {id(p): module for p in module.parameters(recurse=False)}
-    layouts = {}
-    for name, p in module.named_parameters():
-        owner = owners[id(p)]
-        layouts[name] = matrix_layout(
-            p.shape,
-            embedding=isinstance(owner, nn.Embedding),
-            free=not isinstance(owner, LAYERS),
-        )
-    return layouts
 
 
 def _module_info(

@@ -28,7 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from shiftbench.studies.adam_rotations.probes import LossFn, normalized_updates
-from shiftbench.training.rotations import FUSED_QKV_MODULES, RotatedOptimizer, module_layouts
+from shiftbench.training.parameter_views import FUSED_QKV_MODULES, module_layouts
+from shiftbench.training.rotations import RotatedOptimizer
 
 
 def mean_hessian_rows(

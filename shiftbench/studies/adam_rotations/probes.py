@@ -39,16 +39,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from shiftbench.training.rotations import (
+from shiftbench.training.parameter_views import (
     FUSED_QKV_MODULES,
     LAYER_TYPES,
-    RotatedOptimizer,
     layer_type,
     module_layouts,
     parameter_types,
 )
+from shiftbench.training.rotations import RotatedOptimizer
 
-__all__ = ["LAYER_TYPES", "layer_type"]  # defined with the rotations, which select by them
+__all__ = ["LAYER_TYPES", "layer_type"]  # the parameter views', shared with the rotations
 LossFn = Callable[[nn.Module, Any], Tensor]
 MATRIX_ROLES = ("q", "k", "v", "o", "w1", "w2")
 
@@ -131,7 +131,7 @@ class Orthogonality:
 
 def weight_matrices(model: nn.Module, updates: Mapping[Tensor, Tensor]) -> dict[str, Tensor]:
     """Each weight matrix of ``model`` with an entry in ``updates``, that entry as a matrix:
-    parameters viewed by ``rotations.module_layouts`` (vectors, such as timm's cls_token,
+    parameters viewed by ``parameter_views.module_layouts`` (vectors, such as timm's cls_token,
     left out), fused QKV weights split into their Q, K and V row blocks."""
     layouts = module_layouts(model)
     matrices = {}
