@@ -45,7 +45,7 @@ from shiftbench.models.registry import (
 )
 from shiftbench.store.schema import env_column
 from shiftbench.training.algorithms import ALGORITHMS, IRM_LOSS_SCALINGS, create_algorithm
-from shiftbench.training.primitives import evaluate, pick_device, seed_everything
+from shiftbench.training.primitives import evaluate_all, pick_device, seed_everything
 
 
 class Objective(BaseObjective):
@@ -174,8 +174,8 @@ class Objective(BaseObjective):
         metrics: dict[str, float] = {}
         train_loss = train_correct = train_n = 0.0
         id_accs, id_losses = [], []
-        for i, (inn, out) in enumerate(self.eval_splits):
-            ev_in, ev_out = evaluate(model, inn), evaluate(model, out)
+        flat = evaluate_all(model, [env for pair in self.eval_splits for env in pair])
+        for i, (ev_in, ev_out) in enumerate(zip(flat[::2], flat[1::2])):
             metrics[env_column(i, "in_acc")] = ev_in.acc
             metrics[env_column(i, "out_acc")] = ev_out.acc
             if i in self.training:

@@ -13,6 +13,7 @@ from shiftbench.data.environments import Environment
 from shiftbench.training.primitives import (
     EnvSampler,
     evaluate,
+    evaluate_all,
     lr_factor,
     pick_device,
     seed_everything,
@@ -116,6 +117,23 @@ def test_evaluate_uses_eval_mode_and_restores_the_mode(env):
     evaluate(model, env)
     assert not model.training
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_evaluate_all_is_evaluate_on_each_environment_with_one_mode_switch(env):
+    """Several environments at one checkpoint: the same numbers as one ``evaluate`` each,
+    across batches that split an environment, in eval mode throughout, the mode restored
+    (also when a forward pass fails)."""
+    model, other = dropout_model(), rotated_digit_environments()[2]
+    model.train()
+    modes = []
+    model.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    together = evaluate_all(model, [env, other], batch_size=128)
+    assert together == [evaluate(model, env, 128), evaluate(model, other, 128)]
+    assert model.training and not any(modes)
+    broken = Environment("broken", env.x[..., :4], env.y)  # the wrong number of features
+    with pytest.raises(RuntimeError):
+        evaluate_all(model, [env, broken])
+    assert model.training
 
 
 def test_seed_everything_makes_torch_and_numpy_reproducible():

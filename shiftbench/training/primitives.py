@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,23 +102,43 @@ class Evaluation:
     n: int
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, env: Environment, batch_size: int = 2048) -> Evaluation:
     """Cross-entropy and accuracy over the whole environment, in eval mode (mode restored).
 
     Per prediction: for sequence models (logits ``(B, T, V)``, targets ``(B, T)``) every
     token counts once, so ``n`` is the number of tokens.
     """
+    return evaluate_all(model, [env], batch_size)[0]
+
+
+@torch.no_grad()
+def evaluate_all(
+    model: nn.Module, envs: Sequence[Environment], batch_size: int = 2048
+) -> list[Evaluation]:
+    """:func:`evaluate` on each environment, with the model put in eval mode once for all
+    of them (switching a model's mode walks all its modules: once per checkpoint, not
+    once per environment)."""
     was_training = model.training
     model.eval()
+    try:
+        return [_evaluate(model, env, batch_size) for env in envs]
+    finally:
+        model.train(was_training)
+
+
+def _evaluate(model: nn.Module, env: Environment, batch_size: int) -> Evaluation:
     loss_sum = torch.zeros((), device=env.y.device)
     correct = torch.zeros((), device=env.y.device)
     for start in range(0, len(env), batch_size):
-        idx = torch.arange(start, min(start + batch_size, len(env)), device=env.y.device)
-        logits, y = flat_predictions(model(env.x[idx]).float(), env.y[idx])
+        stop = min(start + batch_size, len(env))
+        if isinstance(env.x, torch.Tensor):  # a view, not a copy, of the inputs
+            x, y = env.x[start:stop], env.y[start:stop]
+        else:  # lazy inputs load by index
+            idx = torch.arange(start, stop, device=env.y.device)
+            x, y = env.x[idx], env.y[idx]
+        logits, y = flat_predictions(model(x).float(), y)
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
-    model.train(was_training)
     n = env.y.numel()
     return Evaluation(loss=(loss_sum / n).item(), acc=(correct / n).item(), n=n)
 
