@@ -183,6 +183,8 @@ def test_a_section_no_analysis_of_the_study_reads_is_refused(tmp_path):
     assert str(info.value) == (
         f"{path}: score_config: no analysis of this study reads it (analyses: measures_overview)"
     )
+    with pytest.raises(StudyError, match=r"reads it \(analyses: none\)$"):
+        parse_study(study(score_config={"min_ess": 4}), path)
 
 
 def test_runner_passes_the_measure_config_to_the_measures(tmp_path):

@@ -103,3 +103,6 @@ class MeasureConfig:
             raise ValueError(
                 "MeasureConfig.magnitude_eps and sharpness_alpha must be > 0, drop_tolerance >= 0"
             )
+
+
+DEFAULT_CONFIG = MeasureConfig()  # the references' settings, where a caller gives none

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from shiftbench.data import seeds as data_seeds
+from shiftbench.measures.config import MeasureConfig
 from shiftbench.plugins import registry
 from shiftbench.spec.search import Choice, Fixed, SpaceError, grid_samples, parse_space
 from shiftbench.spec.settings import Model, SettingError, validate
 
 if TYPE_CHECKING:
-    from shiftbench.measures.config import MeasureConfig
     from shiftbench.spec.study import Study
 
 T = TypeVar("T")
@@ -181,8 +181,6 @@ class Checker:
 
     def measure_config(self, value: Any) -> MeasureConfig:
         """The study's :class:`shiftbench.measures.config.MeasureConfig`."""
-        from shiftbench.measures.core import MeasureConfig
-
         return self.config(value, "measure_config", MeasureConfig)
 
     def analysis_section(self, name: str, value: Any, analyses: tuple[str, ...]) -> dict[str, Any]:
@@ -195,9 +193,8 @@ class Checker:
         declared = [getattr(registry.analysis(a), "SECTIONS", {}).get(name) for a in analyses]
         classes = [cls for cls in declared if cls is not None]
         if not classes:
-            self.fail(
-                name, f"no analysis of this study reads it (analyses: {', '.join(analyses)})"
-            )
+            listed = ", ".join(analyses) or "none"
+            self.fail(name, f"no analysis of this study reads it (analyses: {listed})")
         self.config(value, name, classes[0])
         return dict(value)
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from shiftbench import faults
-from shiftbench.measures.config import MeasureConfig
+from shiftbench.measures.config import DEFAULT_CONFIG, MeasureConfig
 from shiftbench.measures.core import compute_with_reasons
 from shiftbench.plugins import registry
 from shiftbench.store import artifacts, checkpoint, schema
@@ -193,11 +193,10 @@ class TrialRunner:
         study: str,
         attempt: int = 0,
         measures: tuple[str, ...] = (),
-        measure_config: MeasureConfig | None = None,
+        measure_config: MeasureConfig = DEFAULT_CONFIG,
     ) -> TrialOutcome:
         """Train and evaluate one trial, computing ``measures`` at its end with
-        ``measure_config`` (the defaults when None); never raises for a trial's own
-        failure."""
+        ``measure_config``; never raises for a trial's own failure."""
         started = datetime.now(UTC)
         cuda = self.device.type == "cuda"
         if cuda:
@@ -208,9 +207,7 @@ class TrialRunner:
             save = self._saver(trial, study, attempt)
             resume = self.checkpoints(study, [trial.trial_id])
             with self.accel.denormals():
-                status, curve, extra = self._train(
-                    trial, measures, measure_config or MeasureConfig(), save, resume
-                )
+                status, curve, extra = self._train(trial, measures, measure_config, save, resume)
             error = ""
         except Exception as exc:
             status, curve, extra = schema.FAILED, [], {}
@@ -246,7 +243,7 @@ class TrialRunner:
         )
 
     def measure(
-        self, job: MeasureJob, study: str, measure_config: MeasureConfig | None = None
+        self, job: MeasureJob, study: str, measure_config: MeasureConfig = DEFAULT_CONFIG
     ) -> TrialOutcome:
         """Compute ``job``'s measures on the stored model, without training: one ``measured``
         row at the trial's final checkpoint (:func:`shiftbench.store.ledger.read` merges it into
@@ -261,12 +258,7 @@ class TrialRunner:
             model.load_state_dict(state)
             curve = [{"step": s, "train_loss": loss} for s, loss in job.history]
             extra = self._measures(
-                objective,
-                _Trained(model),
-                init_state,
-                curve,
-                job.names,
-                measure_config or MeasureConfig(),
+                objective, _Trained(model), init_state, curve, job.names, measure_config
             )
         except Exception as exc:
             return TrialOutcome(job.trial.trial_id, "measure_failed", [], _error_text(exc))

@@ -12,7 +12,7 @@ from typing import Any
 
 import ray
 
-from shiftbench.measures.config import MeasureConfig
+from shiftbench.measures.config import DEFAULT_CONFIG, MeasureConfig
 from shiftbench.store import schema
 from shiftbench.store.artifacts import Sink
 from shiftbench.sweep.cluster import code_fingerprint
@@ -64,7 +64,7 @@ class TrialWorker:
         return run_group(self.runner, unit)
 
     def measure(
-        self, job: MeasureJob, study: str, measure_config: MeasureConfig | None = None
+        self, job: MeasureJob, study: str, measure_config: MeasureConfig = DEFAULT_CONFIG
     ) -> TrialOutcome:
         """Compute missing measures on a trial's stored model (no training)."""
         return self.runner.measure(job, study, measure_config)
