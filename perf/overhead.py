@@ -22,11 +22,19 @@ The same training (digits CNN, SGD, ``--steps`` steps, evaluation every
 5. ``benchopt run`` on the same configurations (one invocation for all);
 6. one process per trial, DomainBed style (``python -c`` running one trial).
 
-Overhead per trial = seconds per trial minus the bare loop's (the bare loop and the
-in-process runner run back to back on each trial, in alternating order, over ``--rounds``,
-and the runner's overhead is the median of those paired differences). Run:
+Overhead per trial = seconds per trial minus the bare loop's. The bare loop and the
+in-process runner train each trial in lock step: the runner's checkpoint callback, wrapped
+here (``Lockstep``), advances the bare loop by one step at each of its calls and times that
+step apart. Back-to-back runs of one trial on a shared VM differ by up to ±20%, which
+swamped a per-trial comparison (the runner measured between +1.6% and +8.4% in two runs of
+the earlier back-to-back method); step by step, two bare loops agree to within 0.2%. The
+runner's overhead is the median over ``--rounds`` rounds of the trials of its paired
+difference with the bare loop. Run:
 ``.venv/bin/python perf/overhead.py [--trials 6] [--sweep-trials 24] [--steps 400]``.
-Each way's bare-loop baseline is the mean bare time of the same kind of trial.
+Each way's bare-loop baseline is the median bare time of the same kind of trial. The bare
+loop runs with the allocator setting every shiftbench CPU worker uses (freed memory kept:
+``accel.retain_memory``, measured on its own by ``perf/allocator.py``), so the figures are
+the harness's cost, not the allocator's gain.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +64,9 @@ from shiftbench.plugins.registry import dataset_class, defaults, objective_class
 from shiftbench.spec.study import Study, load_study  # noqa: E402
 from shiftbench.store import ledger as store  # noqa: E402
 from shiftbench.sweep.driver import run_study  # noqa: E402
+from shiftbench.trials import allocator  # noqa: E402
+from shiftbench.trials import runner as runner_module  # noqa: E402
+from shiftbench.trials.accel import AUTO  # noqa: E402
 from shiftbench.trials.runner import TrialRunner  # noqa: E402
 from shiftbench.trials.trial import Trial  # noqa: E402
 
@@ -80,13 +92,14 @@ def trials(n: int, steps: int, eval_every: int) -> list[Trial]:
     ]
 
 
-def bare_loop(trial: Trial) -> float:
-    """The same training in plain PyTorch: seeded init, on-device sampling, SGD, and at each
-    checkpoint the loss and accuracy of every split (what the runner records)."""
+def bare_steps(trial: Trial) -> Iterator[None]:
+    """The same training in plain PyTorch, one step per ``next``: seeded init, on-device
+    sampling, SGD, and at each checkpoint the loss and accuracy of every split (what the
+    runner records). The data set is loaded before the first ``next``."""
     data = dataset_class("colored_digits").get_instance(**dict(trial.dataset_params)).get_data()
     splits = data["data"].splits("cpu")
     params, hp = dict(trial.objective_params), dict(trial.solver_params)
-    start = time.perf_counter()
+    yield
     torch.manual_seed(trial.seed)
     model = create_model(
         "cnn",
@@ -110,7 +123,7 @@ def bare_loop(trial: Trial) -> float:
                         (logits.argmax(1) == env.y).float().mean().item()
             model.train()
         if step == params["steps"]:
-            break
+            return
         idx = [torch.randint(len(env), (hp["batch_size"],), generator=generator) for env in train]
         x = torch.cat([env.x[i] for env, i in zip(train, idx)])
         y = torch.cat([env.y[i] for env, i in zip(train, idx)])
@@ -118,7 +131,67 @@ def bare_loop(trial: Trial) -> float:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        yield
+
+
+def bare_loop(trial: Trial) -> float:
+    """Seconds of the bare loop's training of ``trial`` (data loading left out)."""
+    steps = bare_steps(trial)
+    next(steps)
+    start = time.perf_counter()
+    for _ in steps:
+        pass
     return time.perf_counter() - start
+
+
+class Lockstep(runner_module.Checkpointer):
+    """The runner's checkpoint callback, advancing a bare loop by one step at each call and
+    timing that step apart: the two trainings alternate step by step, so a change of machine
+    speed (on a shared VM, ±20% between back-to-back runs of one trial) hits both alike."""
+
+    bare: Iterator[None]
+    bare_seconds = 0.0
+
+    def __call__(self) -> bool:
+        start = time.perf_counter()
+        next(Lockstep.bare, None)
+        Lockstep.bare_seconds += time.perf_counter() - start
+        return super().__call__()
+
+
+def lockstep(runner: TrialRunner, trial: Trial) -> tuple[float, float]:
+    """Seconds of the bare loop and of ``runner.run`` on ``trial``, trained in lock step (the
+    runner's figure is its wall time without the bare steps run inside it)."""
+    Lockstep.bare, Lockstep.bare_seconds = bare_steps(trial), 0.0
+    next(Lockstep.bare)  # the bare loop's data loading is not timed, as the runner's is cached
+    runner_module.Checkpointer = Lockstep
+    try:
+        wall = timed(lambda: runner.run(trial, "overhead"))
+    finally:
+        runner_module.Checkpointer = Lockstep.__base__
+    start = time.perf_counter()
+    for _ in Lockstep.bare:  # steps past the runner's last callback, if any
+        pass
+    bare = Lockstep.bare_seconds + time.perf_counter() - start
+    return bare, wall - Lockstep.bare_seconds
+
+
+def bare_pair(trial: Trial) -> tuple[float, float]:
+    """Seconds of two bare loops of ``trial`` in lock step, each step timed apart: how far
+    apart the method puts two identical trainings (its calibration)."""
+    first, second = bare_steps(trial), bare_steps(trial)
+    seconds = [0.0, 0.0]
+    next(first), next(second)
+    running = [first, second]
+    while running:
+        for i, steps in enumerate((first, second)):
+            if steps not in running:
+                continue
+            start = time.perf_counter()
+            if next(steps, StopIteration) is StopIteration:
+                running.remove(steps)
+            seconds[i] += time.perf_counter() - start
+    return seconds[0], seconds[1]
 
 
 def write_study(folder: Path, n: int, steps: int, eval_every: int) -> Path:
@@ -218,30 +291,28 @@ def main() -> None:
         help="trials in each Ray sweep (its fixed costs amortize over them)",
     )
     parser.add_argument(
-        "--rounds", type=int, default=4, help="interleaved rounds (medians of paired differences)"
+        "--rounds", type=int, default=4, help="rounds of lock-step runs (median paired difference)"
     )
     parser.add_argument("--skip-benchopt", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    # the bare loop trains with the allocator setting of a CPU worker (``accel.retain_memory:
+    # auto``, set by the runner), so the ratios compare the harness, not the allocator
+    allocator.retain(AUTO.resolve(torch.device("cpu")).retain_memory is True)
     n = min(args.trials, len(LRS))
     todo = trials(n, args.steps, args.eval_every)
-    bare_loop(todo[0])
     runner = TrialRunner({})
-    runner.run(todo[0], "overhead")
+    lockstep(runner, todo[0])  # warm-up: first-trial costs (data, allocator) out of the figures
     bare_times, differences = [], []
-    for round_ in range(args.rounds):  # interleaved, so drift in machine speed hits both alike
+    for _ in range(args.rounds):
         for trial in todo:
-            if round_ % 2:  # alternate which goes first, so neither always runs on a warm cache
-                h = timed(lambda t=trial: runner.run(t, "overhead"))
-                b = bare_loop(trial)
-            else:
-                b = bare_loop(trial)
-                h = timed(lambda t=trial: runner.run(t, "overhead"))
+            b, h = lockstep(runner, trial)
             bare_times.append(b)
             differences.append(h - b)
-    # the runner's overhead: the median of paired differences (same trial, back to back)
+    # the runner's overhead: the median of paired differences (same trial, in lock step)
     bare = float(np.median(bare_times))
     harness = bare + float(np.median(differences))
+    calibration = [b - a for a, b in (bare_pair(t) for t in todo)]
     with tempfile.TemporaryDirectory() as tmp:
         m = args.sweep_trials
         study = load_study(write_study(Path(tmp), m, args.steps, args.eval_every))
@@ -321,6 +392,11 @@ def main() -> None:
     print(
         f"sweep start-up {double.start_up:.2f} s and {warm.start_up:.2f} s per run; "
         f"worker gap between trials {1000 * gap:.1f} ms"
+    )
+    print(
+        f"lock step: the runner's paired difference {100 * np.median(differences) / bare:+.2f}%"
+        f" (median of {len(differences)}); two bare loops "
+        f"{100 * np.median(calibration) / bare:+.2f}% (median of {len(calibration)})"
     )
     print(f"{n} trials of {args.steps} steps (digits CNN, SGD), seconds per trial:")
     print(f"{'way':<36}{'s/trial':>9}{'overhead s':>12}{'overhead %':>12}")

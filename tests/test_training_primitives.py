@@ -14,6 +14,7 @@ from shiftbench.training.primitives import (
     EnvSampler,
     evaluate,
     evaluate_all,
+    flat_predictions,
     lr_factor,
     pick_device,
     seed_everything,
@@ -134,6 +135,16 @@ def test_evaluate_all_is_evaluate_on_each_environment_with_one_mode_switch(env):
     with pytest.raises(RuntimeError):
         evaluate_all(model, [env, broken])
     assert model.training
+
+
+def test_flat_predictions_keeps_classification_tensors_and_flattens_sequences():
+    logits, y = torch.randn(5, 3), torch.tensor([0, 2, 1, 1, 0])
+    flat_logits, flat_y = flat_predictions(logits, y)
+    assert flat_logits is logits and flat_y is y  # no view, no extra autograd node
+    tokens, targets = torch.randn(2, 4, 3), torch.randint(3, (2, 4))
+    flat_logits, flat_y = flat_predictions(tokens, targets)
+    assert flat_logits.shape == (8, 3) and flat_y.shape == (8,)
+    assert torch.equal(flat_logits[5], tokens[1, 1]) and flat_y[5] == targets[1, 1]
 
 
 def test_seed_everything_makes_torch_and_numpy_reproducible():

@@ -17,6 +17,7 @@ from shiftbench.plugins import registry
 from shiftbench.spec.study import StudyError, load_study, parse_study
 from shiftbench.store import ledger as store
 from shiftbench.sweep.driver import run_study
+from shiftbench.trials import allocator
 from shiftbench.trials.accel import AUTO, PLAIN, Accel, can_flush_denormal, denormals_flushed
 from shiftbench.trials.runner import TrialRunner
 from shiftbench.trials.trial import Trial
@@ -48,15 +49,19 @@ def curve(accel: Accel, t: Trial) -> tuple[np.ndarray, list[dict]]:
     return np.array([[row[c] for c in columns] for row in outcome.rows]), outcome.rows
 
 
-def test_auto_is_the_plain_path_on_the_cpu_flushing_denormals():
-    assert AUTO.resolve(CPU) == replace(PLAIN, flush_denormal=can_flush_denormal())
+def test_auto_is_the_plain_path_on_the_cpu_flushing_denormals_and_keeping_memory():
+    cpu_modes = {"flush_denormal": can_flush_denormal(), "retain_memory": allocator.can_retain()}
+    assert AUTO.resolve(CPU) == replace(PLAIN, **cpu_modes)
+    assert AUTO.resolve(torch.device("cuda")).retain_memory is False
     assert can_flush_denormal() or platform.machine() not in ("x86_64", "AMD64")
-    assert Accel("bf16", True, False, False).resolve(CPU) == Accel("bf16", True, False, False)
+    explicit = Accel("bf16", True, False, False, False)
+    assert explicit.resolve(CPU) == explicit
     assert PLAIN.columns() == {
         "accel.precision": "fp32",
         "accel.channels_last": False,
         "accel.compile": "false",
         "accel.flush_denormal": False,
+        "accel.retain_memory": False,
     }
 
 
@@ -98,6 +103,7 @@ def test_a_ray_worker_flushes_denormals_by_default_on_the_cpu(
     assert run_study(flushed, store_dir, workers=1, progress=False).counts == {"diverged": 1}
     rows = store.read(store_dir, flushed.name)
     assert set(rows["accel.flush_denormal"]) == {True} and rows["train_loss"].isna().any()
+    assert set(rows["accel.retain_memory"]) == {allocator.can_retain()}
     plain = load_study(make_study(**spec, accel={"flush_denormal": False}))
     counts = run_study(plain, tmp_path / "plain", workers=1, progress=False).counts
     assert counts == {"done": 1}
@@ -112,6 +118,7 @@ def test_a_ray_worker_flushes_denormals_by_default_on_the_cpu(
         ({"compile": "no_such_backend"}, "unknown torch.compile backend 'no_such_backend'"),
         ({"compile": ""}, "compile must be true, false or a torch.compile backend name"),
         ({"flush_denormal": "on"}, "flush_denormal must be auto, true or false"),
+        ({"retain_memory": 1}, "retain_memory must be auto, true or false"),
     ],
 )
 def test_impossible_settings_are_rejected(kwargs, message):
@@ -181,9 +188,11 @@ def test_study_accel_key_defaults_to_auto_and_parses(tmp_path):
         "channels_last": True,
         "compile": "eager",
         "flush_denormal": False,
+        "retain_memory": False,
     }
     raw = {**VALID, "accel": accel}
-    assert parse_study(raw, tmp_path / "s.yml").accel == Accel("bf16", True, "eager", False)
+    parsed = parse_study(raw, tmp_path / "s.yml").accel
+    assert parsed == Accel("bf16", True, "eager", False, False)
 
 
 @pytest.mark.parametrize(
@@ -193,6 +202,7 @@ def test_study_accel_key_defaults_to_auto_and_parses(tmp_path):
         ({"channels_last": 2}, "accel.channels_last"),
         ({"compile": "nope"}, "accel.compile"),
         ({"flush_denormal": 1}, "accel.flush_denormal"),
+        ({"retain_memory": "yes"}, "accel.retain_memory"),
         ({"amp": True}, "accel.amp"),
         ([1], "accel"),
     ],

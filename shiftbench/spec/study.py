@@ -56,7 +56,8 @@ TOP_LEVEL_KEYS = {
     "resources": "mapping with cpus and gpus per trial (gpus: a fraction, or auto: packed by "
     "a first trial's measured peak memory)",
     "accel": "mapping: precision (auto|fp32|bf16), channels_last (auto|true|false), "
-    "compile (false|true|backend), flush_denormal (auto|true|false)",
+    "compile (false|true|backend), flush_denormal (auto|true|false), "
+    "retain_memory (auto|true|false)",
     "timeout_s": "wall-clock limit of one trial in seconds (number > 0; default: none)",
     "ensemble": "vectorized ensembles: auto (default), off, or the largest group size",
     "trial_limit": "the most trials the study may expand to (integer >= 1; default 100000)",

@@ -1,17 +1,21 @@
 """The fast path of the training loop: bf16 autocast, channels-last, ``torch.compile`` and,
-on the CPU, flushing denormal floats to zero.
+on the CPU, flushing denormal floats to zero and keeping freed memory for reuse.
 
 A study's ``accel:`` key sets it (``precision``, ``channels_last``, ``compile``,
-``flush_denormal``). These are run settings, like the device, not part of a trial's
-identity: a trial keeps its id, and each ledger row records what it ran with
-(``accel.precision``, ``accel.channels_last``, ``accel.compile``, ``accel.flush_denormal``).
+``flush_denormal``, ``retain_memory``). These are run settings, like the device, not part of
+a trial's identity: a trial keeps its id, and each ledger row records what it ran with
+(``accel.precision``, ``accel.channels_last``, ``accel.compile``, ``accel.flush_denormal``,
+``accel.retain_memory``).
 ``auto`` (the default) means bf16 and channels-last on a GPU that supports them and the
 fp32 path on the CPU. On the CPU, ``auto`` also flushes denormals (``torch.set_flush_denormal``:
 the FTZ and DAZ flags of x86 SSE3, the FZ flag of arm64), since their microcode path makes
 some trials several times slower (an RMSProp trial with a tiny ``eps``: 31 s against 9 s);
 the numbers then differ from ``benchopt run``'s plain loop only where a value fell below
-``torch.finfo(torch.float32).tiny`` (see perf/README.md for how much). The loop itself has
-no host synchronisation between checkpoints.
+``torch.finfo(torch.float32).tiny`` (see perf/README.md for how much). ``auto`` also keeps
+the memory of freed tensors in a CPU worker instead of handing it back to the kernel after
+each evaluation (``allocator``: no number changes; the quickstart CNN's checkpoints
+evaluate several times faster). The loop itself has no host synchronisation between
+checkpoints.
 """
 
 from __future__ import annotations
@@ -23,13 +27,14 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from shiftbench.store import schema
+from shiftbench.trials import allocator
 
 if TYPE_CHECKING:  # torch is imported where it is used: validating a study needs no torch
     import torch
     from torch import nn
 
 PRECISIONS = ("auto", "fp32", "bf16")
-ACCEL_KEYS = ("precision", "channels_last", "compile", "flush_denormal")
+ACCEL_KEYS = ("precision", "channels_last", "compile", "flush_denormal", "retain_memory")
 # ``compile``: False, True (inductor) or the name of a torch.compile backend
 COMPILE_DEFAULT_BACKEND = "inductor"
 
@@ -38,21 +43,23 @@ COMPILE_DEFAULT_BACKEND = "inductor"
 class Accel:
     """How the training loop runs: ``precision`` (auto, fp32, bf16), ``channels_last``
     (auto, true, false), ``compile`` (false, true, or a ``torch.compile`` backend name) and
-    ``flush_denormal`` (auto, true, false). ``resolve`` turns ``auto`` into what a device
-    supports."""
+    ``flush_denormal`` (auto, true, false) and ``retain_memory`` (auto, true, false).
+    ``resolve`` turns ``auto`` into what a device supports."""
 
     precision: str = "auto"
     channels_last: bool | str = "auto"
     compile: bool | str = False
     flush_denormal: bool | str = "auto"
+    retain_memory: bool | str = "auto"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
         if not (self.channels_last == "auto" or isinstance(self.channels_last, bool)):
             raise ValueError("channels_last must be auto, true or false")
-        if not (self.flush_denormal == "auto" or isinstance(self.flush_denormal, bool)):
-            raise ValueError("flush_denormal must be auto, true or false")
+        for key in ("flush_denormal", "retain_memory"):
+            if not (getattr(self, key) == "auto" or isinstance(getattr(self, key), bool)):
+                raise ValueError(f"{key} must be auto, true or false")
         if not isinstance(self.compile, bool | str) or self.compile == "":
             raise ValueError("compile must be true, false or a torch.compile backend name")
         if isinstance(self.compile, str):
@@ -65,8 +72,8 @@ class Accel:
 
     def resolve(self, device: torch.device) -> Accel:
         """Concrete settings for ``device``: ``auto`` is bf16 and channels-last on a GPU with
-        bf16 support, fp32 and the default memory format elsewhere, and flushing denormals on
-        a CPU that can."""
+        bf16 support, fp32 and the default memory format elsewhere, and on a CPU flushing
+        denormals and keeping freed memory where the CPU and C library can."""
         import torch
 
         cuda = device.type == "cuda"
@@ -76,7 +83,10 @@ class Accel:
         flush = self.flush_denormal
         if flush == "auto":
             flush = device.type == "cpu" and can_flush_denormal()
-        return Accel(precision, bool(channels_last), self.compile, flush)
+        retain = self.retain_memory
+        if retain == "auto":
+            retain = device.type == "cpu" and allocator.can_retain()
+        return Accel(precision, bool(channels_last), self.compile, flush, retain)
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """Put ``model`` in channels-last memory (in place, when it has 2-d convolutions and
@@ -97,6 +107,15 @@ class Accel:
         import torch
 
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+    @contextmanager
+    def cpu_modes(self) -> Iterator[None]:
+        """Run a trial inside: the process keeps freed memory as ``retain_memory`` says (the
+        allocator is the process's, so this stays set after) and the calling thread flushes
+        denormals as ``flush_denormal`` says (restored on the way out)."""
+        allocator.retain(self.retain_memory is True)
+        with self.denormals():
+            yield
 
     @contextmanager
     def denormals(self) -> Iterator[None]:
@@ -120,7 +139,7 @@ class Accel:
 
 
 AUTO = Accel()
-PLAIN = Accel("fp32", False, False, False)
+PLAIN = Accel("fp32", False, False, False, False)
 
 
 def denormals_flushed() -> bool:

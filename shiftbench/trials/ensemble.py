@@ -373,7 +373,7 @@ def run_ensemble(
             faults.hit("trial.start", trial.trial_id)
         trainer = ensemble_trainer(runner, trials)
         resume = runner.checkpoints(study, [t.trial_id for t in trials])
-        with runner.accel.denormals():
+        with runner.accel.cpu_modes():
             curves = trainer.run(resume)
     except Exception as exc:
         warnings.warn(
@@ -385,8 +385,9 @@ def run_ensemble(
     train_envs = trainer.objective.train_envs
     examples = sum(len(env) for env in train_envs)
     per_step = trainer.samplers[0].batch_size * len(train_envs)
-    # the vectorized step is plain fp32, flushing denormals as the runner does
-    provenance = runner.row_provenance(replace(PLAIN, flush_denormal=runner.accel.flush_denormal))
+    # the vectorized step is plain fp32, in the runner's CPU modes
+    cpu = {k: getattr(runner.accel, k) for k in ("flush_denormal", "retain_memory")}
+    provenance = runner.row_provenance(replace(PLAIN, **cpu))
     outcomes = []
     for trial, attempt, curve in zip(trials, attempts, curves):
         for point in curve:

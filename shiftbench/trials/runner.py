@@ -206,7 +206,7 @@ class TrialRunner:
             faults.hit("trial.start", trial.trial_id)
             save = self._saver(trial, study, attempt)
             resume = self.checkpoints(study, [trial.trial_id])
-            with self.accel.denormals():
+            with self.accel.cpu_modes():
                 status, curve, extra = self._train(trial, measures, measure_config, save, resume)
             error = ""
         except Exception as exc:
