@@ -27,7 +27,7 @@ in-process runner train each trial in lock step: the runner's checkpoint callbac
 here (``Lockstep``), advances the bare loop by one step at each of its calls and times that
 step apart. Back-to-back runs of one trial on a shared VM differ by up to ±20%, which
 swamped a per-trial comparison (the runner measured between +1.6% and +8.4% in two runs of
-the earlier back-to-back method); step by step, two bare loops agree to within 0.2%. The
+the earlier back-to-back method); step by step, two bare loops agree to within 0.6%. The
 runner's overhead is the median over ``--rounds`` rounds of the trials of its paired
 difference with the bare loop. Run:
 ``.venv/bin/python perf/overhead.py [--trials 6] [--sweep-trials 24] [--steps 400]``.
