@@ -20,9 +20,11 @@ pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),
 ]
 
-# The page faults of a digits CNN's second trial in a fresh process (the allocator is per
-# process): 60 SGD steps evaluated every 5, so that evaluations' activations (a few MiB per
-# split, freed together) and training steps interleave, as in any study.
+# The page faults of a digits CNN's trial in a fresh process (the allocator is per process),
+# after a first trial: 60 SGD steps evaluated every 5, so that evaluations' activations (a few
+# MiB per split, freed together) and training steps interleave, as in any study. The fewest
+# of three trials: Python's own object arenas, which no malloc setting governs, may add a
+# thousand faults to one of them.
 FAULTS = """
 import resource, sys
 import torch
@@ -39,9 +41,12 @@ sgd = registry.defaults(registry.solver_class("sgd"))
 trial = Trial.make("colored_digits", dataset, objective, "sgd", sgd, 0)
 runner = TrialRunner({}, device="cpu", accel=Accel(retain_memory=sys.argv[1] == "on"))
 runner.run(trial, "faults")
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-assert runner.run(trial, "faults").status == "done"
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+counts = []
+for _ in range(3):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    assert runner.run(trial, "faults").status == "done"
+    counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(min(counts))
 """
 
 
@@ -53,10 +58,11 @@ def faults(mode: str) -> int:
 
 
 def test_freed_memory_is_served_again_without_page_faults():
-    """glibc's default gives the evaluations' memory back and faults it in again: about
-    100,000 faults (400 MiB of fresh pages) in this trial; kept, next to none."""
-    assert faults("off") > 20_000
-    assert faults("on") < 1_000
+    """glibc's default gives the evaluations' memory back and faults it in again: 20,000 to
+    100,000 faults (up to 400 MiB of fresh pages) in this trial, as the heap's history goes;
+    kept, one."""
+    assert faults("off") > 5_000
+    assert faults("on") < 500
 
 
 def test_keeping_memory_changes_no_number_and_is_recorded():
