@@ -6,7 +6,8 @@ once more than ``M_TRIM_THRESHOLD`` of it is free (both start at 128 KiB and ada
 blocks freed, ``mallopt(3)``). A training loop's evaluation allocates activations of a few
 MiB per split and frees them together, so glibc gives them back and the next checkpoint
 touches fresh, zeroed pages: about 10,000 page faults per checkpoint of the quickstart CNN,
-which took 35 ms against 5 ms with the memory kept (``perf/allocator.py``). Raising both
+which took 35 ms against 5 ms with the memory kept (a one-off measurement; its trials run
+1.2x faster with it, ``perf/allocator.py``). Raising both
 thresholds keeps it, as PyTorch's caching allocator does on a GPU and as jemalloc or tcmalloc
 (which PyTorch's CPU performance guide suggests preloading) do. The arithmetic is the same,
 so no number changes.
