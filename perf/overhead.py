@@ -34,7 +34,11 @@ difference with the bare loop. Run:
 Each way's bare-loop baseline is the median bare time of the same kind of trial. The bare
 loop runs with the allocator setting every shiftbench CPU worker uses (freed memory kept:
 ``accel.retain_memory``, measured on its own by ``perf/allocator.py``), so the figures are
-the harness's cost, not the allocator's gain.
+the harness's cost, not the allocator's gain. The bare loop draws its batches as a
+hand-written loop does, ``x[idx]``; the runner's sampler draws the same values with
+``index_select`` (``Environment.take``, ``perf/sampler.py``). ``--bare-take`` gives the bare
+loop that draw too, so the runner's figure is then its overhead without that gain;
+``--runner-only`` prints the lock-step figures alone (about 2 min).
 """
 
 from __future__ import annotations
@@ -72,6 +76,8 @@ from shiftbench.trials.trial import Trial  # noqa: E402
 
 # Learning rates at which SGD does not diverge here, so every way does the full training.
 LRS = (0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1)
+# ``--bare-take``: the bare loop draws as the runner's sampler does (``Environment.take``)
+BARE_TAKE = False
 
 
 def trials(n: int, steps: int, eval_every: int) -> list[Trial]:
@@ -125,8 +131,12 @@ def bare_steps(trial: Trial) -> Iterator[None]:
         if step == params["steps"]:
             return
         idx = [torch.randint(len(env), (hp["batch_size"],), generator=generator) for env in train]
-        x = torch.cat([env.x[i] for env, i in zip(train, idx)])
-        y = torch.cat([env.y[i] for env, i in zip(train, idx)])
+        if BARE_TAKE:  # the runner's draw (``index_select``), not advanced indexing
+            drawn = [env.take(i) for env, i in zip(train, idx)]
+            x, y = torch.cat([d[0] for d in drawn]), torch.cat([d[1] for d in drawn])
+        else:
+            x = torch.cat([env.x[i] for env, i in zip(train, idx)])
+            y = torch.cat([env.y[i] for env, i in zip(train, idx)])
         loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad()
         loss.backward()
@@ -294,7 +304,18 @@ def main() -> None:
         "--rounds", type=int, default=4, help="rounds of lock-step runs (median paired difference)"
     )
     parser.add_argument("--skip-benchopt", action="store_true")
+    parser.add_argument(
+        "--bare-take",
+        action="store_true",
+        help="the bare loop draws with index_select as the runner does (perf/sampler.py), "
+        "not with advanced indexing: the runner's overhead without its faster draw",
+    )
+    parser.add_argument(
+        "--runner-only", action="store_true", help="the lock-step figures only (no sweeps)"
+    )
     args = parser.parse_args()
+    global BARE_TAKE
+    BARE_TAKE = args.bare_take
     torch.set_num_threads(1)
     # the bare loop trains with the allocator setting of a CPU worker (``accel.retain_memory:
     # auto``, set by the runner), so the ratios compare the harness, not the allocator
@@ -313,6 +334,15 @@ def main() -> None:
     bare = float(np.median(bare_times))
     harness = bare + float(np.median(differences))
     calibration = [b - a for a, b in (bare_pair(t) for t in todo)]
+    lock = (
+        f"lock step: the runner's paired difference {100 * np.median(differences) / bare:+.2f}%"
+        f" (median of {len(differences)}); two bare loops "
+        f"{100 * np.median(calibration) / bare:+.2f}% (median of {len(calibration)}); "
+        f"bare loop draws with {'index_select' if BARE_TAKE else 'advanced indexing'}"
+    )
+    if args.runner_only:
+        print(lock)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         m = args.sweep_trials
         study = load_study(write_study(Path(tmp), m, args.steps, args.eval_every))
@@ -393,24 +423,27 @@ def main() -> None:
         f"sweep start-up {double.start_up:.2f} s and {warm.start_up:.2f} s per run; "
         f"worker gap between trials {1000 * gap:.1f} ms"
     )
-    print(
-        f"lock step: the runner's paired difference {100 * np.median(differences) / bare:+.2f}%"
-        f" (median of {len(differences)}); two bare loops "
-        f"{100 * np.median(calibration) / bare:+.2f}% (median of {len(calibration)})"
-    )
+    print(lock)
     print(f"{n} trials of {args.steps} steps (digits CNN, SGD), seconds per trial:")
     print(f"{'way':<36}{'s/trial':>9}{'overhead s':>12}{'overhead %':>12}")
     for name, seconds in rows:
         over = seconds - bare
         print(f"{name:<36}{seconds:>9.3f}{over:>12.3f}{100 * over / bare:>11.1f}%")
-    harness_over = max(harness - bare, 1e-3)
-    # the steady state, not the Ray-running row: that one is wall time minutes apart
-    sweep_over = max(harness + steady - bare, 1e-3)
+    # against the steady state, not the Ray-running row: that one is wall time minutes apart.
+    # Ratios of times, not of overheads: an overhead near zero makes the latter meaningless.
+    sweep = harness + steady
     for name, seconds in rows[6:]:
         print(
-            f"{name}: {(seconds - bare) / harness_over:.1f}x the runner's overhead, "
-            f"{(seconds - bare) / sweep_over:.1f}x the sweep's steady state"
+            f"{name}: {seconds / sweep:.2f}x the sweep's time per trial "
+            f"({seconds - bare:+.3f} s of overhead per trial against its {sweep - bare:+.3f} s)"
         )
+    spread = abs(float(np.median(calibration))) / bare
+    for name, seconds in (rows[1], rows[5]):
+        if abs(seconds - bare) / bare <= spread:
+            print(
+                f"{name}: within the lock step's resolution (two bare loops differ by "
+                f"{100 * spread:.2f}%): read it as 0 +- that"
+            )
 
 
 if __name__ == "__main__":

@@ -43,3 +43,20 @@ def test_no_measure_part_by_default_and_bad_fractions_are_rejected():
     ]
     with pytest.raises(ValueError, match="measure_fraction must be in"):
         DomainData("d", [indexed("a", 20), indexed("b", 20)], 1, 2, measure_fraction=0.8)
+
+
+def test_take_is_indexing_and_keeps_the_memory_format():
+    """The sampler's draw: the values of ``x[idx], y[idx]`` (repeats included); a contiguous
+    draw comes back contiguous, and a channels-last input stays channels-last, as indexing
+    leaves it (the convolutions then see what they saw)."""
+    images = torch.randn(9, 3, 4, 5)
+    env = Environment("e", images, torch.arange(9) % 4)
+    idx = torch.tensor([8, 0, 0, 5, 2])
+    x, y = env.take(idx)
+    assert torch.equal(x, images[idx]) and x.is_contiguous()
+    assert y.tolist() == [0, 0, 0, 1, 2]
+    last = Environment("e", images.to(memory_format=torch.channels_last), env.y)
+    x, _ = last.take(idx)
+    assert torch.equal(x, images[idx]) and x.is_contiguous(memory_format=torch.channels_last)
+    tokens = Environment("t", torch.arange(12).view(4, 3), torch.arange(4))
+    assert tokens.take(torch.tensor([3, 1]))[0].tolist() == [[9, 10, 11], [3, 4, 5]]

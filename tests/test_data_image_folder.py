@@ -112,3 +112,13 @@ def test_missing_or_incomplete_data_is_a_clear_error(tmp_path):
     write_folder_dataset(tmp_path, "PACS", PACS_FOLDERS[:2])
     with pytest.raises(MissingDataError, match="expected 4 environment folders"):
         folder_environments("PACS", tmp_path)
+
+
+def test_take_loads_lazy_images_by_index(tmp_path):
+    """``Environment.take`` on lazy inputs is their own indexing: the images at ``idx``."""
+    write_folder_dataset(tmp_path, "PACS", PACS_FOLDERS)
+    env = folder_environments("PACS", tmp_path)[0][2]
+    idx = torch.tensor([3, 0, 3])
+    x, y = env.take(idx)
+    torch.testing.assert_close(x, env.x[idx], rtol=0, atol=0)
+    assert y.tolist() == [1, 0, 1]

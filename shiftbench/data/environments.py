@@ -4,7 +4,7 @@ An environment is a named set of labelled examples. Small data sets keep ``x``
 as a tensor (resident on the training device, indexed directly in the hot
 loop); large image sets keep a lazy image table that loads and transforms
 files when indexed. Both support ``len``, ``x[idx]`` with a LongTensor of
-indices, and ``subset``.
+indices (``Environment.take``, the sampler's draw), and ``subset``.
 """
 
 from __future__ import annotations
@@ -52,6 +52,17 @@ class Environment:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x.shape[1:])
+
+    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The inputs and labels at ``idx`` (a 1-d LongTensor on the data's device): the values
+        of ``x[idx], y[idx]``. On contiguous tensors through ``index_select``, which skips
+        advanced indexing's argument parsing and restriding: drawing 64 digits with their
+        labels takes 5.5 µs against 11 to 13 µs on a CPU core (``perf/sampler.py``), in every
+        training step. Other strides keep ``x[idx]``, whose output follows the input's memory format (a
+        channels-last input stays channels-last, so the convolutions see what they saw)."""
+        dense = isinstance(self.x, torch.Tensor) and self.x.is_contiguous()
+        x = self.x.index_select(0, idx) if dense else self.x[idx]  # lazy inputs load by index
+        return x, self.y.index_select(0, idx)
 
     def subset(self, idx: np.ndarray, name: str | None = None) -> Environment:
         """The examples at ``idx``, as a new environment."""

@@ -69,21 +69,19 @@ class EnvSampler:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.envs = envs
         self.batch_size = batch_size
-        device = envs[0].y.device
-        self.generator = torch.Generator(device=device)
+        self.device = envs[0].y.device
+        self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
 
     def __next__(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        batches = []
-        for env in self.envs:
-            idx = torch.randint(
-                len(env),
-                (self.batch_size,),
-                generator=self.generator,
-                device=self.generator.device,
+        return [
+            env.take(
+                torch.randint(
+                    len(env), (self.batch_size,), generator=self.generator, device=self.device
+                )
             )
-            batches.append((env.x[idx], env.y[idx]))
-        return batches
+            for env in self.envs
+        ]
 
     def __iter__(self) -> EnvSampler:
         return self

@@ -254,14 +254,14 @@ class VectorizedTrainer:
                         len(env),
                         (sampler.batch_size,),
                         generator=sampler.generator,
-                        device=sampler.generator.device,
+                        device=sampler.device,
                     )
                 )
         batches = []
         for env, draws in zip(self.objective.train_envs, per_env):
             idx = torch.stack(draws)
-            x = env.x[idx.flatten()]
-            batches.append((x.view(*idx.shape, *x.shape[1:]), env.y[idx]))
+            x, y = env.take(idx.flatten())
+            batches.append((x.view(*idx.shape, *x.shape[1:]), y.view(idx.shape)))
         return batches
 
     def step(self, t: int) -> None:
