@@ -48,6 +48,22 @@ def test_sampler_draws_batch_size_examples_of_each_env_with_their_labels():
         assert torch.equal(y, env.y[idx])
 
 
+def test_sampler_draws_what_indexing_with_its_seeded_generator_draws():
+    """Each step draws every environment's indices in turn from one generator seeded by the
+    trial and gathers ``x[idx], y[idx]``: the exact stream of the loop before ``take``, so
+    trials keep their numbers."""
+    envs = [
+        Environment("a", torch.randn(13, 2, 3, 3), torch.arange(13) % 2),
+        Environment("b", torch.randn(7, 2, 3, 3), torch.arange(7) % 2),
+    ]
+    sampler = EnvSampler(envs, batch_size=6, seed=2)
+    generator = torch.Generator().manual_seed(2)
+    for _ in range(3):
+        for env, (x, y) in zip(envs, next(sampler), strict=True):
+            idx = torch.randint(len(env), (6,), generator=generator)
+            assert torch.equal(x, env.x[idx]) and torch.equal(y, env.y[idx])
+
+
 def test_sampler_is_reproducible_from_the_seed_and_differs_across_seeds():
     envs = [index_env(50, "a"), index_env(30, "b")]
     first = drawn_indices(EnvSampler(envs, 8, seed=3), 10)
