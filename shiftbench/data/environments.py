@@ -58,8 +58,9 @@ class Environment:
         of ``x[idx], y[idx]``. On contiguous tensors through ``index_select``, which skips
         advanced indexing's argument parsing and restriding: drawing 64 digits with their
         labels takes 5.5 µs against 11 to 13 µs on a CPU core (``perf/sampler.py``), in every
-        training step. Other strides keep ``x[idx]``, whose output follows the input's memory format (a
-        channels-last input stays channels-last, so the convolutions see what they saw)."""
+        training step. Other strides keep ``x[idx]``, whose output follows the input's memory
+        format (a channels-last input stays channels-last, so the convolutions see what they
+        saw)."""
         dense = isinstance(self.x, torch.Tensor) and self.x.is_contiguous()
         x = self.x.index_select(0, idx) if dense else self.x[idx]  # lazy inputs load by index
         return x, self.y.index_select(0, idx)
