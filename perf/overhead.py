@@ -76,8 +76,6 @@ from shiftbench.trials.trial import Trial  # noqa: E402
 
 # Learning rates at which SGD does not diverge here, so every way does the full training.
 LRS = (0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1)
-# ``--bare-take``: the bare loop draws as the runner's sampler does (``Environment.take``)
-BARE_TAKE = False
 
 
 def trials(n: int, steps: int, eval_every: int) -> list[Trial]:
@@ -98,10 +96,11 @@ def trials(n: int, steps: int, eval_every: int) -> list[Trial]:
     ]
 
 
-def bare_steps(trial: Trial) -> Iterator[None]:
+def bare_steps(trial: Trial, take: bool = False) -> Iterator[None]:
     """The same training in plain PyTorch, one step per ``next``: seeded init, on-device
     sampling, SGD, and at each checkpoint the loss and accuracy of every split (what the
-    runner records). The data set is loaded before the first ``next``."""
+    runner records). The data set is loaded before the first ``next``. Batches are drawn
+    with advanced indexing, as by hand, or with ``take``, the runner's draw."""
     data = dataset_class("colored_digits").get_instance(**dict(trial.dataset_params)).get_data()
     splits = data["data"].splits("cpu")
     params, hp = dict(trial.objective_params), dict(trial.solver_params)
@@ -131,7 +130,7 @@ def bare_steps(trial: Trial) -> Iterator[None]:
         if step == params["steps"]:
             return
         idx = [torch.randint(len(env), (hp["batch_size"],), generator=generator) for env in train]
-        if BARE_TAKE:  # the runner's draw (``index_select``), not advanced indexing
+        if take:  # the runner's draw (``index_select``), not advanced indexing
             drawn = [env.take(i) for env, i in zip(train, idx)]
             x, y = torch.cat([d[0] for d in drawn]), torch.cat([d[1] for d in drawn])
         else:
@@ -142,16 +141,6 @@ def bare_steps(trial: Trial) -> Iterator[None]:
         loss.backward()
         optimizer.step()
         yield
-
-
-def bare_loop(trial: Trial) -> float:
-    """Seconds of the bare loop's training of ``trial`` (data loading left out)."""
-    steps = bare_steps(trial)
-    next(steps)
-    start = time.perf_counter()
-    for _ in steps:
-        pass
-    return time.perf_counter() - start
 
 
 class Lockstep(runner_module.Checkpointer):
@@ -169,10 +158,10 @@ class Lockstep(runner_module.Checkpointer):
         return super().__call__()
 
 
-def lockstep(runner: TrialRunner, trial: Trial) -> tuple[float, float]:
+def lockstep(runner: TrialRunner, trial: Trial, take: bool = False) -> tuple[float, float]:
     """Seconds of the bare loop and of ``runner.run`` on ``trial``, trained in lock step (the
     runner's figure is its wall time without the bare steps run inside it)."""
-    Lockstep.bare, Lockstep.bare_seconds = bare_steps(trial), 0.0
+    Lockstep.bare, Lockstep.bare_seconds = bare_steps(trial, take), 0.0
     next(Lockstep.bare)  # the bare loop's data loading is not timed, as the runner's is cached
     runner_module.Checkpointer = Lockstep
     try:
@@ -186,10 +175,10 @@ def lockstep(runner: TrialRunner, trial: Trial) -> tuple[float, float]:
     return bare, wall - Lockstep.bare_seconds
 
 
-def bare_pair(trial: Trial) -> tuple[float, float]:
+def bare_pair(trial: Trial, take: bool = False) -> tuple[float, float]:
     """Seconds of two bare loops of ``trial`` in lock step, each step timed apart: how far
     apart the method puts two identical trainings (its calibration)."""
-    first, second = bare_steps(trial), bare_steps(trial)
+    first, second = bare_steps(trial, take), bare_steps(trial, take)
     seconds = [0.0, 0.0]
     next(first), next(second)
     running = [first, second]
@@ -314,8 +303,6 @@ def main() -> None:
         "--runner-only", action="store_true", help="the lock-step figures only (no sweeps)"
     )
     args = parser.parse_args()
-    global BARE_TAKE
-    BARE_TAKE = args.bare_take
     torch.set_num_threads(1)
     # the bare loop trains with the allocator setting of a CPU worker (``accel.retain_memory:
     # auto``, set by the runner), so the ratios compare the harness, not the allocator
@@ -323,22 +310,23 @@ def main() -> None:
     n = min(args.trials, len(LRS))
     todo = trials(n, args.steps, args.eval_every)
     runner = TrialRunner({})
-    lockstep(runner, todo[0])  # warm-up: first-trial costs (data, allocator) out of the figures
+    # warm-up: first-trial costs (data, allocator) out of the figures
+    lockstep(runner, todo[0], args.bare_take)
     bare_times, differences = [], []
     for _ in range(args.rounds):
         for trial in todo:
-            b, h = lockstep(runner, trial)
+            b, h = lockstep(runner, trial, args.bare_take)
             bare_times.append(b)
             differences.append(h - b)
     # the runner's overhead: the median of paired differences (same trial, in lock step)
     bare = float(np.median(bare_times))
     harness = bare + float(np.median(differences))
-    calibration = [b - a for a, b in (bare_pair(t) for t in todo)]
+    calibration = [b - a for a, b in (bare_pair(t, args.bare_take) for t in todo)]
     lock = (
         f"lock step: the runner's paired difference {100 * np.median(differences) / bare:+.2f}%"
         f" (median of {len(differences)}); two bare loops "
         f"{100 * np.median(calibration) / bare:+.2f}% (median of {len(calibration)}); "
-        f"bare loop draws with {'index_select' if BARE_TAKE else 'advanced indexing'}"
+        f"bare loop draws with {'index_select' if args.bare_take else 'advanced indexing'}"
     )
     if args.runner_only:
         print(lock)
