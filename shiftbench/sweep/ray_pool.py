@@ -7,6 +7,12 @@ trials queued behind it are resubmitted uncharged); a trial that keeps killing
 its worker lands as ``failed``. A trial that overruns the study's
 ``timeout_s`` is stopped for real (its worker is killed and replaced) and
 lands as ``timeout``.
+
+The trial "it was running" is the oldest of the worker's trials in flight. When a worker
+dies just after finishing one trial, at the start of the next, Ray may not yet have sent
+the finished trial's result back: that result is lost with the worker, and the death is
+charged to the finished trial, which runs again. Such a trial is charged a death it did
+not cause; ``WORKER_DEATHS_ALLOWED`` deaths per trial absorb it.
 """
 
 from __future__ import annotations
