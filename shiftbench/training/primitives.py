@@ -73,15 +73,14 @@ class EnvSampler:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
 
+    def draw(self, env: Environment) -> torch.Tensor:
+        """``batch_size`` indices into ``env``, uniform with replacement, from the generator."""
+        return torch.randint(
+            len(env), (self.batch_size,), generator=self.generator, device=self.device
+        )
+
     def __next__(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [
-            env.take(
-                torch.randint(
-                    len(env), (self.batch_size,), generator=self.generator, device=self.device
-                )
-            )
-            for env in self.envs
-        ]
+        return [env.take(self.draw(env)) for env in self.envs]
 
     def __iter__(self) -> EnvSampler:
         return self

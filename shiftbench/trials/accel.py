@@ -55,9 +55,7 @@ class Accel:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
-        if not (self.channels_last == "auto" or isinstance(self.channels_last, bool)):
-            raise ValueError("channels_last must be auto, true or false")
-        for key in ("flush_denormal", "retain_memory"):
+        for key in ("channels_last", "flush_denormal", "retain_memory"):
             if not (getattr(self, key) == "auto" or isinstance(getattr(self, key), bool)):
                 raise ValueError(f"{key} must be auto, true or false")
         if not isinstance(self.compile, bool | str) or self.compile == "":

@@ -249,14 +249,7 @@ class VectorizedTrainer:
         per_env = [[] for _ in self.objective.train_envs]
         for sampler in self.samplers:
             for env, draws in zip(sampler.envs, per_env):
-                draws.append(
-                    torch.randint(
-                        len(env),
-                        (sampler.batch_size,),
-                        generator=sampler.generator,
-                        device=sampler.device,
-                    )
-                )
+                draws.append(sampler.draw(env))
         batches = []
         for env, draws in zip(self.objective.train_envs, per_env):
             idx = torch.stack(draws)
